@@ -1,0 +1,34 @@
+"""``gpc-ros``: the user-facing command line of gpc_ros (one subcommand per job)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+# subcommand -> (module with ``main(argv) -> int``, one-line help). Modules are imported only when chosen,
+# so `gpc-ros --help` stays fast and a missing optional dependency only breaks its own subcommand.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("gpc_ros.demo", "run the main job end to end on the simulated FR3 and say what ran"),
+    "sim-server": ("gpc_ros.sim.franky_sim_server", "serve a franky-sim FR3 on a loopback address"),
+    "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="gpc-ros", description="General Policy Composition on ROS 2 / Franka.")
+    parser.add_argument("command", choices=sorted(SUBCOMMANDS), help="; ".join(
+        f"{name}: {help_}" for name, (_, help_) in sorted(SUBCOMMANDS.items())))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args = parser.parse_args(argv[:1])
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    run: Callable[[list[str]], int] = module.main
+    return int(run(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

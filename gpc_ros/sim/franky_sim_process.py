@@ -1,0 +1,115 @@
+"""A franky-sim FR3 server in a child process, for the demo, the bringup, tests and benchmarks.
+
+The child runs :mod:`gpc_ros.sim.franky_sim_server` on a loopback address leased machine-wide (so concurrent runs
+never collide on TCP 1337/1338). The process can be killed and started again on the same address, which is how
+driver tests simulate a robot that drops off the network and comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpc_ros.leases import Lease, acquire
+
+ROBOT_PORT = 1337
+GRIPPER_PORT = 1338
+
+
+def _ports_free(host: str) -> bool:
+    for port in (ROBOT_PORT, GRIPPER_PORT):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def lease_loopback_host() -> tuple[Lease, str]:
+    """Lease an address 127.0.0.k (k in 2..254) whose robot and gripper ports are free."""
+    lease = acquire("loopback", range(2, 255), usable=lambda k: _ports_free(f"127.0.0.{k}"))
+    return lease, f"127.0.0.{lease.value}"
+
+
+class FrankySimProcess:
+    """A franky-sim server process on its own loopback address.
+
+    Use as a context manager; ``host`` is what ``franky.Robot(host)`` connects to.
+    """
+
+    def __init__(self, pace: str = "realtime", startup_timeout_s: float = 60.0) -> None:
+        self.pace = pace
+        self.startup_timeout_s = startup_timeout_s
+        self._lease, self.host = lease_loopback_host()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = Path(tempfile.mkstemp(prefix=f"franky-sim-{self.host}-", suffix=".log")[1])
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def start(self) -> "FrankySimProcess":
+        """Start the server and block until it accepts connections (or raise with its log)."""
+        if self.alive:
+            return self
+        log = open(self._log, "ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "gpc_ros.sim.franky_sim_server", "--host", self.host, "--pace", self.pace],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"franky-sim on {self.host} exited with {self._proc.returncode}:\n{self.log_text()}")
+            if b"READY" in self._log.read_bytes():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"franky-sim on {self.host} not ready after {self.startup_timeout_s} s:\n{self.log_text()}")
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): the robot disappears from the network mid-whatever."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the server politely (SIGTERM), killing it if it does not exit in ``timeout_s``."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> "FrankySimProcess":
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._lease.release()
+        self._log.unlink(missing_ok=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        return self._log.read_text(errors="replace")[-4000:] if self._log.exists() else ""
+
+    def __enter__(self) -> "FrankySimProcess":
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
