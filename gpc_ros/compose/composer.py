@@ -1,0 +1,273 @@
+"""The composer: K parents + weights + operator + sampler -> one composed action chunk per candidate.
+
+Per chunk: parents' encodings are repeated to the ``M = (N candidates [+ K one-hot rows]) * B`` rows once; then at
+every grid point each parent is called ONCE on all rows (its own horizon, time and scaling, see
+:mod:`gpc_ros.compose.schedule`), its prediction converted to ``(eps_i, x0_i)``
+(:mod:`gpc_ros.compose.parameterization`), combined by the operator's weights position by position
+(:mod:`gpc_ros.compose.operators`, :mod:`gpc_ros.compose.horizon`), and the sampler takes one step
+(:mod:`gpc_ros.compose.sampler`). The K extra one-hot rows (``return_parent_chunks``) give each parent's own chunk
+from the same noise, at the cost of K more rows in the same forward passes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from gpc_ros.compose.errors import IncompatibleParentError, InvalidWeightsError, NonFinitePredictionError
+from gpc_ros.compose.horizon import combine, position_weights
+from gpc_ros.compose.operators import CompositionOperator, as_weight_matrix, make_operator
+from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
+from gpc_ros.compose.parent import ActionNormalization, Encoding, ParentPolicy, encoding_batch_size, repeat_encoding
+from gpc_ros.compose.sampler import GridPoint, Sampler, SamplerConfig, make_sampler, network_calls_per_chunk
+from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig, shifted_chunk, start_index
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class ComposerConfig:
+    """Everything that decides how parents are composed (the composer node's parameters map onto these)."""
+
+    # --- composition
+    operator: Literal["convex", "linear", "mixture"] = "convex"
+    """``convex`` (GPC default) | ``linear`` (weights outside [0, 1], still summing to 1) | ``mixture`` (OR)."""
+    allow_unnormalized_weights: bool = False
+    """``linear`` only: accept weights not summing to 1 (extrapolation, product of experts)."""
+    # --- sampling
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    dtype: Literal["float32", "float64"] = "float32"
+    """Dtype of the sampled chunk and of the tensors handed to parents."""
+    # --- execution and monitoring
+    parallel_parents: bool = False
+    """Call the K parents' forward passes in K threads (torch releases the GIL inside ops)."""
+    return_parent_chunks: bool = True
+    """Also sample each parent alone from the same noise (K extra rows in the same forward passes)."""
+
+    def __post_init__(self) -> None:
+        make_operator(self.operator, self.allow_unnormalized_weights)  # validates operator + flag
+        if self.dtype not in DTYPES:
+            raise ValueError(f"ComposerConfig.dtype must be one of {sorted(DTYPES)}; got {self.dtype!r}")
+        if not isinstance(self.sampler, SamplerConfig):
+            raise ValueError(f"ComposerConfig.sampler must be a SamplerConfig; got {type(self.sampler).__name__}")
+        if not isinstance(self.warm_start, WarmStartConfig):
+            raise ValueError(
+                f"ComposerConfig.warm_start must be a WarmStartConfig; got {type(self.warm_start).__name__}")
+
+
+@dataclass(frozen=True)
+class ComposedChunk:
+    """Result of one :meth:`Composer.compose` call (``N`` candidates, ``B`` observations, ``H = H_max``)."""
+
+    actions: torch.Tensor
+    """``(N, B, H, D)`` composed chunks in physical units (unnormalised)."""
+    actions_normalized: torch.Tensor
+    """``(N, B, H, D)`` the same in the parents' shared normalised space (feed back for warm start)."""
+    weights: torch.Tensor
+    """``(N, K)`` the candidate weight vectors, row order of ``actions``."""
+    parent_actions: dict[str, torch.Tensor]
+    """Parent name -> ``(B, H_i, D)`` that parent's own chunk (physical) from the same noise; empty if disabled."""
+    network_calls: int
+    """Forward passes made per parent for this chunk (all candidates together)."""
+
+
+class Composer:
+    """Composes parents that share an action space; one object per set of parents."""
+
+    def __init__(self, parents: Sequence[ParentPolicy], config: ComposerConfig | None = None,
+                 sampler: Sampler | None = None) -> None:
+        self.config = config or ComposerConfig()
+        self.parents = list(parents)
+        self._check_parents()
+        self.operator: CompositionOperator = make_operator(self.config.operator, self.config.allow_unnormalized_weights)
+        self.sampler = sampler or make_sampler(self.config.sampler)
+        self.dtype = DTYPES[self.config.dtype]
+        self.horizon = max(p.action_horizon for p in self.parents)
+        self.action_dim = self.parents[0].action_dim
+        self.normalization: ActionNormalization = self.parents[0].normalization
+        self._pool = (ThreadPoolExecutor(len(self.parents), thread_name_prefix="gpc-parent")
+                      if self.config.parallel_parents else None)
+
+    # ------------------------------------------------------------------ validation
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parents]
+
+    def _check_parents(self) -> None:
+        if len(self.parents) < 1:
+            raise IncompatibleParentError("Composer needs at least one parent")
+        seen: set[str] = set()
+        first = self.parents[0]
+        for p in self.parents:
+            name = getattr(p, "name", None)
+            if not isinstance(name, str) or not name:
+                raise IncompatibleParentError(f"every parent needs a non-empty str name; got {name!r} ({p!r})")
+            if name in seen:
+                raise IncompatibleParentError(f"two parents are named {name!r}; names must be unique", parent=name)
+            seen.add(name)
+            try:
+                Parameterization.parse(p.parameterization, field=f"parent {name!r} parameterization")
+            except ValueError as err:
+                raise IncompatibleParentError(str(err), parent=name) from None
+            for attr in ("action_horizon", "action_dim"):
+                value = getattr(p, attr)
+                if not (isinstance(value, int) and value >= 1):
+                    raise IncompatibleParentError(f"parent {name!r}: {attr} must be an int >= 1; got {value!r}",
+                                                  parent=name)
+            convention = getattr(p, "time_convention", None)
+            if not (hasattr(convention, "locate") and hasattr(convention, "noise_level")):
+                raise IncompatibleParentError(
+                    f"parent {name!r}: time_convention must be a TimeConvention (VPTime, FlowTime); got {convention!r}",
+                    parent=name)
+            if p.action_dim != first.action_dim:
+                raise IncompatibleParentError(
+                    f"parent {name!r} has action_dim {p.action_dim} but parent {first.name!r} has "
+                    f"{first.action_dim}; all parents must act in the same action space", parent=name)
+            norm = p.normalization
+            if norm.dim is not None and norm.dim != p.action_dim:
+                raise IncompatibleParentError(
+                    f"parent {name!r}: normalization stats have {norm.dim} dims, action_dim is {p.action_dim}",
+                    parent=name)
+            if not norm.matches(first.normalization):
+                raise IncompatibleParentError(
+                    f"parent {name!r} normalises actions differently from parent {first.name!r} "
+                    f"({norm} vs {first.normalization}); compose only parents trained with the same "
+                    f"normalisation stats (noise added in different normalised spaces is not the same noise)",
+                    parent=name)
+
+    # ------------------------------------------------------------------ sampling
+    def encode(self, observations: Sequence[object]) -> list[Encoding]:
+        """One observation per parent (same order) -> their encodings."""
+        if len(observations) != len(self.parents):
+            raise ValueError(f"encode needs {len(self.parents)} observations (one per parent {self.names}); "
+                             f"got {len(observations)}")
+        return [p.encode(o) for p, o in zip(self.parents, observations)]
+
+    def compose(self, encodings: Sequence[Encoding], weights: object,
+                generator: torch.Generator | int | None = None, warm_start: WarmStart | None = None,
+                noise: torch.Tensor | None = None) -> ComposedChunk:
+        """Sample composed chunks for every candidate weight vector.
+
+        ``encodings``: one per parent, each batch-first with the same ``B``; ``weights``: ``(K,)`` or ``(N, K)``;
+        ``generator``: a ``torch.Generator`` or an int seed (same seed and inputs -> identical chunk);
+        ``warm_start``: start from the previous chunk (see :mod:`gpc_ros.compose.warm_start`);
+        ``noise``: optional initial ``(M, H, D)`` noise instead of drawing it.
+        """
+        names = self.names
+        if len(encodings) != len(self.parents):
+            raise ValueError(f"compose needs {len(self.parents)} encodings (one per parent {names}); "
+                             f"got {len(encodings)}")
+        if isinstance(generator, int):
+            generator = torch.Generator().manual_seed(generator)
+        w = as_weight_matrix(weights, names)
+        self.operator.check(w, names)
+        batch = encoding_batch_size(encodings[0])
+        for p, enc in zip(self.parents, encodings):
+            if encoding_batch_size(enc) != batch:
+                raise ValueError(f"encoding of parent {p.name!r} has batch size {encoding_batch_size(enc)}, "
+                                 f"parent {names[0]!r} has {batch}")
+        n_candidates = w.shape[0]
+        k = len(self.parents)
+        rows = torch.cat([w, torch.eye(k, dtype=w.dtype)]) if self.config.return_parent_chunks else w
+        row_w = self.operator.row_weights(rows, batch, generator)
+        pos_w = position_weights(row_w, [p.action_horizon for p in self.parents]).to(self.dtype)
+        m = rows.shape[0] * batch
+        repeated = [repeat_encoding(enc, rows.shape[0]) for enc in encodings]
+        active = [bool(pos_w[:, i].abs().max() > 0) for i in range(k)]
+
+        first = 0
+        shape = (m, self.horizon, self.action_dim)
+        if warm_start is not None:
+            prev = warm_start.previous_normalized.to(self.dtype)
+            if prev.shape[0] != batch or prev.shape[1:] != shape[1:]:
+                raise ValueError(f"WarmStart.previous_normalized must be (B={batch}, H={self.horizon}, "
+                                 f"D={self.action_dim}); got {tuple(prev.shape)}")
+            first = start_index(len(self.sampler.points), self.config.warm_start.remaining_fraction)
+            x0 = shifted_chunk(prev, warm_start.executed_steps, self.config.warm_start.pad).repeat(rows.shape[0], 1, 1)
+            fresh = noise if noise is not None else torch.randn(shape, generator=generator, dtype=self.dtype)
+            x = self.sampler.renoise(x0, fresh.to(self.dtype), first)
+        elif noise is not None:
+            if tuple(noise.shape) != shape:
+                raise ValueError(f"noise must have shape {shape}; got {tuple(noise.shape)}")
+            x = noise.to(self.dtype)
+        else:
+            x = self.sampler.initial(shape, generator, self.dtype)
+
+        def denoise(x_t: torch.Tensor, point: GridPoint) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.denoise(x_t, point, repeated, pos_w, active)
+
+        x = self.sampler.run(x, denoise, generator, start_index=first)
+        out = x.reshape(rows.shape[0], batch, self.horizon, self.action_dim)
+        physical = self.normalization.unnormalize(out)
+        parent_actions = {}
+        if self.config.return_parent_chunks:
+            parent_actions = {p.name: physical[n_candidates + i, :, :p.action_horizon]
+                              for i, p in enumerate(self.parents)}
+        calls = network_calls_per_chunk(self.sampler, first)
+        logger.debug("composed %d candidate(s) x %d obs with %d parent(s), %d calls each",
+                     n_candidates, batch, k, calls)
+        return ComposedChunk(physical[:n_candidates], out[:n_candidates], w, parent_actions, calls)
+
+    def denoise(self, x: torch.Tensor, point: GridPoint, encodings: Sequence[Encoding],
+                weights: torch.Tensor, active: Sequence[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Composed ``(eps_hat, x0_hat)`` of ``x`` ``(M, H_max, D)`` at ``point``; ``weights`` ``(M, K, H_max)``,
+        ``encodings`` already repeated to ``M`` rows. Parents whose weight is zero everywhere (``active``) are not
+        called."""
+        active = active if active is not None else [True] * len(self.parents)
+        jobs = [i for i, on in enumerate(active) if on]
+        if self._pool is not None and len(jobs) > 1:
+            results = dict(zip(jobs, self._pool.map(lambda i: self._predict(i, x, point, encodings[i]), jobs)))
+        else:
+            results = {i: self._predict(i, x, point, encodings[i]) for i in jobs}
+        zeros = torch.zeros_like(x)
+        eps = [results[i][0] if i in results else zeros for i in range(len(self.parents))]
+        x0 = [results[i][1] if i in results else zeros for i in range(len(self.parents))]
+        eps_hat = combine(eps, weights)
+        if self.operator.weights_sum_to_one:
+            return eps_hat, combine(x0, weights)
+        # Unnormalised weights: eps (the score) is the combined quantity; x0 follows from x = alpha x0 + sigma eps.
+        if point.level.alpha <= 0.0:
+            raise InvalidWeightsError(
+                "weights not summing to 1 need a grid with alpha > 0 at every point (flow_t_start < 1)")
+        return eps_hat, (x - point.level.sigma * eps_hat) / point.level.alpha
+
+    def _predict(self, i: int, x: torch.Tensor, point: GridPoint, encoding: Encoding
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parent ``i``'s ``(eps_i, x0_i)`` on its own horizon, time and scaling."""
+        parent = self.parents[i]
+        where = parent.time_convention.locate(point.level)
+        x_in = x[:, :parent.action_horizon] * where.x_scale
+        prediction = parent.predict(x_in, where.value, encoding)
+        if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != tuple(x_in.shape):
+            got = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
+            raise NonFinitePredictionError(
+                f"parent {parent.name!r} returned a prediction of shape {got} at step {point.index} "
+                f"(its time {where.value:.6g}); expected {tuple(x_in.shape)}", parent=parent.name)
+        if not bool(torch.isfinite(prediction).all()):
+            bad = int((~torch.isfinite(prediction)).sum())
+            raise NonFinitePredictionError(
+                f"parent {parent.name!r} returned {bad} NaN/inf value(s) at step {point.index} "
+                f"(its time {where.value:.6g}); no chunk was produced", parent=parent.name)
+        prediction = prediction.to(x.dtype)
+        return to_eps_x0(parent.parameterization, prediction, x_in, where.level.alpha, where.level.sigma)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Stop the parent threads (if ``parallel_parents``)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> "Composer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

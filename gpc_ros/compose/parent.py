@@ -1,0 +1,144 @@
+"""The parent-policy contract: what every composable policy provides, in process or on a remote host.
+
+A parent is array-in / array-out and batch-first so that the same contract serves an in-process torch model and a
+proxy that forwards each denoising step to a policy host (one ROS node per parent):
+
+* ``encode(observation) -> encoding`` once per chunk: the observation (images, point cloud, state) turned into
+  the tensor(s) the denoiser is conditioned on; a tensor or a mapping of tensors, each ``(B, ...)``.
+* ``predict(x_t, timestep, encoding) -> prediction`` once per denoising step: ``x_t`` is ``(M, H, D)`` with
+  ``M = n * B`` (``n`` candidate weight vectors stacked candidate-major over the ``B`` observations, row
+  ``i * B + b``), ``H = action_horizon``, ``D = action_dim``, in the parent's normalised action space and ITS OWN
+  time convention (``timestep`` is a float in that convention); the encoding passed is already repeated to
+  ``M`` rows. The prediction is ``(M, H, D)`` in the parent's ``parameterization``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, Union, runtime_checkable
+
+import numpy as np
+import torch
+
+from gpc_ros.compose.parameterization import Parameterization
+from gpc_ros.compose.schedule import TimeConvention
+
+Encoding = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+
+NORMALIZATION_KINDS = ("identity", "min_max", "mean_std")
+
+
+@dataclass(frozen=True)
+class ActionNormalization:
+    """Per-dimension affine map between physical actions and the parent's normalised space.
+
+    ``min_max`` (Diffusion Policy / LeRobot): ``a_norm = 2 (a - low) / (high - low) - 1`` with ``low``/``high`` the
+    per-dimension ``(D,)`` stats ``offset``/``scale`` = ``low``, ``high - low``. ``mean_std``:
+    ``a_norm = (a - mean) / std`` with ``offset``/``scale`` = ``mean``, ``std``. ``identity``: no stats.
+    Units are those of the action vector (e.g. ``m`` and ``rad``).
+    """
+
+    kind: Literal["identity", "min_max", "mean_std"] = "identity"
+    offset: tuple[float, ...] = field(default=())
+    scale: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.kind not in NORMALIZATION_KINDS:
+            raise ValueError(f"ActionNormalization.kind must be one of {NORMALIZATION_KINDS}; got {self.kind!r}")
+        object.__setattr__(self, "offset", tuple(float(v) for v in np.ravel(self.offset)))
+        object.__setattr__(self, "scale", tuple(float(v) for v in np.ravel(self.scale)))
+        if self.kind == "identity":
+            if self.offset or self.scale:
+                raise ValueError("ActionNormalization.kind='identity' takes no offset/scale")
+            return
+        if len(self.offset) != len(self.scale) or not self.offset:
+            raise ValueError(
+                f"ActionNormalization.offset and .scale must be non-empty and of equal length (D,); "
+                f"got {len(self.offset)} and {len(self.scale)}")
+        if not all(np.isfinite(self.offset)) or not all(s > 0 and np.isfinite(s) for s in self.scale):
+            raise ValueError(f"ActionNormalization.scale must be finite and > 0, offset finite; got {self}")
+
+    @classmethod
+    def min_max(cls, low: Any, high: Any) -> "ActionNormalization":
+        low_a, high_a = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        return cls("min_max", tuple(low_a), tuple(high_a - low_a))
+
+    @classmethod
+    def mean_std(cls, mean: Any, std: Any) -> "ActionNormalization":
+        return cls("mean_std", tuple(np.ravel(mean)), tuple(np.ravel(std)))
+
+    @property
+    def dim(self) -> int | None:
+        """Action dimension ``D`` the stats are for (``None`` for identity)."""
+        return len(self.offset) or None
+
+    def matches(self, other: "ActionNormalization", rtol: float = 1e-6) -> bool:
+        """True when both define the same map (same kind and stats within ``rtol``)."""
+        return (self.kind == other.kind and len(self.offset) == len(other.offset)
+                and bool(np.allclose(self.offset, other.offset, rtol=rtol, atol=0.0))
+                and bool(np.allclose(self.scale, other.scale, rtol=rtol, atol=0.0)))
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor(self.offset, dtype=like.dtype, device=like.device),
+                torch.tensor(self.scale, dtype=like.dtype, device=like.device))
+
+    def normalize(self, actions: torch.Tensor) -> torch.Tensor:
+        """Physical ``(..., D)`` -> normalised."""
+        if self.kind == "identity":
+            return actions
+        offset, scale = self._stats(actions)
+        if self.kind == "min_max":
+            return 2.0 * (actions - offset) / scale - 1.0
+        return (actions - offset) / scale
+
+    def unnormalize(self, actions: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(..., D)`` -> physical."""
+        if self.kind == "identity":
+            return actions
+        offset, scale = self._stats(actions)
+        if self.kind == "min_max":
+            return (actions + 1.0) * 0.5 * scale + offset
+        return actions * scale + offset
+
+
+@runtime_checkable
+class ParentPolicy(Protocol):
+    """A pre-trained diffusion / flow policy the composer can call once per denoising step."""
+
+    name: str
+    """Unique, human-readable name used in every error and log line (e.g. ``"rgb"``, ``"pointcloud"``)."""
+    parameterization: Parameterization
+    action_horizon: int
+    """``H``: actions per chunk."""
+    action_dim: int
+    """``D``: dimension of one action."""
+    normalization: ActionNormalization
+    time_convention: TimeConvention
+
+    def encode(self, observation: Any) -> Encoding:
+        """Observation -> conditioning, batch-first ``(B, ...)``; called once per chunk."""
+        ...
+
+    def predict(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> torch.Tensor:
+        """``(M, H, D)`` noisy chunk at the parent's own ``timestep`` -> ``(M, H, D)`` prediction."""
+        ...
+
+
+def encoding_batch_size(encoding: Encoding) -> int:
+    """``B`` of a batch-first encoding."""
+    if isinstance(encoding, torch.Tensor):
+        return int(encoding.shape[0])
+    sizes = {int(v.shape[0]) for v in encoding.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"encoding tensors disagree on the batch size: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def repeat_encoding(encoding: Encoding, n: int) -> Encoding:
+    """Stack ``n`` copies candidate-major: ``(B, ...)`` -> ``(n * B, ...)`` with row ``i * B + b`` = row ``b``."""
+    if n == 1:
+        return encoding
+    if isinstance(encoding, torch.Tensor):
+        return encoding.repeat(n, *([1] * (encoding.dim() - 1)))
+    return {key: repeat_encoding(value, n) for key, value in encoding.items()}

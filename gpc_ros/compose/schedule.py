@@ -1,0 +1,149 @@
+"""Noise levels, the parents' time conventions, and the alignment of different schedules on one grid.
+
+The composer walks ONE grid of noise levels ``(alpha, sigma)`` (from a diffusers DDPM/DDIM scheduler or a flow
+time grid, see :mod:`gpc_ros.compose.sampler`). Each parent was trained on its own schedule, so at every grid point
+the composer asks the parent's :class:`TimeConvention` where the same signal-to-noise ratio ``alpha / sigma`` lies
+in the parent's own time, and how to rescale ``x`` into the parent's convention (this module is the only place
+that states it):
+
+* VP parent (diffusers ``alphas_cumprod``): ``x_parent = x / sqrt(alpha^2 + sigma^2)``; its timestep is the one whose
+  log-SNR ``log(abar / (1 - abar))`` equals ``2 log(alpha / sigma)`` (linear interpolation between the integer
+  timesteps of the table, rounded to the nearest integer when the parent only accepts integer timesteps; outside
+  the table the timestep is clamped to its ends).
+* Flow parent (``x_t = (1 - t) x0 + t eps``): ``x_parent = x / (alpha + sigma)`` at ``t = sigma / (alpha + sigma)``
+  (times ``time_scale`` when the network expects e.g. ``1000 t``).
+
+Rescaling ``x`` by ``c`` moves it to noise level ``(c alpha, c sigma)``, which leaves the implied ``eps`` and ``x0``
+unchanged; the composer converts the parent's prediction at that exact level. diffusers provides the VP schedules
+themselves (``DDPMScheduler`` / ``DDIMScheduler`` with ``squaredcos_cap_v2`` as Diffusion Policy and DP3 use);
+what it lacks — the SNR matching across conventions — is written here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+
+@dataclass(frozen=True)
+class NoiseLevel:
+    """``x = alpha * x0 + sigma * eps``; both non-negative, not both zero."""
+
+    alpha: float
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if not (self.alpha >= 0.0 and self.sigma >= 0.0 and self.alpha + self.sigma > 0.0):
+            raise ValueError(f"NoiseLevel needs alpha >= 0, sigma >= 0, not both 0; got ({self.alpha}, {self.sigma})")
+
+    @property
+    def log_snr(self) -> float:
+        """``2 log(alpha / sigma)`` (+inf at sigma = 0, -inf at alpha = 0)."""
+        if self.sigma == 0.0:
+            return math.inf
+        if self.alpha == 0.0:
+            return -math.inf
+        return 2.0 * math.log(self.alpha / self.sigma)
+
+
+@dataclass(frozen=True)
+class ParentTime:
+    """Where a composer noise level lies for one parent: its time ``value``, ``x_scale`` and its exact ``level``."""
+
+    value: float
+    x_scale: float
+    level: NoiseLevel
+
+
+@runtime_checkable
+class TimeConvention(Protocol):
+    """How a parent's network is conditioned on time."""
+
+    def locate(self, level: NoiseLevel) -> ParentTime:
+        """The parent's time for ``level``, the factor to rescale ``x`` by, and the resulting exact noise level."""
+        ...
+
+    def noise_level(self, value: float) -> NoiseLevel:
+        """The noise level the parent associates with its own time ``value`` (the inverse of ``locate``)."""
+        ...
+
+
+class VPTime:
+    """A variance-preserving parent trained on a diffusers ``alphas_cumprod`` table (timestep 0 = least noise)."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor | np.ndarray, integer_timesteps: bool = True) -> None:
+        abar = np.asarray(torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu(), dtype=np.float64)
+        if abar.ndim != 1 or abar.size < 2 or not np.all((abar > 0) & (abar < 1)):
+            raise ValueError(f"alphas_cumprod must be a 1-D table of values in (0, 1); got shape {abar.shape}")
+        log_snr = np.log(abar) - np.log1p(-abar)
+        if not np.all(np.diff(log_snr) < 0):
+            raise ValueError("alphas_cumprod must decrease strictly with the timestep")
+        self.alphas_cumprod = abar
+        self.integer_timesteps = integer_timesteps
+        self._log_snr = log_snr
+        self._index = np.arange(abar.size, dtype=np.float64)
+
+    @classmethod
+    def from_scheduler(cls, scheduler: DDPMScheduler | DDIMScheduler, integer_timesteps: bool = True) -> "VPTime":
+        return cls(scheduler.alphas_cumprod, integer_timesteps)
+
+    def locate(self, level: NoiseLevel) -> ParentTime:
+        # np.interp needs increasing x: the table's log-SNR decreases with the timestep, so read it reversed.
+        timestep = float(np.interp(level.log_snr, self._log_snr[::-1], self._index[::-1]))
+        if self.integer_timesteps:
+            timestep = float(round(timestep))
+        scale = 1.0 / math.hypot(level.alpha, level.sigma)
+        return ParentTime(timestep, scale, NoiseLevel(level.alpha * scale, level.sigma * scale))
+
+    def noise_level(self, value: float) -> NoiseLevel:
+        log_snr = float(np.interp(value, self._index, self._log_snr))
+        abar = 1.0 / (1.0 + math.exp(-log_snr))
+        return NoiseLevel(math.sqrt(abar), math.sqrt(1.0 - abar))
+
+
+@dataclass(frozen=True)
+class FlowTime:
+    """A rectified-flow parent: ``x_t = (1 - t) x0 + t eps``; its network sees ``time_scale * t``."""
+
+    time_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.time_scale > 0:
+            raise ValueError(f"FlowTime.time_scale must be > 0; got {self.time_scale}")
+
+    def locate(self, level: NoiseLevel) -> ParentTime:
+        scale = 1.0 / (level.alpha + level.sigma)
+        t = level.sigma * scale
+        return ParentTime(t * self.time_scale, scale, NoiseLevel(1.0 - t, t))
+
+    def noise_level(self, value: float) -> NoiseLevel:
+        t = value / self.time_scale
+        return NoiseLevel(1.0 - t, t)
+
+
+def make_vp_scheduler(
+    kind: Literal["ddpm", "ddim"] = "ddim",
+    num_train_timesteps: int = 100,
+    beta_schedule: str = "squaredcos_cap_v2",
+    clip_sample: bool = True,
+    prediction_type: str = "epsilon",
+) -> DDPMScheduler | DDIMScheduler:
+    """The diffusers scheduler Diffusion Policy / DP3 / LeRobot train with (defaults are theirs)."""
+    common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                  clip_sample=clip_sample, prediction_type=prediction_type)
+    if kind == "ddpm":
+        return DDPMScheduler(variance_type="fixed_small", **common)
+    if kind == "ddim":
+        return DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **common)
+    raise ValueError(f"kind must be 'ddpm' or 'ddim'; got {kind!r}")
+
+
+def vp_level(alphas_cumprod: torch.Tensor, timestep: int) -> NoiseLevel:
+    """Noise level of an integer ``timestep`` of a diffusers ``alphas_cumprod`` table."""
+    abar = float(alphas_cumprod[int(timestep)])
+    return NoiseLevel(math.sqrt(abar), math.sqrt(1.0 - abar))
