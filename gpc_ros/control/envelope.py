@@ -1,0 +1,300 @@
+"""The safety envelope: limits every target must satisfy before it is sent to the arm (pure numpy, no franky).
+
+franky-sim raises no reflex or limit errors, and a real FR3's reflexes stop the arm with an error only after the
+fact; this envelope is the guard. Policy (docs/driver.md):
+
+- **rejected** (the whole chunk, with a reason; the arm keeps following the previous plan): malformed chunks
+  (see :mod:`gpc_ros.control.chunk`), a *jump* (two consecutive targets of the chunk, or its first target and
+  the target being commanded now, further apart than ``max_target_jump_m`` / ``max_target_jump_rad``).
+- **clamped** (the command is changed and sent): positions into the workspace box; joint targets into the
+  joint limits shrunk by ``joint_limit_margin_rad``; the change between consecutive commands to the speed limits
+  times the control period; gripper widths into ``[gripper_min_width_m, gripper_max_width_m]``.
+- **halted**: a measured joint beyond its margin-shrunk limit stops the arm and drops the plan.
+
+Every intervention increments a named counter in :class:`InterventionCounter` (reported on /diagnostics).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpc_ros.control.chunk import ARM_DOF, ActionChunk, ChunkRejected
+
+#: FR3 joint position limits (rad), from Franka's published robot specifications.
+FR3_JOINT_LOWER_RAD: tuple[float, ...] = (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
+FR3_JOINT_UPPER_RAD: tuple[float, ...] = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
+
+
+def _vec(name: str, value, n: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"SafetyEnvelopeConfig.{name} must be {n} finite numbers, got {value!r}")
+    return arr
+
+
+def _positive(name: str, value: float, upper: float = np.inf) -> None:
+    if not (isinstance(value, (int, float)) and np.isfinite(value) and 0.0 < value <= upper):
+        raise ValueError(f"SafetyEnvelopeConfig.{name} must be a number in (0, {upper}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class SafetyEnvelopeConfig:
+    """Limits applied to every target (frames: fr3_link0 base; units in the names)."""
+
+    # --- workspace (end effector fr3_hand_tcp in fr3_link0) ---
+    workspace_min_m: tuple[float, float, float] = (0.25, -0.40, 0.05)
+    """Lower corner (x, y, z) of the box the end-effector targets are clamped into (m)."""
+    workspace_max_m: tuple[float, float, float] = (0.75, 0.40, 0.70)
+    """Upper corner (x, y, z) of the box (m)."""
+    # --- joints ---
+    joint_lower_rad: tuple[float, ...] = FR3_JOINT_LOWER_RAD
+    """Joint position lower limits fr3_joint1..7 (rad), before the margin."""
+    joint_upper_rad: tuple[float, ...] = FR3_JOINT_UPPER_RAD
+    """Joint position upper limits fr3_joint1..7 (rad), before the margin."""
+    joint_limit_margin_rad: float = 0.1
+    """Joint targets are kept this far inside the limits; a measured joint beyond it halts the arm (rad)."""
+    # --- speeds and jumps ---
+    max_speed_m_s: float = 0.25
+    """Largest end-effector translational speed commanded (m/s)."""
+    max_rotation_speed_rad_s: float = 1.0
+    """Largest end-effector rotational speed commanded (rad/s)."""
+    max_joint_speed_rad_s: float = 1.0
+    """Largest joint speed commanded for joint targets (rad/s)."""
+    max_target_jump_m: float = 0.10
+    """Consecutive chunk targets further apart than this are a jump: the chunk is rejected (m)."""
+    max_target_jump_rad: float = 0.5
+    """Same for orientation (angle) and joint targets (largest joint change) (rad)."""
+    # --- gripper ---
+    gripper_min_width_m: float = 0.0
+    gripper_max_width_m: float = 0.08
+    """Gripper width targets are clamped into [gripper_min_width_m, gripper_max_width_m] (m)."""
+    gripper_max_force_n: float = 40.0
+    """Largest grasp force (N)."""
+    gripper_speed_m_s: float = 0.05
+    """Gripper finger speed (m/s)."""
+    # --- planner ---
+    relative_dynamics_factor: float = 0.3
+    """franky's relative dynamics factor (velocity, acceleration, jerk scale of the FR3 limits), in (0, 1]."""
+
+    lower_m: np.ndarray = field(init=False, repr=False, compare=False)
+    upper_m: np.ndarray = field(init=False, repr=False, compare=False)
+    joint_min_rad: np.ndarray = field(init=False, repr=False, compare=False)
+    joint_max_rad: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lo = _vec("workspace_min_m", self.workspace_min_m, 3)
+        hi = _vec("workspace_max_m", self.workspace_max_m, 3)
+        if np.any(lo >= hi):
+            raise ValueError(f"SafetyEnvelopeConfig.workspace_min_m must be below workspace_max_m on every axis, "
+                             f"got {self.workspace_min_m!r} and {self.workspace_max_m!r}")
+        jlo = _vec("joint_lower_rad", self.joint_lower_rad, ARM_DOF)
+        jhi = _vec("joint_upper_rad", self.joint_upper_rad, ARM_DOF)
+        if not (np.isfinite(self.joint_limit_margin_rad) and self.joint_limit_margin_rad >= 0.0):
+            raise ValueError(f"SafetyEnvelopeConfig.joint_limit_margin_rad must be >= 0 rad, "
+                             f"got {self.joint_limit_margin_rad!r}")
+        jmin, jmax = jlo + self.joint_limit_margin_rad, jhi - self.joint_limit_margin_rad
+        if np.any(jmin >= jmax):
+            raise ValueError(f"SafetyEnvelopeConfig.joint_lower_rad/joint_upper_rad with margin "
+                             f"{self.joint_limit_margin_rad} leave no range, got {self.joint_lower_rad!r}, "
+                             f"{self.joint_upper_rad!r}")
+        for name in ("max_speed_m_s", "max_rotation_speed_rad_s", "max_joint_speed_rad_s", "max_target_jump_m",
+                     "max_target_jump_rad", "gripper_max_force_n", "gripper_speed_m_s"):
+            _positive(name, getattr(self, name))
+        _positive("relative_dynamics_factor", self.relative_dynamics_factor, 1.0)
+        if not (0.0 <= self.gripper_min_width_m < self.gripper_max_width_m <= 0.08):
+            raise ValueError(f"SafetyEnvelopeConfig.gripper_min_width_m/gripper_max_width_m must satisfy "
+                             f"0 <= min < max <= 0.08 m, got {self.gripper_min_width_m!r}, "
+                             f"{self.gripper_max_width_m!r}")
+        object.__setattr__(self, "lower_m", lo)
+        object.__setattr__(self, "upper_m", hi)
+        object.__setattr__(self, "joint_min_rad", jmin)
+        object.__setattr__(self, "joint_max_rad", jmax)
+
+
+class InterventionCounter:
+    """Thread-safe named counters of every envelope intervention (``clamped_workspace``, ``rejected_jump``...)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+
+def quaternion_angle_rad(q_a: np.ndarray, q_b: np.ndarray) -> float:
+    """Rotation angle between two unit quaternions (x, y, z, w), in [0, pi]."""
+    d = abs(float(np.dot(q_a, q_b)))
+    return 2.0 * float(np.arccos(min(1.0, d)))
+
+
+def slerp(q_a: np.ndarray, q_b: np.ndarray, fraction: float) -> np.ndarray:
+    """Spherical interpolation from ``q_a`` (fraction 0) to ``q_b`` (fraction 1) along the short arc."""
+    q_b = q_b if np.dot(q_a, q_b) >= 0.0 else -q_b
+    d = min(1.0, float(np.dot(q_a, q_b)))
+    theta = np.arccos(d)
+    if theta < 1e-9:
+        out = q_a + fraction * (q_b - q_a)
+    else:
+        out = (np.sin((1.0 - fraction) * theta) * q_a + np.sin(fraction * theta) * q_b) / np.sin(theta)
+    return out / np.linalg.norm(out)
+
+
+@dataclass(frozen=True)
+class CartesianCommand:
+    """One end-effector command that satisfies the envelope (fr3_link0, m, x-y-z-w quaternion)."""
+
+    position_m: np.ndarray
+    quaternion_xyzw: np.ndarray
+    velocity_m_s: np.ndarray
+    """Feed-forward translational velocity (m/s) at the target, within ``max_speed_m_s``."""
+
+
+class SafetyEnvelope:
+    """Applies :class:`SafetyEnvelopeConfig` to chunks (reject) and to each command (clamp), counting each."""
+
+    def __init__(self, config: SafetyEnvelopeConfig, counter: InterventionCounter | None = None) -> None:
+        self.config = config
+        self.counter = counter if counter is not None else InterventionCounter()
+
+    # -- chunks: reject ---------------------------------------------------------------------------------------------
+    def check_chunk(self, chunk: ActionChunk, reference_position_m: np.ndarray | None = None,
+                    reference_quaternion_xyzw: np.ndarray | None = None,
+                    reference_joints_rad: np.ndarray | None = None) -> None:
+        """Raise :class:`ChunkRejected` (and count ``rejected_jump``) if the chunk jumps; ``reference_*`` is the
+        target commanded now (the chunk's first step must be near it)."""
+        c = self.config
+        try:
+            if chunk.is_cartesian:
+                pos = chunk.positions_m
+                quat = chunk.quaternions_xyzw
+                if reference_position_m is not None:
+                    pos = np.vstack([reference_position_m, pos])
+                if reference_quaternion_xyzw is not None:
+                    quat = np.vstack([reference_quaternion_xyzw, quat])
+                steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+                if steps.size and steps.max() > c.max_target_jump_m:
+                    i = int(np.argmax(steps))
+                    raise ChunkRejected(f"jump: targets {i} and {i + 1} (counting the current target as 0 when "
+                                        f"given) are {steps[i]:.3f} m apart, max_target_jump_m is "
+                                        f"{c.max_target_jump_m} m")
+                dots = np.clip(np.abs(np.einsum("nd,nd->n", quat[:-1], quat[1:])), 0.0, 1.0)
+                angles = 2.0 * np.arccos(dots)
+                if angles.size and angles.max() > c.max_target_jump_rad:
+                    i = int(np.argmax(angles))
+                    raise ChunkRejected(f"jump: orientations {i} and {i + 1} differ by {angles[i]:.3f} rad, "
+                                        f"max_target_jump_rad is {c.max_target_jump_rad} rad")
+            else:
+                q = chunk.joint_positions_rad
+                if reference_joints_rad is not None:
+                    q = np.vstack([reference_joints_rad, q])
+                steps = np.abs(np.diff(q, axis=0)).max(axis=1) if len(q) > 1 else np.zeros(0)
+                if steps.size and steps.max() > c.max_target_jump_rad:
+                    i = int(np.argmax(steps))
+                    raise ChunkRejected(f"jump: joint targets {i} and {i + 1} differ by {steps[i]:.3f} rad, "
+                                        f"max_target_jump_rad is {c.max_target_jump_rad} rad")
+        except ChunkRejected:
+            self.counter.add("rejected_jump")
+            raise
+
+    # -- commands: clamp --------------------------------------------------------------------------------------------
+    def clamp_cartesian(self, position_m: np.ndarray, quaternion_xyzw: np.ndarray, previous: CartesianCommand,
+                        period_s: float, velocity_m_s: np.ndarray | None = None) -> CartesianCommand:
+        """The command closest to the target that stays in the box and within the speed limits of ``previous``.
+
+        ``previous`` must itself satisfy the envelope (the measured pose, clamped, on the first command).
+        """
+        c = self.config
+        pos = np.asarray(position_m, dtype=np.float64)
+        quat = np.asarray(quaternion_xyzw, dtype=np.float64)
+        if pos.shape != (3,) or quat.shape != (4,) or not (np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
+            raise ChunkRejected(f"a command needs a finite (3,) position and (4,) quaternion, got {pos!r}, {quat!r}")
+        norm = np.linalg.norm(quat)
+        if norm < 0.5:
+            raise ChunkRejected(f"a command quaternion must be a unit quaternion, got norm {norm:.3g}")
+        quat = quat / norm
+        boxed = np.clip(pos, c.lower_m, c.upper_m)
+        if np.any(boxed != pos):
+            self.counter.add("clamped_workspace")
+        step = boxed - previous.position_m
+        max_step = c.max_speed_m_s * period_s
+        dist = float(np.linalg.norm(step))
+        if dist > max_step:
+            self.counter.add("clamped_speed")
+            # On the segment between two points of the box, so still inside it (the clip below only acts if
+            # ``previous`` was outside, e.g. an arm switched on outside the box: containment wins).
+            boxed = np.clip(previous.position_m + step * (max_step / dist), c.lower_m, c.upper_m)
+        angle = quaternion_angle_rad(previous.quaternion_xyzw, quat)
+        max_angle = c.max_rotation_speed_rad_s * period_s
+        if angle > max_angle:
+            self.counter.add("clamped_rotation_speed")
+            quat = slerp(previous.quaternion_xyzw, quat, max_angle / angle)
+        elif np.dot(quat, previous.quaternion_xyzw) < 0.0:
+            quat = -quat
+        vel = np.zeros(3) if velocity_m_s is None else np.asarray(velocity_m_s, dtype=np.float64)
+        if vel.shape != (3,) or not np.all(np.isfinite(vel)):
+            vel = np.zeros(3)
+        speed = float(np.linalg.norm(vel))
+        if speed > c.max_speed_m_s:
+            vel = vel * (c.max_speed_m_s / speed)
+        # No feed-forward velocity pointing out of the box at its wall.
+        vel = np.where(((boxed <= c.lower_m) & (vel < 0)) | ((boxed >= c.upper_m) & (vel > 0)), 0.0, vel)
+        return CartesianCommand(boxed, quat, vel)
+
+    def clamp_joints(self, joints_rad: np.ndarray, previous_rad: np.ndarray, period_s: float) -> np.ndarray:
+        """Joint targets inside the margin-shrunk limits and within ``max_joint_speed_rad_s`` of ``previous_rad``."""
+        c = self.config
+        q = np.asarray(joints_rad, dtype=np.float64)
+        if q.shape != (ARM_DOF,) or not np.all(np.isfinite(q)):
+            raise ChunkRejected(f"a joint command needs {ARM_DOF} finite values (rad), got {q!r}")
+        limited = np.clip(q, c.joint_min_rad, c.joint_max_rad)
+        if np.any(limited != q):
+            self.counter.add("clamped_joint_limit")
+        max_step = c.max_joint_speed_rad_s * period_s
+        step = limited - previous_rad
+        if np.any(np.abs(step) > max_step):
+            self.counter.add("clamped_joint_speed")
+            limited = previous_rad + np.clip(step, -max_step, max_step)
+        return np.clip(limited, c.joint_min_rad, c.joint_max_rad)
+
+    def clamp_gripper_width(self, width_m: float) -> float:
+        c = self.config
+        w = float(width_m)
+        if not np.isfinite(w):
+            raise ChunkRejected(f"a gripper width must be finite (m), got {width_m!r}")
+        clamped = min(max(w, c.gripper_min_width_m), c.gripper_max_width_m)
+        if clamped != w:
+            self.counter.add("clamped_gripper_width")
+        return clamped
+
+    # -- measured state ---------------------------------------------------------------------------------------------
+    def joints_outside_limits(self, measured_rad: np.ndarray) -> list[int]:
+        """Indices (0-based) of measured joints beyond the margin-shrunk limits."""
+        q = np.asarray(measured_rad, dtype=np.float64)
+        c = self.config
+        return [int(i) for i in np.flatnonzero((q < c.joint_min_rad) | (q > c.joint_max_rad))]
+
+    def contains_cartesian(self, command: CartesianCommand, previous: CartesianCommand, period_s: float,
+                           tolerance: float = 1e-9) -> bool:
+        """Whether ``command`` is inside the box and within the speed limits of ``previous`` (for checks)."""
+        c = self.config
+        ok_box = bool(np.all(command.position_m >= c.lower_m - tolerance)
+                      and np.all(command.position_m <= c.upper_m + tolerance))
+        ok_step = float(np.linalg.norm(command.position_m - previous.position_m)) <= \
+            c.max_speed_m_s * period_s + tolerance
+        ok_rot = quaternion_angle_rad(command.quaternion_xyzw, previous.quaternion_xyzw) <= \
+            c.max_rotation_speed_rad_s * period_s + 1e-6
+        return ok_box and ok_step and ok_rot
