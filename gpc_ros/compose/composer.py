@@ -6,7 +6,8 @@ every grid point each parent is called ONCE on all rows (its own horizon, time a
 (:mod:`gpc_ros.compose.parameterization`), combined by the operator's weights position by position
 (:mod:`gpc_ros.compose.operators`, :mod:`gpc_ros.compose.horizon`), and the sampler takes one step
 (:mod:`gpc_ros.compose.sampler`). The K extra one-hot rows (``return_parent_chunks``) give each parent's own chunk
-from the same noise, at the cost of K more rows in the same forward passes.
+from the same initial noise, at the cost of K more rows in the same forward passes. All candidates start from
+the same ``(B, H, D)`` noise (common random numbers: they differ only by their weights).
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class Composer:
         ``encodings``: one per parent, each batch-first with the same ``B``; ``weights``: ``(K,)`` or ``(N, K)``;
         ``generator``: a ``torch.Generator`` or an int seed (same seed and inputs -> identical chunk);
         ``warm_start``: start from the previous chunk (see :mod:`gpc_ros.compose.warm_start`);
-        ``noise``: optional initial ``(M, H, D)`` noise instead of drawing it.
+        ``noise``: optional initial ``(B, H, D)`` noise instead of drawing it (shared by all candidates).
         """
         names = self.names
         if len(encodings) != len(self.parents):
@@ -179,27 +180,29 @@ class Composer:
         rows = torch.cat([w, torch.eye(k, dtype=w.dtype)]) if self.config.return_parent_chunks else w
         row_w = self.operator.row_weights(rows, batch, generator)
         pos_w = position_weights(row_w, [p.action_horizon for p in self.parents]).to(self.dtype)
-        m = rows.shape[0] * batch
         repeated = [repeat_encoding(enc, rows.shape[0]) for enc in encodings]
         active = [bool(pos_w[:, i].abs().max() > 0) for i in range(k)]
 
+        # Common random numbers: every row block (candidate or parent-alone row) starts from the same (B, H, D)
+        # noise, so candidates differ only by their weights (DDPM / DDIM-eta step noise is drawn per row).
         first = 0
-        shape = (m, self.horizon, self.action_dim)
+        shape = (batch, self.horizon, self.action_dim)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape (B, H, D) = {shape}; got {tuple(noise.shape)}")
         if warm_start is not None:
             prev = warm_start.previous_normalized.to(self.dtype)
             if prev.shape[0] != batch or prev.shape[1:] != shape[1:]:
                 raise ValueError(f"WarmStart.previous_normalized must be (B={batch}, H={self.horizon}, "
                                  f"D={self.action_dim}); got {tuple(prev.shape)}")
             first = start_index(len(self.sampler.points), self.config.warm_start.remaining_fraction)
-            x0 = shifted_chunk(prev, warm_start.executed_steps, self.config.warm_start.pad).repeat(rows.shape[0], 1, 1)
+            x0 = shifted_chunk(prev, warm_start.executed_steps, self.config.warm_start.pad)
             fresh = noise if noise is not None else torch.randn(shape, generator=generator, dtype=self.dtype)
             x = self.sampler.renoise(x0, fresh.to(self.dtype), first)
         elif noise is not None:
-            if tuple(noise.shape) != shape:
-                raise ValueError(f"noise must have shape {shape}; got {tuple(noise.shape)}")
             x = noise.to(self.dtype)
         else:
             x = self.sampler.initial(shape, generator, self.dtype)
+        x = x.repeat(rows.shape[0], 1, 1)  # (M, H, D), row i * B + b
 
         def denoise(x_t: torch.Tensor, point: GridPoint) -> tuple[torch.Tensor, torch.Tensor]:
             return self.denoise(x_t, point, repeated, pos_w, active)
