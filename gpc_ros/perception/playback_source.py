@@ -35,7 +35,8 @@ _COLOR_FORMATS = ("rgb8", "bgr8", "rgba8", "bgra8")
 @dataclass(frozen=True)
 class PlaybackConfig:
     """Attributes:
-    path: the recording (``.db3`` or ``.bag``).
+    path: the recording (``.db3`` or ``.bag``; checked when the source starts, so a bad path is a runtime error
+        the camera node reports and retries, not a crash).
     loop: start again from the beginning after the last frame (otherwise the source ends).
     pace_realtime: deliver frames at their recorded intervals (True, like a camera) or as fast as read (False).
     queue_frames: frames buffered between the file reader and ``read()`` (>= 2).
@@ -48,10 +49,6 @@ class PlaybackConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
-        if self.path.suffix not in RECORDING_SUFFIXES:
-            raise ValueError(
-                f"PlaybackConfig.path must end in one of {RECORDING_SUFFIXES}, got {str(self.path)!r}"
-            )
         if int(self.queue_frames) < 2:
             raise ValueError(f"PlaybackConfig.queue_frames must be >= 2, got {self.queue_frames!r}")
 
@@ -90,6 +87,7 @@ class PlaybackSource(FrameSource):
         self._sensors: list = []
         self._ended = False
         self._device = None
+        self._loops = 0
 
     # --- opening --------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,6 +96,10 @@ class PlaybackSource(FrameSource):
         path = self.config.path
         if not path.is_file():
             raise RecordingError(f"recording {str(path)!r} does not exist; check the camera's recording_path")
+        if path.suffix not in RECORDING_SUFFIXES:
+            raise RecordingError(
+                f"{str(path)!r} is not a RealSense recording (expected a file ending in {' or '.join(RECORDING_SUFFIXES)})"
+            )
         try:
             device = rs.context().load_device(str(path))
         except RuntimeError as exc:
@@ -133,8 +135,8 @@ class PlaybackSource(FrameSource):
         self._pending: dict[str, tuple[float, int, np.ndarray]] = {}
         self._pace_origin: tuple[float, float] | None = None
         self._open_sensors()
-        log.info(
-            "playing %s (serial %s, depth %dx%d%s, %.0f Hz)", path, self.serial, self.depth_intrinsics.width,
+        log.log(
+            logging.DEBUG if self._loops else logging.INFO, "playing %s (serial %s, depth %dx%d%s, %.0f Hz)", path, self.serial, self.depth_intrinsics.width,
             self.depth_intrinsics.height,
             "" if color_profile is None else f", colour {self.intrinsics.width}x{self.intrinsics.height} "
             f"{self.color_format}", 1.0 / self.period_s,
@@ -208,8 +210,9 @@ class PlaybackSource(FrameSource):
             except queue.Empty:
                 if self._queue.empty() and self._reader_finished():
                     if self.config.loop:
-                        log.info("recording %s finished; looping", self.config.path)
+                        log.debug("recording %s finished; looping", self.config.path)
                         self.stop()
+                        self._loops += 1
                         self.start()
                         continue
                     self._ended = True

@@ -49,6 +49,6 @@ class HardwareClockMapper:
             self._offset_s = ros_now_s - device_stamp_s
             self.anchors += 1
             if self.anchors > 1:
-                log.warning("re-anchoring device timestamps to the ROS clock: %s", reason)
+                log.info("re-anchoring device timestamps to the ROS clock: %s", reason)
         self._last_device_s = device_stamp_s
         return device_stamp_s + self._offset_s

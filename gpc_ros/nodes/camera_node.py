@@ -1,0 +1,128 @@
+"""camera_node: publishes one RGB-D camera (RealSense by serial, or a recording) like realsense2_camera does.
+
+Topics (``<n>`` = camera_name): ``/camera/<n>/color/image_raw`` (rgb8), ``/camera/<n>/color/camera_info``,
+``/camera/<n>/aligned_depth_to_color/image_raw`` (16UC1 mm or 32FC1 m), ``.../aligned_depth_to_color/camera_info``,
+all in ``<n>_color_optical_frame`` with the frame's hardware timestamp mapped to ROS time; health on /diagnostics.
+A worker thread waits for frames so the executor stays free for the diagnostics timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import fields
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import ParameterDescriptor
+from sensor_msgs.msg import CameraInfo, Image
+
+from gpc_ros.nodes import conversions
+from gpc_ros.perception.camera_stream import CameraStream, CameraStreamConfig
+
+#: Reliable, last 2: matches both reliable and best-effort (sensor-data) subscribers; 640x480 at 30 Hz needs
+#: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (set by gpc_ros.ros_env.graph_env).
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+DESCRIPTIONS = {
+    "camera_name": "topics under /camera/<camera_name>/, frames <camera_name>_color_optical_frame",
+    "source": "'realsense' (a connected camera by serial) or 'playback' (a recorded .db3/.bag file)",
+    "serial": "RealSense serial number (source 'realsense')",
+    "recording_path": "recorded RealSense file .db3/.bag (source 'playback')",
+    "width": "stream width (px) of a live camera",
+    "height": "stream height (px) of a live camera",
+    "fps": "frame rate (Hz) of a live camera: 6, 15, 30, 60 or 90",
+    "playback_loop": "play the recording again after its last frame",
+    "playback_pace_realtime": "play the recording at its recorded rate (false: as fast as it is read)",
+    "depth_encoding": "published depth: '16UC1' (mm, 0 = no data) or '32FC1' (m, NaN = no data)",
+    "frame_timeout_s": "no frame for this long (s) -> WARN on /diagnostics",
+    "reopen_period_s": "retry period (s) for a source that failed to open",
+    "max_clock_drift_s": "re-anchor hardware -> ROS timestamps beyond this drift (s)",
+}
+
+
+class CameraNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("camera_node", **kwargs)
+        defaults = CameraStreamConfig.__dataclass_fields__
+        for f in fields(CameraStreamConfig):
+            self.declare_parameter(f.name, defaults[f.name].default, ParameterDescriptor(description=DESCRIPTIONS[f.name]))
+        self.config = CameraStreamConfig(**{f.name: self.get_parameter(f.name).value for f in fields(CameraStreamConfig)})
+        self.stream = CameraStream(self.config)
+        prefix = f"/camera/{self.config.camera_name}"
+        self.color_pub = self.create_publisher(Image, f"{prefix}/color/image_raw", IMAGE_QOS)
+        self.color_info_pub = self.create_publisher(CameraInfo, f"{prefix}/color/camera_info", IMAGE_QOS)
+        self.depth_pub = self.create_publisher(Image, f"{prefix}/aligned_depth_to_color/image_raw", IMAGE_QOS)
+        self.depth_info_pub = self.create_publisher(CameraInfo, f"{prefix}/aligned_depth_to_color/camera_info", IMAGE_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self.publish_diagnostics)
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._stream_frames, name="camera_frames", daemon=True)
+        self._worker.start()
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _stream_frames(self) -> None:
+        while not self._stopping.is_set() and self.context.ok():
+            stamped = self.stream.poll(self._now_s())
+            if stamped is None:
+                if self.stream.health(self._now_s()).level != "OK":
+                    self._stopping.wait(0.05)  # not open / ended: do not spin
+                continue
+            try:
+                self._publish(stamped)
+            except RCLError:
+                if self.context.ok():
+                    raise
+                return  # shutting down: the context went away between the check and the publish
+
+    def _publish(self, stamped) -> None:
+        """Colour, depth and their camera infos of one frame, all with the same stamp and frame id."""
+        frame, stamp = stamped.frame, conversions.seconds_to_stamp(stamped.ros_stamp_s)
+        frame_id = self.config.color_frame_id
+        info = conversions.camera_info_msg(frame.intrinsics, stamp, frame_id)
+        if frame.color_rgb is not None:
+            self.color_pub.publish(conversions.rgb_to_image_msg(frame.color_rgb, stamp, frame_id))
+            self.color_info_pub.publish(info)
+        self.depth_pub.publish(conversions.depth_to_image_msg(frame.depth_m, stamp, frame_id, self.config.depth_encoding))
+        self.depth_info_pub.publish(info)
+
+    def publish_diagnostics(self) -> None:
+        health = self.stream.health(self._now_s())
+        status = DiagnosticStatus(
+            level=getattr(DiagnosticStatus, health.level), name=f"{self.get_name()}: {self.config.camera_name}",
+            message=health.message, hardware_id=self.config.serial or self.config.recording_path,
+            values=[KeyValue(key=k, value=v) for k, v in health.values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(msg)
+
+    def destroy_node(self) -> None:
+        self._stopping.set()
+        self._worker.join(timeout=5.0)
+        self.stream.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = CameraNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
