@@ -10,8 +10,151 @@ import numpy as np  # noqa: F401  (used by every section)
 
 # --- time ------------------------------------------------------------------------------------------------------
 
+
+def seconds_to_stamp(t_s: float):
+    """``builtin_interfaces/Time`` from seconds (float, ROS clock)."""
+    from builtin_interfaces.msg import Time
+
+    sec = int(np.floor(t_s))
+    nanosec = int(round((t_s - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def stamp_to_seconds(stamp) -> float:
+    """Seconds (float) of a ``builtin_interfaces/Time``."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
 # --- images and camera info (perception) --------------------------------------------------------------------------
 
+#: Depth image encodings the perception nodes publish and accept (see docs/messages.md, "Perception").
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
+
+
+def rgb_to_image_msg(rgb: np.ndarray, stamp, frame_id: str):
+    """``sensor_msgs/Image`` rgb8 from (H, W, 3) uint8 RGB; ``stamp`` is a builtin_interfaces/Time."""
+    from sensor_msgs.msg import Image
+
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = rgb.tobytes()
+    return msg
+
+
+def depth_to_image_msg(depth_m: np.ndarray, stamp, frame_id: str, encoding: str = "16UC1"):
+    """``sensor_msgs/Image`` depth from (H, W) depth (m; 0 or NaN = no data).
+
+    16UC1: millimetres (rounded, > 65.535 m clipped), 0 = no data (the realsense2_camera convention);
+    32FC1: metres, NaN = no data (REP 118).
+    """
+    from sensor_msgs.msg import Image
+
+    if encoding not in DEPTH_ENCODINGS:
+        raise ValueError(f"depth encoding must be one of {DEPTH_ENCODINGS}, got {encoding!r}")
+    depth_m = np.asarray(depth_m, np.float32)
+    valid = np.isfinite(depth_m) & (depth_m > 0)
+    if encoding == "16UC1":
+        pixels = np.where(valid, np.clip(np.rint(depth_m * 1000.0), 0, 65535), 0).astype(np.uint16)
+    else:
+        pixels = np.where(valid, depth_m, np.float32(np.nan)).astype(np.float32)
+    msg = Image(height=depth_m.shape[0], width=depth_m.shape[1], encoding=encoding, is_bigendian=0,
+                step=depth_m.shape[1] * pixels.itemsize)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = pixels.tobytes()
+    return msg
+
+
+def _image_pixels(msg, dtype, channels: int) -> np.ndarray:
+    row = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)  # data: array.array('B') or bytes
+    itemsize = np.dtype(dtype).itemsize
+    pixels = row[:, : msg.width * channels * itemsize].copy().view(dtype)
+    if msg.is_bigendian:
+        pixels = pixels.byteswap()
+    return pixels.reshape(msg.height, msg.width, channels) if channels > 1 else pixels
+
+
+def image_msg_to_depth_m(msg) -> np.ndarray:
+    """(H, W) float32 depth (m, 0 = no data) from a 16UC1 (mm) or 32FC1 (m) ``sensor_msgs/Image``."""
+    if msg.encoding == "16UC1":
+        return _image_pixels(msg, np.uint16, 1).astype(np.float32) * np.float32(0.001)
+    if msg.encoding == "32FC1":
+        depth = _image_pixels(msg, np.float32, 1)
+        return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0)).astype(np.float32)
+    raise ValueError(f"depth image encoding must be one of {DEPTH_ENCODINGS}, got {msg.encoding!r}")
+
+
+def image_msg_to_rgb(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an rgb8 or bgr8 ``sensor_msgs/Image``."""
+    if msg.encoding == "rgb8":
+        return _image_pixels(msg, np.uint8, 3)
+    if msg.encoding == "bgr8":
+        return np.ascontiguousarray(_image_pixels(msg, np.uint8, 3)[..., ::-1])
+    raise ValueError(f"colour image encoding must be rgb8 or bgr8, got {msg.encoding!r}")
+
+
+def camera_info_msg(intrinsics, stamp, frame_id: str):
+    """``sensor_msgs/CameraInfo`` (plumb_bob, zero distortion) of a ``CameraIntrinsics``."""
+    from sensor_msgs.msg import CameraInfo
+
+    fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+    msg = CameraInfo(height=intrinsics.height, width=intrinsics.width, distortion_model="plumb_bob")
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.d = [0.0] * 5
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def camera_info_to_intrinsics(msg):
+    """``CameraIntrinsics`` from a ``sensor_msgs/CameraInfo`` (K; distortion ignored)."""
+    from gpc_ros.perception.frames import CameraIntrinsics
+
+    k = msg.k
+    return CameraIntrinsics(int(msg.width), int(msg.height), float(k[0]), float(k[4]), float(k[2]), float(k[5]))
+
 # --- point clouds (perception) ------------------------------------------------------------------------------------
+
+
+def pointcloud2_msg(points_m: np.ndarray, stamp, frame_id: str, colors_rgb: np.ndarray | None = None):
+    """``sensor_msgs/PointCloud2`` (height 1, dense) from (N, 3) points (m) and optional (N, 3) uint8 colours.
+
+    Layout: x, y, z float32 at offsets 0, 4, 8; with colours an ``rgb`` float32 at 12 holding 0x00RRGGBB (the PCL
+    packed-rgb convention rviz understands); point_step 12 or 16, little endian.
+    """
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    points = np.asarray(points_m, np.float32).reshape(-1, 3)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")]
+    if colors_rgb is None:
+        data = np.ascontiguousarray(points)
+    else:
+        colors = np.asarray(colors_rgb, np.uint32).reshape(-1, 3)
+        packed = (colors[:, 0] << 16) | (colors[:, 1] << 8) | colors[:, 2]
+        fields.append(PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1))
+        data = np.empty((len(points), 4), np.float32)
+        data[:, :3] = points
+        data[:, 3] = packed.astype(np.uint32).view(np.float32)
+    msg = PointCloud2(height=1, width=len(points), fields=fields, is_bigendian=False,
+                      point_step=data.shape[1] * 4, row_step=data.shape[1] * 4 * len(points), is_dense=True)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = data.tobytes()
+    return msg
+
+
+def pointcloud2_to_numpy(msg) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 3) float32 points and (N, 3) uint8 colours (or None) from a PointCloud2 with float32 x, y, z [, rgb]."""
+    offsets = {f.name: f.offset for f in msg.fields}
+    if not {"x", "y", "z"} <= offsets.keys():
+        raise ValueError(f"PointCloud2 needs x, y, z fields, got {sorted(offsets)}")
+    raw = np.frombuffer(msg.data, np.uint8).reshape(-1, msg.point_step)
+    points = np.stack([raw[:, offsets[a]: offsets[a] + 4].copy().view(np.float32)[:, 0] for a in "xyz"], axis=1)
+    colors = None
+    if "rgb" in offsets:
+        packed = raw[:, offsets["rgb"]: offsets["rgb"] + 4].copy().view(np.uint32)[:, 0]
+        colors = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
+    return points, colors
 
 # --- robot state, poses and action chunks (driver) ----------------------------------------------------------------
