@@ -22,6 +22,16 @@ ROBOT_PORT = 1337
 GRIPPER_PORT = 1338
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the parent dies (no orphaned simulators)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
 def _ports_free(host: str) -> bool:
     for port in (ROBOT_PORT, GRIPPER_PORT):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -58,16 +68,17 @@ class FrankySimProcess:
         if self.alive:
             return self
         log = open(self._log, "ab")
+        offset = log.tell()  # the log keeps earlier runs: look for this run's READY only
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gpc_ros.sim.franky_sim_server", "--host", self.host, "--pace", self.pace],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"franky-sim on {self.host} exited with {self._proc.returncode}:\n{self.log_text()}")
-            if b"READY" in self._log.read_bytes():
+            if b"READY" in self._log.read_bytes()[offset:]:
                 return self
             time.sleep(0.05)
         self.kill()
