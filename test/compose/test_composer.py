@@ -1,0 +1,154 @@
+"""Composer behaviour: batched candidates, reproducibility, threads, unequal horizons, normalisation, warm start."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, SamplerConfig, VPTime,
+                             WarmStart, WarmStartConfig, make_vp_scheduler)
+from gpc_ros.compose.analytic import GaussianParent
+from gpc_ros.compose.horizon import position_weights
+from gpc_ros.compose.search import paper_grid
+from gpc_ros.compose.warm_start import shifted_chunk, start_index
+
+D = 2
+VP = VPTime.from_scheduler(make_vp_scheduler())
+
+
+def gaussian(name: str, horizon: int = 8, kind: str = "epsilon", convention=VP, var: float = 0.1,
+             normalization: ActionNormalization | None = None) -> GaussianParent:
+    return GaussianParent(name, kind, convention, horizon, D, var, normalization)
+
+
+def make(parents, **config) -> Composer:
+    config.setdefault("sampler", SamplerConfig("ddim", 10, clip_sample=False))
+    config.setdefault("dtype", "float64")
+    return Composer(parents, ComposerConfig(**config))
+
+
+def obs(value: float, horizon: int = 8, b: int = 4) -> torch.Tensor:
+    return torch.full((b, horizon, D), value, dtype=torch.float64)
+
+
+def test_eleven_candidates_take_one_forward_pass_per_parent_per_step_and_equal_one_at_a_time() -> None:
+    a, b = gaussian("a", var=0.05), gaussian("b", kind="sample", var=0.2)
+    c = make([a, b], return_parent_chunks=False)
+    enc = c.encode([obs(0.5), obs(-0.5)])
+    batched = c.compose(enc, paper_grid(), generator=3)
+    assert a.calls == b.calls == 10 and batched.network_calls == 10
+    assert batched.actions.shape == (11, 4, 8, D)
+    for i, w in enumerate(paper_grid()):
+        alone = c.compose(enc, w, generator=3)
+        torch.testing.assert_close(alone.actions[0], batched.actions[i], rtol=0, atol=1e-12)
+    # one at a time: 11 runs, but the w = (0, 1) / (1, 0) runs skip the zero-weight parent
+    assert a.calls == b.calls == 10 + 10 * 10
+    means = batched.actions.mean(dim=(1, 2, 3))
+    assert bool((means[1:] > means[:-1]).all())  # more weight on the +0.5 parent -> larger actions
+
+
+def test_same_seed_same_chunk_other_seed_other_chunk() -> None:
+    for kind in ("ddpm", "ddim", "flow_euler"):
+        conv = FlowTime() if kind.startswith("flow") else VP
+        param = "flow_velocity" if kind.startswith("flow") else "epsilon"
+        c = make([gaussian("a", kind=param, convention=conv), gaussian("b", kind=param, convention=conv)],
+                 sampler=SamplerConfig(kind, 10), dtype="float32")
+        enc = c.encode([obs(0.5), obs(-0.5)])
+        first = c.compose(enc, (0.3, 0.7), generator=42).actions
+        again = c.compose(enc, (0.3, 0.7), generator=torch.Generator().manual_seed(42)).actions
+        other = c.compose(enc, (0.3, 0.7), generator=43).actions
+        assert torch.equal(first, again), kind
+        assert not torch.allclose(first, other), kind
+
+
+def test_parallel_parent_threads_give_the_same_chunk() -> None:
+    parents = [gaussian("a"), gaussian("b", kind="v_prediction"), gaussian("c", kind="flow_velocity",
+                                                                           convention=FlowTime())]
+    observations = [obs(0.5), obs(-0.5), obs(0.1)]
+    sequential = make(parents)
+    with make(parents, parallel_parents=True) as parallel:
+        enc = parallel.encode(observations)
+        got = parallel.compose(enc, paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1]),
+                               generator=5)
+    want = sequential.compose(sequential.encode(observations),
+                              paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1]), generator=5)
+    torch.testing.assert_close(got.actions, want.actions, rtol=0, atol=0)
+
+
+def test_position_weights_keep_the_longest_parents_tail() -> None:
+    w = position_weights(torch.tensor([[0.25, 0.75], [1.0, 0.0], [1.5, -0.5]], dtype=torch.float64), [2, 4])
+    assert w.shape == (3, 2, 4)
+    torch.testing.assert_close(w[0, :, :2], torch.tensor([[0.25] * 2, [0.75] * 2], dtype=torch.float64))
+    torch.testing.assert_close(w[:, :, 2:], torch.tensor([[0.0, 1.0]], dtype=torch.float64)[:, :, None].expand(3, 2, 2))
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(3, 4, dtype=torch.float64))
+
+
+def test_unequal_horizons_combine_on_the_overlap_and_keep_the_long_tail() -> None:
+    """Short N(0.6, v) (H=4) and long N(-0.6, v) (H=8), equal variances, w = (0.5, 0.5): the first 4 steps are
+    exactly a N(0, v) parent's, the last 4 exactly the long parent's own chunk (same noise)."""
+    short, long = gaussian("short", horizon=4), gaussian("long", horizon=8)
+    c = make([short, long])
+    chunk = c.compose(c.encode([obs(0.6, 4), obs(-0.6, 8)]), (0.5, 0.5), generator=1)
+    assert chunk.actions.shape == (1, 4, 8, D)
+    assert chunk.parent_actions["short"].shape == (4, 4, D) and chunk.parent_actions["long"].shape == (4, 8, D)
+    torch.testing.assert_close(chunk.actions[0, :, 4:], chunk.parent_actions["long"][:, 4:], rtol=0, atol=1e-12)
+    middle = make([gaussian("middle", horizon=8)])
+    reference = middle.compose(middle.encode([obs(0.0, 8)]), (1.0,), generator=1).actions[0]
+    torch.testing.assert_close(chunk.actions[0, :, :4], reference[:, :4], rtol=0, atol=1e-9)
+
+
+def test_actions_come_back_in_physical_units() -> None:
+    """Parents share min-max stats: 0 normalised is the middle of [low, high]; chunks are unnormalised."""
+    norm = ActionNormalization.min_max([0.2, -1.0], [0.6, 1.0])
+    c = make([gaussian("a", var=1e-4, normalization=norm), gaussian("b", var=1e-4, normalization=norm)],
+             sampler=SamplerConfig("ddim", 50, clip_sample=False))
+    chunk = c.compose(c.encode([obs(0.5), obs(-0.5)]), (0.5, 0.5), generator=0)
+    torch.testing.assert_close(chunk.actions, norm.unnormalize(chunk.actions_normalized))
+    mean_per_dim = chunk.actions.mean(dim=(0, 1, 2))
+    assert mean_per_dim.tolist() == pytest.approx([0.4, 0.0], abs=0.01)
+    torch.testing.assert_close(norm.normalize(norm.unnormalize(chunk.actions_normalized)), chunk.actions_normalized)
+
+
+def test_shifted_chunk_and_start_index() -> None:
+    prev = torch.arange(12, dtype=torch.float64).reshape(1, 6, 2)
+    shifted = shifted_chunk(prev, 2)
+    assert shifted[0, :, 0].tolist() == [4, 6, 8, 10, 10, 10]
+    assert shifted_chunk(prev, 2, "zeros")[0, :, 1].tolist() == [5, 7, 9, 11, 0, 0]
+    assert [start_index(10, f) for f in (1.0, 0.5, 0.25, 0.01)] == [0, 5, 7, 9]
+
+
+def test_warm_start_runs_the_remaining_steps_only_and_keeps_the_target() -> None:
+    """Previous chunk drawn from the target N(mu, v) (i.i.d. elements, so shifted/padded it still has that
+    marginal), re-noised to the middle of a 100-step DDPM grid: 50 calls instead of 100, the output still has
+    the target law (the reverse chain from the true marginal at t is the same chain), within 5 SE + DDPM's own
+    variance bias, and it is NOT the previous chunk (fresh noise was added)."""
+    mu, v, b, h = 0.4, 0.1, 3000, 8
+    p = gaussian("p", horizon=h, var=v)
+    c = make([p], sampler=SamplerConfig("ddpm", 100, clip_sample=False),
+             warm_start=WarmStartConfig(remaining_fraction=0.5), return_parent_chunks=False)
+    prev = mu + math.sqrt(v) * torch.randn(b, h, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    chunk = c.compose(c.encode([obs(mu, h, b)]), (1.0,), generator=1, warm_start=WarmStart(prev, executed_steps=3))
+    assert chunk.network_calls == 50 and p.calls == 50
+    out = chunk.actions[0]
+    n = out.numel()
+    assert abs(float(out.mean()) - mu) < 5 * math.sqrt(v / n)
+    assert float(out.var()) == pytest.approx(v, rel=0.12)
+    shifted = shifted_chunk(prev, 3)
+    corr = torch.corrcoef(torch.stack([out.flatten(), shifted.flatten()]))[0, 1]
+    assert 0.05 < float(corr) < 0.9
+
+
+def test_warm_start_follows_a_changed_observation() -> None:
+    """The previous chunk aimed at 0.8; the new observation says -0.8. Re-noised to mid-grid, the old chunk keeps
+    only a fraction alpha of its signal, so half the steps move the result most of the way to the new target (a
+    deterministic ODE does not erase all of it: that is the price of warm starting); a full chunk gets there."""
+    p = gaussian("p", var=0.01)
+    c = make([p], sampler=SamplerConfig("ddim", 10, clip_sample=False), return_parent_chunks=False)
+    prev = torch.full((4, 8, D), 0.8, dtype=torch.float64)
+    enc = c.encode([obs(-0.8)])
+    chunk = c.compose(enc, (1.0,), generator=0, warm_start=WarmStart(prev, executed_steps=2))
+    assert chunk.network_calls == 5
+    assert -0.8 - 0.05 < float(chunk.actions.mean()) < -0.8 + 0.2 * 1.6  # >= 80 % of the way from 0.8 to -0.8
+    assert float(c.compose(enc, (1.0,), generator=0).actions.mean()) == pytest.approx(-0.8, abs=0.05)
