@@ -1,0 +1,62 @@
+"""CameraStream never raises for bad input: it reports, retries and resumes with real sources and files."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpc_ros.perception.camera_stream import CameraStream, CameraStreamConfig
+from gpc_ros.perception.frames import CameraIntrinsics
+from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
+
+K = CameraIntrinsics(16, 12, 15.0, 15.0, 7.5, 5.5)
+
+
+def record(path, frames: int = 3) -> None:
+    with RealSenseRecorder(RecordingConfig(path, K)) as recorder:
+        for i in range(frames):
+            recorder.write(np.full((12, 16), 0.5 + i * 0.1, np.float32), np.zeros((12, 16, 3), np.uint8), 2.0 + i / 30)
+
+
+def test_missing_recording_reports_then_opens_once_it_exists(tmp_path):
+    path = tmp_path / "later.db3"
+    config = CameraStreamConfig(source="playback", recording_path=str(path), playback_pace_realtime=False,
+                                reopen_period_s=1.0)
+    stream = CameraStream(config)
+    assert stream.poll(10.0) is None
+    health = stream.health(10.0)
+    assert health.level == "ERROR" and "does not exist" in health.message and str(path) in health.message
+    record(path)
+    assert stream.poll(10.5) is None  # not retried before reopen_period_s
+    frames = [stream.poll(11.0 + i * 0.01) for i in range(20)]
+    frames = [f for f in frames if f is not None]
+    assert [f.frame.frame_number for f in frames] == [0, 1, 2]
+    assert frames[0].ros_stamp_s == 11.0  # offset fixed at the first frame
+    np.testing.assert_allclose([f.ros_stamp_s - frames[0].ros_stamp_s for f in frames], [0, 1 / 30, 2 / 30])
+    assert stream.health(11.5).level == "WARN"  # recording finished
+    stream.close()
+
+
+def test_no_camera_with_serial_stays_in_error_without_raising():
+    stream = CameraStream(CameraStreamConfig(source="realsense", serial="123456789012"))
+    for now in (0.0, 5.0):
+        assert stream.poll(now) is None
+    health = stream.health(5.0)
+    assert health.level == "ERROR" and "123456789012" in health.message
+    stream.close()
+
+
+def test_stale_when_no_frames_arrive(tmp_path):
+    path = tmp_path / "one.db3"
+    record(path, frames=1)
+    config = CameraStreamConfig(source="playback", recording_path=str(path), playback_pace_realtime=False,
+                                playback_loop=True, frame_timeout_s=0.5)
+    stream = CameraStream(config)
+    stamped = None
+    while stamped is None:
+        stamped = stream.poll(1.0)
+    assert stream.health(1.2).level == "OK"
+    health = stream.health(3.0)  # nothing polled for 2 s (a stalled consumer or camera)
+    assert health.level == "WARN" and "no frame" in health.message
+    assert stream.poll(3.0) is not None  # looped recording keeps delivering: resumes
+    assert stream.health(3.1).level == "OK"
+    stream.close()
