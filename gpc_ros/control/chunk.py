@@ -20,6 +20,8 @@ import numpy as np
 ARM_DOF = 7
 #: A quaternion whose norm is outside this range is not a rotation that lost a little precision but garbage.
 QUATERNION_NORM_RANGE = (0.5, 2.0)
+#: Smallest step period: the FR3's 1 kHz control period (s).
+MIN_DT_S = 1e-3
 #: Upper bound on the number of steps in one chunk (a policy horizon is 8-64; more is a bug upstream).
 MAX_CHUNK_STEPS = 1024
 
@@ -59,7 +61,7 @@ class ActionChunk:
     start_time_s: float
     """Time the first step is due, on the driver's clock (ROS time in s in the node)."""
     dt_s: float
-    """Time between consecutive steps (s), > 0."""
+    """Time between consecutive steps (s), in [1 ms, 10 s]."""
     positions_m: np.ndarray | None = None
     """(N, 3) end-effector (fr3_hand_tcp) positions in fr3_link0 (m)."""
     quaternions_xyzw: np.ndarray | None = None
@@ -73,8 +75,8 @@ class ActionChunk:
     def __post_init__(self) -> None:
         if not (isinstance(self.start_time_s, (int, float)) and np.isfinite(self.start_time_s)):
             raise ChunkRejected(f"start_time_s must be a finite number of seconds, got {self.start_time_s!r}")
-        if not (isinstance(self.dt_s, (int, float)) and np.isfinite(self.dt_s) and 0.0 < self.dt_s <= 10.0):
-            raise ChunkRejected(f"dt_s must be in (0, 10] s, got {self.dt_s!r}")
+        if not (isinstance(self.dt_s, (int, float)) and np.isfinite(self.dt_s) and MIN_DT_S <= self.dt_s <= 10.0):
+            raise ChunkRejected(f"dt_s must be in [{MIN_DT_S}, 10] s, got {self.dt_s!r}")
         cartesian = self.positions_m is not None or self.quaternions_xyzw is not None
         if cartesian == (self.joint_positions_rad is not None):
             raise ChunkRejected("a chunk needs either positions_m + quaternions_xyzw (Cartesian) or "

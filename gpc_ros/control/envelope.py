@@ -98,8 +98,8 @@ class SafetyEnvelopeConfig:
                              f"got {self.joint_limit_margin_rad!r}")
         jmin, jmax = jlo + self.joint_limit_margin_rad, jhi - self.joint_limit_margin_rad
         if np.any(jmin >= jmax):
-            raise ValueError(f"SafetyEnvelopeConfig.joint_lower_rad/joint_upper_rad with margin "
-                             f"{self.joint_limit_margin_rad} leave no range, got {self.joint_lower_rad!r}, "
+            raise ValueError(f"SafetyEnvelopeConfig.joint_limit_margin_rad {self.joint_limit_margin_rad} with "
+                             f"joint_lower_rad/joint_upper_rad leaves no range, got {self.joint_lower_rad!r}, "
                              f"{self.joint_upper_rad!r}")
         for name in ("max_speed_m_s", "max_rotation_speed_rad_s", "max_joint_speed_rad_s", "max_target_jump_m",
                      "max_target_jump_rad", "gripper_max_force_n", "gripper_speed_m_s"):

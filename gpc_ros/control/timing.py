@@ -83,11 +83,11 @@ class TimedTarget:
 
 
 def _interp_rows(values: np.ndarray, s: float) -> np.ndarray:
-    i = int(np.floor(s))
-    if i < 0:
+    if not s > 0.0:  # also NaN
         return np.array(values[0])
-    if i >= len(values) - 1:
+    if s >= len(values) - 1:
         return np.array(values[-1])
+    i = int(np.floor(s))
     frac = s - i
     return (1.0 - frac) * values[i] + frac * values[i + 1]
 
