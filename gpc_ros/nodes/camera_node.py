@@ -86,11 +86,12 @@ class CameraNode(Node):
         frame, stamp = stamped.frame, conversions.seconds_to_stamp(stamped.ros_stamp_s)
         frame_id = self.config.color_frame_id
         info = conversions.camera_info_msg(frame.intrinsics, stamp, frame_id)
-        if frame.color_rgb is not None:
-            self.color_pub.publish(conversions.rgb_to_image_msg(frame.color_rgb, stamp, frame_id))
-            self.color_info_pub.publish(info)
-        self.depth_pub.publish(conversions.depth_to_image_msg(frame.depth_m, stamp, frame_id, self.config.depth_encoding))
+        # camera infos first, so a subscriber has the intrinsics when the first image arrives
         self.depth_info_pub.publish(info)
+        if frame.color_rgb is not None:
+            self.color_info_pub.publish(info)
+            self.color_pub.publish(conversions.rgb_to_image_msg(frame.color_rgb, stamp, frame_id))
+        self.depth_pub.publish(conversions.depth_to_image_msg(frame.depth_m, stamp, frame_id, self.config.depth_encoding))
 
     def publish_diagnostics(self) -> None:
         health = self.stream.health(self._now_s())

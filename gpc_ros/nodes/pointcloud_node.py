@@ -96,7 +96,12 @@ class PointCloudNode(Node):
         self._intrinsics[camera] = conversions.camera_info_to_intrinsics(msg)
 
     def on_color(self, camera: str, msg: Image) -> None:
-        self.assembler.add_color(camera, conversions.stamp_to_seconds(msg.header.stamp), conversions.image_msg_to_rgb(msg))
+        try:
+            rgb = conversions.image_msg_to_rgb(msg)
+        except ValueError as exc:
+            self._report("ERROR", f"colour image of {camera} unusable: {exc}")
+            return
+        self._hand_over(self.assembler.add_color(camera, conversions.stamp_to_seconds(msg.header.stamp), rgb))
 
     def on_depth(self, camera: str, msg: Image) -> None:
         self._last["depth_s"] = self.get_clock().now().nanoseconds * 1e-9
@@ -109,7 +114,11 @@ class PointCloudNode(Node):
         except ValueError as exc:
             self._report("ERROR", f"depth image of {camera} unusable: {exc}")
             return
-        assembled = self.assembler.add_depth(camera, conversions.stamp_to_seconds(msg.header.stamp), depth_m, intrinsics)
+        self._hand_over(
+            self.assembler.add_depth(camera, conversions.stamp_to_seconds(msg.header.stamp), depth_m, intrinsics))
+
+    def _hand_over(self, assembled) -> None:
+        """Give a complete set of views to the worker, replacing one it has not started on (drop-oldest)."""
         if assembled is None:
             return
         try:

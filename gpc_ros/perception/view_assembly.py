@@ -3,7 +3,9 @@
 Depth frames arrive per camera; colour frames (optional) arrive separately with the same stamp. A cloud is due
 whenever the *first* camera of ``camera_to_base`` (the primary) delivers a depth frame: it is merged with the
 latest depth frame of every other camera if that frame is at most ``max_skew_s`` older or newer; a camera without
-such a frame is left out of that cloud (reported in :attr:`AssembledViews.missing`).
+such a frame is left out of that cloud (reported in :attr:`AssembledViews.missing`). With colour, the primary's
+depth frame waits for its colour frame (same stamp; topics may be delivered in either order) and the cloud is due
+when that arrives; a newer depth frame replaces a waiting one.
 """
 
 from __future__ import annotations
@@ -44,9 +46,18 @@ class CameraViewAssembler:
         self.with_color = with_color
         self._latest: dict[str, tuple[float, np.ndarray, CameraIntrinsics]] = {}
         self._colors: dict[str, deque] = {name: deque(maxlen=4) for name in self.camera_to_base}
+        self._waiting_for_color = False
 
-    def add_color(self, camera: str, stamp_s: float, color_rgb: np.ndarray) -> None:
+    def add_color(self, camera: str, stamp_s: float, color_rgb: np.ndarray) -> AssembledViews | None:
+        """Store a colour frame; returns the views of a cloud when it completes the primary's waiting depth frame."""
+        if camera not in self.camera_to_base:
+            raise ValueError(f"unknown camera {camera!r}; configured: {list(self.camera_to_base)}")
         self._colors[camera].append((stamp_s, color_rgb))
+        waiting = self._latest.get(self.primary)
+        if camera == self.primary and self._waiting_for_color and abs(waiting[0] - stamp_s) <= STAMP_MATCH_S:
+            self._waiting_for_color = False
+            return self._assemble(waiting[0])
+        return None
 
     def _color_for(self, camera: str, stamp_s: float, shape: tuple[int, int]) -> np.ndarray | None:
         for color_stamp, rgb in reversed(self._colors[camera]):
@@ -63,6 +74,13 @@ class CameraViewAssembler:
         self._latest[camera] = (stamp_s, depth_m, intrinsics)
         if camera != self.primary:
             return None
+        if self.with_color and self._color_for(camera, stamp_s, depth_m.shape) is None:
+            self._waiting_for_color = True
+            return None
+        self._waiting_for_color = False
+        return self._assemble(stamp_s)
+
+    def _assemble(self, stamp_s: float) -> AssembledViews:
         views, missing = [], []
         for name, transform in self.camera_to_base.items():
             latest = self._latest.get(name)

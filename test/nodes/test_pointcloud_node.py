@@ -1,0 +1,73 @@
+"""camera_node -> pointcloud_node as real processes: the published cloud has N points on the known scene."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from gpc_ros.paths import config_file
+from gpc_ros.perception.frames import CameraIntrinsics
+from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
+from gpc_ros.perception.synthetic_scene import Box, look_at, render_depth
+
+K = CameraIntrinsics(160, 120, 150.0, 150.0, 79.5, 59.5)
+POSE = look_at([1.1, 0.0, 0.6], [0.55, 0.0, 0.0])  # the example pose in config/pointcloud.yaml
+BOX = Box((0.5, -0.05, 0.0), (0.6, 0.05, 0.12))
+TABLE_Z_M = 0.02
+
+
+def spin_until(executor, predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+        if predicate():
+            return True
+    return False
+
+
+def test_camera_and_pointcloud_nodes_build_the_scene_cloud(ros_domain, rclpy_context, tmp_path):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+
+    from gpc_ros.nodes import conversions
+
+    path = tmp_path / "scene.db3"
+    depth, color = render_depth(K, POSE, TABLE_Z_M, [BOX])
+    with RealSenseRecorder(RecordingConfig(path, K)) as recorder:
+        for i in range(3):
+            recorder.write(depth, color, i / 30)
+    ros_domain.spawn_python("-m", "gpc_ros.nodes.camera_node", "--ros-args", "--params-file",
+                            str(config_file("camera.yaml")), "-p", "source:=playback", "-p", f"recording_path:={path}")
+    ros_domain.spawn_python("-m", "gpc_ros.nodes.pointcloud_node", "--ros-args", "--params-file",
+                            str(config_file("pointcloud.yaml")), "-p", "num_points:=512", "-p", "with_color:=true",
+                            "-p", "output_topic:=/test/points")
+    node = Node("cloud_listener", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    clouds: list = []
+    node.create_subscription(PointCloud2, "/test/points", clouds.append, qos_profile_sensor_data)
+    try:
+        assert spin_until(executor, lambda: len(clouds) >= 2, 60.0)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    msg = clouds[-1]
+    assert msg.header.frame_id == "fr3_link0" and msg.width == 512 and msg.height == 1
+    points, colors = conversions.pointcloud2_to_numpy(msg)
+    assert points.shape == (512, 3) and colors.shape == (512, 3)
+    assert np.all(points >= np.array([0.2, -0.5, -0.05], np.float32))
+    assert np.all(points <= np.array([0.9, 0.5, 0.6], np.float32))
+    near_box = np.all((points[:, :2] > np.array(BOX.min_m[:2]) - 0.01) & (points[:, :2] < np.array(BOX.max_m[:2]) + 0.01),
+                      axis=1)
+    table = points[~near_box]
+    assert len(table) > 100
+    # table points at the table height: 1 mm depth quantisation and a 5 mm voxel
+    np.testing.assert_allclose(table[:, 2], TABLE_Z_M, atol=0.004)
+    assert np.all(colors[points[:, 2] > BOX.max_m[2] - 0.002] == BOX.color_rgb)
+    on_box = points[points[:, 2] > TABLE_Z_M + 0.01]
+    assert len(on_box) > 5
+    assert on_box[:, 2].max() < BOX.max_m[2] + 0.004
+    assert np.all(np.abs(on_box[:, 1]) < BOX.max_m[1] + 0.006)
