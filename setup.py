@@ -14,6 +14,8 @@ def share(folder: str, pattern: str = "*") -> tuple[str, list[str]]:
 # Console scripts: one per ROS node (started by the launch file and by `gpc-ros bringup`) and the CLI.
 NODES: dict[str, str] = {
     # "executable": "module:function", added by each node's issue
+    "camera_node": "gpc_ros.nodes.camera_node:main",
+    "pointcloud_node": "gpc_ros.nodes.pointcloud_node:main",
 }
 
 setup(
