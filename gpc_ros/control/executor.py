@@ -152,6 +152,9 @@ class FrankaExecutor:
         self._motion_started = False
         self._state_listeners: list[Callable[[RobotSnapshot], None]] = []
         self.first_command_latency_s: float | None = None
+        """Executor clock time from accepting the first chunk to sending its first motion (s), for benchmarks."""
+        self.stop_handled_at_sample: int | None = None
+        """``state_samples`` count when the loop carried out the last stop (tests count periods, not seconds)."""
         self._chunk_arrival_s: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
@@ -375,6 +378,7 @@ class FrankaExecutor:
     def _handle_requests(self) -> None:
         if self._stop_request.is_set():
             self._stop_request.clear()
+            self.stop_handled_at_sample = self._state_samples
             if self._robot is not None:
                 self._halt()
                 if self._gripper is not None:

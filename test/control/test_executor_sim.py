@@ -1,0 +1,225 @@
+"""The franky executor against a real franky-sim FR3 server (no mocks): reaching, streaming smoothness,
+preemption, e-stop, watchdog, losing the robot and getting it back, joint targets and the gripper.
+
+Durations are never asserted; waits have timeouts; the e-stop is measured in state samples / control periods.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from gpc_ros.control.chunk import ActionChunk
+from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor, RobotSnapshot
+from gpc_ros.control.gripper import GripperConfig
+from gpc_ros.control.timing import TimingConfig
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Recorder:
+    """Every state snapshot the executor reads (from its loop thread)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.snaps: list[RobotSnapshot] = []
+
+    def __call__(self, snap: RobotSnapshot) -> None:
+        with self.lock:
+            self.snaps.append(snap)
+
+    def track(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            rows = [(s.time_s, *s.ee_position_m) for s in self.snaps if t0 <= s.time_s <= t1]
+        a = np.array(rows)
+        return a[:, 0], a[:, 1:]
+
+
+def windowed_speed_m_s(t: np.ndarray, p: np.ndarray, window_s: float = 0.1) -> np.ndarray:
+    """Speed over sliding windows of ``window_s`` (state readings jitter; a window averages it out)."""
+    out = []
+    j = 0
+    for i in range(len(t)):
+        while t[i] - t[j] > window_s:
+            j += 1
+        if t[i] - t[j] >= 0.8 * window_s:
+            out.append(np.linalg.norm(p[i] - p[j]) / (t[i] - t[j]))
+    return np.array(out)
+
+
+def start_executor(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:
+    config = ExecutorConfig(robot_host=host, **overrides)
+    executor = FrankaExecutor(config).start()
+    assert executor.wait_connected(20.0), f"no connection to franky-sim at {host}"
+    recorder = Recorder()
+    executor.add_state_listener(recorder)
+    wait_for(lambda: np.all(np.isfinite(executor.state.ee_position_m)), 5.0, "a first state reading")
+    executor.enable(True)
+    return executor, recorder
+
+
+def line_chunk(now: float, p_start: np.ndarray, q: np.ndarray, velocity_m_s: np.ndarray, n: int = 16,
+               dt_s: float = 0.05, t_origin: float | None = None, gripper_m: float | None = None) -> ActionChunk:
+    """Steps along a straight line through ``p_start`` at ``t_origin`` moving at ``velocity_m_s``."""
+    t_origin = now if t_origin is None else t_origin
+    times = now + dt_s * np.arange(n)
+    pos = p_start + np.outer(times - t_origin, velocity_m_s)
+    return ActionChunk.from_arrays(now, dt_s, positions_m=pos, quaternions_xyzw=np.tile(q, (n, 1)),
+                                   gripper_width_m=None if gripper_m is None else np.full(n, gripper_m))
+
+
+def stream_line(executor: FrankaExecutor, p0, q0, velocity_m_s, duration_s: float, chunk_rate_hz: float,
+                **chunk_kwargs) -> tuple[float, float]:
+    """Send chunks along one line at ``chunk_rate_hz`` for ``duration_s``; returns (t_start, t_end)."""
+    t_start = time.monotonic()
+    k = 0
+    while time.monotonic() - t_start < duration_s:
+        executor.execute(line_chunk(time.monotonic(), p0, q0, velocity_m_s, t_origin=t_start, **chunk_kwargs))
+        k += 1
+        time.sleep(max(0.0, t_start + k / chunk_rate_hz - time.monotonic()))
+    return t_start, time.monotonic()
+
+
+def test_a_chunk_is_executed_to_its_targets_with_the_gripper(franky_sim_fast):
+    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0)
+    with executor:
+        s = executor.state
+        p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
+        goal = p0 + np.array([0.05, 0.06, -0.05])
+        n = 21
+        now = time.monotonic()
+        pos = p0 + np.linspace(0.0, 1.0, n)[:, None] * (goal - p0)
+        executor.execute(ActionChunk.from_arrays(now, 0.05, positions_m=pos, quaternions_xyzw=np.tile(q0, (n, 1)),
+                                                 gripper_width_m=np.full(n, 0.02)))
+        wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 15.0, "the goal pose")
+        wait_for(lambda: abs(executor.state.gripper_width_m - 0.02) < 0.003, 15.0, "the gripper width")
+        angle = 2 * np.arccos(min(1.0, abs(float(executor.state.ee_quaternion_xyzw @ q0))))
+        assert angle < 0.02
+        assert executor.state.fault is None and executor.state.commands_sent > 0
+
+
+@pytest.mark.parametrize("chunk_rate_hz", [10.0, 30.0])
+def test_streamed_chunks_move_without_stop_and_go(franky_sim, chunk_rate_hz):
+    executor, recorder = start_executor(franky_sim.host, timing=TimingConfig(blend_mode="crossfade"))
+    with executor:
+        s = executor.state
+        p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
+        nominal = 0.1
+        t_start, t_end = stream_line(executor, p0, q0, np.array([0.0, nominal, 0.0]), 2.5, chunk_rate_hz)
+        t, p = recorder.track(t_start + 0.7, t_end - 0.3)  # mid-path: after the start-up ramp, before the end
+        speed = windowed_speed_m_s(t, p)
+        assert len(speed) > 20
+        assert speed.min() > 0.5 * nominal, f"speed dropped to {speed.min():.3f} m/s mid-path (nominal {nominal})"
+        assert executor.interventions["watchdog_stops"] == 0
+
+
+def test_a_new_chunk_preempts_the_running_one(franky_sim_fast):
+    executor, recorder = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0,
+                                        timing=TimingConfig(blend_mode="replace"))
+    with executor:
+        s = executor.state
+        p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
+        executor.execute(line_chunk(time.monotonic(), p0, q0, np.array([0.0, 0.1, 0.0]), n=40))  # 2 s to +0.2 m
+        wait_for(lambda: executor.state.ee_position_m[1] > p0[1] + 0.03, 10.0, "motion along +y")
+        y_turn = executor.state.ee_position_m[1]
+        back = p0 + np.array([0.0, y_turn - p0[1], 0.0])
+        executor.execute(line_chunk(time.monotonic(), back, q0, np.array([0.0, -0.1, 0.0]), n=10))
+        wait_for(lambda: executor.state.ee_position_m[1] < y_turn - 0.04, 10.0, "the reversal along -y")
+        t, p = recorder.track(0.0, np.inf)
+        assert p[:, 1].max() < y_turn + 0.05  # did not run on towards the first chunk's end (+0.2 m)
+
+
+def test_e_stop_halts_within_one_control_period_and_refuses_chunks(franky_sim_fast):
+    executor, recorder = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0)
+    with executor:
+        s = executor.state
+        p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
+        executor.execute(line_chunk(time.monotonic(), p0, q0, np.array([0.0, 0.1, 0.0]), n=40))
+        wait_for(lambda: executor.state.ee_position_m[1] > p0[1] + 0.03, 10.0, "motion along +y")
+        samples_before = executor.state.state_samples
+        assert executor.stop() is True
+        samples_per_period = executor.config.state_rate_hz / executor.config.control_rate_hz
+        assert executor.stop_handled_at_sample - samples_before <= samples_per_period
+        sent_at_stop = executor.state.commands_sent
+        with pytest.raises(ExecutionRefused, match="disabled"):
+            executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
+        n_now = len(recorder.snaps)
+        wait_for(lambda: len(recorder.snaps) > n_now + 100, 10.0, "100 more state samples")
+        assert executor.state.commands_sent == sent_at_stop  # not a single motion after the stop
+        with recorder.lock:
+            last = [s.ee_position_m for s in recorder.snaps[-20:]]
+        assert np.ptp(np.array(last), axis=0).max() < 1e-3  # standing still
+        assert last[-1][1] < p0[1] + 0.2 - 0.05  # stopped well short of the chunk's end
+
+
+def test_watchdog_stops_the_arm_when_chunks_stop_coming(franky_sim_fast):
+    executor, recorder = start_executor(franky_sim_fast.host, watchdog_timeout_s=0.3)
+    with executor:
+        s = executor.state
+        p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
+        executor.execute(line_chunk(time.monotonic(), p0, q0, np.array([0.0, 0.1, 0.0]), n=40))  # 2 s plan
+        wait_for(lambda: executor.state.watchdog_tripped, 5.0, "the watchdog")
+        diag = executor.diagnostics()
+        assert diag["watchdog_trips"] == "1" and diag["interventions.watchdog_stops"] == "1"
+        assert not executor.state.executing
+        n_now = len(recorder.snaps)
+        wait_for(lambda: len(recorder.snaps) > n_now + 100, 10.0, "100 more state samples")
+        with recorder.lock:
+            last = np.array([s.ee_position_m for s in recorder.snaps[-20:]])
+        assert np.ptp(last, axis=0).max() < 1e-3
+        assert last[-1][1] < p0[1] + 0.15  # held, not run to the end of the 0.2 m plan
+        executor.execute(line_chunk(time.monotonic(), last[-1], q0, np.zeros(3)))  # a fresh chunk resumes
+        assert not executor.watchdog.tripped
+
+
+def test_losing_the_robot_faults_refuses_and_recovers_on_a_new_server(franky_sim_fast):
+    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0, reconnect_period_s=0.2)
+    with executor:
+        s = executor.state
+        p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
+        executor.execute(line_chunk(time.monotonic(), p0, q0, np.array([0.0, 0.1, 0.0]), n=40))
+        wait_for(lambda: executor.state.ee_position_m[1] > p0[1] + 0.02, 10.0, "motion along +y")
+        franky_sim_fast.kill()
+        wait_for(lambda: executor.state.fault is not None, 10.0, "the fault report")
+        assert "lost" in executor.state.fault and not executor.state.connected
+        with pytest.raises(ExecutionRefused, match="faulted"):
+            executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
+        with pytest.raises(ExecutionRefused):
+            executor.recover(timeout_s=2.0)  # nothing to recover with yet
+        franky_sim_fast.start()
+        assert executor.wait_connected(30.0)
+        wait_for(lambda: executor.state.connected, 5.0, "fresh state from the new server")
+        with pytest.raises(ExecutionRefused, match="faulted"):  # reconnected, but motion needs recover()
+            executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
+        executor.recover()
+        wait_for(lambda: executor.state.fault is None, 5.0, "the fault to clear")
+        home = executor.state.ee_position_m
+        goal = home + np.array([0.0, -0.03, 0.0])
+        executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=np.tile(goal, (10, 1)),
+                                                 quaternions_xyzw=np.tile(q0, (10, 1))))
+        wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 15.0, "motion after recovery")
+
+
+def test_joint_targets_are_executed(franky_sim_fast):
+    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0,
+                                 gripper=GripperConfig(enabled=False))
+    with executor:
+        q0 = executor.state.joint_positions_rad
+        goal = q0 + np.array([0.2, 0.0, 0.0, 0.1, 0.0, 0.0, -0.2])
+        n = 21
+        traj = q0 + np.linspace(0.0, 1.0, n)[:, None] * (goal - q0)
+        executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, joint_positions_rad=traj))
+        wait_for(lambda: np.abs(executor.state.joint_positions_rad - goal).max() < 0.01, 15.0, "the joint goal")
