@@ -25,6 +25,7 @@ from gpc_ros.compose.horizon import combine, position_weights
 from gpc_ros.compose.operators import CompositionOperator, as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
 from gpc_ros.compose.parent import ActionNormalization, Encoding, ParentPolicy, encoding_batch_size, repeat_encoding
+from gpc_ros.compose.schedule import NoiseLevel, ParentTime
 from gpc_ros.compose.sampler import GridPoint, Sampler, SamplerConfig, make_sampler, network_calls_per_chunk
 from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig, shifted_chunk, start_index
 
@@ -94,6 +95,8 @@ class Composer:
         self.horizon = max(p.action_horizon for p in self.parents)
         self.action_dim = self.parents[0].action_dim
         self.normalization: ActionNormalization = self.parents[0].normalization
+        self._parameterizations = [Parameterization.parse(p.parameterization) for p in self.parents]
+        self._where: dict[tuple[int, NoiseLevel], ParentTime] = {}  # parent time per grid level (fixed grids)
         self._pool = (ThreadPoolExecutor(len(self.parents), thread_name_prefix="gpc-parent")
                       if self.config.parallel_parents else None)
 
@@ -226,28 +229,34 @@ class Composer:
         called."""
         active = active if active is not None else [True] * len(self.parents)
         jobs = [i for i, on in enumerate(active) if on]
+        with_x0 = self.operator.weights_sum_to_one and (self.sampler.uses_x0 or point.level.alpha <= 0.0)
         if self._pool is not None and len(jobs) > 1:
-            results = dict(zip(jobs, self._pool.map(lambda i: self._predict(i, x, point, encodings[i]), jobs)))
+            results = dict(zip(jobs, self._pool.map(
+                lambda i: self._predict(i, x, point, encodings[i], with_x0), jobs)))
         else:
-            results = {i: self._predict(i, x, point, encodings[i]) for i in jobs}
+            results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
         zeros = torch.zeros_like(x)
-        eps = [results[i][0] if i in results else zeros for i in range(len(self.parents))]
-        x0 = [results[i][1] if i in results else zeros for i in range(len(self.parents))]
-        eps_hat = combine(eps, weights)
-        if self.operator.weights_sum_to_one:
-            return eps_hat, combine(x0, weights)
-        # Unnormalised weights: eps (the score) is the combined quantity; x0 follows from x = alpha x0 + sigma eps.
+        eps_hat = combine([results[i][0] if i in results else zeros for i in range(len(self.parents))], weights)
+        if with_x0:
+            return eps_hat, combine([results[i][1] if i in results else zeros for i in range(len(self.parents))],
+                                    weights)
+        # Unnormalised weights: eps (the score) is the combined quantity; x0 follows from x = alpha x0 + sigma eps
+        # (for weights summing to 1 this IS the combined x0; samplers that only read eps_hat take this cheap path).
         if point.level.alpha <= 0.0:
             raise InvalidWeightsError(
                 "weights not summing to 1 need a grid with alpha > 0 at every point (flow_t_start < 1)")
         return eps_hat, (x - point.level.sigma * eps_hat) / point.level.alpha
 
-    def _predict(self, i: int, x: torch.Tensor, point: GridPoint, encoding: Encoding
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict(self, i: int, x: torch.Tensor, point: GridPoint, encoding: Encoding, with_x0: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Parent ``i``'s ``(eps_i, x0_i)`` on its own horizon, time and scaling."""
         parent = self.parents[i]
-        where = parent.time_convention.locate(point.level)
-        x_in = x[:, :parent.action_horizon] * where.x_scale
+        where = self._where.get((i, point.level))
+        if where is None:
+            where = self._where.setdefault((i, point.level), parent.time_convention.locate(point.level))
+        x_in = x[:, :parent.action_horizon]
+        if where.x_scale != 1.0:
+            x_in = x_in * where.x_scale
         prediction = parent.predict(x_in, where.value, encoding)
         if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != tuple(x_in.shape):
             got = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
@@ -260,7 +269,8 @@ class Composer:
                 f"parent {parent.name!r} returned {bad} NaN/inf value(s) at step {point.index} "
                 f"(its time {where.value:.6g}); no chunk was produced", parent=parent.name)
         prediction = prediction.to(x.dtype)
-        return to_eps_x0(parent.parameterization, prediction, x_in, where.level.alpha, where.level.sigma)
+        return to_eps_x0(self._parameterizations[i], prediction, x_in, where.level.alpha, where.level.sigma,
+                         with_x0)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -37,11 +37,13 @@ def position_weights(row_weights: torch.Tensor, horizons: Sequence[int]) -> torc
 def combine(predictions: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """``K`` predictions ``(M, H_i, D)`` and ``(M, K, H_max)`` weights -> ``(M, H_max, D)`` weighted sum."""
     m, _, h_max = weights.shape
-    out = None
+    if all(pred.shape[1] == h_max for pred in predictions):
+        out = predictions[0] * weights[:, 0, :, None]
+        for k in range(1, len(predictions)):
+            out.addcmul_(predictions[k], weights[:, k, :, None])
+        return out
+    out = torch.zeros(m, h_max, predictions[0].shape[2], dtype=predictions[0].dtype, device=predictions[0].device)
     for k, pred in enumerate(predictions):
         h = pred.shape[1]
-        term = weights[:, k, :h, None].to(pred.dtype) * pred
-        if out is None:
-            out = torch.zeros(m, h_max, pred.shape[2], dtype=pred.dtype, device=pred.device)
-        out[:, :h] += term
+        out[:, :h].addcmul_(pred, weights[:, k, :h, None])
     return out

@@ -51,12 +51,14 @@ class Parameterization(str, enum.Enum):
 
 
 def to_eps_x0(
-    parameterization: Parameterization, prediction: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact ``(eps, x0)`` implied by ``prediction`` of ``x`` at noise level ``(alpha, sigma)`` (any shape)."""
-    p = Parameterization.parse(parameterization)
+    parameterization: Parameterization, prediction: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float,
+    with_x0: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Exact ``(eps, x0)`` implied by ``prediction`` of ``x`` at noise level ``(alpha, sigma)`` (any shape);
+    ``x0`` is ``None`` when not ``with_x0`` and the parent predicts eps (saves two tensor ops per step)."""
+    p = parameterization if type(parameterization) is Parameterization else Parameterization.parse(parameterization)
     if p is Parameterization.EPSILON:
-        return prediction, (x - sigma * prediction) / alpha
+        return prediction, ((x - sigma * prediction) / alpha if with_x0 else None)
     if p is Parameterization.SAMPLE:
         return (x - alpha * prediction) / sigma, prediction
     if p is Parameterization.V_PREDICTION:

@@ -79,6 +79,9 @@ class SamplerConfig:
 class Sampler(ABC):
     """A grid of noise levels and the update between consecutive points."""
 
+    uses_x0: bool = True
+    """Whether :meth:`step` reads ``x0_hat`` (else only ``eps_hat``; the composer may then derive ``x0_hat``)."""
+
     @property
     @abstractmethod
     def points(self) -> list[GridPoint]:
@@ -109,6 +112,8 @@ class Sampler(ABC):
 
 class DiffusersSampler(Sampler):
     """DDPM or DDIM through a (copied) diffusers scheduler predicting epsilon."""
+
+    uses_x0 = False
 
     def __init__(self, scheduler: DDPMScheduler | DDIMScheduler, num_inference_steps: int, eta: float = 0.0) -> None:
         if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler)):
