@@ -1,0 +1,103 @@
+"""Wrap any torch denoiser into the core's parent contract (:class:`gpc_ros.compose.parent.ParentPolicy`).
+
+A lab's own policy plugs into the composer without touching the core::
+
+    from gpc_ros.compose import FlowTime, VPTime
+    from gpc_ros.policies import ModuleParent
+
+    parent = ModuleParent(
+        name="my_policy",
+        denoiser=lambda x_t, t, enc: my_net(x_t, t, enc),   # (M, H, D), (M,), encoding -> (M, H, D)
+        parameterization="epsilon",                         # or "sample" | "v_prediction" | "flow_velocity"
+        time_convention=VPTime.from_scheduler(my_ddpm_scheduler),   # or FlowTime(time_scale=1000)
+        action_horizon=16, action_dim=7,
+        normalization=ActionNormalization.min_max(low, high),      # the stats my_net was trained with
+        encoder=lambda obs: my_obs_encoder(obs))            # observation -> (B, ...) tensor(s), once per chunk
+
+The denoiser sees ``x_t`` in the parent's normalised action space at its own time (a ``(M,)`` float tensor, the
+diffusers integer timestep or ``time_scale * t``), exactly as during training. Everything runs under
+``torch.no_grad()``; inputs are moved to ``device``/``dtype`` and the prediction back to the caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from gpc_ros.compose.parameterization import Parameterization
+from gpc_ros.compose.parent import ActionNormalization, Encoding, encoding_batch_size
+from gpc_ros.compose.schedule import TimeConvention
+
+logger = logging.getLogger(__name__)
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Encoding], torch.Tensor]
+
+
+def _to(encoding: Encoding, device: torch.device, dtype: torch.dtype) -> Encoding:
+    if isinstance(encoding, torch.Tensor):
+        return encoding.to(device=device, dtype=dtype) if encoding.is_floating_point() else encoding.to(device)
+    return {k: _to(v, device, dtype) for k, v in encoding.items()}
+
+
+class ModuleParent:
+    """A :class:`~gpc_ros.compose.parent.ParentPolicy` around a torch denoiser (and optional encoder)."""
+
+    def __init__(self, name: str, denoiser: Denoiser, parameterization: Parameterization | str,
+                 time_convention: TimeConvention, action_horizon: int, action_dim: int,
+                 normalization: ActionNormalization | None = None,
+                 encoder: Callable[[Any], Encoding] | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"ModuleParent.name must be a non-empty str; got {name!r}")
+        if not callable(denoiser):
+            raise TypeError(f"ModuleParent.denoiser must be callable (x_t, t, encoding) -> prediction; "
+                            f"got {type(denoiser).__name__}")
+        for attr, value in (("action_horizon", action_horizon), ("action_dim", action_dim)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"ModuleParent.{attr} must be an int >= 1; got {value!r}")
+        if not (hasattr(time_convention, "locate") and hasattr(time_convention, "noise_level")):
+            raise TypeError(f"ModuleParent.time_convention must be a VPTime or FlowTime; got {time_convention!r}")
+        self.name = name
+        self.parameterization = Parameterization.parse(parameterization, field="ModuleParent.parameterization")
+        self.time_convention = time_convention
+        self.action_horizon = action_horizon
+        self.action_dim = action_dim
+        self.normalization = normalization or ActionNormalization()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._denoiser = denoiser
+        self._encoder = encoder
+        if isinstance(denoiser, nn.Module):
+            denoiser.eval()
+
+    def encode(self, observation: Any) -> Encoding:
+        """Observation -> batch-first encoding (the ``encoder``'s output, or the observation as a tensor)."""
+        with torch.no_grad():
+            if self._encoder is not None:
+                encoding = self._encoder(observation)
+            else:
+                encoding = observation if isinstance(observation, (torch.Tensor, dict)) \
+                    else torch.as_tensor(observation)
+            return _to(encoding, self.device, self.dtype)
+
+    def predict(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> torch.Tensor:
+        """``(M, H, D)`` at the parent's own ``timestep`` -> ``(M, H, D)`` prediction (its parameterisation)."""
+        m = int(x_t.shape[0])
+        if encoding_batch_size(encoding) != m:
+            raise ValueError(f"parent {self.name!r}: encoding has {encoding_batch_size(encoding)} rows, x_t has {m}")
+        with torch.no_grad():
+            x = x_t.to(device=self.device, dtype=self.dtype)
+            t = torch.full((m,), float(timestep), device=self.device, dtype=self.dtype)
+            out = self._denoiser(x, t, _to(encoding, self.device, self.dtype))
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x_t.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"parent {self.name!r}: denoiser returned {got}; expected {tuple(x_t.shape)}")
+        return out.to(device=x_t.device, dtype=x_t.dtype)
+
+    def __repr__(self) -> str:
+        return (f"ModuleParent(name={self.name!r}, parameterization={self.parameterization.value!r}, "
+                f"H={self.action_horizon}, D={self.action_dim}, time={self.time_convention!r})")
