@@ -16,6 +16,7 @@ NODES: dict[str, str] = {
     # "executable": "module:function", added by each node's issue
     "camera_node": "gpc_ros.nodes.camera_node:main",
     "pointcloud_node": "gpc_ros.nodes.pointcloud_node:main",
+    "franka_driver_node": "gpc_ros.nodes.franka_driver_node:main",
 }
 
 setup(

@@ -158,3 +158,129 @@ def pointcloud2_to_numpy(msg) -> tuple[np.ndarray, np.ndarray | None]:
     return points, colors
 
 # --- robot state, poses and action chunks (driver) ----------------------------------------------------------------
+
+#: Frames and names of the driver's messages (see docs/messages.md, "Driver").
+BASE_FRAME = "fr3_link0"
+TCP_FRAME = "fr3_hand_tcp"
+GRIPPER_WIDTH_NAME = "fr3_gripper_width"
+ARM_JOINT_NAMES = tuple(f"fr3_joint{i}" for i in range(1, 8))
+FINGER_JOINT_NAMES = ("fr3_finger_joint1", "fr3_finger_joint2")
+#: Consecutive points of a chunk message must be this evenly spaced (s).
+CHUNK_SPACING_TOLERANCE_S = 1e-3
+
+
+def _chunk_timing(points, stamp) -> tuple[float, float]:
+    """(start_time_s, dt_s) from header.stamp + time_from_start of evenly spaced points."""
+    from gpc_ros.control.chunk import ChunkRejected
+
+    if len(points) == 0:
+        raise ChunkRejected("an action chunk message needs at least one point")
+    offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in points])
+    if len(points) == 1:
+        dt = 0.1  # a single target: the spacing is irrelevant, any valid dt works
+    else:
+        steps = np.diff(offsets)
+        dt = float(steps.mean())
+        if np.abs(steps - dt).max() > CHUNK_SPACING_TOLERANCE_S:
+            raise ChunkRejected(f"points[i].time_from_start must be evenly spaced (within "
+                                f"{CHUNK_SPACING_TOLERANCE_S} s), got steps {np.round(steps, 4).tolist()}")
+    return stamp_to_seconds(stamp) + float(offsets[0]), dt
+
+
+def chunk_from_multi_dof_trajectory(msg):
+    """:class:`~gpc_ros.control.chunk.ActionChunk` (Cartesian) from a ``trajectory_msgs/MultiDOFJointTrajectory``.
+
+    header.stamp = time of points[0] minus its time_from_start, header.frame_id = fr3_link0,
+    joint_names[0] = fr3_hand_tcp (transforms[0] = TCP pose), optional joint_names[1] = fr3_gripper_width
+    (transforms[1].translation.x = width in m). Raises ChunkRejected with the reason otherwise.
+    """
+    from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+
+    if msg.header.frame_id not in ("", BASE_FRAME):
+        raise ChunkRejected(f"header.frame_id must be {BASE_FRAME!r}, got {msg.header.frame_id!r}")
+    names = list(msg.joint_names)
+    if names not in ([TCP_FRAME], [TCP_FRAME, GRIPPER_WIDTH_NAME]):
+        raise ChunkRejected(f"joint_names must be [{TCP_FRAME!r}] or [{TCP_FRAME!r}, {GRIPPER_WIDTH_NAME!r}], "
+                            f"got {names}")
+    start_s, dt_s = _chunk_timing(msg.points, msg.header.stamp)
+    n_tf = len(names)
+    if any(len(p.transforms) != n_tf for p in msg.points):
+        raise ChunkRejected(f"every point needs {n_tf} transforms (one per joint_names entry)")
+    pos = np.array([[p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
+                    for p in msg.points])
+    quat = np.array([[p.transforms[0].rotation.x, p.transforms[0].rotation.y, p.transforms[0].rotation.z,
+                      p.transforms[0].rotation.w] for p in msg.points])
+    width = np.array([p.transforms[1].translation.x for p in msg.points]) if n_tf == 2 else None
+    return ActionChunk.from_arrays(start_s, dt_s, positions_m=pos, quaternions_xyzw=quat, gripper_width_m=width)
+
+
+def multi_dof_trajectory_from_chunk(chunk):
+    """The ``trajectory_msgs/MultiDOFJointTrajectory`` for a Cartesian chunk (what the composer publishes)."""
+    from builtin_interfaces.msg import Duration
+    from geometry_msgs.msg import Quaternion, Transform, Vector3
+    from trajectory_msgs.msg import MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
+
+    msg = MultiDOFJointTrajectory()
+    msg.header.stamp = seconds_to_stamp(chunk.start_time_s)
+    msg.header.frame_id = BASE_FRAME
+    msg.joint_names = [TCP_FRAME] + ([GRIPPER_WIDTH_NAME] if chunk.gripper_width_m is not None else [])
+    for i in range(chunk.n_steps):
+        p, q = chunk.positions_m[i], chunk.quaternions_xyzw[i]
+        tfs = [Transform(translation=Vector3(x=float(p[0]), y=float(p[1]), z=float(p[2])),
+                         rotation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))]
+        if chunk.gripper_width_m is not None:
+            tfs.append(Transform(translation=Vector3(x=float(chunk.gripper_width_m[i]))))
+        offset_ns = int(round(i * chunk.dt_s * 1e9))
+        msg.points.append(MultiDOFJointTrajectoryPoint(
+            transforms=tfs, time_from_start=Duration(sec=offset_ns // 1_000_000_000,
+                                                     nanosec=offset_ns % 1_000_000_000)))
+    return msg
+
+
+def chunk_from_joint_trajectory(msg):
+    """Joint :class:`~gpc_ros.control.chunk.ActionChunk` from ``trajectory_msgs/JointTrajectory``: joint_names
+    fr3_joint1..7 in any order, optionally fr3_gripper_width (m); positions in rad."""
+    from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+
+    names = list(msg.joint_names)
+    if sorted(set(names) - {GRIPPER_WIDTH_NAME}) != sorted(ARM_JOINT_NAMES) or len(set(names)) != len(names):
+        raise ChunkRejected(f"joint_names must be {list(ARM_JOINT_NAMES)} (any order, each once) plus optionally "
+                            f"{GRIPPER_WIDTH_NAME!r}, got {names}")
+    start_s, dt_s = _chunk_timing(msg.points, msg.header.stamp)
+    if any(len(p.positions) != len(names) for p in msg.points):
+        raise ChunkRejected(f"every point needs {len(names)} positions (one per joint name)")
+    table = np.array([list(p.positions) for p in msg.points], dtype=np.float64)
+    order = [names.index(n) for n in ARM_JOINT_NAMES]
+    width = table[:, names.index(GRIPPER_WIDTH_NAME)] if GRIPPER_WIDTH_NAME in names else None
+    return ActionChunk.from_arrays(start_s, dt_s, joint_positions_rad=table[:, order], gripper_width_m=width)
+
+
+def joint_state_from_snapshot(snapshot, stamp):
+    """``sensor_msgs/JointState`` like franka_ros2: fr3_joint1..7 (rad, rad/s) and, with a gripper,
+    fr3_finger_joint1/2 at half the opening width each (m)."""
+    from sensor_msgs.msg import JointState
+
+    msg = JointState()
+    msg.header.stamp = stamp
+    names = list(ARM_JOINT_NAMES)
+    pos = [float(v) for v in snapshot.joint_positions_rad]
+    vel = [float(v) for v in snapshot.joint_velocities_rad_s]
+    if snapshot.gripper_width_m is not None:
+        names += list(FINGER_JOINT_NAMES)
+        pos += [snapshot.gripper_width_m / 2.0] * 2
+        vel += [0.0, 0.0]
+    msg.name, msg.position, msg.velocity = names, pos, vel
+    return msg
+
+
+def pose_stamped_from_snapshot(snapshot, stamp):
+    """``geometry_msgs/PoseStamped`` of fr3_hand_tcp in fr3_link0 (m, unit quaternion)."""
+    from geometry_msgs.msg import PoseStamped
+
+    msg = PoseStamped()
+    msg.header.stamp, msg.header.frame_id = stamp, BASE_FRAME
+    p, q = snapshot.ee_position_m, snapshot.ee_quaternion_xyzw
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in p)
+    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = (
+        float(v) for v in q)
+    return msg

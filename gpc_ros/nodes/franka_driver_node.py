@@ -1,0 +1,210 @@
+"""franka_driver_node: executes action chunks on a Franka FR3 through franky, under the safety envelope.
+
+Subscribes ``/gpc/action_chunk`` (trajectory_msgs/MultiDOFJointTrajectory, end-effector targets) and
+``/gpc/action_chunk_joint`` (trajectory_msgs/JointTrajectory, joint targets); publishes ``joint_states``
+(sensor_msgs/JointState, fr3_joint1..7 + fr3_finger_joint1/2) and ``ee_pose`` (geometry_msgs/PoseStamped in
+fr3_link0) at ``state_publish_rate_hz``, health on ``/diagnostics``; services ``~/stop`` and ``~/recover``
+(std_srvs/Trigger) and ``~/enable`` (std_srvs/SetBool). Execution is disabled until enabled (``require_enable``).
+Conventions: docs/messages.md ("Driver"); behaviour: docs/driver.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import MISSING, fields, is_dataclass
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from gpc_ros.control.chunk import ChunkRejected
+from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
+from gpc_ros.nodes import conversions
+
+
+def _flat_fields(cls, prefix: str = "") -> list[tuple[str, object]]:
+    """(parameter name, default) for every field of a config dataclass, nested ones dotted."""
+    out = []
+    for f in fields(cls):
+        if not f.init:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if is_dataclass(default):
+            out += _flat_fields(type(default), f"{prefix}{f.name}.")
+            continue
+        out.append((f"{prefix}{f.name}", list(default) if isinstance(default, tuple) else default))
+    return out
+
+
+def _build(cls, values: dict[str, object], prefix: str = ""):
+    kwargs = {}
+    for f in fields(cls):
+        if not f.init:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if is_dataclass(default):
+            kwargs[f.name] = _build(type(default), values, f"{prefix}{f.name}.")
+        else:
+            value = values[f"{prefix}{f.name}"]
+            kwargs[f.name] = tuple(value) if isinstance(default, tuple) else value
+    return cls(**kwargs)
+
+
+class FrankaDriverNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("franka_driver", **kwargs)
+        for name, default in _flat_fields(ExecutorConfig):
+            self.declare_parameter(name, default, ParameterDescriptor(description=PARAMETER_DOCS.get(name, "")))
+        self.declare_parameter("state_publish_rate_hz", 100.0, ParameterDescriptor(
+            description="rate (Hz) of joint_states and ee_pose"))
+        self.declare_parameter("diagnostics_period_s", 1.0, ParameterDescriptor(
+            description="period (s) of the /diagnostics report"))
+        values = {name: self.get_parameter(name).value for name, _ in _flat_fields(ExecutorConfig)}
+        self.config = _build(ExecutorConfig, values)
+        self.executor_core = FrankaExecutor(self.config, clock=self._now_s).start()
+        self.joint_state_pub = self.create_publisher(JointState, "joint_states", 10)
+        self.pose_pub = self.create_publisher(PoseStamped, "ee_pose", 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/stop", self.on_stop)
+        self.create_service(Trigger, "~/recover", self.on_recover)
+        self.create_service(SetBool, "~/enable", self.on_enable)
+        self.create_timer(1.0 / self.get_parameter("state_publish_rate_hz").value, self.publish_state)
+        self.create_timer(self.get_parameter("diagnostics_period_s").value, self.publish_diagnostics)
+        self.create_subscription(MultiDOFJointTrajectory, "/gpc/action_chunk", self.on_cartesian_chunk, 10)
+        self.create_subscription(JointTrajectory, "/gpc/action_chunk_joint", self.on_joint_chunk, 10)
+        self.get_logger().info(f"driving {self.config.robot_host}; execution "
+                               f"{'disabled until ~/enable' if self.config.require_enable else 'enabled'}")
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- chunks -----------------------------------------------------------------------------------------------------
+    def on_cartesian_chunk(self, msg: MultiDOFJointTrajectory) -> None:
+        self._execute(conversions.chunk_from_multi_dof_trajectory, msg)
+
+    def on_joint_chunk(self, msg: JointTrajectory) -> None:
+        self._execute(conversions.chunk_from_joint_trajectory, msg)
+
+    def _execute(self, convert, msg) -> None:
+        try:
+            self.executor_core.execute(convert(msg))
+        except ChunkRejected as exc:
+            self.executor_core.interventions.add("rejected_messages")
+            self.get_logger().warning(f"chunk rejected: {exc}", throttle_duration_sec=1.0)
+        except ExecutionRefused as exc:
+            self.get_logger().warning(f"chunk not executed: {exc}", throttle_duration_sec=1.0)
+
+    # -- state and health -------------------------------------------------------------------------------------------
+    def publish_state(self) -> None:
+        snap = self.executor_core.state
+        if not snap.connected:
+            return
+        stamp = conversions.seconds_to_stamp(snap.time_s)
+        self.joint_state_pub.publish(conversions.joint_state_from_snapshot(snap, stamp))
+        self.pose_pub.publish(conversions.pose_stamped_from_snapshot(snap, stamp))
+
+    def publish_diagnostics(self) -> None:
+        values = self.executor_core.diagnostics()
+        snap = self.executor_core.state
+        if snap.fault:
+            level, message = DiagnosticStatus.ERROR, f"fault: {snap.fault} (call ~/recover)"
+        elif not snap.connected:
+            level, message = DiagnosticStatus.ERROR, f"not connected to {self.config.robot_host}"
+        elif snap.watchdog_tripped:
+            level, message = DiagnosticStatus.WARN, "watchdog: no fresh chunk, holding"
+        else:
+            level = DiagnosticStatus.OK
+            message = ("executing" if snap.executing else "idle") if snap.enabled else "disabled (call ~/enable)"
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: executor", message=message,
+                                  hardware_id=self.config.robot_host,
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(msg)
+
+    # -- services ---------------------------------------------------------------------------------------------------
+    def on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success = self.executor_core.stop()
+        response.message = "stopped; execution disabled" if response.success else "stop not confirmed by the loop"
+        self.get_logger().warning("e-stop requested: " + response.message)
+        return response
+
+    def on_recover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            self.executor_core.recover()
+            response.success, response.message = True, "recovered"
+        except ExecutionRefused as exc:
+            response.success, response.message = False, str(exc)
+        return response
+
+    def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.executor_core.enable(bool(request.data))
+        response.success = True
+        response.message = "execution enabled" if request.data else "execution disabled (arm stopped)"
+        self.get_logger().info(response.message)
+        return response
+
+    def destroy_node(self) -> None:
+        self.executor_core.close()
+        super().destroy_node()
+
+
+#: Parameter descriptions (the dataclass docstrings in gpc_ros/control say more).
+PARAMETER_DOCS = {
+    "robot_host": "FCI address of the arm (franky-sim: its loopback address)",
+    "control_rate_hz": "rate (Hz, >= 30) of streamed motion commands",
+    "state_rate_hz": "rate (Hz) at which the robot state is read",
+    "watchdog_timeout_s": "stop the arm when no chunk arrived for this long (s) while executing",
+    "reconnect_period_s": "time (s) between reconnection attempts after losing the robot",
+    "require_enable": "start with execution disabled until ~/enable is called with true",
+    "timing.lookahead_s": "drop chunk steps due before now + this (s)",
+    "timing.blend_mode": "seam blending: replace, crossfade or ensemble",
+    "timing.crossfade_steps": "steps over which crossfade blends the old plan into the new chunk",
+    "timing.ensemble_decay": "m in the temporal-ensembling weights exp(-m i), i = 0 oldest",
+    "timing.ensemble_history": "how many recent chunks ensembling averages",
+    "envelope.workspace_min_m": "lower corner x, y, z (m) of the end-effector box in fr3_link0",
+    "envelope.workspace_max_m": "upper corner x, y, z (m) of the end-effector box in fr3_link0",
+    "envelope.joint_lower_rad": "joint lower limits fr3_joint1..7 (rad)",
+    "envelope.joint_upper_rad": "joint upper limits fr3_joint1..7 (rad)",
+    "envelope.joint_limit_margin_rad": "margin (rad) kept inside the joint limits",
+    "envelope.max_speed_m_s": "largest commanded end-effector speed (m/s)",
+    "envelope.max_rotation_speed_rad_s": "largest commanded end-effector rotation speed (rad/s)",
+    "envelope.max_joint_speed_rad_s": "largest commanded joint speed (rad/s)",
+    "envelope.max_target_jump_m": "consecutive targets further apart than this (m) reject the chunk",
+    "envelope.max_target_jump_rad": "same for orientation / joint targets (rad)",
+    "envelope.gripper_min_width_m": "smallest gripper width target (m)",
+    "envelope.gripper_max_width_m": "largest gripper width target (m)",
+    "envelope.gripper_max_force_n": "largest grasp force (N)",
+    "envelope.gripper_speed_m_s": "gripper finger speed (m/s)",
+    "envelope.relative_dynamics_factor": "franky relative dynamics factor in (0, 1]",
+    "gripper.enabled": "connect to and command the Franka Hand",
+    "gripper.min_period_s": "at most one gripper command per this period (s)",
+    "gripper.deadband_m": "width changes smaller than this (m) are not sent",
+    "gripper.grasp_below_m": "width targets at or below this (m) become a force-limited grasp",
+    "gripper.grasp_force_n": "grasp force (N), clamped to envelope.gripper_max_force_n",
+}
+
+
+def main(args: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = FrankaDriverNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

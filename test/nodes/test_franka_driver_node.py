@@ -1,0 +1,120 @@
+"""franka_driver_node as a real process on its own ROS domain, driving a real franky-sim FR3: state topics,
+enable/stop/recover services, a chunk published from the test moving the arm, diagnostics, rejected chunks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from gpc_ros.paths import config_file
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def spin_until(executor, predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+        if predicate():
+            return True
+    return False
+
+
+def call(executor, client, request, timeout_s: float = 20.0):
+    assert client.wait_for_service(timeout_sec=timeout_s), f"service {client.srv_name} not available"
+    future = client.call_async(request)
+    assert spin_until(executor, future.done, timeout_s), f"no answer from {client.srv_name}"
+    return future.result()
+
+
+@pytest.fixture
+def listener(rclpy_context):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    node = Node("driver_test_listener", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+
+
+def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, listener, franky_sim_fast):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import JointState
+    from std_srvs.srv import SetBool, Trigger
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+    from gpc_ros.control.chunk import ActionChunk
+    from gpc_ros.nodes import conversions
+
+    node, executor = listener
+    joints: list[JointState] = []
+    poses: list[PoseStamped] = []
+    diags: list[DiagnosticArray] = []
+    node.create_subscription(JointState, "/joint_states", joints.append, 50)
+    node.create_subscription(PoseStamped, "/ee_pose", poses.append, 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    chunk_pub = node.create_publisher(MultiDOFJointTrajectory, "/gpc/action_chunk", 10)
+    proc = ros_domain.spawn_python("-m", "gpc_ros.nodes.franka_driver_node", "--ros-args", "--params-file",
+                                   str(config_file("franka_driver.yaml")), "-p", f"robot_host:={franky_sim_fast.host}",
+                                   "-p", "watchdog_timeout_s:=5.0", "-p", "diagnostics_period_s:=0.2")
+    assert spin_until(executor, lambda: len(joints) >= 20 and len(poses) >= 20, 40.0), (len(joints), proc.poll())
+    js = joints[-1]
+    assert list(js.name) == [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"]
+    assert poses[-1].header.frame_id == "fr3_link0"
+    p0 = np.array([poses[-1].pose.position.x, poses[-1].pose.position.y, poses[-1].pose.position.z])
+    o = poses[-1].pose.orientation
+    q0 = np.array([o.x, o.y, o.z, o.w])
+    goal = p0 + np.array([0.0, 0.04, -0.03])
+
+    def publish_goal_chunk() -> None:
+        now_s = node.get_clock().now().nanoseconds * 1e-9
+        n = 10
+        pos = p0 + np.linspace(0.0, 1.0, n)[:, None] * (goal - p0)
+        chunk = ActionChunk.from_arrays(now_s, 0.05, positions_m=pos, quaternions_xyzw=np.tile(q0, (n, 1)),
+                                        gripper_width_m=np.full(n, 0.03))
+        chunk_pub.publish(conversions.multi_dof_trajectory_from_chunk(chunk))
+
+    def counter(name: str) -> int:
+        vals = [kv.value for kv in diags[-1].status[0].values if kv.key == f"interventions.{name}"]
+        return int(vals[0]) if vals else 0
+
+    def position() -> np.ndarray:
+        p = poses[-1].pose.position
+        return np.array([p.x, p.y, p.z])
+
+    # Disabled by default: a chunk does not move the arm, and diagnostics say why.
+    assert spin_until(executor, lambda: chunk_pub.get_subscription_count() > 0, 20.0)
+    publish_goal_chunk()
+    assert spin_until(executor, lambda: diags and counter("refused_disabled") >= 1, 20.0)
+    assert "disabled" in diags[-1].status[0].message
+    assert np.linalg.norm(position() - p0) < 1e-3
+
+    enable = node.create_client(SetBool, "/franka_driver/enable")
+    stop = node.create_client(Trigger, "/franka_driver/stop")
+    recover = node.create_client(Trigger, "/franka_driver/recover")
+    assert call(executor, enable, SetBool.Request(data=True)).success
+    publish_goal_chunk()
+    assert spin_until(executor, lambda: np.linalg.norm(position() - goal) < 0.003, 30.0), position() - goal
+    assert spin_until(executor, lambda: abs(2 * joints[-1].position[7] - 0.03) < 0.003, 20.0)
+
+    # A malformed chunk is rejected with a reason and counted; the arm stays put.
+    bad = conversions.multi_dof_trajectory_from_chunk(ActionChunk.from_arrays(
+        node.get_clock().now().nanoseconds * 1e-9, 0.05, positions_m=np.tile(goal, (3, 1)),
+        quaternions_xyzw=np.tile(q0, (3, 1))))
+    bad.points[1].transforms[0].translation.x = float("nan")
+    chunk_pub.publish(bad)
+
+    assert spin_until(executor, lambda: counter("rejected_messages") >= 1, 20.0)
+
+    # Stop: disables execution; recover answers (nothing to recover from, still succeeds while connected).
+    answer = call(executor, stop, Trigger.Request())
+    assert answer.success, answer.message
+    assert spin_until(executor, lambda: any("disabled" in s.message for s in diags[-1].status), 20.0)
+    assert call(executor, recover, Trigger.Request()).success
+    assert proc.poll() is None
