@@ -118,3 +118,68 @@ def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, li
     assert spin_until(executor, lambda: any("disabled" in s.message for s in diags[-1].status), 20.0)
     assert call(executor, recover, Trigger.Request()).success
     assert proc.poll() is None
+
+
+# --- message conventions (docs/messages.md, "Driver"): pure conversions -------------------------------------------
+
+def _cartesian_chunk(gripper: bool):
+    from gpc_ros.control.chunk import ActionChunk
+
+    n = 5
+    pos = np.array([0.5, 0.0, 0.4]) + 0.01 * np.arange(n)[:, None]
+    quat = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
+    return ActionChunk.from_arrays(1234.5, 0.05, positions_m=pos, quaternions_xyzw=quat,
+                                   gripper_width_m=np.linspace(0.08, 0.0, n) if gripper else None)
+
+
+@pytest.mark.parametrize("gripper", [False, True])
+def test_cartesian_chunk_round_trips_through_multi_dof_trajectory(gripper):
+    from gpc_ros.nodes import conversions
+
+    chunk = _cartesian_chunk(gripper)
+    msg = conversions.multi_dof_trajectory_from_chunk(chunk)
+    assert msg.header.frame_id == "fr3_link0" and msg.joint_names[0] == "fr3_hand_tcp"
+    back = conversions.chunk_from_multi_dof_trajectory(msg)
+    assert back.start_time_s == pytest.approx(chunk.start_time_s, abs=1e-6)
+    assert back.dt_s == pytest.approx(chunk.dt_s, abs=1e-9)
+    np.testing.assert_allclose(back.positions_m, chunk.positions_m)
+    np.testing.assert_allclose(back.quaternions_xyzw, chunk.quaternions_xyzw)
+    if gripper:
+        np.testing.assert_allclose(back.gripper_width_m, chunk.gripper_width_m)
+    else:
+        assert back.gripper_width_m is None
+
+
+@pytest.mark.parametrize("spoil, fragment", [
+    (lambda m: setattr(m.header, "frame_id", "world"), "frame_id"),
+    (lambda m: setattr(m, "joint_names", ["tool0"]), "joint_names"),
+    (lambda m: setattr(m.points[2].time_from_start, "nanosec", 123_000_000), "evenly spaced"),
+    (lambda m: m.points[1].transforms.pop(), "transforms"),
+    (lambda m: setattr(m, "points", []), "at least one point"),
+])
+def test_malformed_chunk_messages_are_rejected_with_a_reason(spoil, fragment):
+    from gpc_ros.control.chunk import ChunkRejected
+    from gpc_ros.nodes import conversions
+
+    msg = conversions.multi_dof_trajectory_from_chunk(_cartesian_chunk(gripper=True))
+    spoil(msg)
+    with pytest.raises(ChunkRejected, match=fragment):
+        conversions.chunk_from_multi_dof_trajectory(msg)
+
+
+def test_joint_trajectory_in_any_joint_order_with_gripper():
+    from builtin_interfaces.msg import Duration
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from gpc_ros.nodes import conversions
+
+    names = [f"fr3_joint{i}" for i in (7, 6, 5, 4, 3, 2, 1)] + ["fr3_gripper_width"]
+    msg = JointTrajectory(joint_names=names)
+    msg.header.stamp = conversions.seconds_to_stamp(10.0)
+    for k in range(3):
+        msg.points.append(JointTrajectoryPoint(positions=[float(7 - i) + k for i in range(7)] + [0.04],
+                                               time_from_start=Duration(sec=0, nanosec=100_000_000 * k)))
+    chunk = conversions.chunk_from_joint_trajectory(msg)
+    np.testing.assert_allclose(chunk.joint_positions_rad[0], [1, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_allclose(chunk.gripper_width_m, 0.04)
+    assert chunk.dt_s == pytest.approx(0.1) and chunk.start_time_s == pytest.approx(10.0)
