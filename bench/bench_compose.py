@@ -82,16 +82,25 @@ def interleaved_ms(cases: dict[str, Callable[[], object]], repeats: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds per figure")
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved rounds per figure")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[512, 1536],
+                        help="MLP widths to run (512: ~0.8 M params; 1536: ~5 M, ~1 ms per call like a small U-Net)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    a, b = MLPParent("rgb", 0), MLPParent("pcd", 1)
+    for hidden in args.hidden:
+        bench_size(hidden, args.repeats)
+
+
+def bench_size(hidden: int, repeats: int) -> None:
+    a, b = MLPParent("rgb", 0, hidden), MLPParent("pcd", 1, hidden)
     n_params = sum(p.numel() for p in a.net.parameters()) + sum(p.numel() for p in a.encoder.parameters())
     obs = torch.randn(1, OBS_DIM, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
-    print(f"parents: 2 x MLP ({n_params / 1e6:.2f} M params each), H={H}, D={D}, one observation; "
-          f"torch {torch.__version__}, {threads} intra-op threads; DDIM; min / median of {args.repeats} "
-          f"interleaved rounds; ratios from the minima")
+    x, enc = torch.randn(1, H, D), a.encode(obs)
+    call = interleaved_ms({"call": lambda: [a.predict(x, 50.0, enc) for _ in range(20)]}, repeats)["call"][0] / 20
+    print(f"\nparents: 2 x MLP width {hidden} ({n_params / 1e6:.2f} M params each, {call:.3f} ms per call), "
+          f"H={H}, D={D}, one observation; torch {torch.__version__}, {threads} intra-op threads; DDIM; "
+          f"min / median of {repeats} interleaved rounds; ratios from the minima")
     print(f"{'steps':>5s}  {'case':44s} {'min ms':>9s} {'median ms':>10s}  ratio")
 
     def show(steps: int, label: str, t: tuple[float, float], ratio: str = "") -> None:
@@ -120,13 +129,13 @@ def main() -> None:
             "one_by_one": lambda: [seq.compose(enc2, w, generator=0) for w in grid],
             "warm0.5": lambda: warm[0.5].compose(enc2, [0.5, 0.5], generator=0, warm_start=start),
             "warm0.3": lambda: warm[0.3].compose(enc2, [0.5, 0.5], generator=0, warm_start=start),
-        }, args.repeats)
+        }, repeats)
         torch.set_num_threads(1)
         t1 = interleaved_ms({
             "alone": lambda: alone.compose(enc1, [1.0], generator=0),
             "seq": lambda: seq.compose(enc2, [0.5, 0.5], generator=0),
             "par": lambda: par.compose(enc2, [0.5, 0.5], generator=0),
-        }, args.repeats)
+        }, repeats)
         torch.set_num_threads(threads)
         par.close()
         r = {k: v[0] for k, v in t.items()}
