@@ -41,6 +41,7 @@ DESCRIPTIONS = {
     "backend": "back-projection/crop/voxel in 'numpy' (precomputed rays) or 'open3d' (legacy API)",
     "fps_backend": "farthest-point sampling in 'open3d' (legacy) or 'numpy' (reference)",
     "with_color": "add packed rgb to every point (subscribes the colour images)",
+    "pixel_stride": "use every k-th pixel row and column (1 = all; 2 quarters the cost at 640x480)",
 }
 
 

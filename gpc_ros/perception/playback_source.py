@@ -9,7 +9,8 @@ returned 8, 7 or 1 framesets), which makes the output of a recording depend on t
 
 Depth and colour frames are paired by timestamp (equal within half a frame period); unaligned depth is aligned to
 colour with :func:`gpc_ros.perception.alignment.align_depth_to_color`. With ``pace_realtime`` the source delivers
-frames at their recorded intervals, as a camera would.
+frames at their recorded intervals, as a camera would, and like a camera drops frames its consumer is too slow
+for; without it, every frame is delivered as fast as it is read.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class PlaybackSource(FrameSource):
         self._ended = False
         self._device = None
         self._loops = 0
+        self.dropped = 0  #: frames dropped by real-time pacing because the consumer was too slow
 
     # --- opening --------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -222,8 +224,7 @@ class PlaybackSource(FrameSource):
                     return None
                 continue
             frame = self._pair(kind, stamp_s, number, pixels)
-            if frame is not None:
-                self._pace(frame.stamp_s)
+            if frame is not None and self._pace(frame.stamp_s):
                 return frame
         return None
 
@@ -241,16 +242,26 @@ class PlaybackSource(FrameSource):
         rgb = None if color is None else color_to_rgb(color[2], self.color_format)
         return RgbdFrame(depth_m, rgb, self.intrinsics, depth[0], depth[1], self.serial)
 
-    def _pace(self, stamp_s: float) -> None:
+    def _pace(self, stamp_s: float) -> bool:
+        """With ``pace_realtime``: wait until the frame is due; False = drop it, it is over a period late.
+
+        Like a camera whose consumer is slow, a paced recording drops late frames rather than falling behind
+        (so published stamps stay close to the ROS clock); unpaced playback delivers every frame.
+        """
         if not self.config.pace_realtime:
-            return
+            return True
         now = time.monotonic()
         if self._pace_origin is None or stamp_s < self._pace_origin[1]:
             self._pace_origin = (now, stamp_s)
-            return
+            return True
         delay = self._pace_origin[0] + (stamp_s - self._pace_origin[1]) - now
         if delay > 0:
             time.sleep(delay)
+        elif delay < -self.period_s:
+            self.dropped += 1
+            log.debug("playback %s: dropped a frame %.0f ms late", self.config.path, -delay * 1e3)
+            return False
+        return True
 
     # --- closing --------------------------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -84,11 +84,12 @@ def test_all_zero_depth_is_skipped():
     empty = CameraView(np.zeros((120, 160), np.float32), K, FRONT)
     result = PointCloudPipeline(PointCloudConfig(**CROP)).process([empty])
     assert result.skipped and result.points_base_m is None
-    assert "0 valid depth pixels" in result.reason
+    assert "0 valid depth pixels" in result.reason and "skipped" in result.reason
 
 
 def test_shortfall_pads_deterministically_or_skips():
-    small_box = dict(crop_min_m=(0.54, -0.01, -0.01), crop_max_m=(0.56, 0.01, 0.01))  # ~16 voxels of table
+    small_box = dict(crop_min_m=(0.54, -0.01, -0.01), crop_max_m=(0.56, 0.01, 0.01), voxel_size_m=0.005,
+                     pixel_stride=1)  # ~16 voxels of table
     scene = [view(FRONT)]
     padded = PointCloudPipeline(PointCloudConfig(num_points=64, min_points=4, **small_box)).process(scene)
     assert padded.points_base_m.shape == (64, 3)

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Cost of the depth -> point-cloud chain and camera_node -> pointcloud_node latency (figures: docs/perception.md).
+
+1. 640x480 depth of a synthetic cell (table + box, the example camera pose of config/pointcloud.yaml) ->
+   N = 1024 points in fr3_link0: median ms per stage and for the whole chain, for each variant side by side
+   (numpy precomputed-ray back-projection vs open3d legacy create_from_depth_image; numpy vs open3d voxel grid;
+   open3d legacy FPS vs a numpy reference FPS), interleaved in one run so load changes hit every variant alike.
+2. End to end across processes: a 640x480 recording played by camera_node, clouds built by pointcloud_node, both
+   real processes on a private ROS domain; latency = arrival of the PointCloud2 at a third process minus its
+   header stamp (the frame's capture time mapped to ROS time), next to the same figure for the depth image.
+
+Run: ``.venv/bin/python bench/bench_pointcloud.py [--repeats N] [--seconds S]``. Absolute times depend on the
+machine and its load (printed); compare variants within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gpc_ros.perception.frames import CameraIntrinsics
+from gpc_ros.perception.pointcloud import CameraView, PointCloudConfig, PointCloudPipeline
+from gpc_ros.perception.synthetic_scene import Box, look_at, render_depth
+
+K_640 = CameraIntrinsics(640, 480, 605.0, 605.0, 319.5, 239.5)  # a D435 colour camera at 640x480
+POSE = look_at([1.1, 0.0, 0.6], [0.55, 0.0, 0.0])
+BOXES = [Box((0.5, -0.05, 0.0), (0.6, 0.05, 0.12)), Box((0.35, 0.15, 0.0), (0.42, 0.25, 0.2), (40, 200, 40))]
+FULL = dict(pixel_stride=1, voxel_size_m=0.005)  # every pixel, 5 mm voxels
+VARIANTS = {
+    "numpy rays+voxel, open3d FPS; stride 2, 10 mm (default)": dict(backend="numpy", fps_backend="open3d"),
+    "open3d legacy all stages; stride 2, 10 mm": dict(backend="open3d", fps_backend="open3d"),
+    "numpy rays+voxel, open3d FPS; stride 1, 5 mm": dict(backend="numpy", fps_backend="open3d", **FULL),
+    "open3d legacy all stages; stride 1, 5 mm": dict(backend="open3d", fps_backend="open3d", **FULL),
+    "numpy rays+voxel, open3d FPS; stride 1, 10 mm": dict(backend="numpy", fps_backend="open3d", pixel_stride=1),
+    "numpy all stages (numpy FPS); stride 2, 10 mm": dict(backend="numpy", fps_backend="numpy"),
+}
+
+
+def stage_times(pipeline: PointCloudPipeline, view: CameraView, n: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    points, colors = pipeline.back_project(view)
+    t1 = time.perf_counter()
+    pipeline.crop(points, colors)
+    t2 = time.perf_counter()
+    points, colors = pipeline.back_project(view, crop=True)  # what process() runs: fused for numpy
+    t3 = time.perf_counter()
+    points, colors = pipeline.voxel_down_sample(points, colors)
+    t4 = time.perf_counter()
+    pipeline.farthest_point_indices(points, n)
+    t5 = time.perf_counter()
+    pipeline.process([view])
+    t6 = time.perf_counter()
+    return {"depth->cloud": t1 - t0, "crop": t2 - t1, "cloud+crop": t3 - t2, "voxel": t4 - t3, "fps": t5 - t4,
+            "full chain": t6 - t5, "points": len(points)}
+
+
+def bench_chain(repeats: int) -> None:
+    depth, _ = render_depth(K_640, POSE, 0.0, BOXES)
+    view = CameraView(depth, K_640, POSE)
+    pipelines = {name: PointCloudPipeline(PointCloudConfig(num_points=1024, **kw)) for name, kw in VARIANTS.items()}
+    samples: dict[str, list[dict]] = {name: [] for name in pipelines}
+    for name, pipeline in pipelines.items():  # warm-up: ray caches, open3d first-call costs
+        pipeline.process([view])
+    for r in range(repeats):
+        for name, pipeline in pipelines.items():
+            if "numpy FPS" in name and r >= max(3, repeats // 5):
+                continue  # the reference FPS is slow; a few samples suffice
+            samples[name].append(stage_times(pipeline, view, 1024))
+    valid = int((depth > 0).sum())
+    print(f"\n1) 640x480 depth ({valid} valid px) -> N=1024 points in fr3_link0; median ms over runs")
+    stages = ["depth->cloud", "crop", "cloud+crop", "voxel", "fps", "full chain"]
+    print("(cloud+crop: the two stages as process() runs them, fused in one pass for numpy)")
+    print(f"{'variant':56s} " + " ".join(f"{s:>12s}" for s in stages) + f" {'voxels':>7s} {'runs':>5s}")
+    for name, rows in samples.items():
+        medians = [statistics.median(row[s] for row in rows) * 1e3 for s in stages]
+        print(f"{name:56s} " + " ".join(f"{m:12.2f}" for m in medians)
+              + f" {rows[0]['points']:7d} {len(rows):5d}")
+
+
+def bench_graph(seconds: float) -> None:
+    from gpc_ros.leases import acquire
+    from gpc_ros.paths import config_file
+    from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
+    from gpc_ros.ros_env import MAX_SAFE_DOMAIN_ID, graph_env
+
+    with tempfile.TemporaryDirectory() as tmp, acquire("ros-domain", range(1, MAX_SAFE_DOMAIN_ID + 1)) as lease:
+        path = Path(tmp) / "cell_640x480.db3"
+        depth, color = render_depth(K_640, POSE, 0.0, BOXES)
+        with RealSenseRecorder(RecordingConfig(path, K_640)) as recorder:
+            for i in range(30):
+                recorder.write(depth, color, i / 30)
+        env = graph_env(lease.value)
+        os.environ.update(env)
+        common = ["--ros-args", "--params-file"]
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.camera_node", *common, str(config_file("camera.yaml")),
+                              "-p", "source:=playback", "-p", f"recording_path:={path}"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.pointcloud_node", *common,
+                              str(config_file("pointcloud.yaml"))], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        ]
+        try:
+            latencies = measure_latency(lease.value, seconds)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    print(f"\n2) camera_node -> pointcloud_node across processes (640x480 at 30 Hz, N=1024), {seconds:.0f} s")
+    for name, values in latencies.items():
+        if values:
+            ms = np.array(values) * 1e3
+            print(f"{name:44s} median {np.median(ms):7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms   "
+                  f"({len(ms)} msgs, {len(ms) / seconds:.1f} Hz)")
+        else:
+            print(f"{name:44s} no messages")
+
+
+def measure_latency(domain_id: int, seconds: float) -> dict[str, list[float]]:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from gpc_ros.nodes.conversions import stamp_to_seconds
+
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    node = Node("bench_latency", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    out: dict[str, list[float]] = {"depth image (camera_node -> here)": [], "cloud (camera_node -> pointcloud_node -> here)": []}
+    started = {"t": None}
+
+    def record(key):
+        def callback(msg) -> None:
+            if started["t"] is not None:
+                now = node.get_clock().now().nanoseconds * 1e-9
+                out[key].append(now - stamp_to_seconds(msg.header.stamp))
+        return callback
+
+    node.create_subscription(Image, "/camera/camera/aligned_depth_to_color/image_raw",
+                             record("depth image (camera_node -> here)"), qos_profile_sensor_data)
+    node.create_subscription(PointCloud2, "/gpc/points", record("cloud (camera_node -> pointcloud_node -> here)"),
+                             qos_profile_sensor_data)
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and node.count_publishers("/gpc/points") == 0:
+        executor.spin_once(timeout_sec=0.1)
+    warmup = time.monotonic() + 3.0  # discovery, first-frame costs
+    while time.monotonic() < warmup:
+        executor.spin_once(timeout_sec=0.05)
+    started["t"] = time.monotonic()
+    while time.monotonic() < started["t"] + seconds:
+        executor.spin_once(timeout_sec=0.05)
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=30, help="runs per variant (chain benchmark)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measurement window of the graph benchmark (s)")
+    parser.add_argument("--skip-graph", action="store_true", help="only the in-process chain benchmark")
+    args = parser.parse_args()
+    print(f"CPU cores: {os.cpu_count()}, load average (1/5/15 min): {os.getloadavg()}")
+    bench_chain(args.repeats)
+    if not args.skip_graph:
+        bench_graph(args.seconds)
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
