@@ -91,6 +91,13 @@ class Composer:
         self._check_parents()
         self.operator: CompositionOperator = make_operator(self.config.operator, self.config.allow_unnormalized_weights)
         self.sampler = sampler or make_sampler(self.config.sampler)
+        if self.sampler.uses_x0 and self.sampler.points[0].level.alpha <= 0.0:
+            for p in self.parents:
+                if Parameterization.parse(p.parameterization) is Parameterization.EPSILON:
+                    raise IncompatibleParentError(
+                        f"parent {p.name!r} predicts epsilon, which does not determine x0 at the grid's first point "
+                        f"(pure noise, alpha = 0) that a flow sampler needs; set SamplerConfig.flow_t_start < 1 "
+                        f"(e.g. 0.999)", parent=p.name)
         self.dtype = DTYPES[self.config.dtype]
         self.horizon = max(p.action_horizon for p in self.parents)
         self.action_dim = self.parents[0].action_dim

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, SamplerConfig, VPTime,
                              WarmStart, WarmStartConfig, make_vp_scheduler)
@@ -83,6 +85,20 @@ def test_position_weights_keep_the_longest_parents_tail() -> None:
     torch.testing.assert_close(w[0, :, :2], torch.tensor([[0.25] * 2, [0.75] * 2], dtype=torch.float64))
     torch.testing.assert_close(w[:, :, 2:], torch.tensor([[0.0, 1.0]], dtype=torch.float64)[:, :, None].expand(3, 2, 2))
     torch.testing.assert_close(w.sum(dim=1), torch.ones(3, 4, dtype=torch.float64))
+
+
+@settings(max_examples=50, deadline=None)
+@given(w1=st.floats(0.0, 1.0), horizons=st.lists(st.integers(1, 6), min_size=2, max_size=4))
+def test_position_weights_stay_convex_for_any_horizons(w1: float, horizons: list[int]) -> None:
+    k = len(horizons)
+    row = torch.tensor([[w1] + [(1 - w1) / (k - 1)] * (k - 1)], dtype=torch.float64)
+    w = position_weights(row, horizons)
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(1, max(horizons), dtype=torch.float64))
+    assert bool((w >= 0).all())
+    for i, h in enumerate(horizons):
+        assert bool((w[0, i, h:] == 0).all())  # no weight where a parent does not predict
+    full = min(horizons)
+    torch.testing.assert_close(w[0, :, :full], row[0][:, None].expand(k, full))  # overlap keeps w
 
 
 def test_unequal_horizons_combine_on_the_overlap_and_keep_the_long_tail() -> None:

@@ -159,7 +159,7 @@ def test_weight_one_zero_reproduces_parent_one_target(sampler: str) -> None:
     """w = (1, 0) with 100 steps: the sampler's exact output law (recursion) is parent 1's N(mu1, v1) up to the
     sampler's own discretisation bias (mean < 2e-3, variance -6 % DDIM / -4.6 % Euler for this narrow v1 = 0.05),
     and 20 000 samples match that law within 5 standard errors (parent 2's mean is 240 SE away)."""
-    kinds = ("epsilon", "sample") if sampler == "ddim" else ("flow_velocity", "epsilon")
+    kinds = ("epsilon", "sample") if sampler == "ddim" else ("flow_velocity", "v_prediction")
     n = 20_000 // H // D
     out = _compose(_parents(MUS, VS, sampler, kinds), MUS, (1.0, 0.0), SamplerConfig(sampler, 100, **NO_CLIP),
                    n=n, seed=11)

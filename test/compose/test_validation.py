@@ -151,3 +151,11 @@ def test_unnormalized_weights_on_a_flow_grid_starting_at_pure_noise_are_refused(
 def test_config_errors_name_field_allowed_values_and_value(make, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_epsilon_parent_on_a_flow_grid_from_pure_noise_is_refused_up_front() -> None:
+    with pytest.raises(IncompatibleParentError, match="parent 'rgb' predicts epsilon.*flow_t_start < 1") as err:
+        Composer([parent("rgb")], ComposerConfig(sampler=SamplerConfig("flow_euler", 4)))
+    assert err.value.parent == "rgb"
+    c = Composer([parent("rgb")], ComposerConfig(sampler=SamplerConfig("flow_euler", 4, flow_t_start=0.999)))
+    assert torch.isfinite(c.compose(encodings(c), [1.0], generator=0).actions).all()
