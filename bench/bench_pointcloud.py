@@ -101,8 +101,9 @@ def bench_graph(seconds: float) -> None:
         os.environ.update(env)
         common = ["--ros-args", "--params-file"]
         procs = [
-            subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.camera_node", *common, str(config_file("camera.yaml")),
-                              "-p", "source:=playback", "-p", f"recording_path:={path}"], env=env,
+            subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.camera_node", *common,
+                              str(config_file("camera.yaml")), "-p", "source:=playback", "-p",
+                              f"recording_path:={path}"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
             subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.pointcloud_node", *common,
                               str(config_file("pointcloud.yaml"))], env=env,
@@ -143,7 +144,8 @@ def measure_latency(domain_id: int, seconds: float) -> dict[str, list[float]]:
     node = Node("bench_latency", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    out: dict[str, list[float]] = {"depth image (camera_node -> here)": [], "cloud (camera_node -> pointcloud_node -> here)": []}
+    image_key, cloud_key = "depth image (camera_node -> here)", "cloud (camera_node -> pointcloud_node -> here)"
+    out: dict[str, list[float]] = {image_key: [], cloud_key: []}
     started = {"t": None}
 
     def record(key):
@@ -154,9 +156,8 @@ def measure_latency(domain_id: int, seconds: float) -> dict[str, list[float]]:
         return callback
 
     node.create_subscription(Image, "/camera/camera/aligned_depth_to_color/image_raw",
-                             record("depth image (camera_node -> here)"), qos_profile_sensor_data)
-    node.create_subscription(PointCloud2, "/gpc/points", record("cloud (camera_node -> pointcloud_node -> here)"),
-                             qos_profile_sensor_data)
+                             record(image_key), qos_profile_sensor_data)
+    node.create_subscription(PointCloud2, "/gpc/points", record(cloud_key), qos_profile_sensor_data)
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline and node.count_publishers("/gpc/points") == 0:
         executor.spin_once(timeout_sec=0.1)

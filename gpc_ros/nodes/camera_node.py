@@ -50,14 +50,17 @@ class CameraNode(Node):
         super().__init__("camera_node", **kwargs)
         defaults = CameraStreamConfig.__dataclass_fields__
         for f in fields(CameraStreamConfig):
-            self.declare_parameter(f.name, defaults[f.name].default, ParameterDescriptor(description=DESCRIPTIONS[f.name]))
-        self.config = CameraStreamConfig(**{f.name: self.get_parameter(f.name).value for f in fields(CameraStreamConfig)})
+            self.declare_parameter(
+                f.name, defaults[f.name].default, ParameterDescriptor(description=DESCRIPTIONS[f.name]))
+        self.config = CameraStreamConfig(
+            **{f.name: self.get_parameter(f.name).value for f in fields(CameraStreamConfig)})
         self.stream = CameraStream(self.config)
         prefix = f"/camera/{self.config.camera_name}"
         self.color_pub = self.create_publisher(Image, f"{prefix}/color/image_raw", IMAGE_QOS)
         self.color_info_pub = self.create_publisher(CameraInfo, f"{prefix}/color/camera_info", IMAGE_QOS)
         self.depth_pub = self.create_publisher(Image, f"{prefix}/aligned_depth_to_color/image_raw", IMAGE_QOS)
-        self.depth_info_pub = self.create_publisher(CameraInfo, f"{prefix}/aligned_depth_to_color/camera_info", IMAGE_QOS)
+        self.depth_info_pub = self.create_publisher(
+            CameraInfo, f"{prefix}/aligned_depth_to_color/camera_info", IMAGE_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self.publish_diagnostics)
         self._stopping = threading.Event()
@@ -91,7 +94,8 @@ class CameraNode(Node):
         if frame.color_rgb is not None:
             self.color_info_pub.publish(info)
             self.color_pub.publish(conversions.rgb_to_image_msg(frame.color_rgb, stamp, frame_id))
-        self.depth_pub.publish(conversions.depth_to_image_msg(frame.depth_m, stamp, frame_id, self.config.depth_encoding))
+        self.depth_pub.publish(
+            conversions.depth_to_image_msg(frame.depth_m, stamp, frame_id, self.config.depth_encoding))
 
     def publish_diagnostics(self) -> None:
         health = self.stream.health(self._now_s())

@@ -85,10 +85,13 @@ class RgbdFrame:
     def __post_init__(self) -> None:
         shape = (self.intrinsics.height, self.intrinsics.width)
         if self.depth_m.shape != shape or self.depth_m.dtype != np.float32:
-            raise ValueError(f"RgbdFrame.depth_m must be float32 {shape}, got {self.depth_m.dtype} {self.depth_m.shape}")
+            raise ValueError(
+                f"RgbdFrame.depth_m must be float32 {shape}, got {self.depth_m.dtype} {self.depth_m.shape}"
+            )
         if self.color_rgb is not None and (self.color_rgb.shape != (*shape, 3) or self.color_rgb.dtype != np.uint8):
             raise ValueError(
-                f"RgbdFrame.color_rgb must be uint8 {(*shape, 3)} or None, got {self.color_rgb.dtype} {self.color_rgb.shape}"
+                f"RgbdFrame.color_rgb must be uint8 {(*shape, 3)} or None, got {self.color_rgb.dtype} "
+                f"{self.color_rgb.shape}"
             )
 
 

@@ -100,7 +100,8 @@ class PlaybackSource(FrameSource):
             raise RecordingError(f"recording {str(path)!r} does not exist; check the camera's recording_path")
         if path.suffix not in RECORDING_SUFFIXES:
             raise RecordingError(
-                f"{str(path)!r} is not a RealSense recording (expected a file ending in {' or '.join(RECORDING_SUFFIXES)})"
+                f"{str(path)!r} is not a RealSense recording (expected a file ending in "
+                f"{' or '.join(RECORDING_SUFFIXES)})"
             )
         try:
             device = rs.context().load_device(str(path))
@@ -138,10 +139,11 @@ class PlaybackSource(FrameSource):
         self._pace_origin: tuple[float, float] | None = None
         self._open_sensors()
         log.log(
-            logging.DEBUG if self._loops else logging.INFO, "playing %s (serial %s, depth %dx%d%s, %.0f Hz)", path, self.serial, self.depth_intrinsics.width,
-            self.depth_intrinsics.height,
-            "" if color_profile is None else f", colour {self.intrinsics.width}x{self.intrinsics.height} "
-            f"{self.color_format}", 1.0 / self.period_s,
+            logging.DEBUG if self._loops else logging.INFO, "playing %s (serial %s, depth %dx%d%s, %.0f Hz)", path,
+            self.serial, self.depth_intrinsics.width, self.depth_intrinsics.height,
+            "" if color_profile is None
+            else f", colour {self.intrinsics.width}x{self.intrinsics.height} {self.color_format}",
+            1.0 / self.period_s,
         )
 
     def _pick_profiles(self, rs, device):

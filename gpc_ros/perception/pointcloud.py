@@ -1,11 +1,13 @@
 """Depth (+ colour) + intrinsics + camera-to-base extrinsic -> a fixed-size point cloud in the robot base frame.
 
-Stages (each camera's points are merged in the base frame before cropping):
+Stages (several cameras' points are merged in the base frame after stage 2):
 
-1. back-project: valid depth pixels (every ``pixel_stride``-th row and column) (``min_depth_m < z < max_depth_m``) -> base-frame points. The numpy backend
-   precomputes, per camera, the base-frame ray of every pixel (``R_base_cam @ K^-1 [u, v, 1]``), so a frame costs
-   one multiply-add per valid pixel; the open3d backend calls ``PointCloud.create_from_depth_image``.
-2. crop to the workspace box ``crop_min_m .. crop_max_m`` (base frame, axis aligned).
+1. back-project: valid depth pixels (``min_depth_m < z < max_depth_m``, every ``pixel_stride``-th row and
+   column) -> base-frame points. The numpy backend precomputes, per camera, the base-frame ray of every pixel
+   (``R_base_cam @ K^-1 [u, v, 1]``), so a frame costs one multiply-add per pixel and axis; the open3d backend
+   calls ``PointCloud.create_from_depth_image``.
+2. crop to the workspace box ``crop_min_m .. crop_max_m`` (base frame, axis aligned); the numpy backend tests the
+   box in the same pass as stage 1 and gathers only the points inside.
 3. voxel down-sample (``voxel_size_m``; 0 = off): one point per occupied voxel, the mean of its points (and colours);
    numpy: an O(M) lookup table over the crop box's voxel grid (no sort), open3d: ``voxel_down_sample``.
 4. farthest-point sampling to exactly ``num_points`` (open3d legacy ``farthest_point_down_sample``: deterministic,

@@ -60,8 +60,8 @@ def test_camera_and_pointcloud_nodes_build_the_scene_cloud(ros_domain, rclpy_con
     assert points.shape == (512, 3) and colors.shape == (512, 3)
     assert np.all(points >= np.array([0.2, -0.5, -0.05], np.float32))
     assert np.all(points <= np.array([0.9, 0.5, 0.6], np.float32))
-    near_box = np.all((points[:, :2] > np.array(BOX.min_m[:2]) - 0.01) & (points[:, :2] < np.array(BOX.max_m[:2]) + 0.01),
-                      axis=1)
+    lo, hi = np.array(BOX.min_m[:2]) - 0.01, np.array(BOX.max_m[:2]) + 0.01
+    near_box = np.all((points[:, :2] > lo) & (points[:, :2] < hi), axis=1)
     table = points[~near_box]
     assert len(table) > 100
     # table points at the table height: 1 mm depth quantisation and a 5 mm voxel
