@@ -91,8 +91,12 @@ def test_camera_node_publishes_a_recording(ros_domain, listener, tmp_path):
     stamps = [conversions.stamp_to_seconds(m.header.stamp) for m in got["depth"]]
     now_s = node.get_clock().now().nanoseconds * 1e-9
     assert abs(stamps[-1] - now_s) < 5.0
-    steps = np.diff(stamps)
-    assert np.any(np.isclose(steps, 1 / 30, atol=1e-6))
+    # Within one pass of the file stamps step by whole recorded periods (paced playback may drop a late frame);
+    # where the recording loops the mapping is re-anchored and the step is arbitrary (but still forward).
+    steps = np.diff(stamps) * 30
+    assert np.all(steps > 0)
+    whole_periods = np.isclose(steps, np.round(steps), atol=3e-5) & (np.round(steps) >= 1)
+    assert whole_periods.sum() >= len(steps) // 2, steps
     assert proc.poll() is None
 
 
