@@ -132,11 +132,13 @@ class PointCloudNode(Node):
             self._slot.put_nowait(assembled)
 
     def _report(self, level: str, message: str) -> None:
+        """Record the latest outcome for /diagnostics; log problems when the level changes (else every 5 s)."""
         with self._lock:
-            changed = (level, message) != (self._last["level"], self._last["message"])
+            changed = level != self._last["level"]
             self._last["level"], self._last["message"] = level, message
-        if changed and level != "OK":
-            (self.get_logger().error if level == "ERROR" else self.get_logger().warning)(message)
+        if level != "OK":
+            log = self.get_logger().error if level == "ERROR" else self.get_logger().warning
+            log(message, throttle_duration_sec=0.0 if changed else 5.0)
 
     def _build_clouds(self) -> None:
         while not self._stopping.is_set():

@@ -71,3 +71,43 @@ def test_camera_and_pointcloud_nodes_build_the_scene_cloud(ros_domain, rclpy_con
     assert len(on_box) > 5
     assert on_box[:, 2].max() < BOX.max_m[2] + 0.004
     assert np.all(np.abs(on_box[:, 1]) < BOX.max_m[1] + 0.006)
+
+
+def test_all_zero_depth_publishes_nothing_and_says_why(ros_domain, rclpy_context, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, PointCloud2
+
+    path = tmp_path / "blind.db3"
+    with RealSenseRecorder(RecordingConfig(path, K)) as recorder:
+        for i in range(3):
+            recorder.write(np.zeros((120, 160), np.float32), np.zeros((120, 160, 3), np.uint8), i / 30)
+    ros_domain.spawn_python("-m", "gpc_ros.nodes.camera_node", "--ros-args", "--params-file",
+                            str(config_file("camera.yaml")), "-p", "source:=playback", "-p", f"recording_path:={path}")
+    cloud_node = ros_domain.spawn_python("-m", "gpc_ros.nodes.pointcloud_node", "--ros-args", "--params-file",
+                                         str(config_file("pointcloud.yaml")))
+    node = Node("blind_listener", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    clouds, depth_images, statuses = [], [], []
+    node.create_subscription(PointCloud2, "/gpc/points", clouds.append, qos_profile_sensor_data)
+    node.create_subscription(Image, "/camera/camera/aligned_depth_to_color/image_raw", depth_images.append,
+                             qos_profile_sensor_data)
+    node.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda msg: statuses.extend(s for s in msg.status if s.name.startswith("pointcloud_node")), 10)
+
+    def skipped_reported() -> bool:
+        return any(s.level == DiagnosticStatus.WARN and "skipped" in s.message for s in statuses)
+
+    try:
+        assert spin_until(executor, lambda: skipped_reported() and len(depth_images) >= 10, 60.0), (
+            [s.message for s in statuses], len(depth_images))
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    assert clouds == []  # depth frames arrived, none became a cloud
+    assert "0 valid depth pixels" in next(s.message for s in statuses if "skipped" in s.message)
+    assert cloud_node.poll() is None
