@@ -72,7 +72,7 @@ class CameraNode(Node):
 
     def _stream_frames(self) -> None:
         while not self._stopping.is_set() and self.context.ok():
-            stamped = self.stream.poll(self._now_s())
+            stamped = self.stream.poll(self._now_s)
             if stamped is None:
                 if self.stream.health(self._now_s()).level != "OK":
                     self._stopping.wait(0.05)  # not open / ended: do not spin

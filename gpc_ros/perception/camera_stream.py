@@ -122,7 +122,11 @@ class StreamHealth:
 
 
 class CameraStream:
-    """``stream.poll(ros_now_s)`` -> the next :class:`StampedFrame` or None; ``stream.health(ros_now_s)``."""
+    """``stream.poll(clock)`` -> the next :class:`StampedFrame` or None; ``stream.health(ros_now_s)``.
+
+    ``clock`` returns the ROS time now (s); it is read when a frame arrives, so the stamp mapping uses the
+    arrival time and not the time the wait began.
+    """
 
     def __init__(
         self,
@@ -162,8 +166,9 @@ class CameraStream:
         self._source = source
         self._opened_s = ros_now_s
 
-    def poll(self, ros_now_s: float) -> StampedFrame | None:
+    def poll(self, clock: Callable[[], float]) -> StampedFrame | None:
         """Wait up to ``poll_timeout_s`` for the next frame; never raises for a failing source."""
+        ros_now_s = clock()
         if self._ended:
             return None
         if self._source is None:
@@ -184,6 +189,7 @@ class CameraStream:
                 self._ended = True
                 log.info("camera %s: recording finished, no more frames", self.config.camera_name)
             return None
+        ros_now_s = clock()  # arrival time of this frame
         if self._last_frame_s is not None and ros_now_s - self._last_frame_s > self.config.frame_timeout_s:
             log.info("camera %s: frames resumed after %.1f s", self.config.camera_name, ros_now_s - self._last_frame_s)
         self._last_frame_s = ros_now_s

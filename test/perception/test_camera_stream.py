@@ -22,12 +22,12 @@ def test_missing_recording_reports_then_opens_once_it_exists(tmp_path):
     config = CameraStreamConfig(source="playback", recording_path=str(path), playback_pace_realtime=False,
                                 reopen_period_s=1.0)
     stream = CameraStream(config)
-    assert stream.poll(10.0) is None
+    assert stream.poll(lambda: 10.0) is None
     health = stream.health(10.0)
     assert health.level == "ERROR" and "does not exist" in health.message and str(path) in health.message
     record(path)
-    assert stream.poll(10.5) is None  # not retried before reopen_period_s
-    frames = [stream.poll(11.0 + i * 0.01) for i in range(20)]
+    assert stream.poll(lambda: 10.5) is None  # not retried before reopen_period_s
+    frames = [stream.poll(lambda i=i: 11.0 + i * 0.01) for i in range(20)]
     frames = [f for f in frames if f is not None]
     assert [f.frame.frame_number for f in frames] == [0, 1, 2]
     assert frames[0].ros_stamp_s == 11.0  # offset fixed at the first frame
@@ -39,7 +39,7 @@ def test_missing_recording_reports_then_opens_once_it_exists(tmp_path):
 def test_no_camera_with_serial_stays_in_error_without_raising():
     stream = CameraStream(CameraStreamConfig(source="realsense", serial="123456789012"))
     for now in (0.0, 5.0):
-        assert stream.poll(now) is None
+        assert stream.poll(lambda: now) is None
     health = stream.health(5.0)
     assert health.level == "ERROR" and "123456789012" in health.message
     stream.close()
@@ -53,10 +53,10 @@ def test_stale_when_no_frames_arrive(tmp_path):
     stream = CameraStream(config)
     stamped = None
     while stamped is None:
-        stamped = stream.poll(1.0)
+        stamped = stream.poll(lambda: 1.0)
     assert stream.health(1.2).level == "OK"
     health = stream.health(3.0)  # nothing polled for 2 s (a stalled consumer or camera)
     assert health.level == "WARN" and "no frame" in health.message
-    assert stream.poll(3.0) is not None  # looped recording keeps delivering: resumes
+    assert stream.poll(lambda: 3.0) is not None  # looped recording keeps delivering: resumes
     assert stream.health(3.1).level == "OK"
     stream.close()
