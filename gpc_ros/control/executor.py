@@ -81,6 +81,9 @@ class RobotSnapshot:
 
     time_s: float = float("nan")
     """Executor clock time of the reading (s)."""
+    robot_time_s: float = float("nan")
+    """The robot's own clock at the reading (s since it started; franky-sim: simulated time, whose pace relative
+    to the executor clock depends on the machine's load)."""
     joint_positions_rad: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     joint_velocities_rad_s: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     ee_position_m: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
@@ -352,7 +355,7 @@ class FrankaExecutor:
         self._state_samples += 1
         with self._lock:
             snap = RobotSnapshot(
-                time_s=now, joint_positions_rad=np.array(st.q), joint_velocities_rad_s=np.array(st.dq),
+                time_s=now, robot_time_s=st.time.to_sec(), joint_positions_rad=np.array(st.q), joint_velocities_rad_s=np.array(st.dq),
                 ee_position_m=pos, ee_quaternion_xyzw=quat, gripper_width_m=width, connected=True,
                 enabled=self._enabled, executing=self._blender.plan is not None, fault=self._fault,
                 watchdog_tripped=self.watchdog.tripped, commands_sent=self._commands_sent,

@@ -47,6 +47,15 @@ class Recorder:
         a = np.array(rows)
         return a[:, 0], a[:, 1:]
 
+    def robot_track(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """(robot clock s, positions, robot-clock seconds per executor-clock second) between t0 and t1."""
+        with self.lock:
+            rows = [(s.robot_time_s, *s.ee_position_m) for s in self.snaps if t0 <= s.time_s <= t1]
+            wall = [s.time_s for s in self.snaps if t0 <= s.time_s <= t1]
+        a = np.array(rows)
+        pace = (a[-1, 0] - a[0, 0]) / (wall[-1] - wall[0])
+        return a[:, 0], a[:, 1:], pace
+
 
 def windowed_speed_m_s(t: np.ndarray, p: np.ndarray, window_s: float = 0.1) -> np.ndarray:
     """Speed over sliding windows of ``window_s`` (state readings jitter; a window averages it out)."""
@@ -94,7 +103,7 @@ def stream_line(executor: FrankaExecutor, p0, q0, velocity_m_s, duration_s: floa
 
 
 def test_a_chunk_is_executed_to_its_targets_with_the_gripper(franky_sim_fast):
-    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0)
+    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=60.0)
     with executor:
         s = executor.state
         p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
@@ -104,8 +113,8 @@ def test_a_chunk_is_executed_to_its_targets_with_the_gripper(franky_sim_fast):
         pos = p0 + np.linspace(0.0, 1.0, n)[:, None] * (goal - p0)
         executor.execute(ActionChunk.from_arrays(now, 0.05, positions_m=pos, quaternions_xyzw=np.tile(q0, (n, 1)),
                                                  gripper_width_m=np.full(n, 0.02)))
-        wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 15.0, "the goal pose")
-        wait_for(lambda: abs(executor.state.gripper_width_m - 0.02) < 0.003, 15.0, "the gripper width")
+        wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 30.0, "the goal pose")
+        wait_for(lambda: abs(executor.state.gripper_width_m - 0.02) < 0.003, 30.0, "the gripper width")
         angle = 2 * np.arccos(min(1.0, abs(float(executor.state.ee_quaternion_xyzw @ q0))))
         assert angle < 0.02
         assert executor.state.fault is None and executor.state.commands_sent > 0
@@ -119,15 +128,20 @@ def test_streamed_chunks_move_without_stop_and_go(franky_sim, chunk_rate_hz):
         p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
         nominal = 0.1
         t_start, t_end = stream_line(executor, p0, q0, np.array([0.0, nominal, 0.0]), 2.5, chunk_rate_hz)
-        t, p = recorder.track(t_start + 0.7, t_end - 0.3)  # mid-path: after the start-up ramp, before the end
+        # Mid-path (after the start-up ramp, before the end), measured on the robot's own clock: franky-sim runs
+        # at a load-dependent pace, so the nominal speed is converted with the pace measured over the same span.
+        t, p, pace = recorder.robot_track(t_start + 0.7, t_end - 0.3)
+        nominal_robot_clock = nominal / pace
         speed = windowed_speed_m_s(t, p)
         assert len(speed) > 20
-        assert speed.min() > 0.5 * nominal, f"speed dropped to {speed.min():.3f} m/s mid-path (nominal {nominal})"
+        assert speed.min() > 0.5 * nominal_robot_clock, (
+            f"speed dropped to {speed.min():.3f} m/s mid-path (nominal {nominal_robot_clock:.3f} m/s on the robot's "
+            f"clock, pace {pace:.2f})")
         assert executor.interventions["watchdog_stops"] == 0
 
 
 def test_a_new_chunk_preempts_the_running_one(franky_sim_fast):
-    executor, recorder = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0,
+    executor, recorder = start_executor(franky_sim_fast.host, watchdog_timeout_s=60.0,
                                         timing=TimingConfig(blend_mode="replace"))
     with executor:
         s = executor.state
@@ -138,7 +152,7 @@ def test_a_new_chunk_preempts_the_running_one(franky_sim_fast):
         back = p0 + np.array([0.0, y_turn - p0[1], 0.0])
         executor.execute(line_chunk(time.monotonic(), back, q0, np.array([0.0, -0.1, 0.0]), n=10))
         final = back[1] - 0.1 * 0.05 * 9  # the second chunk's last target
-        wait_for(lambda: abs(executor.state.ee_position_m[1] - final) < 0.003, 15.0, "the second chunk's end")
+        wait_for(lambda: abs(executor.state.ee_position_m[1] - final) < 0.003, 30.0, "the second chunk's end")
         t, p = recorder.track(0.0, np.inf)
         # The arm lags the plan (franky-sim's clock is not the wall clock), so it may coast past y_turn, but it
         # turned back long before the first chunk's end at +0.195 m.
@@ -189,7 +203,7 @@ def test_watchdog_stops_the_arm_when_chunks_stop_coming(franky_sim_fast):
 
 
 def test_losing_the_robot_faults_refuses_and_recovers_on_a_new_server(franky_sim_fast):
-    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0, reconnect_period_s=0.2)
+    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=60.0, reconnect_period_s=0.2)
     with executor:
         s = executor.state
         p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
@@ -213,11 +227,11 @@ def test_losing_the_robot_faults_refuses_and_recovers_on_a_new_server(franky_sim
         goal = home + np.array([0.0, -0.03, 0.0])
         executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=np.tile(goal, (10, 1)),
                                                  quaternions_xyzw=np.tile(q0, (10, 1))))
-        wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 15.0, "motion after recovery")
+        wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 30.0, "motion after recovery")
 
 
 def test_joint_targets_are_executed(franky_sim_fast):
-    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=5.0,
+    executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=60.0,
                                  gripper=GripperConfig(enabled=False))
     with executor:
         q0 = executor.state.joint_positions_rad
@@ -225,4 +239,4 @@ def test_joint_targets_are_executed(franky_sim_fast):
         n = 21
         traj = q0 + np.linspace(0.0, 1.0, n)[:, None] * (goal - q0)
         executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, joint_positions_rad=traj))
-        wait_for(lambda: np.abs(executor.state.joint_positions_rad - goal).max() < 0.01, 15.0, "the joint goal")
+        wait_for(lambda: np.abs(executor.state.joint_positions_rad - goal).max() < 0.01, 30.0, "the joint goal")
