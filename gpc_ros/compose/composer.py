@@ -78,7 +78,8 @@ class ComposedChunk:
     parent_actions: dict[str, torch.Tensor]
     """Parent name -> ``(B, H_i, D)`` that parent's own chunk (physical) from the same noise; empty if disabled."""
     network_calls: int
-    """Forward passes made per parent for this chunk (all candidates together)."""
+    """Forward passes made per called parent for this chunk (all candidates together; a parent whose weight is
+    zero in every row and whose own chunk is not requested is not called at all)."""
 
 
 class Composer:
@@ -193,26 +194,8 @@ class Composer:
         repeated = [repeat_encoding(enc, rows.shape[0]) for enc in encodings]
         active = [bool(pos_w[:, i].abs().max() > 0) for i in range(k)]
 
-        # Common random numbers: every row block (candidate or parent-alone row) starts from the same (B, H, D)
-        # noise, so candidates differ only by their weights (DDPM / DDIM-eta step noise is drawn per row).
-        first = 0
-        shape = (batch, self.horizon, self.action_dim)
-        if noise is not None and tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape (B, H, D) = {shape}; got {tuple(noise.shape)}")
-        if warm_start is not None:
-            prev = warm_start.previous_normalized.to(self.dtype)
-            if prev.shape[0] != batch or prev.shape[1:] != shape[1:]:
-                raise ValueError(f"WarmStart.previous_normalized must be (B={batch}, H={self.horizon}, "
-                                 f"D={self.action_dim}); got {tuple(prev.shape)}")
-            first = start_index(len(self.sampler.points), self.config.warm_start.remaining_fraction)
-            x0 = shifted_chunk(prev, warm_start.executed_steps, self.config.warm_start.pad)
-            fresh = noise if noise is not None else torch.randn(shape, generator=generator, dtype=self.dtype)
-            x = self.sampler.renoise(x0, fresh.to(self.dtype), first)
-        elif noise is not None:
-            x = noise.to(self.dtype)
-        else:
-            x = self.sampler.initial(shape, generator, self.dtype)
-        x = x.repeat(rows.shape[0], 1, 1)  # (M, H, D), row i * B + b
+        x, first = self._initial_chunk(batch, generator, warm_start, noise)
+        x = x.repeat(rows.shape[0], 1, 1)  # (M, H, D), row i * B + b: every row block starts from the same noise
 
         def denoise(x_t: torch.Tensor, point: GridPoint) -> tuple[torch.Tensor, torch.Tensor]:
             return self.denoise(x_t, point, repeated, pos_w, active)
@@ -228,6 +211,27 @@ class Composer:
         logger.debug("composed %d candidate(s) x %d obs with %d parent(s), %d calls each",
                      n_candidates, batch, k, calls)
         return ComposedChunk(physical[:n_candidates], out[:n_candidates], w, parent_actions, calls)
+
+    def _initial_chunk(self, batch: int, generator: torch.Generator | None, warm_start: WarmStart | None,
+                       noise: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """``(B, H, D)`` starting chunk and the grid index it sits at.
+
+        Common random numbers: all candidates (and parent-alone rows) start from this same chunk, so they differ
+        only by their weights (DDPM / DDIM-eta step noise is drawn per row).
+        """
+        shape = (batch, self.horizon, self.action_dim)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape (B, H, D) = {shape}; got {tuple(noise.shape)}")
+        if warm_start is None:
+            x = noise.to(self.dtype) if noise is not None else self.sampler.initial(shape, generator, self.dtype)
+            return x, 0
+        prev = warm_start.previous_normalized.to(self.dtype)
+        if tuple(prev.shape) != shape:
+            raise ValueError(f"WarmStart.previous_normalized must be (B, H, D) = {shape}; got {tuple(prev.shape)}")
+        first = start_index(len(self.sampler.points), self.config.warm_start.remaining_fraction)
+        x0 = shifted_chunk(prev, warm_start.executed_steps, self.config.warm_start.pad)
+        fresh = noise if noise is not None else torch.randn(shape, generator=generator, dtype=self.dtype)
+        return self.sampler.renoise(x0, fresh.to(self.dtype), first), first
 
     def denoise(self, x: torch.Tensor, point: GridPoint, encodings: Sequence[Encoding],
                 weights: torch.Tensor, active: Sequence[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, IncompatibleParentError,
                              InvalidWeightsError, NonFinitePredictionError, SamplerConfig, VPTime, make_vp_scheduler)
 from gpc_ros.compose.analytic import GaussianParent
-from gpc_ros.compose.warm_start import WarmStartConfig
+from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig
 
 H, D = 4, 2
 VP = VPTime.from_scheduler(make_vp_scheduler())
@@ -159,3 +159,11 @@ def test_epsilon_parent_on_a_flow_grid_from_pure_noise_is_refused_up_front() -> 
     assert err.value.parent == "rgb"
     c = Composer([parent("rgb")], ComposerConfig(sampler=SamplerConfig("flow_euler", 4, flow_t_start=0.999)))
     assert torch.isfinite(c.compose(encodings(c), [1.0], generator=0).actions).all()
+
+
+def test_warm_start_of_the_wrong_shape_is_refused() -> None:
+    c = composer(parent("rgb"), parent("pcd"))
+    with pytest.raises(ValueError, match=r"WarmStart.previous_normalized must be \(B, H, D\) = \(2, 4, 2\)"):
+        c.compose(encodings(c), (0.5, 0.5), warm_start=WarmStart(torch.zeros(2, 3, 2), executed_steps=1))
+    with pytest.raises(ValueError, match=r"WarmStart.executed_steps must be in \[0, H=4\); got 4"):
+        WarmStart(torch.zeros(2, 4, 2), executed_steps=4)
