@@ -8,6 +8,7 @@ import numpy as np
 
 from gpc_ros.paths import config_file
 from gpc_ros.perception.frames import CameraIntrinsics
+from gpc_ros.perception.pointcloud import transform_from_xyz_quat
 from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
 from gpc_ros.perception.synthetic_scene import Box, look_at, render_depth
 
@@ -111,3 +112,61 @@ def test_all_zero_depth_publishes_nothing_and_says_why(ros_domain, rclpy_context
     assert clouds == []  # depth frames arrived, none became a cloud
     assert "0 valid depth pixels" in next(s.message for s in statuses if "skipped" in s.message)
     assert cloud_node.poll() is None
+
+
+def _pose_params(name: str, pose: np.ndarray) -> list[str]:
+    r = pose[:3, :3]
+    # quaternion (x, y, z, w) of r: the eigenvector of the largest eigenvalue of Bar-Itzhack's symmetric matrix
+    k = np.array([[r[0, 0] - r[1, 1] - r[2, 2], r[1, 0] + r[0, 1], r[2, 0] + r[0, 2], r[2, 1] - r[1, 2]],
+                  [r[1, 0] + r[0, 1], r[1, 1] - r[0, 0] - r[2, 2], r[2, 1] + r[1, 2], r[0, 2] - r[2, 0]],
+                  [r[2, 0] + r[0, 2], r[2, 1] + r[1, 2], r[2, 2] - r[0, 0] - r[1, 1], r[1, 0] - r[0, 1]],
+                  [r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1], r[0, 0] + r[1, 1] + r[2, 2]]]) / 3
+    quat = np.linalg.eigh(k)[1][:, -1]
+    np.testing.assert_allclose(transform_from_xyz_quat(pose[:3, 3], quat), pose, atol=1e-9)
+    fmt = lambda values: "[" + ",".join(f"{v:.9f}" for v in values) + "]"  # noqa: E731
+    return ["-p", f"{name}.camera_to_base_xyz_m:={fmt(pose[:3, 3])}", "-p", f"{name}.camera_to_base_quat_xyzw:={fmt(quat)}"]
+
+
+def test_two_camera_nodes_merge_into_one_cloud(ros_domain, rclpy_context, tmp_path):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+
+    from gpc_ros.nodes import conversions
+
+    side_pose = look_at([0.55, 0.6, 0.6], [0.55, 0.0, 0.0])
+    poses = {"front": POSE, "side": side_pose}
+    for name, pose in poses.items():
+        path = tmp_path / f"{name}.db3"
+        depth, color = render_depth(K, pose, TABLE_Z_M, [BOX])
+        with RealSenseRecorder(RecordingConfig(path, K, serial=name)) as recorder:
+            for i in range(3):
+                recorder.write(depth, color, i / 30)
+        ros_domain.spawn_python("-m", "gpc_ros.nodes.camera_node", "--ros-args", "-r", f"__node:=camera_{name}",
+                                "-p", f"camera_name:={name}", "-p", "source:=playback", "-p", f"recording_path:={path}",
+                                "-p", "playback_loop:=true")
+    ros_domain.spawn_python("-m", "gpc_ros.nodes.pointcloud_node", "--ros-args", "--params-file",
+                            str(config_file("pointcloud.yaml")), "-p", "camera_names:=[front,side]",
+                            "-p", "max_camera_skew_s:=0.5", *_pose_params("front", POSE),
+                            *_pose_params("side", side_pose))
+    node = Node("merge_listener", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    clouds: list = []
+    node.create_subscription(PointCloud2, "/gpc/points", clouds.append, qos_profile_sensor_data)
+
+    def on_side_face(msg) -> int:  # points inside the box's +y face, which only the side camera sees
+        p, _ = conversions.pointcloud2_to_numpy(msg)
+        return int(np.sum((np.abs(p[:, 1] - BOX.max_m[1]) < 0.006) & (p[:, 2] > TABLE_Z_M + 0.02)
+                          & (p[:, 2] < BOX.max_m[2] - 0.02) & (p[:, 0] > BOX.min_m[0] + 0.015)
+                          & (p[:, 0] < BOX.max_m[0] - 0.015)))
+
+    try:
+        assert spin_until(executor, lambda: any(on_side_face(m) > 0 for m in clouds[-3:]), 60.0), len(clouds)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    points, _ = conversions.pointcloud2_to_numpy(clouds[-1])
+    assert points.shape == (1024, 3) and clouds[-1].header.frame_id == "fr3_link0"
+    assert points[:, 2].min() > TABLE_Z_M - 0.004  # both cameras' extrinsics put the table where it is
