@@ -50,10 +50,12 @@ class CameraNode(Node):
         super().__init__("camera_node", **kwargs)
         defaults = CameraStreamConfig.__dataclass_fields__
         for f in fields(CameraStreamConfig):
-            self.declare_parameter(
-                f.name, defaults[f.name].default, ParameterDescriptor(description=DESCRIPTIONS[f.name]))
-        self.config = CameraStreamConfig(
-            **{f.name: self.get_parameter(f.name).value for f in fields(CameraStreamConfig)})
+            # serials are digits: YAML and `-p serial:=123` make them integers, so the serial accepts both
+            self.declare_parameter(f.name, defaults[f.name].default, ParameterDescriptor(
+                description=DESCRIPTIONS[f.name], dynamic_typing=f.name == "serial"))
+        values = {f.name: self.get_parameter(f.name).value for f in fields(CameraStreamConfig)}
+        values["serial"] = str(values["serial"])
+        self.config = CameraStreamConfig(**values)
         self.stream = CameraStream(self.config)
         prefix = f"/camera/{self.config.camera_name}"
         self.color_pub = self.create_publisher(Image, f"{prefix}/color/image_raw", IMAGE_QOS)

@@ -122,3 +122,19 @@ def test_camera_node_stays_up_and_recovers_from_a_missing_file(ros_domain, liste
     record(path)
     assert spin_until(executor, lambda: len(images) >= 3, 30.0)
     assert proc.poll() is None
+
+
+def test_camera_node_without_the_camera_reports_the_serial(ros_domain, listener):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    node, executor = listener
+    statuses: list = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10)
+    proc = start_camera_node(ros_domain, "source:=realsense", "serial:=135792468024")
+
+    def reported() -> bool:
+        return any(s.level == DiagnosticStatus.ERROR and "135792468024" in s.message and s.hardware_id == "135792468024"
+                   for s in statuses)
+
+    assert spin_until(executor, reported, 30.0), [s.message for s in statuses]
+    assert proc.poll() is None
