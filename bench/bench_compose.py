@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
 
-import torch
-from torch import nn
+# OpenMP workers that spin while waiting steal the core the other parent's thread needs (and collapse under
+# machine load); must be set before torch starts. Override by exporting OMP_WAIT_POLICY=ACTIVE.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from gpc_ros.compose import (Composer, ComposerConfig, Parameterization, SamplerConfig, VPTime, WarmStart,
-                             WarmStartConfig, make_vp_scheduler)
-from gpc_ros.compose.parent import ActionNormalization
-from gpc_ros.compose.search import paper_grid
+                             WarmStartConfig, make_vp_scheduler)  # noqa: E402
+from gpc_ros.compose.parent import ActionNormalization  # noqa: E402
+from gpc_ros.compose.search import paper_grid  # noqa: E402
 
 H, D, OBS_DIM, EMB = 16, 7, 32, 128
 
@@ -99,7 +104,8 @@ def bench_size(hidden: int, repeats: int) -> None:
     x, enc = torch.randn(1, H, D), a.encode(obs)
     call = interleaved_ms({"call": lambda: [a.predict(x, 50.0, enc) for _ in range(20)]}, repeats)["call"][0] / 20
     print(f"\nparents: 2 x MLP width {hidden} ({n_params / 1e6:.2f} M params each, {call:.3f} ms per call), "
-          f"H={H}, D={D}, one observation; torch {torch.__version__}, {threads} intra-op threads; DDIM; "
+          f"H={H}, D={D}, one observation; torch {torch.__version__}, {threads} intra-op threads, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; DDIM; "
           f"min / median of {repeats} interleaved rounds; ratios from the minima")
     print(f"{'steps':>5s}  {'case':44s} {'min ms':>9s} {'median ms':>10s}  ratio")
 

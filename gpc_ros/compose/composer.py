@@ -241,9 +241,10 @@ class Composer:
         active = active if active is not None else [True] * len(self.parents)
         jobs = [i for i, on in enumerate(active) if on]
         with_x0 = self.operator.weights_sum_to_one and (self.sampler.uses_x0 or point.level.alpha <= 0.0)
-        if self._pool is not None and len(jobs) > 1:
-            results = dict(zip(jobs, self._pool.map(
-                lambda i: self._predict(i, x, point, encodings[i], with_x0), jobs)))
+        if self._pool is not None and len(jobs) > 1:  # first parent on this thread, the others on the pool
+            futures = {i: self._pool.submit(self._predict, i, x, point, encodings[i], with_x0) for i in jobs[1:]}
+            results = {jobs[0]: self._predict(jobs[0], x, point, encodings[jobs[0]], with_x0)}
+            results.update({i: future.result() for i, future in futures.items()})
         else:
             results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
         zeros = torch.zeros_like(x)
