@@ -4,7 +4,8 @@
 or anything a ``source_factory`` builds, e.g. the simulation renderer), maps device timestamps to ROS time
 (:mod:`gpc_ros.perception.timestamps`) and never raises on bad input: a source that cannot be opened is retried
 every ``reopen_period_s`` with a clear log line, a camera that stops delivering is reported as stale and resumes
-by itself. :meth:`CameraStream.health` summarises this for ``/diagnostics``.
+by itself; a source silent for ``frame_timeout_s + reopen_period_s`` is closed and opened again (a replugged
+camera's pipeline does not recover on its own). :meth:`CameraStream.health` summarises this for ``/diagnostics``.
 """
 
 from __future__ import annotations
@@ -188,6 +189,15 @@ class CameraStream:
             if self._source.ended:
                 self._ended = True
                 log.info("camera %s: recording finished, no more frames", self.config.camera_name)
+                return None
+            silent_s = clock() - max(self._last_frame_s or self._opened_s, self._opened_s)
+            if silent_s > self.config.frame_timeout_s + self.config.reopen_period_s:
+                # e.g. a camera unplugged and plugged back: its pipeline does not recover by itself
+                self._last_error = f"no frame for {silent_s:.1f} s; reopening the source"
+                log.warning("camera %s: %s", self.config.camera_name, self._last_error)
+                self._source.stop()
+                self._source = None
+                self._next_open_s = None
             return None
         ros_now_s = clock()  # arrival time of this frame
         if self._last_frame_s is not None and ros_now_s - self._last_frame_s > self.config.frame_timeout_s:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from gpc_ros.perception.camera_stream import CameraStream, CameraStreamConfig
-from gpc_ros.perception.frames import CameraIntrinsics
+from gpc_ros.perception.camera_stream import CameraStream, CameraStreamConfig, default_source_factory
+from gpc_ros.perception.frames import CameraIntrinsics, FrameSource
 from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
 
 K = CameraIntrinsics(16, 12, 15.0, 15.0, 7.5, 5.5)
@@ -59,4 +61,50 @@ def test_stale_when_no_frames_arrive(tmp_path):
     assert health.level == "WARN" and "no frame" in health.message
     assert stream.poll(lambda: 3.0) is not None  # looped recording keeps delivering: resumes
     assert stream.health(3.1).level == "OK"
+    stream.close()
+
+
+class GoesSilent(FrameSource):
+    """A real PlaybackSource that stops delivering after ``frames`` frames until it is opened again (an unplug)."""
+
+    def __init__(self, inner: FrameSource, frames: int, opened: list) -> None:
+        self.inner, self.frames, self.opened = inner, frames, opened
+
+    def start(self) -> None:
+        self.inner.start()
+        self.opened.append(self)
+        self.delivered = 0
+
+    def read(self, timeout_s: float):
+        if self.delivered >= self.frames:
+            time.sleep(timeout_s)
+            return None
+        frame = self.inner.read(timeout_s)
+        self.delivered += frame is not None
+        return frame
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+
+def test_silent_source_is_reopened_and_frames_resume(tmp_path):
+    path = tmp_path / "loop.db3"
+    record(path)
+    config = CameraStreamConfig(source="playback", recording_path=str(path), playback_pace_realtime=False,
+                                playback_loop=True, frame_timeout_s=0.2, reopen_period_s=0.3)
+    opened: list = []
+    stream = CameraStream(config, lambda c: GoesSilent(default_source_factory(c), 2, opened), poll_timeout_s=0.05)
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    got, levels = [], []
+    for _ in range(40):  # 40 polls, 0.1 s of ROS time each
+        stamped = stream.poll(clock)
+        if stamped is not None:
+            got.append(stamped.frame.frame_number)
+        if len(opened) == 1 and len(got) == 2:
+            levels.append(stream.health(now[0]).level)
+        now[0] += 0.1
+    assert levels[0] == "OK" and "WARN" in levels  # silent for longer than frame_timeout_s: stale
+    assert len(opened) >= 2  # reopened after frame_timeout_s + reopen_period_s of silence
+    assert got[:4] == [0, 1, 0, 1]  # and delivering again from the reopened source
     stream.close()
