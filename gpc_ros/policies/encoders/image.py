@@ -21,7 +21,7 @@ class ImageEncoderConfig:
     """Square input side in pixels (``H = W``), 16..96."""
     channels: int = 3
     """Input channels (3 = RGB)."""
-    width: int = 32
+    width: int = 16
     """Channels of every conv layer (the knob that trades accuracy for CPU time)."""
     num_conv: int = 3
     """Conv blocks; the first two halve the resolution."""

@@ -20,8 +20,8 @@ class PointCloudEncoderConfig:
     """Points per cloud ``N`` (the perception pipeline's farthest-point-sampling size), 64..4096."""
     point_dim: int = 3
     """Coordinates per point: 3 = ``xyz`` (m, base frame ``fr3_link0``); 6 adds ``rgb`` in [0, 1]."""
-    hidden_dims: tuple[int, ...] = (64, 128, 256)
-    """Per-point MLP widths (each layer Linear + LayerNorm + ReLU)."""
+    hidden_dims: tuple[int, ...] = (32, 64, 128)
+    """Per-point MLP widths (each layer Linear + LayerNorm + ReLU); DP3 uses (64, 128, 256) on a GPU."""
     feature_dim: int = 64
     """Output feature size per cloud."""
 

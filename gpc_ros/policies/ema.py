@@ -1,0 +1,43 @@
+"""Exponential moving average of a model's weights (Diffusion Policy's EMA with a warm-up of the decay).
+
+``decay(step) = min(max_decay, 1 - (1 + step / inv_gamma) ** -power)`` (``inv_gamma = 1``), so early weights are
+forgotten quickly and the average settles to ``max_decay``. The EMA copy is what checkpoints ship.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """Holds an eval-mode copy of ``model`` whose parameters track the training weights."""
+
+    def __init__(self, model: nn.Module, max_decay: float = 0.999, power: float = 0.75) -> None:
+        if not 0.0 <= max_decay < 1.0:
+            raise ValueError(f"EMA max_decay must be in [0, 1); got {max_decay}")
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.max_decay, self.power = max_decay, power
+        self.updates = 0
+
+    def decay(self) -> float:
+        return min(self.max_decay, max(0.0, 1.0 - (1.0 + self.updates) ** -self.power))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.decay()
+        for ema_p, p in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if ema_p.is_floating_point():
+                ema_p.mul_(d).add_(p.detach(), alpha=1.0 - d)
+            else:
+                ema_p.copy_(p)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
