@@ -130,19 +130,19 @@ def test_streamed_chunks_move_without_stop_and_go(franky_sim, chunk_rate_hz):
         t_start, t_end = stream_line(executor, p0, q0, np.array([0.0, nominal, 0.0]), 2.5, chunk_rate_hz)
         # Mid-path (after the start-up ramp, before the end), measured on the robot's own clock: franky-sim runs
         # at a load-dependent pace, so the nominal speed is converted with the pace measured over the same span.
-        # On a loaded machine the arm may still be catching up (accelerating) mid-path, so "no stop-and-go" is
-        # checked as: it got up to at least half the nominal speed, and never dropped below half of the speed it
-        # had already reached (a stop-and-go driver dips every chunk).
+        # On a loaded machine the arm may still be catching up (accelerating) mid-path, or settle back to nominal
+        # after overshooting while catching up; so "no stop-and-go" is checked as: it got up to at least half the
+        # nominal speed, and never dropped below half of min(nominal, the speed it had already reached).
         t, p, pace = recorder.robot_track(t_start + 0.7, t_end - 0.3)
         nominal_robot_clock = nominal / pace
         speed = windowed_speed_m_s(t, p)
         assert len(speed) > 20
         assert speed.max() > 0.5 * nominal_robot_clock, (speed.max(), nominal_robot_clock, pace)
-        running_peak = np.maximum.accumulate(speed)
-        worst = int(np.argmin(speed / running_peak))
-        assert speed[worst] > 0.5 * running_peak[worst], (
-            f"speed dropped to {speed[worst]:.3f} m/s mid-path after reaching {running_peak[worst]:.3f} m/s "
-            f"(nominal {nominal_robot_clock:.3f} m/s on the robot's clock, pace {pace:.2f})")
+        floor = 0.5 * np.minimum(np.maximum.accumulate(speed), nominal_robot_clock)
+        worst = int(np.argmin(speed - floor))
+        assert speed[worst] > floor[worst], (
+            f"speed dropped to {speed[worst]:.3f} m/s mid-path (floor {floor[worst]:.3f} m/s; nominal "
+            f"{nominal_robot_clock:.3f} m/s on the robot's clock, pace {pace:.2f})")
         assert executor.interventions["watchdog_stops"] == 0
 
 
