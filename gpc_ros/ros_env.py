@@ -38,4 +38,5 @@ def graph_env(
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_file("fastdds_profile.xml")))
     env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's OpenMP workers sleep instead of spinning between ops
     return env
