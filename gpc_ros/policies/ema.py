@@ -28,11 +28,14 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.decay()
-        for ema_p, p in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if ema_p.is_floating_point():
-                ema_p.mul_(d).add_(p.detach(), alpha=1.0 - d)
-            else:
-                ema_p.copy_(p)
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        floats = [(e, p.detach()) for e, p in pairs if e.is_floating_point()]
+        if floats:
+            ema_t, new_t = map(list, zip(*floats))
+            torch._foreach_lerp_(ema_t, new_t, 1.0 - d)  # ema <- d * ema + (1 - d) * new, in one fused call
+        for e, p in pairs:
+            if not e.is_floating_point():
+                e.copy_(p)
         self.updates += 1
 
     def state_dict(self) -> dict:

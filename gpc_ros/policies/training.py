@@ -123,7 +123,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # weight initialisation
         self.policy: ChunkPolicy = make_policy(policy_type, policy_config, action_norm, state_norm)
         self.ema = EMA(self.policy, config.ema_max_decay)
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           foreach=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            _lr_lambda(config.warmup_steps, config.steps))
         self.step = 0
