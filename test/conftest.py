@@ -21,3 +21,17 @@ def rclpy_context(ros_domain) -> Iterator[object]:
         yield context
     finally:
         rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def listener(rclpy_context):
+    """``(node, executor)``: an in-process node on this test's domain to subscribe / call services with."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    node = Node("gpc_test_listener", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()

@@ -8,20 +8,18 @@ A worker thread waits for frames so the executor stays free for the diagnostics 
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import fields
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import CameraInfo, Image
 
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.spin import spin_node
 from gpc_ros.perception.camera_stream import CameraStream, CameraStreamConfig
 
 #: Reliable, last 2: matches both reliable and best-effort (sensor-data) subscribers; 640x480 at 30 Hz needs
@@ -101,13 +99,9 @@ class CameraNode(Node):
 
     def publish_diagnostics(self) -> None:
         health = self.stream.health(self._now_s())
-        status = DiagnosticStatus(
-            level=getattr(DiagnosticStatus, health.level), name=f"{self.get_name()}: {self.config.camera_name}",
-            message=health.message, hardware_id=self.config.serial or self.config.recording_path,
-            values=[KeyValue(key=k, value=v) for k, v in health.values.items()])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(msg)
+        self.diagnostics_pub.publish(conversions.diagnostic_array(
+            f"{self.get_name()}: {self.config.camera_name}", health.level, health.message,
+            self.config.serial or self.config.recording_path, health.values, self.get_clock().now().to_msg()))
 
     def destroy_node(self) -> None:
         self._stopping.set()
@@ -117,18 +111,7 @@ class CameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CameraNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(CameraNode, args)
 
 
 if __name__ == "__main__":

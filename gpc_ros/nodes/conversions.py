@@ -26,6 +26,25 @@ def stamp_to_seconds(stamp) -> float:
     """Seconds (float) of a ``builtin_interfaces/Time``."""
     return stamp.sec + stamp.nanosec * 1e-9
 
+# --- health (/diagnostics) ----------------------------------------------------------------------------------------
+
+DIAGNOSTIC_LEVELS = ("OK", "WARN", "ERROR", "STALE")
+
+
+def diagnostic_array(name: str, level: str, message: str, hardware_id: str, values: dict[str, object], stamp):
+    """One ``DiagnosticStatus`` (level ``OK | WARN | ERROR | STALE``) wrapped in a stamped ``DiagnosticArray``."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    if level not in DIAGNOSTIC_LEVELS:
+        raise ValueError(f"diagnostic level must be one of {DIAGNOSTIC_LEVELS}, got {level!r}")
+    status = DiagnosticStatus(level=getattr(DiagnosticStatus, level), name=name, message=message,
+                              hardware_id=hardware_id,
+                              values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()])
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = stamp
+    return msg
+
+
 # --- images and camera info (perception) --------------------------------------------------------------------------
 
 #: Depth image encodings the perception nodes publish and accept (see docs/messages.md, "Perception").

@@ -10,14 +10,11 @@ Conventions: docs/messages.md ("Driver"); behaviour: docs/driver.md.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import MISSING, fields, is_dataclass
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
@@ -26,6 +23,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from gpc_ros.control.chunk import ChunkRejected
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.spin import spin_node
 
 
 def _flat_fields(cls, prefix: str = "") -> list[tuple[str, object]]:
@@ -113,20 +111,17 @@ class FrankaDriverNode(Node):
         values = self.executor_core.diagnostics()
         snap = self.executor_core.state
         if snap.fault:
-            level, message = DiagnosticStatus.ERROR, f"fault: {snap.fault} (call ~/recover)"
+            level, message = "ERROR", f"fault: {snap.fault} (call ~/recover)"
         elif not snap.connected:
-            level, message = DiagnosticStatus.ERROR, f"not connected to {self.config.robot_host}"
+            level, message = "ERROR", f"not connected to {self.config.robot_host}"
         elif snap.watchdog_tripped:
-            level, message = DiagnosticStatus.WARN, "watchdog: no fresh chunk, holding"
+            level, message = "WARN", "watchdog: no fresh chunk, holding"
         else:
-            level = DiagnosticStatus.OK
+            level = "OK"
             message = ("executing" if snap.executing else "idle") if snap.enabled else "disabled (call ~/enable)"
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: executor", message=message,
-                                  hardware_id=self.config.robot_host,
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(msg)
+        self.diagnostics_pub.publish(conversions.diagnostic_array(
+            f"{self.get_name()}: executor", level, message, self.config.robot_host, values,
+            self.get_clock().now().to_msg()))
 
     # -- services ---------------------------------------------------------------------------------------------------
     def on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -192,18 +187,7 @@ PARAMETER_DOCS = {
 
 
 def main(args: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = FrankaDriverNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(FrankaDriverNode, args)
 
 
 if __name__ == "__main__":

@@ -9,21 +9,19 @@ frame). Callbacks only convert and hand frames to a drop-oldest slot; a worker t
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from dataclasses import fields
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.spin import spin_node
 from gpc_ros.perception.pointcloud import PointCloudConfig, PointCloudPipeline, transform_from_xyz_quat
 from gpc_ros.perception.view_assembly import CameraViewAssembler
 
@@ -171,14 +169,9 @@ class PointCloudNode(Node):
         depth_s = self._last["depth_s"]
         if depth_s is not None and now_s - depth_s > self.frame_timeout_s:
             level, message = "WARN", f"no depth image for {now_s - depth_s:.1f} s"
-        status = DiagnosticStatus(
-            level=getattr(DiagnosticStatus, level), name=f"{self.get_name()}: point cloud", message=message,
-            hardware_id=",".join(self.camera_names),
-            values=[KeyValue(key="clouds", value=str(self._last["clouds"])),
-                    KeyValue(key="num_points", value=str(self.config.num_points))])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(msg)
+        self.diagnostics_pub.publish(conversions.diagnostic_array(
+            f"{self.get_name()}: point cloud", level, message, ",".join(self.camera_names),
+            {"clouds": self._last["clouds"], "num_points": self.config.num_points}, self.get_clock().now().to_msg()))
 
     def destroy_node(self) -> None:
         self._stopping.set()
@@ -187,18 +180,7 @@ class PointCloudNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PointCloudNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(PointCloudNode, args)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,22 @@ ROBOT_PORT = 1337
 GRIPPER_PORT = 1338
 
 
+def reset_scheduling() -> None:
+    """Put the calling thread back on normal (SCHED_OTHER) scheduling.
+
+    libfranka switches any thread that calls franky to real-time SCHED_FIFO 99 (as root, even with
+    ``RealtimeConfig.Ignore``); a process started from such a thread inherits it, and a busy simulator at that
+    priority starves the whole machine.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
+
+
 def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when the parent dies (no orphaned simulators)."""
+    """In the child, before exec: normal scheduling, and SIGTERM when the parent dies (no orphaned simulators)."""
+    reset_scheduling()
     try:
         import ctypes
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -12,11 +11,18 @@ import pytest
 
 from gpc_ros.leases import acquire
 from gpc_ros.ros_env import MAX_SAFE_DOMAIN_ID, graph_env
-from gpc_ros.sim.franky_sim_process import FrankySimProcess
+from gpc_ros.sim.franky_sim_process import FrankySimProcess, reset_scheduling
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than ~30 s; deselect with -m 'not slow'")
+
+
+@pytest.fixture(autouse=True)
+def _normal_scheduling() -> Iterator[None]:
+    """A test that calls franky on pytest's thread leaves it at real-time priority (libfranka's doing): undo it."""
+    yield
+    reset_scheduling()
 
 
 @dataclass

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
-import pytest
 
 from gpc_ros.paths import config_file
 from gpc_ros.perception.frames import CameraIntrinsics
 from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
+from gpc_ros.testing.spin import spin_until
 
 K = CameraIntrinsics(64, 48, 60.0, 61.0, 31.5, 23.5)
 DEPTHS_M = [0.4 + 0.1 * i for i in range(4)]
@@ -28,26 +27,6 @@ def start_camera_node(ros_domain, *params: str):
                                    str(config_file("camera.yaml")), *sum((["-p", p] for p in params), []))
 
 
-def spin_until(executor, predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-        if predicate():
-            return True
-    return False
-
-
-@pytest.fixture
-def listener(rclpy_context):
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-
-    node = Node("camera_test_listener", context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
 
 
 def test_camera_node_publishes_a_recording(ros_domain, listener, tmp_path):

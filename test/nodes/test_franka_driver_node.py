@@ -3,23 +3,15 @@ enable/stop/recover services, a chunk published from the test moving the arm, di
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
 
 from gpc_ros.paths import config_file
+from gpc_ros.testing.spin import spin_until
 
 pytestmark = pytest.mark.timeout(180)
 
-
-def spin_until(executor, predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-        if predicate():
-            return True
-    return False
 
 
 def call(executor, client, request, timeout_s: float = 20.0):
@@ -28,18 +20,6 @@ def call(executor, client, request, timeout_s: float = 20.0):
     assert spin_until(executor, future.done, timeout_s), f"no answer from {client.srv_name}"
     return future.result()
 
-
-@pytest.fixture
-def listener(rclpy_context):
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-
-    node = Node("driver_test_listener", context=rclpy_context)
-    executor = SingleThreadedExecutor(context=rclpy_context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
 
 
 def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, listener, franky_sim_fast):

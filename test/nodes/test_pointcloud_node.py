@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
@@ -11,20 +10,13 @@ from gpc_ros.perception.frames import CameraIntrinsics
 from gpc_ros.perception.pointcloud import transform_from_xyz_quat
 from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
 from gpc_ros.perception.synthetic_scene import Box, look_at, render_depth
+from gpc_ros.testing.spin import spin_until
 
 K = CameraIntrinsics(160, 120, 150.0, 150.0, 79.5, 59.5)
 POSE = look_at([1.1, 0.0, 0.6], [0.55, 0.0, 0.0])  # the example pose in config/pointcloud.yaml
 BOX = Box((0.5, -0.05, 0.0), (0.6, 0.05, 0.12))
 TABLE_Z_M = 0.02
 
-
-def spin_until(executor, predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-        if predicate():
-            return True
-    return False
 
 
 def test_camera_and_pointcloud_nodes_build_the_scene_cloud(ros_domain, rclpy_context, tmp_path):
