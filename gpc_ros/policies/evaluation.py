@@ -89,3 +89,47 @@ def mean_chunk(dataset: EpisodeDataset, max_samples: int = 4096) -> np.ndarray:
     n = min(len(dataset), max_samples)
     indices = np.linspace(0, len(dataset) - 1, n).round().astype(np.int64)
     return dataset.batch(indices)[ACTION_KEY].mean(axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gpc_ros.policies.evaluation --checkpoint A [--checkpoint B ...] --weights ... --dataset D``:
+    held-out RMSE of the (composed) checkpoints on the dataset's validation episodes."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from gpc_ros.policies.checkpoint import load_policy
+    from gpc_ros.policies.dataset import META_FILE, split_episodes
+
+    parser = argparse.ArgumentParser(prog="python -m gpc_ros.policies.evaluation", description=main.__doc__)
+    parser.add_argument("--checkpoint", action="append", required=True, type=Path, help="policy checkpoint dir")
+    parser.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint (default: equal)")
+    parser.add_argument("--dataset", required=True, type=Path)
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="as in training: the last episodes")
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10, help="sampler steps")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    policies = [load_policy(c) for c in args.checkpoint]
+    weights = args.weights or [1.0 / len(policies)] * len(policies)
+    if len(weights) != len(policies):
+        parser.error(f"--weights needs {len(policies)} values (one per --checkpoint); got {len(weights)}")
+    num_episodes = json.loads((args.dataset / META_FILE).read_text())["num_episodes"]
+    train_eps, val_eps = split_episodes(num_episodes, args.val_fraction)
+
+    def windows(policy: ChunkPolicy, episodes: list[int]) -> EpisodeDataset:
+        obs = policy.config.observation
+        return EpisodeDataset(args.dataset, obs.expected_keys, obs.obs_horizon, policy.config.action_horizon,
+                              episodes)
+
+    mean = mean_chunk(windows(policies[0], train_eps))
+    err = evaluate(policies, weights, [windows(p, val_eps) for p in policies], mean, args.samples,
+                   default_sampler(policies, args.steps), args.seed)
+    names = " + ".join(f"{w:g} x {c}" for w, c in zip(weights, args.checkpoint))
+    print(f"{names}: held-out action RMSE {err.policy_rmse:.4f} (mean-chunk baseline {err.mean_chunk_rmse:.4f}, "
+          f"hold-state baseline {err.hold_state_rmse:.4f}, {err.samples} chunks, {args.steps} sampler steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

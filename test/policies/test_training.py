@@ -11,6 +11,7 @@ import torch
 
 from gpc_ros.cli import main as gpc_ros_main
 from gpc_ros.policies import load_policy
+from gpc_ros.policies.evaluation import main as evaluation_main
 from gpc_ros.policies.dataset import EpisodeDataset, split_episodes, write_episodes
 from gpc_ros.policies.training import TrainConfig, Trainer
 
@@ -117,8 +118,14 @@ def test_cli_trains_on_a_synthetic_task_and_writes_a_loadable_checkpoint(tmp_pat
     assert policy.policy_type == "flow" and policy.config.observation.modality == "pointcloud"
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [6, 12]
-    # resume to 12 more steps is refused (different schedule); resume at the same total is a no-op that succeeds
+    # resuming a finished run with the same settings succeeds and trains no further
     assert gpc_ros_main(args[:-1] + ["--resume"]) == 0
+    assert "steps 12 -> 12" in capsys.readouterr().out
+    # the evaluation CLI composes checkpoints (here the same one twice) through the core
+    ckpt = str(tmp_path / "run" / "checkpoint")
+    assert evaluation_main(["--checkpoint", ckpt, "--checkpoint", ckpt, "--weights", "0.3", "0.7", "--dataset",
+                            str(tmp_path / "data"), "--val-fraction", "0.25", "--samples", "8", "--steps", "3"]) == 0
+    assert "0.3 x" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra,message", [
