@@ -22,7 +22,7 @@ diffusers integer timestep or ``time_scale * t``), exactly as during training. E
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -37,10 +37,12 @@ logger = logging.getLogger(__name__)
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Encoding], torch.Tensor]
 
 
-def _to(encoding: Encoding, device: torch.device, dtype: torch.dtype) -> Encoding:
-    if isinstance(encoding, torch.Tensor):
-        return encoding.to(device=device, dtype=dtype) if encoding.is_floating_point() else encoding.to(device)
-    return {k: _to(v, device, dtype) for k, v in encoding.items()}
+def _to(encoding: Any, device: torch.device, dtype: torch.dtype) -> Encoding:
+    """A tensor, array or mapping of them -> tensor(s) on ``device``, floating point ones in ``dtype``."""
+    if isinstance(encoding, Mapping):
+        return {k: _to(v, device, dtype) for k, v in encoding.items()}
+    tensor = encoding if isinstance(encoding, torch.Tensor) else torch.as_tensor(encoding)
+    return tensor.to(device=device, dtype=dtype) if tensor.is_floating_point() else tensor.to(device)
 
 
 class ModuleParent:
@@ -77,11 +79,7 @@ class ModuleParent:
     def encode(self, observation: Any) -> Encoding:
         """Observation -> batch-first encoding (the ``encoder``'s output, or the observation as a tensor)."""
         with torch.no_grad():
-            if self._encoder is not None:
-                encoding = self._encoder(observation)
-            else:
-                encoding = observation if isinstance(observation, (torch.Tensor, dict)) \
-                    else torch.as_tensor(observation)
+            encoding = self._encoder(observation) if self._encoder is not None else observation
             return _to(encoding, self.device, self.dtype)
 
     def predict(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> torch.Tensor:

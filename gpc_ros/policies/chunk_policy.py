@@ -24,8 +24,9 @@ from torch import nn
 
 from gpc_ros.compose.parameterization import Parameterization
 from gpc_ros.compose.parent import ActionNormalization
-from gpc_ros.policies.encoders.observation import ObservationConfig, ObservationEncoder, STATE_KEY, \
-    observation_tensors
+from gpc_ros.compose.schedule import TimeConvention
+from gpc_ros.policies.encoders.observation import (STATE_KEY, ObservationConfig, ObservationEncoder,
+                                                   observation_tensors)
 from gpc_ros.policies.objectives import Objective
 from gpc_ros.policies.unet1d import ConditionalUnet1D, UnetConfig
 
@@ -110,7 +111,7 @@ class ChunkPolicy(nn.Module):
         return self.objective.parameterization
 
     @property
-    def time_convention(self):
+    def time_convention(self) -> TimeConvention:
         return self.objective.time_convention
 
     @property

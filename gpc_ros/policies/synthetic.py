@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpc_ros.policies.encoders.observation import IMAGE_KEY, POINTCLOUD_KEY, STATE_KEY
 from gpc_ros.policies.chunk_policy import ACTION_KEY
+from gpc_ros.policies.encoders.observation import IMAGE_KEY, POINTCLOUD_KEY, STATE_KEY
 
 
 @dataclass(frozen=True)

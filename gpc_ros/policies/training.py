@@ -20,20 +20,18 @@ import logging
 import math
 import os
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from gpc_ros.policies.checkpoint import load_policy, save_policy
-from gpc_ros.policies.chunk_policy import ChunkPolicy, ChunkPolicyConfig
+from gpc_ros.policies.chunk_policy import ACTION_KEY, ChunkPolicy, ChunkPolicyConfig
 from gpc_ros.policies.dataset import EpisodeDataset, split_episodes
 from gpc_ros.policies.ema import EMA
 from gpc_ros.policies.encoders.observation import STATE_KEY
-from gpc_ros.policies.chunk_policy import ACTION_KEY
 from gpc_ros.policies.factory import make_policy
 from gpc_ros.policies.normalization import fit_min_max
 
@@ -233,7 +231,3 @@ class Trainer:
             bar.close()
         return self.ema.model
 
-
-def with_overrides(config: ChunkPolicyConfig, **changes: Any) -> ChunkPolicyConfig:
-    """``dataclasses.replace`` that keeps the config's validation."""
-    return replace(config, **changes)

@@ -98,6 +98,21 @@ def test_adapter_plugs_a_user_module_beside_our_policy(parameterization, convent
     assert out.actions.shape == (1, 2, 8, 3) and bool(torch.isfinite(out.actions).all())
 
 
+def test_adapter_without_encoder_passes_arrays_and_mappings_as_float_tensors() -> None:
+    seen = {}
+
+    def denoiser(x, t, encoding):
+        seen.update(encoding)
+        return x
+
+    parent = ModuleParent("plain", denoiser, "sample", FlowTime(), 8, 3)
+    enc = parent.encode({"goal": np.ones((2, 4)), "ids": np.arange(2)})
+    assert enc["goal"].dtype == torch.float32 and enc["ids"].dtype == torch.int64
+    out = parent.predict(torch.ones(2, 8, 3, dtype=torch.float64), 0.5, enc)
+    assert out.dtype == torch.float64 and torch.equal(seen["ids"], torch.arange(2))
+    assert parent.encode(np.zeros((2, 5))).shape == (2, 5)
+
+
 def test_adapter_reports_a_wrongly_shaped_prediction_and_bad_arguments() -> None:
     bad = ModuleParent("bad", lambda x, t, e: x[:, :4], "epsilon", VPTime.from_scheduler(make_vp_scheduler()),
                        action_horizon=8, action_dim=3)
