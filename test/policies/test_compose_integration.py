@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -60,6 +62,19 @@ def test_two_different_parents_compose_over_eleven_candidates(pair, sampler) -> 
     torch.testing.assert_close(out.actions[-1], out.parent_actions["a"], rtol=1e-4, atol=1e-4)
     middle = out.actions[5]
     assert float((middle - out.actions[0]).abs().max()) > 1e-4 and float((middle - out.actions[-1]).abs().max()) > 1e-4
+
+
+def test_parents_with_different_horizons_compose_on_the_longer_chunk() -> None:
+    short = policy("diffusion", seed=1)  # H = 8
+    long_config = dataclasses.replace(tiny_config("dp3"), action_horizon=16)
+    torch.manual_seed(2)
+    long = make_policy("dp3", long_config, ACTION_NORM, STATE_NORM)
+    composer = Composer([short.as_parent("short"), long.as_parent("long")],
+                        ComposerConfig(sampler=SAMPLERS["ddim"]))
+    enc = composer.encode([observation(short.config), observation(long_config)])
+    out = composer.compose(enc, [0.5, 0.5], generator=0)
+    assert out.actions.shape == (1, 2, 16, 3)
+    assert out.parent_actions["short"].shape == (2, 8, 3) and out.parent_actions["long"].shape == (2, 16, 3)
 
 
 def test_parents_with_different_action_stats_are_refused_by_the_core() -> None:
