@@ -145,9 +145,10 @@ class ChunkPolicy(nn.Module):
         want = (self.config.action_horizon, self.config.action_dim)
         if actions.dim() != 3 or tuple(actions.shape[1:]) != want:
             raise ValueError(f"batch[{ACTION_KEY!r}] must be (B, {want[0]}, {want[1]}); got {tuple(actions.shape)}")
-        x0 = self.action_normalization.normalize(actions).to(self._device())
+        # noise and times are drawn on the CPU (a CPU generator makes runs reproducible on any device)
+        x_t, network_time, target = self.objective.training_example(self.action_normalization.normalize(actions),
+                                                                    generator)
         encoding = self.encode(batch)
-        x_t, network_time, target = self.objective.training_example(x0.cpu(), generator)
         device = self._device()
         prediction = self.denoise(x_t.to(device), network_time.to(device), encoding)
         return torch.nn.functional.mse_loss(prediction, target.to(device))
