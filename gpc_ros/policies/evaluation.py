@@ -49,11 +49,12 @@ def default_sampler(policies: Sequence[ChunkPolicy], steps: int | None = None) -
     return SamplerConfig("flow_euler", steps)
 
 
-def sample_chunks(policies: Sequence[ChunkPolicy], weights: Sequence[float], datasets: Sequence[EpisodeDataset],
-                  indices: np.ndarray, sampler: SamplerConfig | None = None, seed: int = 0,
-                  batch_size: int = 64) -> np.ndarray:
-    """Composed chunks ``(n, H, D)`` (physical units) for the samples ``indices`` of ``datasets`` (one per parent,
-    same episodes)."""
+def sample_chunks(policies: Sequence[ChunkPolicy], weights: Sequence[float] | np.ndarray,
+                  datasets: Sequence[EpisodeDataset], indices: np.ndarray, sampler: SamplerConfig | None = None,
+                  seed: int = 0, batch_size: int = 64) -> np.ndarray:
+    """Composed chunks (physical units) for the samples ``indices`` of ``datasets`` (one per parent, same
+    episodes): ``(n, H, D)`` for one weight vector ``(K,)``, ``(N, n, H, D)`` for ``N`` candidates ``(N, K)``
+    (all candidates in the same forward passes, from the same noise)."""
     composer = Composer([p.as_parent(f"{p.policy_type}{i}") for i, p in enumerate(policies)],
                         ComposerConfig(sampler=sampler or default_sampler(policies), return_parent_chunks=False))
     out = []
@@ -62,8 +63,10 @@ def sample_chunks(policies: Sequence[ChunkPolicy], weights: Sequence[float], dat
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             encodings = composer.encode([ds.batch(chunk) for ds in datasets])
-            out.append(composer.compose(encodings, list(weights), generator=generator).actions[0].numpy())
-    return np.concatenate(out)
+            out.append(composer.compose(encodings, np.asarray(weights, dtype=np.float64).tolist(),
+                                        generator=generator).actions.numpy())
+    chunks = np.concatenate(out, axis=1)
+    return chunks if np.ndim(weights) == 2 else chunks[0]
 
 
 def evaluate(policies: Sequence[ChunkPolicy], weights: Sequence[float], datasets: Sequence[EpisodeDataset],
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpc_ros.policies.evaluation", description=main.__doc__)
     parser.add_argument("--checkpoint", action="append", required=True, type=Path, help="policy checkpoint dir")
     parser.add_argument("--weights", nargs="+", type=float, help="one weight per checkpoint (default: equal)")
+    parser.add_argument("--grid", action="store_true",
+                        help="two checkpoints: evaluate the paper's 11 weights (0, 1), (0.1, 0.9) ... (1, 0) at once")
     parser.add_argument("--dataset", required=True, type=Path)
     parser.add_argument("--val-fraction", type=float, default=0.1, help="as in training: the last episodes")
     parser.add_argument("--samples", type=int, default=256)
@@ -123,6 +128,19 @@ def main(argv: list[str] | None = None) -> int:
                               episodes)
 
     mean = mean_chunk(windows(policies[0], train_eps))
+    if args.grid:
+        if len(policies) != 2:
+            parser.error(f"--grid needs exactly 2 --checkpoint; got {len(policies)}")
+        val = [windows(p, val_eps) for p in policies]
+        n = min(len(val[0]), args.samples)
+        indices = np.linspace(0, len(val[0]) - 1, n).round().astype(np.int64)
+        truth = val[0].batch(indices)[ACTION_KEY]
+        grid = np.array([[w, 1.0 - w] for w in np.linspace(0.0, 1.0, 11)])
+        chunks = sample_chunks(policies, grid, val, indices, default_sampler(policies, args.steps), args.seed)
+        for w, chunk in zip(grid, chunks):
+            rmse = float(np.sqrt(np.mean((chunk - truth) ** 2)))
+            print(f"w = ({w[0]:.1f}, {w[1]:.1f}): held-out action RMSE {rmse:.4f}")
+        return 0
     err = evaluate(policies, weights, [windows(p, val_eps) for p in policies], mean, args.samples,
                    default_sampler(policies, args.steps), args.seed)
     names = " + ".join(f"{w:g} x {c}" for w, c in zip(weights, args.checkpoint))

@@ -126,6 +126,10 @@ def test_cli_trains_on_a_synthetic_task_and_writes_a_loadable_checkpoint(tmp_pat
     assert evaluation_main(["--checkpoint", ckpt, "--checkpoint", ckpt, "--weights", "0.3", "0.7", "--dataset",
                             str(tmp_path / "data"), "--val-fraction", "0.25", "--samples", "8", "--steps", "3"]) == 0
     assert "0.3 x" in capsys.readouterr().out
+    assert evaluation_main(["--checkpoint", ckpt, "--checkpoint", ckpt, "--grid", "--dataset", str(tmp_path / "data"),
+                            "--val-fraction", "0.25", "--samples", "4", "--steps", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 11 and lines[0].startswith("w = (0.0, 1.0)") and lines[-1].startswith("w = (1.0, 0.0)")
 
 
 @pytest.mark.parametrize("extra,message", [
