@@ -126,18 +126,10 @@ class LinearOperator(CompositionOperator):
             _check_sum_to_one(weights, parent_names, self.name)
 
 
-class MixtureOperator(CompositionOperator):
-    """OR: each row follows one parent drawn with probability ``w_i`` (exact mixture sampling)."""
+class MixtureOperator(ConvexOperator):
+    """OR: each row follows one parent drawn with probability ``w_i`` (exact mixture sampling); convex weights."""
 
     name = "mixture"
-
-    @property
-    def weights_sum_to_one(self) -> bool:
-        return True
-
-    def check(self, weights: torch.Tensor, parent_names: Sequence[str]) -> None:
-        _check_nonnegative(weights, parent_names, self.name)
-        _check_sum_to_one(weights, parent_names, self.name)
 
     def row_weights(self, weights: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
         rows = weights.repeat_interleave(batch_size, dim=0)
