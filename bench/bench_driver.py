@@ -21,6 +21,7 @@ from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.sim.franky_sim_process import FrankySimProcess
+from gpc_ros.control.motion_metrics import windowed_speed_m_s
 
 NOMINAL_M_S = 0.1
 
@@ -61,16 +62,6 @@ def stream(executor: FrankaExecutor, rate_hz: float, duration_s: float, directio
     return t, p, plan, accepted / max(sent, 1)
 
 
-def windowed_speed(t: np.ndarray, p: np.ndarray, window_s: float = 0.1) -> np.ndarray:
-    out, j = [], 0
-    for i in range(len(t)):
-        while t[i] - t[j] > window_s:
-            j += 1
-        if t[i] - t[j] >= 0.8 * window_s:
-            out.append(np.linalg.norm(p[i] - p[j]) / (t[i] - t[j]))
-    return np.array(out)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=2.5)
@@ -92,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             for rate in args.rates_hz:
                 t, p, plan, accepted = stream(executor, rate, args.duration_s, direction)
                 mid = (t > 0.7) & (t < args.duration_s - 0.3)
-                speed = windowed_speed(t[mid], p[mid])
+                speed = windowed_speed_m_s(t[mid], p[mid])
                 print(f"{rate:9.0f} {speed.min() / NOMINAL_M_S:18.2f} {speed.mean() / NOMINAL_M_S:19.2f} "
                       f"{accepted:9.2f}")
                 err = np.linalg.norm(p[mid] - plan[mid], axis=1)

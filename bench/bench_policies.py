@@ -32,6 +32,7 @@ from gpc_ros.policies import make_policy, save_policy
 from gpc_ros.policies.ema import EMA
 from gpc_ros.policies.normalization import fit_min_max
 from gpc_ros.policies.presets import policy_config
+from gpc_ros.policies.encoders.observation import random_observation
 
 MODELS = [("diffusion", {}), ("dp3", {}), ("flow", {"modality": "image"})]
 
@@ -55,16 +56,7 @@ print(json.dumps({"before_mb": before, "after_mb": rss_mb()}))
 
 
 def observation(config, batch: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    obs = config.observation
-    out = {"observation.state": rng.uniform(0.2, 0.6, (batch, obs.obs_horizon, obs.state_dim)).astype(np.float32)}
-    if obs.modality == "image":
-        s = obs.image.image_size
-        out["observation.image"] = rng.integers(0, 256, (batch, obs.obs_horizon, s, s, 3), dtype=np.uint8)
-    else:
-        n = obs.pointcloud.num_points
-        out["observation.pointcloud"] = rng.uniform(-0.3, 0.6, (batch, obs.obs_horizon, n, 3)).astype(np.float32)
-    return out
+    return random_observation(config.observation, batch)
 
 
 def median_s(fn, repeats: int, warmup: int = 2) -> float:

@@ -17,6 +17,7 @@ from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor, RobotSnapshot
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.timing import TimingConfig
+from gpc_ros.control.motion_metrics import windowed_speed_m_s
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,18 +56,6 @@ class Recorder:
         a = np.array(rows)
         pace = (a[-1, 0] - a[0, 0]) / (wall[-1] - wall[0])
         return a[:, 0], a[:, 1:], pace
-
-
-def windowed_speed_m_s(t: np.ndarray, p: np.ndarray, window_s: float = 0.1) -> np.ndarray:
-    """Speed over sliding windows of ``window_s`` (state readings jitter; a window averages it out)."""
-    out = []
-    j = 0
-    for i in range(len(t)):
-        while t[i] - t[j] > window_s:
-            j += 1
-        if t[i] - t[j] >= 0.8 * window_s:
-            out.append(np.linalg.norm(p[i] - p[j]) / (t[i] - t[j]))
-    return np.array(out)
 
 
 def start_executor(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from gpc_ros.policies.encoders.observation import random_observation
 import torch
 
 from gpc_ros.policies.dataset import write_episodes
@@ -42,13 +44,4 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 def observation(config, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """A random observation window that matches ``config.observation``."""
-    rng = np.random.default_rng(seed)
-    obs = config.observation
-    out = {"observation.state": rng.uniform(0.2, 0.6, (batch, obs.obs_horizon, obs.state_dim)).astype(np.float32)}
-    if obs.modality == "image":
-        s = obs.image.image_size
-        out["observation.image"] = rng.integers(0, 256, (batch, obs.obs_horizon, s, s, 3), dtype=np.uint8)
-    else:
-        out["observation.pointcloud"] = rng.uniform(-0.3, 0.6, (batch, obs.obs_horizon, obs.pointcloud.num_points,
-                                                                3)).astype(np.float32)
-    return out
+    return random_observation(config.observation, batch, seed)

@@ -76,6 +76,22 @@ class ObservationConfig:
         return (self.pointcloud.num_points, self.pointcloud.point_dim)
 
 
+def random_observation(config: ObservationConfig, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random observation window of the keys, shapes and dtypes ``config`` expects (for smoke tests and benches):
+    ``observation.state`` ``(B, T, state_dim)`` float32 and ``observation.image`` ``(B, T, S, S, 3)`` uint8 or
+    ``observation.pointcloud`` ``(B, T, N, 3)`` float32 (m)."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, config.obs_horizon)
+    out = {"observation.state": rng.uniform(0.2, 0.6, (*shape, config.state_dim)).astype(np.float32)}
+    if config.modality == "image":
+        s = config.image.image_size
+        out["observation.image"] = rng.integers(0, 256, (*shape, s, s, 3), dtype=np.uint8)
+    else:
+        out["observation.pointcloud"] = rng.uniform(
+            -0.3, 0.6, (*shape, config.pointcloud.num_points, 3)).astype(np.float32)
+    return out
+
+
 def _as_tensor(key: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
