@@ -58,3 +58,21 @@ def test_whole_stack_imports_in_the_set_up_environment():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
     doctor = subprocess.run([sys.executable, "-m", "gpc_ros.cli", "doctor"], capture_output=True, text=True, timeout=300)
     assert doctor.returncode == 0 and "all imports ok" in doctor.stdout, doctor.stdout
+
+
+def test_missing_apt_privilege_is_one_clear_sentence(tmp_path):
+    """A user without root or password-less sudo is told which packages to install, before anything else happens."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        import pytest
+
+        pytest.skip("needs root and setpriv to run the set-up as an unprivileged user")
+    env = {**os.environ, "GPC_APT_PACKAGES": "gpc-ros-no-such-package", "GPC_VENV": str(tmp_path / "venv"),
+           "ROS_DISTRO": "", "HOME": str(tmp_path)}
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(REPO / "run"), "setup"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode != 0
+    assert "apt packages missing: gpc-ros-no-such-package" in out.stderr and "sudo apt-get install" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "venv").exists()
