@@ -32,7 +32,7 @@ from gpc_ros.compose import ActionNormalization, Composer, ComposerConfig, FlowT
 from gpc_ros.compose.analytic import GaussianParent
 from gpc_ros.compose.schedule import make_vp_scheduler
 from gpc_ros.control import ActionChunk
-from gpc_ros.control.executor import ExecutorConfig, FrankaExecutor
+from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
 from gpc_ros.sim.franky_sim_process import FrankySimProcess
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,21 @@ def _mean_offsets(current_m: np.ndarray, goal_m: np.ndarray, cfg: DemoConfig) ->
     return travel[:, None] * direction[None, :]
 
 
+def execute_or_recover(executor: FrankaExecutor, chunk: ActionChunk, faults: list[str]) -> None:
+    """Hand ``chunk`` to the executor; after a latched fault (e.g. a franky planner error) record it, call
+    ``recover()`` as an operator would, and hand the chunk over again."""
+    try:
+        executor.execute(chunk)
+    except ExecutionRefused:
+        fault = executor.state.fault
+        if fault is None:
+            raise
+        faults.append(fault)
+        print(f"  executor fault: {fault} -> recover()")
+        executor.recover()
+        executor.execute(chunk)
+
+
 def build_composer(cfg: DemoConfig) -> tuple[Composer, ActionNormalization]:
     norm = ActionNormalization.min_max(low=[-0.2] * 3, high=[0.2] * 3)
     var = (cfg.action_std_m / 0.2 * 2.0) ** 2  # std in the normalised space ([-0.2, 0.2] m -> [-1, 1])
@@ -87,7 +102,8 @@ def build_composer(cfg: DemoConfig) -> tuple[Composer, ActionNormalization]:
 
 
 def run_episode(executor: FrankaExecutor, composer: Composer, norm: ActionNormalization, weights: tuple[float, float],
-                start_m: np.ndarray, quat_xyzw: np.ndarray, cfg: DemoConfig, generator: torch.Generator) -> dict:
+                start_m: np.ndarray, quat_xyzw: np.ndarray, cfg: DemoConfig, generator: torch.Generator,
+                faults: list[str]) -> dict:
     goals = [start_m + np.array(cfg.goal_a_offset_m), start_m + np.array(cfg.goal_b_offset_m)]
     chunks = calls = 0
     t_end = time.monotonic() + cfg.episode_s
@@ -100,7 +116,7 @@ def run_episode(executor: FrankaExecutor, composer: Composer, norm: ActionNormal
         offsets = out.actions[0, 0].to(torch.float64).numpy()  # candidate 0, observation 0: (H, 3) m
         chunk = ActionChunk.from_arrays(tick + cfg.dt_s, cfg.dt_s, positions_m=current + offsets,
                                         quaternions_xyzw=np.tile(quat_xyzw, (cfg.horizon, 1)))
-        executor.execute(chunk)
+        execute_or_recover(executor, chunk, faults)
         chunks += 1
         calls += out.network_calls
         time.sleep(max(0.0, cfg.replan_period_s - (time.monotonic() - tick)))
@@ -111,15 +127,16 @@ def run_episode(executor: FrankaExecutor, composer: Composer, norm: ActionNormal
 
 
 def return_home(executor: FrankaExecutor, start_m: np.ndarray, quat_xyzw: np.ndarray, cfg: DemoConfig,
-                duration_s: float = 2.5) -> None:
+                faults: list[str], duration_s: float = 2.5) -> None:
     """Stream straight lines back to the start pose (through the same envelope) so every episode starts alike."""
     t_end = time.monotonic() + duration_s
     while time.monotonic() < t_end:
         tick = time.monotonic()
         current = executor.state.ee_position_m.copy()
         path = current + _mean_offsets(current, start_m, cfg)
-        executor.execute(ActionChunk.from_arrays(tick + cfg.dt_s, cfg.dt_s, positions_m=path,
-                                                 quaternions_xyzw=np.tile(quat_xyzw, (cfg.horizon, 1))))
+        execute_or_recover(executor, ActionChunk.from_arrays(tick + cfg.dt_s, cfg.dt_s, positions_m=path,
+                                                             quaternions_xyzw=np.tile(quat_xyzw, (cfg.horizon, 1))),
+                           faults)
         time.sleep(max(0.0, cfg.replan_period_s - (time.monotonic() - tick)))
 
 
@@ -155,19 +172,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cfg.goal_a_offset_m}, goal B = start + {cfg.goal_b_offset_m}\n")
             print(f"  {'w_left':>6} {'w_right':>7} | {'reached offset (m)':>24} | {'expected w.A+(1-w).B':>24} |"
                   f" {'error':>7} | chunks")
-            results = []
-            for weights in cfg.weights:
-                r = run_episode(executor, composer, norm, weights, start_m, quat, cfg, generator)
+            results: list[dict] = []
+            faults: list[str] = []
+            for i, weights in enumerate(cfg.weights):
+                if i:
+                    return_home(executor, start_m, quat, cfg, faults)
+                r = run_episode(executor, composer, norm, weights, start_m, quat, cfg, generator, faults)
                 results.append(r)
                 print(f"  {weights[0]:6.2f} {weights[1]:7.2f} | {np.array2string(r['reached_m'], precision=3):>24} |"
                       f" {np.array2string(r['expected_m'], precision=3):>24} | {r['error_m'] * 1000:5.1f}mm |"
                       f" {r['chunks']:6d}")
-                return_home(executor, start_m, quat, cfg)
             diag = executor.diagnostics()
             executor.enable(False)
     interventions = {k.split(".", 1)[1]: v for k, v in diag.items() if k.startswith("interventions.") and v != "0"}
     worst = max(r["error_m"] for r in results)
-    print(f"\n  safety envelope interventions: {interventions or 'none'}")
+    print(f"\n  safety envelope interventions: {interventions or 'none'}; executor faults recovered: {len(faults)}")
     print(f"  composed chunks: {sum(r['chunks'] for r in results)}, network calls per parent: "
           f"{sum(r['calls'] for r in results)}; wall time {time.monotonic() - t0:.1f} s")
     ok = worst < 0.02

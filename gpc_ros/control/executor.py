@@ -108,6 +108,14 @@ def _pose_from_state(state) -> tuple[np.ndarray, np.ndarray]:
     return np.array(affine.translation, dtype=np.float64), np.array(affine.quaternion, dtype=np.float64)
 
 
+def _is_link_failure(exc: BaseException) -> bool:
+    """franky raises NetworkException on a lost link, and the dead Robot then raises RuntimeError("Net Exception");
+    any other RuntimeError (e.g. "Motion planner failed with error code -111") leaves the connection usable."""
+    import franky
+
+    return isinstance(exc, franky.NetworkException) or "Net" in str(exc)
+
+
 def _default_robot_factory(host: str):
     import franky
 
@@ -478,7 +486,9 @@ class FrankaExecutor:
                 for listener in self._state_listeners:
                     listener(snap)
             except (franky.NetworkException, RuntimeError) as exc:
-                # NetworkException on a lost link; afterwards the dead Robot raises RuntimeError("Net Exception").
+                if not _is_link_failure(exc):  # e.g. "Motion planner failed ... -111": the link is fine
+                    self._set_fault(f"control error: {exc}")
+                    continue
                 self._disconnect(f"connection to {self.config.robot_host} lost: {exc}")
                 with self._lock:
                     self._snapshot = replace(self._snapshot, connected=False, fault=self._fault, executing=False)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import franky
 import numpy as np
 import pytest
 
@@ -223,6 +224,60 @@ def test_losing_the_robot_faults_refuses_and_recovers_on_a_new_server(franky_sim
         executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=np.tile(goal, (10, 1)),
                                                  quaternions_xyzw=np.tile(q0, (10, 1))))
         wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 30.0, "motion after recovery")
+
+
+class PlannerFailsOnce:
+    """A real franky.Robot whose ``move`` number ``fail_at`` raises the planner error franky-sim was seen to raise
+    once (``Motion planner failed with error code -111``); everything else goes to the real robot."""
+
+    def __init__(self, robot, fail_at: int) -> None:
+        self._robot, self._fail_at, self.moves = robot, fail_at, 0
+
+    def move(self, *args, **kwargs):
+        self.moves += 1
+        if self.moves == self._fail_at:
+            raise RuntimeError("Motion planner failed with error code -111")
+        return self._robot.move(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._robot, name)
+
+    def __setattr__(self, name, value):
+        if name.startswith("_") or name == "moves":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._robot, name, value)
+
+
+def test_a_planner_error_latches_a_control_fault_but_keeps_the_connection(franky_sim_fast):
+    connections = []
+
+    def robot_factory(host: str):
+        robot = PlannerFailsOnce(franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore), fail_at=5)
+        connections.append(robot)
+        return robot
+
+    executor = FrankaExecutor(ExecutorConfig(robot_host=franky_sim_fast.host, watchdog_timeout_s=60.0),
+                              robot_factory=robot_factory).start()
+    with executor:
+        assert executor.wait_connected(20.0)
+        wait_for(lambda: np.all(np.isfinite(executor.state.ee_position_m)), 5.0, "a first state reading")
+        executor.enable(True)
+        s = executor.state
+        p0, q0 = s.ee_position_m, s.ee_quaternion_xyzw
+        executor.execute(line_chunk(time.monotonic(), p0, q0, np.array([0.0, 0.05, 0.0]), n=40))
+        wait_for(lambda: executor.state.fault is not None, 10.0, "the fault report")
+        assert executor.state.fault.startswith("control error") and "-111" in executor.state.fault
+        assert executor.state.connected and len(connections) == 1  # not mistaken for a lost link
+        with pytest.raises(ExecutionRefused, match="faulted"):
+            executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
+        executor.recover()
+        wait_for(lambda: executor.state.fault is None, 5.0, "the fault to clear")
+        goal = executor.state.ee_position_m + np.array([0.0, -0.03, 0.0])
+        executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=np.tile(goal, (10, 1)),
+                                                 quaternions_xyzw=np.tile(q0, (10, 1))))
+        wait_for(lambda: np.linalg.norm(executor.state.ee_position_m - goal) < 0.003, 30.0, "motion after recovery")
+        assert len(connections) == 1
 
 
 def test_joint_targets_are_executed(franky_sim_fast):
