@@ -45,6 +45,11 @@ class VPDiffusionObjective:
         self.time_convention: TimeConvention = VPTime.from_scheduler(self.scheduler, integer_timesteps=True)
         self.num_train_timesteps = num_train_timesteps
 
+    @classmethod
+    def from_config(cls, config) -> "VPDiffusionObjective":
+        """From a policy config with the VP schedule fields (``VPScheduleConfig``: RGB diffusion, DP3)."""
+        return cls(config.parameterization, config.num_train_timesteps, config.beta_schedule, config.clip_sample)
+
     def training_example(self, x0, generator):
         b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)

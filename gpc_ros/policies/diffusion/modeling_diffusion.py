@@ -15,5 +15,4 @@ class DiffusionPolicy(ChunkPolicy):
 
     @classmethod
     def make_objective(cls, config: VPScheduleConfig) -> VPDiffusionObjective:
-        return VPDiffusionObjective(config.parameterization, config.num_train_timesteps, config.beta_schedule,
-                                    config.clip_sample)
+        return VPDiffusionObjective.from_config(config)

@@ -15,5 +15,4 @@ class DP3Policy(ChunkPolicy):
 
     @classmethod
     def make_objective(cls, config: DP3Config) -> VPDiffusionObjective:
-        return VPDiffusionObjective(config.parameterization, config.num_train_timesteps, config.beta_schedule,
-                                    config.clip_sample)
+        return VPDiffusionObjective.from_config(config)
