@@ -60,7 +60,7 @@ def test_whole_stack_imports_in_the_set_up_environment():
     assert doctor.returncode == 0 and "all imports ok" in doctor.stdout, doctor.stdout
 
 
-def test_missing_apt_privilege_is_one_clear_sentence(tmp_path):
+def test_missing_apt_privilege_is_one_clear_sentence():
     """A user without root or password-less sudo is told which packages to install, before anything else happens."""
     import shutil
 
@@ -68,11 +68,20 @@ def test_missing_apt_privilege_is_one_clear_sentence(tmp_path):
         import pytest
 
         pytest.skip("needs root and setpriv to run the set-up as an unprivileged user")
-    env = {**os.environ, "GPC_APT_PACKAGES": "gpc-ros-no-such-package", "GPC_VENV": str(tmp_path / "venv"),
-           "ROS_DISTRO": "", "HOME": str(tmp_path)}
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(REPO / "run"), "setup"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode != 0
-    assert "apt packages missing: gpc-ros-no-such-package" in out.stderr and "sudo apt-get install" in out.stderr
-    assert "Traceback" not in out.stderr
-    assert not (tmp_path / "venv").exists()
+    # the unprivileged user must reach the script: a world-readable copy (the clone may sit in a 0700 folder)
+    import tempfile
+
+    public = Path(tempfile.mkdtemp(prefix="gpc-apt-"))
+    try:
+        public.chmod(0o755)
+        shutil.copy2(REPO / "run", public / "run")
+        env = {**os.environ, "GPC_APT_PACKAGES": "gpc-ros-no-such-package", "GPC_VENV": str(public / "venv"),
+               "ROS_DISTRO": "", "HOME": str(public)}
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(public / "run"),
+                              "setup"], cwd=public, capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode != 0
+        assert "apt packages missing: gpc-ros-no-such-package" in out.stderr and "sudo apt-get install" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert not (public / "venv").exists()
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
