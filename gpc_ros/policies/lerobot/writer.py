@@ -168,11 +168,12 @@ def write_lerobot_dataset(root: str | os.PathLike, episodes: Iterable[Mapping[st
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        _write(tmp, episodes, fps, list(video_keys), list(image_keys), names, robot_type, default_task,
+        summary = _write(tmp, episodes, fps, list(video_keys), list(image_keys), names, robot_type, default_task,
                max_data_file_frames, max_video_file_frames, codec, crf, gop, chunks_size, progress, total)
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
+        logger.info("wrote %s to %s", summary, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -181,7 +182,7 @@ def write_lerobot_dataset(root: str | os.PathLike, episodes: Iterable[Mapping[st
 
 def _write(root: Path, episodes: Iterable[Mapping[str, Any]], fps: int, video_keys: list[str],
            image_keys: list[str], names, robot_type, default_task: str, max_data_frames, max_video_frames,
-           codec: str, crf: int, gop: int, chunks_size: int, progress: bool, total: int | None) -> None:
+           codec: str, crf: int, gop: int, chunks_size: int, progress: bool, total: int | None) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -312,4 +313,4 @@ def _write(root: Path, episodes: Iterable[Mapping[str, Any]], fps: int, video_ke
     pq.write_table(_tasks_table(list(tasks)), root / TASKS_PATH)
     (root / STATS_PATH).write_text(json.dumps(lrstats.to_json(dataset_stats), indent=4) + "\n")
     (root / INFO_PATH).write_text(json.dumps(info, indent=4) + "\n")
-    logger.info("wrote %d episodes (%d frames, %d tasks) to %s", len(episode_rows), global_index, len(tasks), root)
+    return f"{len(episode_rows)} episodes ({global_index} frames, {len(tasks)} tasks)"
