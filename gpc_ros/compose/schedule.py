@@ -38,6 +38,16 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from gpc_ros.compose.parameterization import forward
 
 
+def vp_alpha_sigma(alpha_cumprod: float | torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """Variance-preserving ``(alpha, sigma) = (sqrt(abar), sqrt(1 - abar))`` (floats or tensors)."""
+    return alpha_cumprod ** 0.5, (1.0 - alpha_cumprod) ** 0.5
+
+
+def flow_alpha_sigma(t: float | torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """Rectified-flow ``(alpha, sigma) = (1 - t, t)`` of ``x_t = (1 - t) x0 + t eps`` (floats or tensors)."""
+    return 1.0 - t, t
+
+
 @dataclass(frozen=True)
 class NoiseLevel:
     """``x = alpha * x0 + sigma * eps``; both non-negative, not both zero."""
@@ -61,12 +71,12 @@ class NoiseLevel:
     @classmethod
     def vp(cls, alpha_cumprod: float) -> NoiseLevel:
         """Variance-preserving level of a cumulative product ``abar``: ``(sqrt(abar), sqrt(1 - abar))``."""
-        return cls(math.sqrt(alpha_cumprod), math.sqrt(1.0 - alpha_cumprod))
+        return cls(*vp_alpha_sigma(float(alpha_cumprod)))
 
     @classmethod
     def flow(cls, t: float) -> NoiseLevel:
         """Rectified-flow level at time ``t``: ``x_t = (1 - t) x0 + t eps``, i.e. ``(1 - t, t)``."""
-        return cls(1.0 - t, t)
+        return cls(*flow_alpha_sigma(float(t)))
 
     def noise(self, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """The forward process at this level: ``alpha x0 + sigma eps``."""

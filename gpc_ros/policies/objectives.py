@@ -21,7 +21,8 @@ from typing import Protocol
 import torch
 
 from gpc_ros.compose.parameterization import Parameterization, forward, from_eps_x0
-from gpc_ros.compose.schedule import FlowTime, TimeConvention, VPTime, make_vp_scheduler
+from gpc_ros.compose.schedule import (FlowTime, TimeConvention, VPTime, flow_alpha_sigma, make_vp_scheduler,
+                                     vp_alpha_sigma)
 
 
 class Objective(Protocol):
@@ -60,10 +61,8 @@ class VPDiffusionObjective:
         b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         t = torch.randint(0, self.num_train_timesteps, (b,), generator=generator)
-        levels = [self.time_convention.noise_level(float(v)) for v in t]
-        shape = (b,) + (1,) * (x0.dim() - 1)
-        alpha = torch.tensor([lv.alpha for lv in levels], dtype=x0.dtype, device=x0.device).reshape(shape)
-        sigma = torch.tensor([lv.sigma for lv in levels], dtype=x0.dtype, device=x0.device).reshape(shape)
+        abar = torch.as_tensor(self.time_convention.alphas_cumprod, dtype=torch.float64)[t]
+        alpha, sigma = (v.to(x0.dtype).reshape((b,) + (1,) * (x0.dim() - 1)) for v in vp_alpha_sigma(abar))
         x_t = forward(x0, noise, alpha, sigma)
         return x_t, t.to(x0.dtype), from_eps_x0(self.parameterization, noise, x0, alpha, sigma)
 
@@ -85,7 +84,6 @@ class FlowMatchingObjective:
             t = torch.sigmoid(torch.randn((b,), generator=generator, dtype=x0.dtype))
         else:
             t = torch.rand((b,), generator=generator, dtype=x0.dtype)
-        sigma = t.reshape((b,) + (1,) * (x0.dim() - 1))
-        alpha = 1.0 - sigma  # NoiseLevel.flow(t), batched
+        alpha, sigma = flow_alpha_sigma(t.reshape((b,) + (1,) * (x0.dim() - 1)))
         x_t = forward(x0, noise, alpha, sigma)
         return x_t, t * self.time_scale, from_eps_x0(self.parameterization, noise, x0, alpha, sigma)
