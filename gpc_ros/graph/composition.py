@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 
 from gpc_ros.compose.composer import Composer, ComposerConfig
-from gpc_ros.compose.errors import CompositionError, IncompatibleParentError
+from gpc_ros.compose.errors import CompositionError, NonFinitePredictionError
 from gpc_ros.compose.operators import as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization
 from gpc_ros.graph import protocol
@@ -339,15 +339,16 @@ class GraphComposer:
         self._correlation += 1
         corr = self._correlation
         weights = dict(zip(cfg.parents, cfg.weights))
-        wanted = [n for n in cfg.parents if weights[n] != 0.0 and self.handles[n].announced is not None]
         result = ChunkResult(corr)
+        faults: dict[str, str] = {n: "not announced (not started yet, or incompatible)" for n in cfg.parents
+                                  if weights[n] != 0.0 and self.handles[n].announced is None}
+        wanted = [n for n in cfg.parents if weights[n] != 0.0 and self.handles[n].announced is not None]
         if not wanted:
             return self._refuse(result, "no announced host with a non-zero weight")
         bits = 64 if cfg.composer.dtype == "float64" else 32
         slots = {n: self.handles[n].encode(corr, now_s, bits) for n in wanted}
         deadline = time.monotonic() + cfg.encode_timeout_s
         stamps: dict[str, float] = {}
-        faults: dict[str, str] = {}
         for n in wanted:
             handle, slot = self.handles[n], slots[n]
             if handle.up:
@@ -395,7 +396,7 @@ class GraphComposer:
                 self.handles[fault.host].mark_down(fault.reason)
                 faults[fault.host] = fault.reason
                 healthy = [n for n in healthy if n != fault.host]
-            except CompositionError as exc:  # e.g. NaN seen by the core itself
+            except NonFinitePredictionError as exc:  # NaN or a wrong shape seen by the core itself
                 if exc.parent is None or exc.parent not in healthy:
                     raise
                 faults[exc.parent] = str(exc)

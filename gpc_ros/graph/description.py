@@ -126,7 +126,8 @@ def describe_graph(path: str | Path | None = None, *, use_sim: bool | None = Non
     config_dir = path.parent
     for i, entry in enumerate(data.get("nodes", [])):
         where = f"{path}: nodes[{i}]"
-        unknown = set(entry) - {"name", "executable", "params_files", "parameters", "remappings", "when"}
+        unknown = set(entry) - {"name", "executable", "params_files", "parameters", "sim_parameters", "remappings",
+                              "when"}
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
         if entry.get("executable") not in EXECUTABLES:
@@ -142,7 +143,10 @@ def describe_graph(path: str | Path | None = None, *, use_sim: bool | None = Non
             if not file.is_file():
                 raise ValueError(f"{where}: params file {name!r} not found in {config_dir}")
             files.append(str(file))
-        parameters = _substitute(dict(entry.get("parameters", {})), variables)
+        parameters = dict(entry.get("parameters", {}))
+        if sim:
+            parameters.update(entry.get("sim_parameters", {}))
+        parameters = _substitute(parameters, variables)
         remappings = tuple((str(a), str(b)) for a, b in dict(entry.get("remappings", {})).items())
         processes.append(ProcessSpec(name=entry["name"], executable=entry["executable"], params_files=tuple(files),
                                      parameters=parameters, remappings=remappings))

@@ -22,7 +22,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from gpc_ros.compose.errors import IncompatibleParentError
+from gpc_ros.compose.errors import CompositionError, IncompatibleParentError
 from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.graph.composition import ChunkResult, ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost
 from gpc_ros.nodes import conversions
@@ -137,8 +137,14 @@ class ComposerNode(Node):
         if self.fatal:
             return
         with self._compose_lock:
-            result = self.core.compose(self._now_s())
             config = self.core.config
+            try:
+                result = self.core.compose(self._now_s())
+            except CompositionError as exc:  # e.g. weights the operator refuses after a host went down
+                self.last = ChunkResult(0, mode="refused", reason=f"composition failed: {exc}")
+                self.get_logger().error(self.last.reason, throttle_duration_sec=2.0)
+                self.publish_diagnostics()
+                return
         self.last = result
         if result.actions is None:
             self.get_logger().warning(f"no chunk: {result.reason}", throttle_duration_sec=2.0)
