@@ -10,6 +10,7 @@ from collections.abc import Callable
 # subcommand -> (module with ``main(argv) -> int``, one-line help). Modules are imported only when chosen,
 # so `gpc-ros --help` stays fast and a missing optional dependency only breaks its own subcommand.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "bringup": ("gpc_ros.graph.bringup", "start the whole graph (config/graph.yaml) as plain processes; --sim: on franky-sim"),
     "demo": ("gpc_ros.demo", "run the main job end to end on the simulated FR3 and say what ran"),
     "sim-server": ("gpc_ros.sim.franky_sim_server", "serve a franky-sim FR3 on a loopback address"),
     "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
