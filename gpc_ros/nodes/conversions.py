@@ -303,3 +303,48 @@ def pose_stamped_from_snapshot(snapshot, stamp):
     msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = (
         float(v) for v in q)
     return msg
+
+# --- monitoring: markers (monitor) --------------------------------------------------------------------------------
+
+#: Topic of the monitor node's markers (see docs/monitoring.md).
+MARKER_TOPIC = "/gpc/markers"
+
+
+def marker_array_from_primitives(primitives, stamp, frame_id: str = BASE_FRAME):
+    """``visualization_msgs/MarkerArray`` of :mod:`gpc_ros.monitor.scene` primitives (all ``action`` ADD).
+
+    LineStrip -> LINE_STRIP (scale.x = width), Box -> LINE_LIST of its 12 edges, Text -> TEXT_VIEW_FACING
+    (scale.z = height); ``ns``/``id`` as the primitive's; identity pose; colours as given (RGBA in [0, 1]).
+    """
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from gpc_ros.monitor.scene import Box, LineStrip, Text
+
+    markers = []
+    for prim in primitives:
+        m = Marker(ns=prim.ns, id=int(prim.id), action=Marker.ADD)
+        m.header.stamp, m.header.frame_id = stamp, frame_id
+        m.pose.orientation.w = 1.0
+        m.color = ColorRGBA(r=float(prim.color[0]), g=float(prim.color[1]), b=float(prim.color[2]),
+                            a=float(prim.color[3]))
+        if isinstance(prim, LineStrip):
+            m.type, m.scale.x = Marker.LINE_STRIP, float(prim.width_m)
+            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.points_m]
+        elif isinstance(prim, Box):
+            m.type, m.scale.x = Marker.LINE_LIST, float(prim.width_m)
+            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.edges_m()]
+        elif isinstance(prim, Text):
+            m.type, m.scale.z, m.text = Marker.TEXT_VIEW_FACING, float(prim.height_m), prim.text
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in prim.position_m)
+        else:
+            raise TypeError(f"cannot draw a {type(prim).__name__} as a marker (LineStrip, Box or Text)")
+        markers.append(m)
+    return MarkerArray(markers=markers)
+
+
+def chunk_positions_m(msg) -> np.ndarray:
+    """``(N, 3)`` TCP positions (m) of a ``MultiDOFJointTrajectory`` chunk (transforms[0] of every point)."""
+    return np.array([[p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
+                     for p in msg.points if len(p.transforms) > 0], dtype=np.float64).reshape(-1, 3)
