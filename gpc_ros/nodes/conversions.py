@@ -348,3 +348,38 @@ def chunk_positions_m(msg) -> np.ndarray:
     """``(N, 3)`` TCP positions (m) of a ``MultiDOFJointTrajectory`` chunk (transforms[0] of every point)."""
     return np.array([[p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
                      for p in msg.points if len(p.transforms) > 0], dtype=np.float64).reshape(-1, 3)
+
+
+# --- monitoring: compressed images (recorder, replay) ---------------------------------------------------------------
+
+#: Formats of ``sensor_msgs/CompressedImage`` the recorder writes and replay reads (image_transport's names).
+COMPRESSED_FORMATS = ("jpeg", "png")
+
+
+def compressed_image_msg(rgb: np.ndarray, stamp, frame_id: str, fmt: str = "jpeg", jpeg_quality: int = 90):
+    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image; ``format`` is ``"rgb8; jpeg compressed
+    bgr8"`` (or png), what image_transport's compressed plugin writes."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"compressed image format must be one of {COMPRESSED_FORMATS}, got {fmt!r}")
+    bgr = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1])
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {bgr.shape} image as {fmt}")
+    msg = CompressedImage(format=f"rgb8; {fmt} compressed bgr8")
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = encoded.tobytes()
+    return msg
+
+
+def compressed_image_to_rgb(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a jpeg or png ``sensor_msgs/CompressedImage``."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"compressed image (format {msg.format!r}) does not decode as jpeg or png")
+    return np.ascontiguousarray(bgr[..., ::-1])
