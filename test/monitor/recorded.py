@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: The small stored checkpoints of test/policies (diffusion_rgb, flow_pointcloud; H = 8, D = 3).
+CHECKPOINTS = Path(__file__).parents[1] / "policies" / "data"
 IMAGE_TOPIC = "/camera/camera/color/image_raw"
 T0_S = 1_700_000_000.0
 
@@ -57,7 +59,6 @@ def write_session(session: Session, path: Path, storage: str = "mcap", compresse
     from gpc_ros.control.chunk import ActionChunk
     from gpc_ros.monitor.bag import BagWriter
     from gpc_ros.nodes import conversions as cv
-    from gpc_ros.perception.frames import CameraIntrinsics  # noqa: F401  (the camera_info type's source)
 
     entries = []
     image_topic = IMAGE_TOPIC + ("/compressed" if compressed else "")
