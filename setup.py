@@ -17,6 +17,7 @@ NODES: dict[str, str] = {
     "camera_node": "gpc_ros.nodes.camera_node:main",
     "pointcloud_node": "gpc_ros.nodes.pointcloud_node:main",
     "franka_driver_node": "gpc_ros.nodes.franka_driver_node:main",
+    "recorder_node": "gpc_ros.nodes.recorder_node:main",
 }
 
 setup(
