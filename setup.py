@@ -18,6 +18,7 @@ NODES: dict[str, str] = {
     "pointcloud_node": "gpc_ros.nodes.pointcloud_node:main",
     "franka_driver_node": "gpc_ros.nodes.franka_driver_node:main",
     "recorder_node": "gpc_ros.nodes.recorder_node:main",
+    "monitor_node": "gpc_ros.nodes.monitor_node:main",
 }
 
 setup(
