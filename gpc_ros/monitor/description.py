@@ -136,3 +136,43 @@ def mesh_path(uri: str) -> Path | None:
     if share is not None and (share / "meshes" / match.group("rel")).is_file():
         return share / "meshes" / match.group("rel")
     return franky_sim_file(match.group("rel"))
+
+
+#: Links of urdf/fr3.urdf that carry meshes (what a 3D view must place), plus the TCP frame.
+VISUAL_LINKS: tuple[str, ...] = tuple(f"fr3_link{i}" for i in range(8)) + (
+    "fr3_hand", "fr3_leftfinger", "fr3_rightfinger", "fr3_hand_tcp")
+
+
+class LinkPoser:
+    """Poses in ``fr3_link0`` of every link of ``urdf/fr3.urdf`` that a 3D view draws, from joint positions and
+    the gripper opening: what ``robot_state_publisher`` computes from ``joint_states``, for views without ROS.
+
+    The arm's forward kinematics is :class:`gpc_ros.control.kinematics.FR3Kinematics` built from the same URDF;
+    each finger slides along its frame's y axis by half the opening width (the URDF's prismatic finger joints).
+    """
+
+    def __init__(self, urdf: Path | None = None) -> None:
+        from gpc_ros.control.kinematics import FR3Kinematics
+
+        self.kinematics = FR3Kinematics(urdf or urdf_path())
+        model = self.kinematics.model
+        missing = [name for name in VISUAL_LINKS if not model.existFrame(name)]
+        if missing:
+            raise ValueError(f"URDF {self.kinematics.urdf_path} lacks the links {missing}")
+        self._ids = {name: int(model.getFrameId(name)) for name in VISUAL_LINKS}
+
+    def poses(self, joint_positions_rad, gripper_width_m: float = 0.0) -> dict[str, tuple]:
+        """Link -> (position (3,) m, quaternion (4,) x, y, z, w) in fr3_link0."""
+        import numpy as np
+        import pinocchio as pin
+
+        kin = self.kinematics
+        kin.forward(np.asarray(joint_positions_rad, dtype=np.float64))  # updates kin.data's frame placements
+        half = float(np.clip(gripper_width_m, 0.0, 0.08)) / 2.0
+        out = {}
+        for name, fid in self._ids.items():
+            placement = kin.data.oMf[fid]
+            if name in ("fr3_leftfinger", "fr3_rightfinger"):
+                placement = placement * pin.SE3(np.eye(3), np.array([0.0, half, 0.0]))
+            out[name] = (np.array(placement.translation), np.array(pin.Quaternion(placement.rotation).coeffs()))
+        return out
