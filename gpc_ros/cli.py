@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
     "collect": ("gpc_ros.sim.collect", "record scripted-expert demonstrations of a simulated cell task"),
     "train": ("gpc_ros.policies.train_cli", "train a parent policy (diffusion, dp3, flow) on episodes or a synthetic task"),
+    "record": ("gpc_ros.nodes.recorder_node", "record the graph's topics (documented profile) into an MCAP rosbag2 bag"),
+    "replay": ("gpc_ros.monitor.replay_cli", "replay a recorded bag through checkpoints and the composer: report per weight"),
 }
 
 
