@@ -64,7 +64,7 @@ def _build_venv(venv: Path) -> Path:
 
     def pip(*args: str) -> None:
         run = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *args],
-                             capture_output=True, text=True, timeout=3000)
+                             check=False, capture_output=True, text=True, timeout=3000)
         if run.returncode != 0:
             tail = " | ".join(line for line in (run.stdout + run.stderr).splitlines()[-6:]
                               if not line.startswith("WARNING"))
@@ -86,7 +86,7 @@ def lerobot_python(tmp_path_factory) -> tuple[Path, dict[str, str]]:
            "HF_DATASETS_CACHE": str(home / "datasets"), "HF_LEROBOT_HOME": str(home / "lerobot"),
            "OMP_NUM_THREADS": "1"}
     check = subprocess.run([str(python), "-c", "import torchcodec.decoders, lerobot.datasets.lerobot_dataset"],
-                           capture_output=True, text=True, env=env, timeout=600)
+                           check=False, capture_output=True, text=True, env=env, timeout=600)
     if check.returncode != 0:
         reason = check.stderr.strip().splitlines()[-1] if check.stderr.strip() else "unknown"
         if "libavutil" in check.stderr or "FFmpeg" in check.stderr or "ffmpeg" in check.stderr:
@@ -97,7 +97,8 @@ def lerobot_python(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 def _probe(lerobot_python, *args: str) -> None:
     python, env = lerobot_python
-    run = subprocess.run([str(python), str(PROBE), *args], capture_output=True, text=True, env=env, timeout=900)
+    run = subprocess.run([str(python), str(PROBE), *args], check=False, capture_output=True, text=True, env=env,
+                         timeout=900)
     assert run.returncode == 0, f"lerobot probe {args[0]} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
 
 

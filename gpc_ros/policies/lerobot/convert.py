@@ -66,7 +66,7 @@ def npz_to_lerobot(source: str | os.PathLike, target: str | os.PathLike, *, imag
             yield episode
 
     return write_lerobot_dataset(
-        target, episodes(), int(round(fps)), video_keys=image_keys if images == "video" else (),
+        target, episodes(), round(fps), video_keys=image_keys if images == "video" else (),
         image_keys=image_keys if images == "image" else (), names=names,
         robot_type=robot_type or info.get("robot_type"), overwrite=overwrite, progress=progress,
         total=int(meta["num_episodes"]), **writer_options)
