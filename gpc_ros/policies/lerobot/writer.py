@@ -286,6 +286,8 @@ def _write(root: Path, episodes: Iterable[Mapping[str, Any]], fps: int, video_ke
             ep_stats = {}
             for key, feature in all_features.items():
                 values = defaults[key] if key in defaults else arrays[key]
+                if key == "timestamp":  # LeRobot's stats see the float64 frame_index / fps, the parquet float32
+                    values = frame_index / fps
                 if feature["dtype"] in ("video", "image"):
                     ep_stats[key] = lrstats.image_stats(values)
                 else:
