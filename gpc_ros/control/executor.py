@@ -266,6 +266,7 @@ class FrankaExecutor:
         self._halt_baseline: dict[str, np.ndarray | float] | None = None
         self._previous_snap: RobotSnapshot | None = None
         self._last_command_robot_time_s: float | None = None
+        self._last_sent_joints: np.ndarray | None = None
         self._state_listeners: list[Callable[[RobotSnapshot], None]] = []
         self._listener_errors_logged = 0
         self.first_command_latency_s: float | None = None
@@ -722,6 +723,7 @@ class FrankaExecutor:
             self._last_stop = report
             self.gate.reset_to(snap.joint_positions_rad)
             self._last_command_robot_time_s = None
+            self._last_sent_joints = None
             self.interventions.add(f"stops_{report.kind}")
             logger.info("stopped (%s, %s): %.3f s, %.4f m from %.3f m/s", report.kind, report.reason,
                         report.time_to_rest_s, report.distance_to_rest_m, report.speed_at_stop_m_s)
@@ -812,6 +814,14 @@ class FrankaExecutor:
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
             motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity)
+        last_sent = self._last_sent_joints
+        same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
+            not np.any(self.gate.last.joint_velocities_rad_s)
+        self._last_sent_joints = self.gate.last.joint_positions_rad
+        if same and self._robot.is_in_control:
+            # Holding: the running motion already holds this target. Re-sending it would preempt franky's planner
+            # for nothing (on franky-sim each preemption restarts from a finite-difference velocity: the arm drifts).
+            return
         self._robot.move(motion, asynchronous=True)
         self._commands_sent += 1
         if self._chunk_arrival_s is not None:
