@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 import numpy as np
+import pytest
 
 from gpc_ros.paths import config_file
 from gpc_ros.perception.frames import CameraIntrinsics
@@ -162,3 +162,110 @@ def test_two_camera_nodes_merge_into_one_cloud(ros_domain, rclpy_context, tmp_pa
     points, _ = conversions.pointcloud2_to_numpy(clouds[-1])
     assert points.shape == (1024, 3) and clouds[-1].header.frame_id == "fr3_link0"
     assert points[:, 2].min() > TABLE_Z_M - 0.004  # both cameras' extrinsics put the table where it is
+
+
+# --- bad input never stops the node (issue 10, item 9) ----------------------------------------------------------
+# The inputs come from this test's own publisher (so the order of camera_info and depth, and all-zero frames, are
+# under control); the node is the real pointcloud_node process. Each phase publishes until the node's
+# /diagnostics shows the state it must report, so the test waits on conditions, not on timings.
+
+def _scenario_params(scenario: str) -> list[str]:
+    params = ["-p", "frame_timeout_s:=30.0"]  # slow publishing under load must not turn into a WARN of its own
+    if scenario == "padding":
+        params += ["-p", "num_points:=8000"]
+    if scenario == "missing_camera":
+        params += ["-p", "camera_names:=[camera,side]", *_pose_params("side", POSE)]
+    return params
+
+
+class _Feeder:
+    """Publishes depth images (and camera infos) of the test scene to /camera/camera/... at ~20 Hz while spinning."""
+
+    def __init__(self, node, executor) -> None:
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        self.node, self.executor = node, executor
+        prefix = "/camera/camera/aligned_depth_to_color"
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)  # = camera_node
+        self.info_pub = node.create_publisher(CameraInfo, f"{prefix}/camera_info", qos)
+        self.depth_pub = node.create_publisher(Image, f"{prefix}/image_raw", qos)
+        self.scene, _ = render_depth(K, POSE, TABLE_Z_M, [BOX])
+        self.published = 0
+
+    def run(self, predicate, *, zero: bool = False, with_info: bool = True, min_frames: int = 1,
+            timeout_s: float = 60.0) -> bool:
+        import time
+
+        from gpc_ros.nodes import conversions
+
+        start, deadline = self.published, time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stamp = self.node.get_clock().now().to_msg()
+            if with_info:
+                self.info_pub.publish(conversions.camera_info_msg(K, stamp, "camera_color_optical_frame"))
+            depth = np.zeros_like(self.scene) if zero else self.scene
+            self.depth_pub.publish(conversions.depth_to_image_msg(depth, stamp, "camera_color_optical_frame"))
+            self.published += 1
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                self.executor.spin_once(timeout_sec=0.01)
+            if self.published - start >= min_frames and predicate():
+                return True
+        return False
+
+
+@pytest.mark.parametrize("scenario", ["zero_then_valid", "padding", "missing_camera", "depth_before_camera_info"])
+def test_bad_input_never_stops_the_pointcloud_node(scenario: str, ros_domain, listener) -> None:
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+
+    proc = ros_domain.spawn_python("-m", "gpc_ros.nodes.pointcloud_node", "--ros-args", "--params-file",
+                                   str(config_file("pointcloud.yaml")), *_scenario_params(scenario))
+    node, executor = listener
+    clouds, statuses = [], []
+    node.create_subscription(PointCloud2, "/gpc/points", clouds.append, qos_profile_sensor_data)
+    node.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda msg: statuses.extend(s for s in msg.status if s.name.startswith("pointcloud_node")), 10)
+    feeder = _Feeder(node, executor)
+    assert spin_until(executor, lambda: feeder.depth_pub.get_subscription_count() > 0 and statuses, 60.0), \
+        proc.poll()
+
+    def reported(level: int, text: str, after: int = 0) -> bool:
+        return any(s.level == level and text in s.message for s in statuses[after:])
+
+    def clouds_at_least(n: int, after: int = 0):
+        return lambda: len(clouds) >= after + n
+
+    warn, ok = DiagnosticStatus.WARN, DiagnosticStatus.OK
+    if scenario == "zero_then_valid":
+        assert feeder.run(lambda: reported(warn, "0 valid depth pixels"), zero=True, min_frames=10), (
+            [s.message for s in statuses], proc.poll())
+        assert clouds == []
+        mark = len(statuses)
+        assert feeder.run(lambda: len(clouds) >= 10 and reported(ok, "publishing", mark)), (
+            len(clouds), [s.message for s in statuses[mark:]], proc.poll())
+    elif scenario == "padding":
+        assert feeder.run(clouds_at_least(10)), (len(clouds), [s.message for s in statuses], proc.poll())
+        mark = len(statuses)
+        assert feeder.run(lambda: reported(warn, "points in the crop box: padded", mark), min_frames=5)
+        assert all(m.width == 8000 for m in clouds)
+    elif scenario == "missing_camera":
+        assert feeder.run(clouds_at_least(10)), (len(clouds), [s.message for s in statuses], proc.poll())
+        mark = len(statuses)
+        assert feeder.run(lambda: reported(warn, "without a frame within max_camera_skew_s: ['side']", mark),
+                          min_frames=5)
+    else:  # depth images before any camera_info: skipped with a WARN, then clouds once the intrinsics arrive
+        assert feeder.run(lambda: reported(warn, "without a matching camera_info"), with_info=False, min_frames=2), (
+            [s.message for s in statuses], proc.poll())
+        mark = len(statuses)
+        assert feeder.run(lambda: len(clouds) >= 10 and reported(ok, "publishing", mark)), (
+            len(clouds), [s.message for s in statuses[mark:]], proc.poll())
+
+    def diagnosed_clouds() -> int:
+        return int(next(v.value for v in statuses[-1].values if v.key == "clouds"))
+
+    assert spin_until(executor, lambda: diagnosed_clouds() >= 10, 30.0), diagnosed_clouds()  # /diagnostics is live
+    assert proc.poll() is None  # the process is still up
