@@ -29,7 +29,7 @@ import numpy as np
 
 from gpc_ros.perception.frames import CameraIntrinsics
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("numpy", "open3d")
 FPS_BACKENDS = ("open3d", "numpy")

@@ -14,7 +14,7 @@ import numpy as np
 from gpc_ros.perception.frames import CameraNotFoundError, FrameSource, FrameSourceError, RgbdFrame
 from gpc_ros.perception.playback_source import intrinsics_from_rs
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class RealSenseSource(FrameSource):
         self.depth_scale_m = float(profile.get_device().first_depth_sensor().get_depth_scale())
         color = profile.get_stream(rs.stream.color).as_video_stream_profile()
         self.intrinsics = intrinsics_from_rs(color.get_intrinsics())
-        log.info("RealSense %s streaming %dx%d at %d Hz", cfg.serial, cfg.width, cfg.height, cfg.fps)
+        logger.info("RealSense %s streaming %dx%d at %d Hz", cfg.serial, cfg.width, cfg.height, cfg.fps)
 
     def read(self, timeout_s: float) -> RgbdFrame | None:
         if self._pipeline is None:

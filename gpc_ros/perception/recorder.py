@@ -16,7 +16,7 @@ import numpy as np
 
 from gpc_ros.perception.frames import CameraIntrinsics
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: The only recording format written by pyrealsense2 2.58+ (older versions wrote ROS 1 ``.bag``).
 RECORDING_SUFFIX = ".db3"
@@ -130,7 +130,7 @@ class RealSenseRecorder:
             sensor.start(self._sink)
         self._sensors = sensors
         self._open = True
-        log.info("recording %s (serial %s) to %s", "depth+colour" if cfg.with_color else "depth", cfg.serial, cfg.path)
+        logger.info("recording %s (serial %s) to %s", "depth+colour" if cfg.with_color else "depth", cfg.serial, cfg.path)
 
     def _stream(self, rs, kind, fmt, bpp: int, uid: int, intr: CameraIntrinsics):
         stream = rs.video_stream()
@@ -196,4 +196,4 @@ class RealSenseRecorder:
             sensor.close()
         del self._recorder  # the file is finalised when the recorder is destroyed
         self._sensors = []
-        log.info("wrote %d frames to %s", self._frame_number, self.config.path)
+        logger.info("wrote %d frames to %s", self._frame_number, self.config.path)

@@ -269,3 +269,55 @@ def test_bad_input_never_stops_the_pointcloud_node(scenario: str, ros_domain, li
 
     assert spin_until(executor, lambda: diagnosed_clouds() >= 10, 30.0), diagnosed_clouds()  # /diagnostics is live
     assert proc.poll() is None  # the process is still up
+
+
+# --- PointCloud2 from other drivers (issue 10, item 12) ------------------------------------------------------------
+
+def _cloud(points: np.ndarray, kinds: dict[str, str], big_endian: bool = False, pad: int = 0, height: int = 1):
+    """A PointCloud2 laid out by hand with numpy (x/y/z/rgb of the given numpy kinds, ``pad`` extra bytes per point)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    codes = {"f4": PointField.FLOAT32, "f8": PointField.FLOAT64, "u4": PointField.UINT32, "i2": PointField.INT16}
+    order = ">" if big_endian else "<"
+    names = list(kinds)
+    dtype = np.dtype({"names": names + ["_pad"], "formats": [order + kinds[n] for n in names] + [f"V{pad or 1}"]})
+    table = np.zeros(len(points), dtype)
+    for i, n in enumerate("xyz"):
+        table[n] = points[:, i]
+    if "rgb" in kinds:
+        table["rgb"] = (np.arange(len(points)) % 256) << 16 | 7 << 8 | 9
+    fields = [PointField(name=n, offset=dtype.fields[n][1], datatype=codes[kinds[n]], count=1) for n in names]
+    width = len(points) // height
+    return PointCloud2(height=height, width=width, fields=fields, is_bigendian=big_endian, point_step=dtype.itemsize,
+                       row_step=dtype.itemsize * width, data=table.tobytes(), is_dense=True)
+
+
+@pytest.mark.parametrize("kinds,big_endian", [({"x": "f8", "y": "f8", "z": "f8"}, False),
+                                              ({"x": "f4", "y": "f4", "z": "f4", "rgb": "u4"}, True),
+                                              ({"z": "f8", "x": "f8", "y": "f8", "rgb": "f4"}, False)])
+def test_pointcloud2_fields_are_read_with_their_datatype_and_byte_order(kinds, big_endian) -> None:
+    from gpc_ros.nodes import conversions
+
+    points = np.random.default_rng(0).uniform(-2, 2, (40, 3))
+    if kinds.get("rgb") == "f4":
+        kinds = {k: ("u4" if k == "rgb" else v) for k, v in kinds.items()}  # packed bits; declared FLOAT32 below
+    msg = _cloud(points, kinds, big_endian, pad=5, height=2)
+    if "rgb" in kinds and not big_endian:
+        from sensor_msgs.msg import PointField
+
+        next(f for f in msg.fields if f.name == "rgb").datatype = PointField.FLOAT32  # the PCL packed-rgb float
+    got, colors = conversions.pointcloud2_to_numpy(msg)
+    np.testing.assert_allclose(got, points.astype(np.float32), rtol=0, atol=1e-6)
+    assert got.dtype == np.float32
+    if "rgb" in kinds:
+        np.testing.assert_array_equal(colors, np.stack([np.arange(40) % 256, np.full(40, 7), np.full(40, 9)], 1))
+    else:
+        assert colors is None
+
+
+def test_pointcloud2_with_an_unsupported_datatype_names_the_field() -> None:
+    from gpc_ros.nodes import conversions
+
+    msg = _cloud(np.zeros((4, 3)), {"x": "f4", "y": "i2", "z": "f4"})
+    with pytest.raises(ValueError, match=r"field 'y' has datatype 3"):
+        conversions.pointcloud2_to_numpy(msg)
