@@ -84,11 +84,13 @@ class CameraStreamConfig:
         return f"{self.camera_name}_color_optical_frame"
 
     def realsense_config(self):
+        """The :class:`RealSenseConfig` of this camera (validates width, height, fps)."""
         from gpc_ros.perception.realsense_source import RealSenseConfig
 
         return RealSenseConfig(self.serial, self.width, self.height, self.fps)
 
     def playback_config(self):
+        """The :class:`PlaybackConfig` of this camera."""
         from gpc_ros.perception.playback_source import PlaybackConfig
 
         return PlaybackConfig(Path(self.recording_path).expanduser(), self.playback_loop, self.playback_pace_realtime)
@@ -201,12 +203,14 @@ class CameraStream:
             return None
         ros_now_s = clock()  # arrival time of this frame
         if self._last_frame_s is not None and ros_now_s - self._last_frame_s > self.config.frame_timeout_s:
-            logger.info("camera %s: frames resumed after %.1f s", self.config.camera_name, ros_now_s - self._last_frame_s)
+            logger.info("camera %s: frames resumed after %.1f s", self.config.camera_name,
+                        ros_now_s - self._last_frame_s)
         self._last_frame_s = ros_now_s
         self.frames += 1
         return StampedFrame(frame, self._clock.to_ros(frame.stamp_s, ros_now_s))
 
     def health(self, ros_now_s: float) -> StreamHealth:
+        """Level, message and details of the stream at ROS time ``ros_now_s`` (s)."""
         values = {"source": self.config.source, "frames": str(self.frames)}
         if self.config.source == "realsense":
             values["serial"] = self.config.serial
@@ -223,6 +227,7 @@ class CameraStream:
         return StreamHealth("OK", "streaming", values)
 
     def close(self) -> None:
+        """Stop the source (if open)."""
         if self._source is not None:
             self._source.stop()
             self._source = None

@@ -36,12 +36,14 @@ _COLOR_FORMATS = ("rgb8", "bgr8", "rgba8", "bgra8")
 
 @dataclass(frozen=True)
 class PlaybackConfig:
-    """Attributes:
-    path: the recording (``.db3`` or ``.bag``; checked when the source starts, so a bad path is a runtime error
-        the camera node reports and retries, not a crash).
-    loop: start again from the beginning after the last frame (otherwise the source ends).
-    pace_realtime: deliver frames at their recorded intervals (True, like a camera) or as fast as read (False).
-    queue_frames: frames buffered between the file reader and ``read()`` (>= 2).
+    """A recording to play.
+
+    Attributes:
+        path: the recording (``.db3`` or ``.bag``; checked when the source starts, so a bad path is a runtime
+            error the camera node reports and retries, not a crash).
+        loop: start again from the beginning after the last frame (otherwise the source ends).
+        pace_realtime: deliver frames at their recorded intervals (True, like a camera) or as fast as read (False).
+        queue_frames: frames buffered between the file reader and ``read()`` (>= 2).
     """
 
     path: Path
@@ -94,6 +96,7 @@ class PlaybackSource(FrameSource):
 
     # --- opening --------------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Open the recording and start streaming; :class:`RecordingError` names what is wrong."""
         import pyrealsense2 as rs
 
         path = self.config.path
@@ -189,7 +192,7 @@ class PlaybackSource(FrameSource):
         playback.resume()
 
     def _on_frame(self, frame) -> None:
-        """librealsense thread: copy the pixels and hand them over; blocking here holds the file reader back."""
+        """Librealsense thread: copy the pixels and hand them over; blocking here holds the file reader back."""
         kind = "depth" if frame.get_profile().stream_type().name == "depth" else "color"
         item = (kind, frame.get_timestamp() / 1000.0, frame.get_frame_number(), np.array(frame.get_data(), copy=True))
         while not self._stopping.is_set():
@@ -202,6 +205,7 @@ class PlaybackSource(FrameSource):
     # --- reading --------------------------------------------------------------------------------------------------
     @property
     def ended(self) -> bool:
+        """True once a non-looping recording has delivered its last frame."""
         return self._ended
 
     def _reader_finished(self) -> bool:
@@ -210,6 +214,7 @@ class PlaybackSource(FrameSource):
         return self._device is None or self._device.as_playback().current_status() == rs.playback_status.stopped
 
     def read(self, timeout_s: float) -> RgbdFrame | None:
+        """The next frame, or None after ``timeout_s`` (looping or ending at the file's end)."""
         deadline = time.monotonic() + timeout_s
         while not self._ended:
             try:
@@ -283,6 +288,7 @@ class PlaybackSource(FrameSource):
 
     # --- closing --------------------------------------------------------------------------------------------------
     def stop(self) -> None:
+        """Stop and close the sensors and drop queued frames."""
         self._stopping.set()
         for sensor in self._sensors:
             try:

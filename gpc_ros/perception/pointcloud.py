@@ -167,6 +167,7 @@ class PointCloudResult:
 
     @property
     def skipped(self) -> bool:
+        """True when no cloud was produced for this frame."""
         return self.points_base_m is None
 
 

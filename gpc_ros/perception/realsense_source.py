@@ -19,10 +19,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RealSenseConfig:
-    """Attributes:
-    serial: the camera's serial number (printed on it; ``rs-enumerate-devices -s`` lists them); must be non-empty.
-    width, height: stream resolution (px) for both colour and depth, e.g. 640x480, 848x480, 1280x720.
-    fps: frame rate (Hz): 6, 15, 30, 60 or 90 (which ones a resolution supports depends on the model).
+    """A live camera.
+
+    Attributes:
+        serial: the camera's serial number (printed on it; ``rs-enumerate-devices -s`` lists them); non-empty.
+        width: stream width (px) for both colour and depth, e.g. 640 (640x480, 848x480, 1280x720).
+        height: stream height (px), e.g. 480.
+        fps: frame rate (Hz): 6, 15, 30, 60 or 90 (which ones a resolution supports depends on the model).
     """
 
     serial: str
@@ -56,6 +59,7 @@ class RealSenseSource(FrameSource):
         self._pipeline = None
 
     def start(self) -> None:
+        """Open the camera by serial and start streaming."""
         import pyrealsense2 as rs
 
         cfg = self.config
@@ -85,6 +89,7 @@ class RealSenseSource(FrameSource):
         logger.info("RealSense %s streaming %dx%d at %d Hz", cfg.serial, cfg.width, cfg.height, cfg.fps)
 
     def read(self, timeout_s: float) -> RgbdFrame | None:
+        """The next aligned frame, or None after ``timeout_s``."""
         if self._pipeline is None:
             raise FrameSourceError("RealSenseSource.read called before start()")
         ok, frames = self._pipeline.try_wait_for_frames(max(int(timeout_s * 1000), 1))
@@ -100,6 +105,7 @@ class RealSenseSource(FrameSource):
                          self.config.serial)
 
     def stop(self) -> None:
+        """Stop streaming."""
         if self._pipeline is not None:
             try:
                 self._pipeline.stop()

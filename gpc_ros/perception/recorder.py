@@ -96,6 +96,7 @@ class RealSenseRecorder:
         self.close()
 
     def open(self) -> None:
+        """Create the software device and start recording to ``config.path``."""
         import pyrealsense2 as rs
 
         cfg = self.config
@@ -130,7 +131,8 @@ class RealSenseRecorder:
             sensor.start(self._sink)
         self._sensors = sensors
         self._open = True
-        logger.info("recording %s (serial %s) to %s", "depth+colour" if cfg.with_color else "depth", cfg.serial, cfg.path)
+        logger.info("recording %s (serial %s) to %s", "depth+colour" if cfg.with_color else "depth", cfg.serial,
+                    cfg.path)
 
     def _stream(self, rs, kind, fmt, bpp: int, uid: int, intr: CameraIntrinsics):
         stream = rs.video_stream()
@@ -183,6 +185,7 @@ class RealSenseRecorder:
 
     @property
     def frames_written(self) -> int:
+        """Frames written so far."""
         return self._frame_number
 
     def close(self) -> None:

@@ -116,7 +116,8 @@ def _pose_params(name: str, pose: np.ndarray) -> list[str]:
     quat = np.linalg.eigh(k)[1][:, -1]
     np.testing.assert_allclose(transform_from_xyz_quat(pose[:3, 3], quat), pose, atol=1e-9)
     fmt = lambda values: "[" + ",".join(f"{v:.9f}" for v in values) + "]"  # noqa: E731
-    return ["-p", f"{name}.camera_to_base_xyz_m:={fmt(pose[:3, 3])}", "-p", f"{name}.camera_to_base_quat_xyzw:={fmt(quat)}"]
+    return ["-p", f"{name}.camera_to_base_xyz_m:={fmt(pose[:3, 3])}",
+            "-p", f"{name}.camera_to_base_quat_xyzw:={fmt(quat)}"]
 
 
 def test_two_camera_nodes_merge_into_one_cloud(ros_domain, rclpy_context, tmp_path):
@@ -187,7 +188,8 @@ class _Feeder:
 
         self.node, self.executor = node, executor
         prefix = "/camera/camera/aligned_depth_to_color"
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)  # = camera_node
+        # the profile camera_node publishes with
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
         self.info_pub = node.create_publisher(CameraInfo, f"{prefix}/camera_info", qos)
         self.depth_pub = node.create_publisher(Image, f"{prefix}/image_raw", qos)
         self.scene, _ = render_depth(K, POSE, TABLE_Z_M, [BOX])
