@@ -19,6 +19,8 @@ NODES: dict[str, str] = {
     "franka_driver_node": "gpc_ros.nodes.franka_driver_node:main",
     "policy_host_node": "gpc_ros.nodes.policy_host_node:main",
     "composer_node": "gpc_ros.nodes.composer_node:main",
+    "recorder_node": "gpc_ros.nodes.recorder_node:main",
+    "monitor_node": "gpc_ros.nodes.monitor_node:main",
 }
 
 setup(

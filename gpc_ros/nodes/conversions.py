@@ -339,3 +339,83 @@ def exchange_from_msg(msg):
         raise ValueError(f"not a gpc_ros exchange message: data_offset {msg.layout.data_offset} (want "
                          f"{HEADER_SLOTS}), dims {[d.label for d in msg.layout.dim]} (want {list(EXCHANGE_LABELS)})")
     return Exchange.unpack(np.frombuffer(msg.data, dtype=np.float64), tuple(d.size for d in msg.layout.dim))
+
+# --- monitoring: markers (monitor) --------------------------------------------------------------------------------
+
+#: Topic of the monitor node's markers (see docs/monitoring.md).
+MARKER_TOPIC = "/gpc/markers"
+
+
+def marker_array_from_primitives(primitives, stamp, frame_id: str = BASE_FRAME):
+    """``visualization_msgs/MarkerArray`` of :mod:`gpc_ros.monitor.scene` primitives (all ``action`` ADD).
+
+    LineStrip -> LINE_STRIP (scale.x = width), Box -> LINE_LIST of its 12 edges, Text -> TEXT_VIEW_FACING
+    (scale.z = height); ``ns``/``id`` as the primitive's; identity pose; colours as given (RGBA in [0, 1]).
+    """
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from gpc_ros.monitor.scene import Box, LineStrip, Text
+
+    markers = []
+    for prim in primitives:
+        m = Marker(ns=prim.ns, id=int(prim.id), action=Marker.ADD)
+        m.header.stamp, m.header.frame_id = stamp, frame_id
+        m.pose.orientation.w = 1.0
+        m.color = ColorRGBA(r=float(prim.color[0]), g=float(prim.color[1]), b=float(prim.color[2]),
+                            a=float(prim.color[3]))
+        if isinstance(prim, LineStrip):
+            m.type, m.scale.x = Marker.LINE_STRIP, float(prim.width_m)
+            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.points_m]
+        elif isinstance(prim, Box):
+            m.type, m.scale.x = Marker.LINE_LIST, float(prim.width_m)
+            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.edges_m()]
+        elif isinstance(prim, Text):
+            m.type, m.scale.z, m.text = Marker.TEXT_VIEW_FACING, float(prim.height_m), prim.text
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in prim.position_m)
+        else:
+            raise TypeError(f"cannot draw a {type(prim).__name__} as a marker (LineStrip, Box or Text)")
+        markers.append(m)
+    return MarkerArray(markers=markers)
+
+
+def chunk_positions_m(msg) -> np.ndarray:
+    """``(N, 3)`` TCP positions (m) of a ``MultiDOFJointTrajectory`` chunk (transforms[0] of every point)."""
+    return np.array([[p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
+                     for p in msg.points if len(p.transforms) > 0], dtype=np.float64).reshape(-1, 3)
+
+
+# --- monitoring: compressed images (recorder, replay) ---------------------------------------------------------------
+
+#: Formats of ``sensor_msgs/CompressedImage`` the recorder writes and replay reads (image_transport's names).
+COMPRESSED_FORMATS = ("jpeg", "png")
+
+
+def compressed_image_msg(rgb: np.ndarray, stamp, frame_id: str, fmt: str = "jpeg", jpeg_quality: int = 90):
+    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image; ``format`` is ``"rgb8; jpeg compressed
+    bgr8"`` (or png), what image_transport's compressed plugin writes."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"compressed image format must be one of {COMPRESSED_FORMATS}, got {fmt!r}")
+    bgr = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1])
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {bgr.shape} image as {fmt}")
+    msg = CompressedImage(format=f"rgb8; {fmt} compressed bgr8")
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = encoded.tobytes()
+    return msg
+
+
+def compressed_image_to_rgb(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a jpeg or png ``sensor_msgs/CompressedImage``."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"compressed image (format {msg.format!r}) does not decode as jpeg or png")
+    return np.ascontiguousarray(bgr[..., ::-1])
