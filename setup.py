@@ -19,6 +19,7 @@ NODES: dict[str, str] = {
     "franka_driver_node": "gpc_ros.nodes.franka_driver_node:main",
     "recorder_node": "gpc_ros.nodes.recorder_node:main",
     "monitor_node": "gpc_ros.nodes.monitor_node:main",
+    "viewer_node": "gpc_ros.nodes.viewer_node:main",
 }
 
 setup(

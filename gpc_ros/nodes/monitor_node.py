@@ -39,8 +39,8 @@ SCENE_DESCRIPTIONS = {
 class MonitorNode(Node):
     """Scene state from the graph's topics -> MarkerArray at a fixed rate."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__("monitor_node", **kwargs)
+    def __init__(self, node_name: str = "monitor_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
         describe = lambda text: ParameterDescriptor(description=text)  # noqa: E731
         values = {}
         for f in fields(SceneConfig):
@@ -52,7 +52,9 @@ class MonitorNode(Node):
                                          describe("envelope box min corner (m), as the driver's envelope")).value
         box_max = self.declare_parameter("workspace_max_m", list(env.workspace_max_m),
                                          describe("envelope box max corner (m), as the driver's envelope")).value
-        rate = self.declare_parameter("publish_rate_hz", 10.0, describe("marker publishing rate (Hz)")).value
+        rate = self.declare_parameter("publish_rate_hz", 10.0, describe("scene publishing rate (Hz)")).value
+        self.publish_markers = self.declare_parameter(
+            "publish_markers", node_name == "monitor_node", describe(f"publish {conversions.MARKER_TOPIC}")).value
         self.composer = self.declare_parameter(
             "composer_node", "/composer_node", describe("node whose parameters hold weights and operator")).value
         self.weight_keys = {
@@ -138,8 +140,9 @@ class MonitorNode(Node):
 
     # ------------------------------------------------------------------ output
     def publish(self) -> None:
-        self.marker_pub.publish(conversions.marker_array_from_primitives(
-            self.scene.primitives(), self.get_clock().now().to_msg(), self.scene.config.frame_id))
+        if self.publish_markers:
+            self.marker_pub.publish(conversions.marker_array_from_primitives(
+                self.scene.primitives(), self.get_clock().now().to_msg(), self.scene.config.frame_id))
 
 
 def main(args: list[str] | None = None) -> None:
