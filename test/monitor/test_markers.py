@@ -141,3 +141,47 @@ def test_monitor_node_publishes_the_composition(ros_domain, listener):
     assert all(m.header.frame_id == "fr3_link0" for m in ms.values())
     executor.remove_node(composer)
     composer.destroy_node()
+
+
+def test_rviz_config_shows_the_documented_topics():
+    import yaml
+
+    from gpc_ros.paths import share_dir
+
+    config = yaml.safe_load((share_dir() / "config" / "gpc.rviz").read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "fr3_link0"
+    topics = {d["Class"]: d.get("Topic", d.get("Description Topic", {})).get("Value") for d in manager["Displays"]}
+    assert topics["rviz_default_plugins/MarkerArray"] == "/gpc/markers"
+    assert topics["rviz_default_plugins/PointCloud2"] == "/gpc/points"
+    assert topics["rviz_default_plugins/RobotModel"] == "/robot_description"
+    assert topics["rviz_default_plugins/Image"] == "/camera/camera/color/image_raw"
+
+
+def test_monitor_yaml_holds_exactly_the_nodes_parameters(ros_domain):
+    """config/monitor.yaml declares every parameter of both nodes and nothing else (the nodes list theirs)."""
+    import yaml
+
+    from gpc_ros.paths import share_dir
+
+    data = yaml.safe_load((share_dir() / "config" / "monitor.yaml").read_text())
+    import rclpy
+    from rclpy.context import Context
+
+    from gpc_ros.nodes.monitor_node import MonitorNode
+    from gpc_ros.nodes.viewer_node import ViewerNode
+
+    from rclpy.parameter import Parameter
+
+    builtin = {"use_sim_time", "start_type_description_service"}  # every rclpy node has these
+    context = Context()
+    rclpy.init(context=context, domain_id=ros_domain.domain_id)
+    try:
+        for key, cls, overrides in (("/**/monitor_node", MonitorNode, []),
+                                    ("/**/viewer_node", ViewerNode, [Parameter("port", value=0)])):
+            node = cls(context=context, parameter_overrides=overrides)
+            declared = set(node._parameters) - builtin
+            assert declared == set(data[key]["ros__parameters"]), key
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
