@@ -304,6 +304,42 @@ def pose_stamped_from_snapshot(snapshot, stamp):
         float(v) for v in q)
     return msg
 
+
+# --- policy host <-> composer exchange (docs/protocol.md) ------------------------------------------------------------
+
+EXCHANGE_LABELS = ("rows", "horizon", "action_dim")
+
+
+def exchange_to_msg(exchange):
+    """``std_msgs/Float64MultiArray`` of one :class:`gpc_ros.graph.protocol.Exchange`: the header in the first
+    ``layout.data_offset`` values, the ``(rows, horizon, action_dim)`` tensor after it (row-major)."""
+    import array
+
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    from gpc_ros.graph.protocol import HEADER_SLOTS
+
+    shape = tuple(exchange.tensor.shape) if exchange.tensor.ndim == 3 else (0, 0, 0)
+    msg = Float64MultiArray()
+    msg.layout.data_offset = HEADER_SLOTS
+    strides = (shape[0] * shape[1] * shape[2], shape[1] * shape[2], shape[2])
+    msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=stride)
+                      for label, size, stride in zip(EXCHANGE_LABELS, shape, strides)]
+    data = array.array("d")
+    data.frombytes(exchange.pack().tobytes())
+    msg.data = data
+    return msg
+
+
+def exchange_from_msg(msg):
+    """Inverse of :func:`exchange_to_msg` (raises ValueError for a message that does not follow the protocol)."""
+    from gpc_ros.graph.protocol import HEADER_SLOTS, Exchange
+
+    if msg.layout.data_offset != HEADER_SLOTS or [d.label for d in msg.layout.dim] != list(EXCHANGE_LABELS):
+        raise ValueError(f"not a gpc_ros exchange message: data_offset {msg.layout.data_offset} (want "
+                         f"{HEADER_SLOTS}), dims {[d.label for d in msg.layout.dim]} (want {list(EXCHANGE_LABELS)})")
+    return Exchange.unpack(np.frombuffer(msg.data, dtype=np.float64), tuple(d.size for d in msg.layout.dim))
+
 # --- monitoring: markers (monitor) --------------------------------------------------------------------------------
 
 #: Topic of the monitor node's markers (see docs/monitoring.md).
