@@ -71,9 +71,10 @@ def test_marker_array_frames_colours_counts():
 
 
 def test_monitor_node_publishes_the_composition(ros_domain, listener):
-    """The monitor node as a process. The composer node is being built in parallel, so a stand-in node named
-    ``composer_node`` holds the parameters the real one declares (weights, parent_names, operator) and changes
-    them at run time; the chunks are real messages on the documented topics."""
+    """The monitor node as a process. A node named ``composer`` declaring the composer node's weight parameters
+    (``parents``, ``weights``, ``composer.operator``; gpc_ros.nodes.composer_node) changes them at run time
+    (the whole composer needs hosts and checkpoints, which this test is not about); the chunks are real messages
+    on the documented topics."""
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -85,10 +86,10 @@ def test_monitor_node_publishes_the_composition(ros_domain, listener):
     node, executor = listener
     proc = ros_domain.spawn_python("-m", "gpc_ros.nodes.monitor_node", "--ros-args", "-p", "publish_rate_hz:=20.0")
     from rclpy.node import Node
-    composer = Node("composer_node", context=node.context, parameter_overrides=[])
+    composer = Node("composer", context=node.context, parameter_overrides=[])
     composer.declare_parameter("weights", [0.7, 0.3])
-    composer.declare_parameter("parent_names", ["rgb", "pcd"])
-    composer.declare_parameter("operator", "convex")
+    composer.declare_parameter("parents", ["rgb", "pcd"])
+    composer.declare_parameter("composer.operator", "convex")
     executor.add_node(composer)
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {t: node.create_publisher(MultiDOFJointTrajectory, t, qos)
