@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("gpc_ros.demo", "run the main job end to end on the simulated FR3 and say what ran"),
     "sim-server": ("gpc_ros.sim.franky_sim_server", "serve a franky-sim FR3 on a loopback address"),
     "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
+    "collect": ("gpc_ros.sim.collect", "record scripted-expert demonstrations of a simulated cell task"),
     "train": ("gpc_ros.policies.train_cli", "train a parent policy (diffusion, dp3, flow) on episodes or a synthetic task"),
 }
 
