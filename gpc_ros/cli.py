@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
     "collect": ("gpc_ros.sim.collect", "record scripted-expert demonstrations of a simulated cell task"),
     "train": ("gpc_ros.policies.train_cli", "train a parent policy (diffusion, dp3, flow) on episodes or a synthetic task"),
+    "benchmark": ("gpc_ros.benchmark.cli", "evaluate parents and their compositions on the simulated cell (results)"),
 }
 
 
