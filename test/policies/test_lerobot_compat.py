@@ -46,6 +46,11 @@ AV1_MIN_PSNR_DB = 35.0
 """lerobot's default recording codec (libsvtav1, crf 30, yuv420p) on the smooth 48x64 test pattern: 41.5 dB measured."""
 
 
+@pytest.fixture(autouse=True)
+def frame_cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPC_ROS_CACHE", str(tmp_path / "cache"))
+
+
 def _venv_dir() -> Path:
     override = os.environ.get("GPC_LEROBOT_VENV")
     return Path(override) if override else Path.home() / ".cache" / "gpc_ros" / "lerobot-0.4.4-venv"
