@@ -136,14 +136,12 @@ class ReplayParent:
         is what the host's window returns for an encode request naming ``t``."""
         needs = ({"image": ("image",), "pointcloud": ("points",), "state": ()}[observing.modality]
                  + (("state",) if observing.state_dim or observing.modality == "state" else ()))
-        cache: dict[int, Any] = {}
+        cache: list[Any] = [None, None]  # (recording, its window); the recording is held so it is never confused
 
         def observe(recording: Recording, t_s: float) -> Any:
-            window = cache.get(id(recording))
-            if window is None:
-                cache.clear()
-                window = cache[id(recording)] = host_window(recording, observing)
-            found = window.at(t_s)
+            if cache[0] is not recording:
+                cache[:] = [recording, host_window(recording, observing)]
+            found = cache[1].at(t_s)
             return None if found is None else found[0]
 
         return cls(parent, observe, needs)

@@ -69,7 +69,8 @@ def messages():
         stamp = cv.seconds_to_stamp(100.0 + 0.1 * i)
         out["/camera/camera/color/image_raw"].append(
             cv.rgb_to_image_msg(smooth_image(rng), stamp, "camera_color_optical_frame"))
-        snap = type("S", (), {"ee_position_m": rng.uniform(0.3, 0.6, 3), "ee_quaternion_xyzw": np.array([1.0, 0, 0, 0])})
+        snap = type("S", (), {"ee_position_m": rng.uniform(0.3, 0.6, 3),
+                              "ee_quaternion_xyzw": np.array([1.0, 0, 0, 0])})
         out["/ee_pose"].append(cv.pose_stamped_from_snapshot(snap, stamp))
         chunk = ActionChunk.from_arrays(100.0 + 0.1 * i, 0.1, positions_m=rng.uniform(0.3, 0.6, (8, 3)),
                                         quaternions_xyzw=np.tile([1.0, 0, 0, 0], (8, 1)))

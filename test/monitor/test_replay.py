@@ -141,7 +141,8 @@ def test_compressed_images_replay_like_raw_ones(session, bag, tmp_path):
     compressed = write_session(session, tmp_path / "compressed", compressed=True)
     policy = load_policy(CHECKPOINTS / "diffusion_rgb")
     config = ReplayConfig(dt_s=None, max_chunks=2, sampler=default_sampler([policy]))
-    reports = [replay(load_recording(b, {"image", "state"}), [ReplayParent.from_checkpoint("rgb", CHECKPOINTS / "diffusion_rgb")],
+    parent = ReplayParent.from_checkpoint("rgb", CHECKPOINTS / "diffusion_rgb")
+    reports = [replay(load_recording(b, {"image", "state"}), [parent],
                       np.array([[1.0]]), config) for b in (bag, compressed)]
     assert reports[0]["results"][0]["per_chunk"]["error_m"] == pytest.approx(
         reports[1]["results"][0]["per_chunk"]["error_m"], rel=1e-6)
