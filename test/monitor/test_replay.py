@@ -167,3 +167,25 @@ def test_image_topic_is_found_or_named(session, tmp_path):
     from gpc_ros.monitor.bag import BagError
     with pytest.raises(BagError, match=r"no colour image topic /camera/<name>/color/image_raw"):
         load_recording(path, {"image", "state"})
+
+
+def test_cli_replays_with_the_composer_nodes_settings(bag, tmp_path):
+    """--composer-config: the graph's composer.yaml (sampler, operator, dt, seed, weights) drives the replay."""
+    import yaml
+
+    from gpc_ros.paths import share_dir
+
+    data = yaml.safe_load((share_dir() / "config" / "composer.yaml").read_text())
+    block = data["composer"]["ros__parameters"]
+    block.update(parents=["rgb", "pcd"], weights=[0.8, 0.2], seed=5)
+    block["composer"]["sampler"]["num_inference_steps"] = 3
+    path = tmp_path / "composer.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "report"
+    assert replay_main([str(bag), "--parent", f"rgb={CHECKPOINTS / 'diffusion_rgb'}", "--parent",
+                        f"pcd={CHECKPOINTS / 'flow_pointcloud'}", "--composer-config", str(path),
+                        "--max-chunks", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["sampler"]["num_inference_steps"] == 3 and report["sampler"]["kind"] == "ddim"
+    assert report["seed"] == 5 and report["operator"] == "convex" and report["dt_s"] == 0.1
+    assert [r["weights"] for r in report["results"]] == [{"rgb": 0.8, "pcd": 0.2}]
