@@ -69,7 +69,7 @@ class SceneConfig:
     """Frame of every primitive (the driver's base frame)."""
     line_width_m: float = 0.006
     """Width of the composed and executed paths (m); parents' paths are drawn at 2/3 of it."""
-    executed_history: int = 500
+    executed_history: int = 200
     """Measured TCP poses kept for the executed path (the oldest are dropped)."""
     executed_min_step_m: float = 0.001
     """A measured pose closer than this to the last kept one is not added (m): a still arm adds nothing."""

@@ -39,6 +39,9 @@ class ViewerNode(MonitorNode):
         port = self.declare_parameter("port", ViewerConfig.port, describe("Foxglove WebSocket port")).value
         self.tf_period_s = 1.0 / self.declare_parameter(
             "tf_rate_hz", 30.0, describe("link transforms sent at most this often (Hz)")).value
+        self.image_period_s = 1.0 / self.declare_parameter(
+            "image_rate_hz", 10.0, describe("images forwarded at most this often per camera (Hz)")).value
+        self._last_image: dict[str, float] = {}
         self.view = LiveView(ViewerConfig(host=host, port=int(port)), urdf_for_foxglove())
         self.poser = LinkPoser()
         self._last_tf = 0.0
@@ -64,6 +67,10 @@ class ViewerNode(MonitorNode):
         self.view.log_points(points, conversions.stamp_to_seconds(msg.header.stamp), msg.header.frame_id, colors)
 
     def on_image(self, topic: str, msg: Image) -> None:
+        now = time.monotonic()
+        if now - self._last_image.get(topic, -1e9) < self.image_period_s:
+            return  # 640x480 costs ~8 ms per frame to forward (bench/bench_monitor.py): not every one
+        self._last_image[topic] = now
         try:
             rgb = conversions.image_msg_to_rgb(msg)
         except ValueError as exc:
