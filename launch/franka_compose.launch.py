@@ -53,6 +53,8 @@ def rviz_actions(context, *args, **kwargs):
     from gpc_ros.paths import share_dir
 
     share = share_dir()
+    if not (share / "urdf" / "fr3.urdf").is_file():
+        raise FileNotFoundError(f"rviz:=true needs the FR3 description {share / 'urdf' / 'fr3.urdf'} (urdf/)")
     urdf = robot_description()  # package://franka_description meshes when installed, else franky-sim's copies
     return [
         Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
