@@ -57,10 +57,10 @@ def rviz_actions(context, *args, **kwargs):
         raise FileNotFoundError(f"rviz:=true needs the FR3 description {share / 'urdf' / 'fr3.urdf'} (urdf/)")
     urdf = robot_description()  # package://franka_description meshes when installed, else franky-sim's copies
     return [
-        Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
-             parameters=[{"robot_description": urdf}], output="screen"),
         Node(package="gpc_ros", executable="monitor_node", name="monitor_node",
              parameters=[str(share / "config" / "monitor.yaml")], output="screen"),
+        Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
+             parameters=[{"robot_description": urdf}], output="screen"),
         Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", str(share / "config" / "gpc.rviz")],
              output="screen"),
     ]
