@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpc-ros replay", description=__doc__.split("\n\n")[0])
     p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3), e.g. from `gpc-ros record`")
     p.add_argument("--parent", dest="parents", type=_parent_spec, action="append", required=True,
-                   metavar="NAME=CHECKPOINT", help="a parent checkpoint directory (repeat, one per parent)")
+                   metavar="NAME=CHECKPOINT", help="a parent: checkpoint folder or shipped parent name "
+                                                   "(gpc_ros.policies.registry); repeat, one per parent")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--weights", type=float, nargs="+", action="append", metavar="W",
                          help="one weight vector (one value per --parent, in order); repeat for several")
@@ -141,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n, _ in args.parents]
         if len(set(names)) != len(names):
             raise ValueError(f"--parent names must be unique, got {names}")
-        policies = [load_policy(path) for _, path in args.parents]  # their schedules choose the default sampler
-        parents = [ReplayParent.from_checkpoint(name, path) for name, path in args.parents]
+        from gpc_ros.policies.registry import resolve_checkpoint
+
+        folders = [(name, resolve_checkpoint(path)) for name, path in args.parents]  # a folder or a shipped name
+        policies = [load_policy(path) for _, path in folders]  # their schedules choose the default sampler
+        parents = [ReplayParent.from_checkpoint(name, path) for name, path in folders]
         k = len(parents)
         graph = composer_from_yaml(args.composer_config) if args.composer_config else None
         if args.grid:
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BagError, CheckpointError, ReplayError, CompositionError, ValueError, OSError) as exc:
         print(f"gpc-ros replay: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report["checkpoints"] = {n: str(p) for n, p in args.parents}
+    report["checkpoints"] = {n: str(p) for n, p in args.parents}  # as given (folder or shipped name)
     out = args.out or Path(f"replay_{args.bag.resolve().name}")
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "report.png", lambda tmp: plot_report(report, tmp))
