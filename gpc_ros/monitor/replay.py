@@ -1,5 +1,6 @@
-"""Offline replay checks: recorded observations through the real parents and :class:`~gpc_ros.compose.Composer`,
-one report per candidate weight vector (no robot, no ROS).
+"""Offline replay checks: one report per candidate weight vector (no robot, no ROS).
+
+Recorded observations go through the real parents and :class:`~gpc_ros.compose.Composer`.
 
 For each *decision time* ``t`` (the stamps of the recorded composed chunks on ``/gpc/action_chunk`` when the bag
 has them, else every ``replan_period_s``), every parent gets the observation a policy host answers an encode
@@ -98,9 +99,11 @@ Observer = Callable[[Recording, float], Any]
 
 
 def host_window(recording: Recording, observing: Any) -> Any:
-    """A policy host's observation window (:class:`gpc_ros.graph.host.ObservationWindow`) holding the whole
-    recording, each frame fitted exactly as the host node fits it (:func:`~gpc_ros.graph.host.fit_image`,
-    :func:`~gpc_ros.graph.host.fit_points`) and the measured TCP positions as the state."""
+    """A policy host's observation window (:class:`gpc_ros.graph.host.ObservationWindow`) holding the recording.
+
+    Each frame is fitted exactly as the host node fits it (:func:`~gpc_ros.graph.host.fit_image`,
+    :func:`~gpc_ros.graph.host.fit_points`); the measured TCP positions are the state.
+    """
     from gpc_ros.graph.host import ObservationWindow, fit_image, fit_points
 
     stream = {"image": "image", "pointcloud": "points", "state": "state"}[observing.modality]
@@ -132,8 +135,10 @@ class ReplayParent:
 
     @classmethod
     def from_host(cls, parent: Any, observing: Any) -> "ReplayParent":
-        """A parent as a policy host serves it (``gpc_ros.graph.host.load_host_parent``): its observation at ``t``
-        is what the host's window returns for an encode request naming ``t``."""
+        """A parent as a policy host serves it (``gpc_ros.graph.host.load_host_parent``).
+
+        Its observation at ``t`` is what the host's window returns for an encode request naming ``t``.
+        """
         needs = ({"image": ("image",), "pointcloud": ("points",), "state": ()}[observing.modality]
                  + (("state",) if observing.state_dim or observing.modality == "state" else ()))
         cache: list[Any] = [None, None]  # (recording, its window); the recording is held so it is never confused
@@ -253,9 +258,11 @@ def envelope_interventions(envelope_config: SafetyEnvelopeConfig, positions_m: n
 
 
 def default_sampler(parents: Sequence[Any], steps: int = 10) -> SamplerConfig:
-    """DDIM over as many training timesteps as the first VP parent's table (the composer maps every grid level
-    onto each parent's own time), or flow Euler when no parent is a VP parent. The CLI passes the checkpoints'
-    own schedule instead (:func:`gpc_ros.policies.evaluation.default_sampler`)."""
+    """DDIM over the first VP parent's training timesteps, or flow Euler when no parent is a VP parent.
+
+    The composer maps every grid level onto each parent's own time. The CLI passes the checkpoints' own schedule
+    instead (:func:`gpc_ros.policies.evaluation.default_sampler`).
+    """
     for p in parents:
         table = getattr(p.time_convention, "alphas_cumprod", None)
         if table is not None:

@@ -31,6 +31,7 @@ def _parent_spec(text: str) -> tuple[str, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gpc-ros replay`` argument parser."""
     p = argparse.ArgumentParser(prog="gpc-ros replay", description=__doc__.split("\n\n")[0])
     p.add_argument("bag", type=Path, help="rosbag2 directory (mcap or sqlite3), e.g. from `gpc-ros record`")
     p.add_argument("--parent", dest="parents", type=_parent_spec, action="append", required=True,
@@ -132,8 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     from gpc_ros.compose.errors import CompositionError
     from gpc_ros.compose.search import paper_grid, simplex_grid
     from gpc_ros.monitor.bag import BagError
-    from gpc_ros.monitor.replay import (ReplayConfig, ReplayError, ReplayParent, ReplayThresholds, format_table,
-                                        plot_report, replay)
+    from gpc_ros.monitor.replay import (
+        ReplayConfig,
+        ReplayError,
+        ReplayParent,
+        ReplayThresholds,
+        format_table,
+        plot_report,
+        replay,
+    )
     from gpc_ros.monitor.replay_io import ReplayTopics, load_recording
     from gpc_ros.policies import CheckpointError, load_policy
     from gpc_ros.policies.evaluation import default_sampler

@@ -424,8 +424,10 @@ COMPRESSED_FORMATS = ("jpeg", "png")
 
 
 def compressed_image_msg(rgb: np.ndarray, stamp, frame_id: str, fmt: str = "jpeg", jpeg_quality: int = 90):
-    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image; ``format`` is ``"rgb8; jpeg compressed
-    bgr8"`` (or png), what image_transport's compressed plugin writes."""
+    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image.
+
+    ``format`` is ``"rgb8; jpeg compressed bgr8"`` (or png), what image_transport's compressed plugin writes.
+    """
     import cv2
     from sensor_msgs.msg import CompressedImage
 

@@ -12,8 +12,14 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from gpc_ros.monitor.description import (VISUAL_LINKS, LinkPoser, mesh_path, resolve_mesh_source,
-                                         robot_description, urdf_path)
+from gpc_ros.monitor.description import (
+    VISUAL_LINKS,
+    LinkPoser,
+    mesh_path,
+    resolve_mesh_source,
+    robot_description,
+    urdf_path,
+)
 from gpc_ros.nodes.conversions import ARM_JOINT_NAMES, BASE_FRAME, FINGER_JOINT_NAMES, TCP_FRAME
 
 
