@@ -128,6 +128,18 @@ def test_recorder_round_trip_message_for_message(ros_domain, listener, tmp_path)
     meta = (bag / "metadata.yaml").read_text()
     assert "storage_identifier: mcap" in meta and "version: 9" in meta
 
+    # what the recorder wrote replays to a report: one chunk per recorded composed chunk, compared with them
+    from gpc_ros.monitor.replay_cli import main as replay_main
+
+    from .recorded import CHECKPOINTS
+
+    out = tmp_path / "report"
+    assert replay_main([str(bag), "--parent", f"rgb={CHECKPOINTS / 'diffusion_rgb'}", "--steps", "2",
+                        "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["chunks"] == len(sent["/gpc/action_chunk"]) and report["error_source"] == "recorded_chunks"
+    assert len(report["results"][0]["per_chunk"]["error_m"]) == report["chunks"]
+
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
 def test_recorder_compresses_colour_images(ros_domain, listener, tmp_path, fmt):
