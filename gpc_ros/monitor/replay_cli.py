@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chunks", type=int, default=None, help="replay at most this many chunks")
     p.add_argument("--dt-s", type=float, default=None,
                    help="step spacing of replayed chunks (default: the recorded chunks', else 0.1 s)")
+    p.add_argument("--first-action-delay-s", type=float, default=None,
+                   help="the composer's first_action_delay_s: observation time = chunk stamp - this (default 0.1 s, "
+                        "or the --composer-config's)")
     p.add_argument("--replan-period-s", type=float, default=0.5,
                    help="decision period when the bag holds no /gpc/action_chunk (s)")
     p.add_argument("--image-topic", default="", help="colour image topic (default: the bag's only one)")
@@ -172,14 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = ReplayThresholds(args.max_latency_s, args.max_intervention_rate, args.max_seam_jump_m,
                                       args.max_error_m)
         sampler = default_sampler(policies, args.steps)
-        operator, dt_s, seed = args.operator, args.dt_s, args.seed
+        operator, dt_s, seed, delay = args.operator, args.dt_s, args.seed, args.first_action_delay_s
         if graph is not None:  # the composer's settings, unless given on the command line
             sampler = graph.composer.sampler if args.steps is None else replace(
                 graph.composer.sampler, num_inference_steps=args.steps)
             operator = graph.composer.operator if args.operator is None else args.operator
             dt_s = graph.dt_s if args.dt_s is None else args.dt_s
             seed = max(graph.seed, 0) if args.seed is None else args.seed
+            delay = graph.first_action_delay_s if delay is None else delay
         config = ReplayConfig(dt_s=dt_s, replan_period_s=args.replan_period_s, max_chunks=args.max_chunks,
+                              first_action_delay_s=0.1 if delay is None else delay,
                               seed=seed or 0, operator=operator or "convex", sampler=sampler,
                               thresholds=thresholds, **({"envelope": envelope} if envelope else {}))
         topics = ReplayTopics(args.image_topic, args.points_topic, args.state_topic, args.action_topic)

@@ -134,8 +134,9 @@ def test_recorder_round_trip_message_for_message(ros_domain, listener, tmp_path)
     from .recorded import CHECKPOINTS
 
     out = tmp_path / "report"
+    # (these chunks are stamped like the frames they follow: no composer delay between observation and chunk)
     assert replay_main([str(bag), "--parent", f"rgb={CHECKPOINTS / 'diffusion_rgb'}", "--steps", "2",
-                        "--out", str(out)]) == 0
+                        "--first-action-delay-s", "0", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["chunks"] == len(sent["/gpc/action_chunk"]) and report["error_source"] == "recorded_chunks"
     assert len(report["results"][0]["per_chunk"]["error_m"]) == report["chunks"]

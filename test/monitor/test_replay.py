@@ -76,12 +76,13 @@ def test_checkpoint_replay_matches_an_independent_computation(session, bag):
                         ComposerConfig(sampler=sampler, return_parent_chunks=False))
     times = session.chunk_times_s[:CHUNKS]
     assert report["chunks"] == CHUNKS and report["error_source"] == "recorded_chunks"
-    np.testing.assert_allclose(report["decision_times_s"], times, atol=1e-6)
+    np.testing.assert_allclose(report["chunk_start_times_s"], times, atol=1e-6)
+    np.testing.assert_allclose(report["decision_times_s"], times - 0.1, atol=1e-6)
     for w, row in zip(WEIGHTS, report["results"]):
         paths = []
         for i, t in enumerate(times):
-            with torch.no_grad():
-                out = composer.compose(composer.encode(expected_observations(session, t)), w.tolist(),
+            with torch.no_grad():  # composed from the observation 0.1 s (first_action_delay_s) before the stamp
+                out = composer.compose(composer.encode(expected_observations(session, t - 0.1)), w.tolist(),
                                        generator=7 + i)
             paths.append(out.actions[0, 0].double().numpy())
         errors = [np.sqrt(np.mean(np.sum((p - c) ** 2, axis=1))) for p, c in zip(paths, session.chunks_m)]
@@ -126,7 +127,7 @@ def test_analytic_parents_without_recorded_chunks_compare_with_the_executed_path
         errors = []
         for t in times:
             current = last(session.state_times_s, session.states_m, t, 1)[0]
-            steps = t + 0.1 * np.arange(8)
+            steps = t + 0.1 + 0.1 * np.arange(8)  # the chunk starts first_action_delay_s after its observation
             executed = np.stack([np.interp(steps, session.state_times_s, session.states_m[:, j], left=np.nan,
                                            right=np.nan) for j in range(3)], axis=1)
             ok = np.all(np.isfinite(executed), axis=1)
@@ -177,7 +178,7 @@ def test_cli_replays_with_the_composer_nodes_settings(bag, tmp_path):
 
     data = yaml.safe_load((share_dir() / "config" / "composer.yaml").read_text())
     block = data["composer"]["ros__parameters"]
-    block.update(parents=["rgb", "pcd"], weights=[0.8, 0.2], seed=5)
+    block.update(parents=["rgb", "pcd"], weights=[0.8, 0.2], seed=5, first_action_delay_s=0.2)
     block["composer"]["sampler"]["num_inference_steps"] = 3
     path = tmp_path / "composer.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -188,4 +189,6 @@ def test_cli_replays_with_the_composer_nodes_settings(bag, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["sampler"]["num_inference_steps"] == 3 and report["sampler"]["kind"] == "ddim"
     assert report["seed"] == 5 and report["operator"] == "convex" and report["dt_s"] == 0.1
+    assert report["first_action_delay_s"] == 0.2
+    assert report["decision_times_s"][0] == pytest.approx(report["chunk_start_times_s"][0] - 0.2)
     assert [r["weights"] for r in report["results"]] == [{"rgb": 0.8, "pcd": 0.2}]
