@@ -52,7 +52,10 @@ def rviz_actions(context, *args, **kwargs):
     from gpc_ros.paths import share_dir
 
     share = share_dir()
-    urdf = (share / "urdf" / "fr3.urdf").read_text()
+    urdf_path = share / "urdf" / "fr3.urdf"
+    if not urdf_path.is_file():
+        raise FileNotFoundError(f"rviz:=true needs the FR3 description {urdf_path} (the monitoring part's urdf/)")
+    urdf = urdf_path.read_text()
     return [
         Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
              parameters=[{"robot_description": urdf}], output="screen"),

@@ -2,8 +2,10 @@
 one report per candidate weight vector (no robot, no ROS).
 
 For each *decision time* ``t`` (the stamps of the recorded composed chunks on ``/gpc/action_chunk`` when the bag
-has them, else every ``replan_period_s``), every parent gets the observation window a policy host would hold at
-``t`` (its last ``obs_horizon`` frames stamped at or before ``t``, see :func:`observation_window`), the composer
+has them, else every ``replan_period_s``), every parent gets the observation a policy host answers an encode
+request for ``t`` with (the host's own window code, :class:`gpc_ros.graph.host.ObservationWindow`, fed with the
+recording: the last ``obs_horizon`` frames stamped at or before ``t``, each with the TCP position measured at or
+before its stamp; see :func:`host_window`), the composer
 samples one chunk per weight vector from the same seed (common random numbers: candidates differ only by their
 weights), and per weight vector the report gives:
 
@@ -95,56 +97,27 @@ Observer = Callable[[Recording, float], Any]
 """``(recording, t_s) -> observation`` for one parent, or None when the recording has no window at ``t_s``."""
 
 
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop an ``(H, W, 3)`` image to a square and resize it to ``(size, size, 3)`` (area averaging)."""
-    import cv2
+def host_window(recording: Recording, observing: Any) -> Any:
+    """A policy host's observation window (:class:`gpc_ros.graph.host.ObservationWindow`) holding the whole
+    recording, each frame fitted exactly as the host node fits it (:func:`~gpc_ros.graph.host.fit_image`,
+    :func:`~gpc_ros.graph.host.fit_points`) and the measured TCP positions as the state."""
+    from gpc_ros.graph.host import ObservationWindow, fit_image, fit_points
 
-    h, w = rgb.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    square = np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side])
-    if side == size:
-        return square
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def fit_points(points: np.ndarray, n: int) -> np.ndarray:
-    """``(n, 3)`` from a cloud: evenly spaced indices when it has more points, repeated in order when fewer."""
-    m = len(points)
-    if m == 0:
-        raise ReplayError("a recorded point cloud is empty")
-    if m == n:
-        return points
-    idx = np.arange(n) % m if m < n else np.linspace(0, m - 1, n).round().astype(int)
-    return points[idx]
-
-
-def observation_window(recording: Recording, t_s: float, config: Any) -> dict[str, np.ndarray] | None:
-    """The observation a host keeps for a checkpoint parent (its ``ObservationConfig``) at ``t_s``.
-
-    ``observation.image``: the last ``obs_horizon`` colour frames, centre-cropped and resized to ``image_size``;
-    ``observation.pointcloud``: the last clouds, ``num_points`` each (:func:`fit_points`);
-    ``observation.state``: the last measured TCP positions (m, first ``state_dim`` values).
-    """
-    n = config.obs_horizon
-    out: dict[str, np.ndarray] = {}
-    if config.modality == "image":
-        frames = recording.streams["image"].window(t_s, n)
-        if frames is None:
-            return None
-        out["observation.image"] = np.stack([resize_square(f, config.image.image_size) for f in frames])[None]
-    else:
-        frames = recording.streams["points"].window(t_s, n)
-        if frames is None:
-            return None
-        k = config.pointcloud.num_points
-        out["observation.pointcloud"] = np.stack([fit_points(f, k) for f in frames]).astype(np.float32)[None]
-    if config.state_dim:
-        states = recording.streams["state"].window(t_s, n)
-        if states is None:
-            return None
-        out["observation.state"] = np.stack([s[:config.state_dim] for s in states]).astype(np.float32)[None]
-    return out
+    stream = {"image": "image", "pointcloud": "points", "state": "state"}[observing.modality]
+    frames = recording.streams[stream]
+    states = recording.streams.get("state")
+    size = len(frames.times_s) + (len(states.times_s) if states is not None else 0) + 1
+    window = ObservationWindow(observing, size)
+    if states is not None:
+        for t, state in zip(states.times_s, states.frames):
+            window.add_state(float(t), state)
+    if observing.modality == "image":
+        for t, frame in zip(frames.times_s, frames.frames):
+            window.add_frame(float(t), fit_image(frame, observing.image_size))
+    elif observing.modality == "pointcloud":
+        for t, frame in zip(frames.times_s, frames.frames):
+            window.add_frame(float(t), fit_points(np.asarray(frame, np.float32), observing.num_points))
+    return window
 
 
 @dataclass
@@ -158,11 +131,30 @@ class ReplayParent:
     """Streams of the recording it reads (``image``, ``points``, ``state``)."""
 
     @classmethod
-    def from_policy(cls, policy: Any, name: str) -> "ReplayParent":
-        """A checkpoint policy (:class:`~gpc_ros.policies.ChunkPolicy`) observed like its host observes it."""
-        obs = policy.config.observation
-        needs = ("image" if obs.modality == "image" else "points",) + (("state",) if obs.state_dim else ())
-        return cls(policy.as_parent(name), lambda rec, t: observation_window(rec, t, obs), needs)
+    def from_host(cls, parent: Any, observing: Any) -> "ReplayParent":
+        """A parent as a policy host serves it (``gpc_ros.graph.host.load_host_parent``): its observation at ``t``
+        is what the host's window returns for an encode request naming ``t``."""
+        needs = ({"image": ("image",), "pointcloud": ("points",), "state": ()}[observing.modality]
+                 + (("state",) if observing.state_dim or observing.modality == "state" else ()))
+        cache: dict[int, Any] = {}
+
+        def observe(recording: Recording, t_s: float) -> Any:
+            window = cache.get(id(recording))
+            if window is None:
+                cache.clear()
+                window = cache[id(recording)] = host_window(recording, observing)
+            found = window.at(t_s)
+            return None if found is None else found[0]
+
+        return cls(parent, observe, needs)
+
+    @classmethod
+    def from_checkpoint(cls, name: str, checkpoint: str, device: str = "cpu") -> "ReplayParent":
+        """A checkpoint folder, loaded and observed exactly as a policy host with ``checkpoint`` does."""
+        from gpc_ros.graph.host import HostConfig, load_host_parent
+
+        parent, observing = load_host_parent(HostConfig(name=name, checkpoint=str(checkpoint), device=device))
+        return cls.from_host(parent, observing)
 
 
 # --- configuration -------------------------------------------------------------------------------------------------

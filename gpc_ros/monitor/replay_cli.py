@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n, _ in args.parents]
         if len(set(names)) != len(names):
             raise ValueError(f"--parent names must be unique, got {names}")
-        policies = [load_policy(path) for _, path in args.parents]
-        parents = [ReplayParent.from_policy(pol, name) for pol, name in zip(policies, names)]
+        policies = [load_policy(path) for _, path in args.parents]  # their schedules choose the default sampler
+        parents = [ReplayParent.from_checkpoint(name, path) for name, path in args.parents]
         k = len(parents)
         if args.grid:
             weights = paper_grid() if k == 2 else simplex_grid(k, 10)

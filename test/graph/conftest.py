@@ -100,18 +100,19 @@ class Probe:
         return self.status[-1] if self.status else {}
 
     def set_parameters(self, **values) -> list:
-        """SetParameters on /composer (dotted names as keyword ``a__b`` -> ``a.b``); the results."""
-        from rcl_interfaces.srv import SetParameters
+        """SetParametersAtomically on /composer (dotted names as keyword ``a__b`` -> ``a.b``): one result for all
+        (several values validated together, e.g. on_fault and fallback_parent)."""
+        from rcl_interfaces.srv import SetParametersAtomically
         from rclpy.parameter import Parameter
 
-        client = self.node.create_client(SetParameters, "/composer/set_parameters")
+        client = self.node.create_client(SetParametersAtomically, "/composer/set_parameters_atomically")
         assert client.wait_for_service(timeout_sec=30.0), "composer's parameter service missing"
-        request = SetParameters.Request(parameters=[Parameter(k.replace("__", "."), value=v).to_parameter_msg()
+        request = SetParametersAtomically.Request(parameters=[Parameter(k.replace("__", "."), value=v).to_parameter_msg()
                                                     for k, v in values.items()])
         future = client.call_async(request)
         assert spin_until(self.executor, future.done, 30.0), "no answer to set_parameters"
         self.node.destroy_client(client)
-        return future.result().results
+        return [future.result().result]
 
 
 @pytest.fixture

@@ -198,6 +198,7 @@ def test_run_time_weight_change_takes_effect_and_bad_values_are_refused(ros_doma
     assert chunk_positions(probe.chunks[-1])[-1, 1] > START_M[1] + 0.05
 
 
+@pytest.mark.slow
 def test_stale_or_skewed_observations_give_no_chunk_and_a_diagnostic(ros_domain, probe, tmp_path) -> None:
     remap = {"right_host": {"ros__parameters": GOAL_HOSTS["right_host"]["ros__parameters"]}}
     hosts = write_params(tmp_path, "hosts.yaml", GOAL_HOSTS, remap)
@@ -221,6 +222,7 @@ def test_stale_or_skewed_observations_give_no_chunk_and_a_diagnostic(ros_domain,
     assert probe.spin_until(refused("skewed observations"), 60.0, every=both(0.0, 0.5)), probe.last_status()
     assert not probe.chunks
     status = next(s for s in probe.status if "skewed" in s.get("message", ""))
-    assert status["level"] == bytes([1]) or status["level"] == 1 or status["level"] == b"\x01"  # WARN
-    assert probe.spin_until(lambda: len(probe.chunks) >= 2, 60.0, every=both(0.0, 0.0)), probe.last_status()
-    assert json.loads(probe.last_status().get("used_weights", "{}")) == {"left": 0.5, "right": 0.5}
+    assert status["level"] in (1, b"\x01")  # WARN
+    assert probe.spin_until(lambda: len(probe.chunks) >= 2 and probe.last_status().get("mode") == "normal", 60.0,
+                            every=both(0.0, 0.0)), probe.last_status()
+    assert json.loads(probe.last_status()["used_weights"]) == {"left": 0.5, "right": 0.5}

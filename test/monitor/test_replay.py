@@ -44,22 +44,31 @@ def last(times, values, t, n):
     return np.stack([values[i] for i in idx])
 
 
+def state_at(session, t):
+    """The TCP position measured last at or before t."""
+    return session.states_m[np.searchsorted(session.state_times_s, t + 1e-9) - 1].astype(np.float32)
+
+
 def expected_observations(session, t):
-    """What each tiny checkpoint sees at t: 2 frames; image centre-cropped 48x48 -> 32x32; 80 points -> 64."""
-    imgs = last(session.image_times_s, session.images, t, 2)
-    imgs = np.stack([cv2.resize(np.ascontiguousarray(im[:, 8:56]), (32, 32), interpolation=cv2.INTER_AREA)
-                     for im in imgs])
-    clouds = last(session.cloud_times_s, session.clouds, t, 2)[:, np.linspace(0, 79, 64).round().astype(int)]
-    state = last(session.state_times_s, session.states_m, t, 2).astype(np.float32)
-    return ({"observation.image": imgs[None], "observation.state": state[None]},
-            {"observation.pointcloud": clouds[None], "observation.state": state[None]})
+    """What each tiny checkpoint's host answers for t: its last 2 frames at or before t (image centre-cropped
+    48x48 -> 32x32; 80 points -> 64 evenly spaced), each with the TCP position measured at or before its stamp."""
+    idx = np.flatnonzero(session.image_times_s <= t + 1e-9)[-2:]
+    imgs = np.stack([cv2.resize(np.ascontiguousarray(session.images[i][:, 8:56]), (32, 32),
+                                interpolation=cv2.INTER_AREA) for i in idx])
+    img_state = np.stack([state_at(session, session.image_times_s[i]) for i in idx])
+    jdx = np.flatnonzero(session.cloud_times_s <= t + 1e-9)[-2:]
+    clouds = session.clouds[jdx][:, np.linspace(0, 79, 64).round().astype(int)]
+    cloud_state = np.stack([state_at(session, session.cloud_times_s[j]) for j in jdx])
+    return ({"observation.image": imgs[None], "observation.state": img_state[None]},
+            {"observation.pointcloud": clouds[None], "observation.state": cloud_state[None]})
 
 
 def test_checkpoint_replay_matches_an_independent_computation(session, bag):
     policies = [load_policy(CHECKPOINTS / "diffusion_rgb"), load_policy(CHECKPOINTS / "flow_pointcloud")]
     sampler = default_sampler(policies)
     config = ReplayConfig(dt_s=None, max_chunks=CHUNKS, seed=7, sampler=sampler, envelope=ENVELOPE)
-    parents = [ReplayParent.from_policy(policies[0], "rgb"), ReplayParent.from_policy(policies[1], "pcd")]
+    parents = [ReplayParent.from_checkpoint("rgb", CHECKPOINTS / "diffusion_rgb"),
+               ReplayParent.from_checkpoint("pcd", CHECKPOINTS / "flow_pointcloud")]
     recording = load_recording(bag, {"image", "points", "state"})
     report = replay(recording, parents, WEIGHTS, config)
 
@@ -132,7 +141,7 @@ def test_compressed_images_replay_like_raw_ones(session, bag, tmp_path):
     compressed = write_session(session, tmp_path / "compressed", compressed=True)
     policy = load_policy(CHECKPOINTS / "diffusion_rgb")
     config = ReplayConfig(dt_s=None, max_chunks=2, sampler=default_sampler([policy]))
-    reports = [replay(load_recording(b, {"image", "state"}), [ReplayParent.from_policy(policy, "rgb")],
+    reports = [replay(load_recording(b, {"image", "state"}), [ReplayParent.from_checkpoint("rgb", CHECKPOINTS / "diffusion_rgb")],
                       np.array([[1.0]]), config) for b in (bag, compressed)]
     assert reports[0]["results"][0]["per_chunk"]["error_m"] == pytest.approx(
         reports[1]["results"][0]["per_chunk"]["error_m"], rel=1e-6)
