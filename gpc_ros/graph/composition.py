@@ -94,7 +94,7 @@ class ComposerNodeConfig:
             raise ValueError(f"ComposerNodeConfig.weights must have one value per parent {list(names)}; "
                              f"got {list(self.weights)}")
         if not isinstance(self.composer, ComposerConfig):
-            raise ValueError(f"ComposerNodeConfig.composer must be a ComposerConfig; got {self.composer!r}")
+            raise TypeError(f"ComposerNodeConfig.composer must be a ComposerConfig; got {self.composer!r}")
         operator = make_operator(self.composer.operator, self.composer.allow_unnormalized_weights)
         try:
             operator.check(as_weight_matrix(list(self.weights), names), names)

@@ -24,10 +24,21 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from gpc_ros.compose.errors import CompositionError, IncompatibleParentError
 from gpc_ros.control.chunk import ActionChunk
-from gpc_ros.graph.composition import ChunkResult, ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost
+from gpc_ros.graph.composition import (
+    ChunkResult,
+    ComposerNodeConfig,
+    GraphComposer,
+    LocalHost,
+    RemoteHost,
+)
 from gpc_ros.nodes import conversions
 from gpc_ros.nodes.parameters import ConfigParameters, flat_fields
-from gpc_ros.nodes.policy_host_node import ANNOUNCE_QOS, EXCHANGE_QOS, PolicyHostNode, host_topics
+from gpc_ros.nodes.policy_host_node import (
+    ANNOUNCE_QOS,
+    EXCHANGE_QOS,
+    PolicyHostNode,
+    host_topics,
+)
 from gpc_ros.nodes.spin import spin_node
 
 #: Parameters that may change while the node runs (the others need a restart).

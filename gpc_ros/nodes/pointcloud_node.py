@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import fields
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
@@ -21,26 +20,12 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
 from gpc_ros.perception.pointcloud import PointCloudConfig, PointCloudPipeline, transform_from_xyz_quat
 from gpc_ros.perception.view_assembly import CameraViewAssembler
 
 CLOUD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
-
-DESCRIPTIONS = {
-    "num_points": "points per cloud after farthest-point sampling (DP3: 512 or 1024)",
-    "crop_min_m": "workspace box min corner [x, y, z] in base_frame (m)",
-    "crop_max_m": "workspace box max corner [x, y, z] in base_frame (m)",
-    "voxel_size_m": "voxel edge before FPS (m); 0 = off",
-    "min_depth_m": "depth at or below this is no data (m)",
-    "max_depth_m": "depth at or beyond this is no data (m)",
-    "shortfall": "fewer than num_points points: 'pad' (repeat points, WARN) or 'skip' (publish nothing)",
-    "min_points": "fewer points than this always skips the frame",
-    "backend": "back-projection/crop/voxel in 'numpy' (precomputed rays) or 'open3d' (legacy API)",
-    "fps_backend": "farthest-point sampling in 'open3d' (legacy) or 'numpy' (reference)",
-    "with_color": "add packed rgb to every point (subscribes the colour images)",
-    "pixel_stride": "use every k-th pixel row and column (1 = all; 2 quarters the cost at 640x480)",
-}
 
 
 class PointCloudNode(Node):
@@ -55,13 +40,8 @@ class PointCloudNode(Node):
             "max_camera_skew_s", 0.05, describe("other cameras' frames at most this far from the primary's (s)")).value
         self.frame_timeout_s = self.declare_parameter(
             "frame_timeout_s", 1.0, describe("no depth image for this long (s) -> WARN on /diagnostics")).value
-        defaults = PointCloudConfig.__dataclass_fields__
-        values = {}
-        for f in fields(PointCloudConfig):
-            default = defaults[f.name].default
-            default = list(default) if isinstance(default, tuple) else default
-            values[f.name] = self.declare_parameter(f.name, default, describe(DESCRIPTIONS[f.name])).value
-        self.config = PointCloudConfig(**values)
+        self.params = ConfigParameters(self, PointCloudConfig)  # descriptions: PointCloudConfig's docstring
+        self.config: PointCloudConfig = self.params.config
         camera_to_base = {}
         for name in self.camera_names:
             xyz = self.declare_parameter(f"{name}.camera_to_base_xyz_m", [0.0, 0.0, 0.0],

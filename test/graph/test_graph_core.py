@@ -15,7 +15,12 @@ import torch
 
 from gpc_ros.compose import Composer
 from gpc_ros.graph import protocol
-from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost
+from gpc_ros.graph.composition import (
+    ComposerNodeConfig,
+    GraphComposer,
+    LocalHost,
+    RemoteHost,
+)
 from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent
 from gpc_ros.graph.parents import GoalParent
 

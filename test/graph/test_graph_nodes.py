@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import GOAL_HOSTS, START_M, chunk_positions, composer_params, used_weights, write_params
+from .conftest import (
+    GOAL_HOSTS,
+    START_M,
+    chunk_positions,
+    composer_params,
+    used_weights,
+    write_params,
+)
 
 pytestmark = pytest.mark.timeout(400)
 
