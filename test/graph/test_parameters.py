@@ -12,7 +12,12 @@ from gpc_ros.compose.composer import ComposerConfig
 from gpc_ros.control.executor import ExecutorConfig
 from gpc_ros.graph.composition import ComposerNodeConfig
 from gpc_ros.graph.host import HostConfig
-from gpc_ros.nodes.parameters import build_config, config_values, field_docs, flat_fields
+from gpc_ros.nodes.parameters import (
+    build_config,
+    config_values,
+    field_docs,
+    flat_fields,
+)
 from gpc_ros.paths import config_file
 from gpc_ros.perception.camera_stream import CameraStreamConfig
 from gpc_ros.perception.pointcloud import PointCloudConfig
