@@ -4,7 +4,8 @@ Every ``replan_period_s`` it names one observation time, has every host encode f
 :class:`gpc_ros.graph.composition.GraphComposer` (the exchange: docs/protocol.md) and publishes it on
 ``/gpc/action_chunk`` (trajectory_msgs/MultiDOFJointTrajectory, the driver's convention, docs/messages.md) plus each
 parent's own chunk on ``/gpc/parents/<name>/chunk``. Weights, operator, sampler and the fault policy are
-parameters validated on set (the next chunk uses them). ``deployment: in_process`` runs the host nodes inside this
+parameters validated on set (the next chunk uses them). With ``search_state_path`` set, episode outcomes on
+``/gpc/episode_outcome`` (std_msgs/Bool, true = success) drive an online weight search whose state persists there. ``deployment: in_process`` runs the host nodes inside this
 process (one executor, no serialisation). Health on /diagnostics (``composer_node: composition``).
 """
 
@@ -19,7 +20,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from std_msgs.msg import Float64MultiArray, String
+from rclpy.parameter import Parameter
+from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from gpc_ros.compose.errors import CompositionError, IncompatibleParentError
@@ -92,6 +94,12 @@ class ComposerNode(Node):
         self._check_compatible()
         self.quat_xyzw = np.asarray(config.tcp_quat_xyzw, dtype=np.float64)
         self.last: ChunkResult | None = None
+        self.search: EpisodeSearch | None = None
+        if config.search_state_path:
+            self.search = EpisodeSearch(config.search_state_path, config.parents, config.search_strategy,
+                                        config.search_divisions, max(config.seed, 0))
+            self._set_weights(self.search.weights)
+            self.create_subscription(Bool, "/gpc/episode_outcome", self.on_outcome, 10, callback_group=replies)
         self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, "/gpc/action_chunk", 10)
         self.parent_pubs = {n: self.create_publisher(MultiDOFJointTrajectory, f"/gpc/parents/{n}/chunk", 10)
                             for n in config.parents}
@@ -129,6 +137,19 @@ class ComposerNode(Node):
             self.get_logger().fatal(self.fatal)
             self._publish_status("ERROR", self.fatal)
             self.context.try_shutdown()
+
+    def on_outcome(self, msg: Bool) -> None:
+        """An episode ended (true = success): record it for the running weights, save, use the next arm."""
+        previous = list(self.core.config.weights)
+        weights = self.search.outcome(bool(msg.data))
+        self._set_weights(weights)
+        self.get_logger().info(f"episode with weights {previous}: {'success' if msg.data else 'failure'}; "
+                               f"next weights {list(weights)} (state in {self.search.path})")
+
+    def _set_weights(self, weights) -> None:
+        result = self.set_parameters([Parameter("weights", value=[float(w) for w in weights])])[0]
+        if not result.successful:
+            self.get_logger().error(f"weight search picked weights the composer refuses: {result.reason}")
 
     def on_pose(self, msg: PoseStamped) -> None:
         q = msg.pose.orientation
