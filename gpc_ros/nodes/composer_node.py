@@ -29,6 +29,7 @@ from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.graph.composition import (
     ChunkResult,
     ComposerNodeConfig,
+    EpisodeSearch,
     GraphComposer,
     LocalHost,
     RemoteHost,
