@@ -29,7 +29,8 @@ class ParameterField:
     default: Any
     description: str
     kind: str
-    """``bool | int | float | str | tuple``: how a ROS value is turned back into the field's type."""
+    """``bool | int | float | str | tuple``: how a ROS value is turned back into the field's type; ``any`` for a
+    union-typed field (e.g. ``bool | Literal["auto"]``): its ROS type is free and the dataclass validates it."""
 
 
 @cache
@@ -126,9 +127,11 @@ def flat_fields(cls: type, descriptions: Mapping[str, str] | None = None, prefix
         if is_dataclass(default):
             out += flat_fields(type(default), descriptions, f"{name}.", default)
             continue
-        kind = _kind(default)
+        annotation = f.type if isinstance(f.type, str) else repr(f.type)
+        kind = "any" if ("|" in annotation or "Union" in annotation) else _kind(default)
         description = descriptions.get(name) or docs.get(f.name) or ""
-        out.append(ParameterField(name, list(default) if kind == "tuple" else default, description, kind))
+        ros_default = list(default) if isinstance(default, tuple) else default
+        out.append(ParameterField(name, ros_default, description, kind))
     return out
 
 
@@ -203,7 +206,7 @@ class ConfigParameters:
         for f in self.fields:
             self.node.declare_parameter(prefix + f.name, f.default, ParameterDescriptor(
                 description=f.description, read_only=f.name not in self.dynamic,
-                dynamic_typing=f.name in free or f.kind == "float" or (f.kind == "tuple" and not f.default)))
+                dynamic_typing=f.name in free or f.kind in ("float", "any") or (f.kind == "tuple" and not f.default)))
         values = {f.name: self.node.get_parameter(prefix + f.name).value for f in self.fields}
         self.config = self._build(values)
         self.node.add_on_set_parameters_callback(self._on_set)
