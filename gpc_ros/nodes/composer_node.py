@@ -235,7 +235,7 @@ class ComposerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(ComposerNode, args, threads=4, extra_nodes=lambda node: node.hosts)
+    spin_node(ComposerNode, args, threads=4, extra_nodes=lambda node: node.hosts, fast_exit=True)
 
 
 if __name__ == "__main__":

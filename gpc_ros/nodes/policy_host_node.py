@@ -127,7 +127,7 @@ class PolicyHostNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(PolicyHostNode, args, threads=2)
+    spin_node(PolicyHostNode, args, threads=2, fast_exit=True)
 
 
 if __name__ == "__main__":
