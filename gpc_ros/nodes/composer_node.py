@@ -95,6 +95,7 @@ class ComposerNode(Node):
         self._check_compatible()
         self.quat_xyzw = np.asarray(config.tcp_quat_xyzw, dtype=np.float64)
         self.last: ChunkResult | None = None
+        self.latency_s = float("nan")
         self.search: EpisodeSearch | None = None
         if config.search_state_path:
             self.search = EpisodeSearch(config.search_state_path, config.parents, config.search_strategy,
@@ -186,6 +187,7 @@ class ComposerNode(Node):
         if result.faults:
             self.get_logger().warning(result.reason, throttle_duration_sec=2.0)
         start_s = result.stamp_s + config.first_action_delay_s
+        self.latency_s = self._now_s() - result.stamp_s  # observation stamp -> chunk out
         self.chunk_pub.publish(self._trajectory(result.actions, start_s, config.dt_s))
         if config.publish_parent_chunks:
             for name, actions in result.parent_actions.items():
@@ -222,7 +224,8 @@ class ComposerNode(Node):
             return
         values.update({"mode": last.mode, "seed": last.seed, "correlation_id": last.correlation_id,
                        "observation_stamp_s": f"{last.stamp_s:.6f}",
-                       "used_weights": json.dumps(last.weights)})
+                       "used_weights": json.dumps(last.weights),
+                       "observation_to_chunk_s": f"{self.latency_s:.4f}"})
         level = "OK" if last.mode == "normal" else "WARN"
         message = last.reason or f"composing ({last.mode})"
         self._publish_status(level, message, values)
