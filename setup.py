@@ -21,6 +21,7 @@ NODES: dict[str, str] = {
     "composer_node": "gpc_ros.nodes.composer_node:main",
     "recorder_node": "gpc_ros.nodes.recorder_node:main",
     "monitor_node": "gpc_ros.nodes.monitor_node:main",
+    "viewer_node": "gpc_ros.nodes.viewer_node:main",
 }
 
 setup(

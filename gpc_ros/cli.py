@@ -18,7 +18,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("gpc_ros.policies.lerobot.dataset_cli", "inspect or convert datasets (npz episodes <-> LeRobotDataset v3.0)"),
     "train": ("gpc_ros.policies.train_cli", "train a parent policy (diffusion, dp3, flow) on episodes or a synthetic task"),
     "record": ("gpc_ros.nodes.recorder_node", "record the graph's topics (documented profile) into an MCAP rosbag2 bag"),
+    "viewer": ("gpc_ros.nodes.viewer_node", "serve the running graph to the Foxglove app (WebSocket, 127.0.0.1:8765)"),
     "replay": ("gpc_ros.monitor.replay_cli", "replay a recorded bag through checkpoints and the composer: report per weight"),
+    "benchmark": ("gpc_ros.benchmark.cli", "evaluate parents and their compositions on the simulated cell (results)"),
 }
 
 

@@ -9,8 +9,13 @@ See docs/compose.md.
 """
 
 from gpc_ros.compose.composer import ComposedChunk, Composer, ComposerConfig, ComposerStats
-from gpc_ros.compose.errors import (CompositionError, IncompatibleParentError, InvalidPredictionError,
-                                    InvalidWeightsError, NonFinitePredictionError)
+from gpc_ros.compose.errors import (
+                                    CompositionError,
+                                    IncompatibleParentError,
+                                    InvalidPredictionError,
+                                    InvalidWeightsError,
+                                    NonFinitePredictionError,
+)
 from gpc_ros.compose.operators import ConvexOperator, LinearOperator, MixtureOperator, make_operator
 from gpc_ros.compose.parameterization import Parameterization
 from gpc_ros.compose.parent import ActionNormalization, ParentPolicy

@@ -24,8 +24,12 @@ from typing import Literal
 
 import torch
 
-from gpc_ros.compose.errors import (IncompatibleParentError, InvalidPredictionError, InvalidWeightsError,
-                                    NonFinitePredictionError)
+from gpc_ros.compose.errors import (
+    IncompatibleParentError,
+    InvalidPredictionError,
+    InvalidWeightsError,
+    NonFinitePredictionError,
+)
 from gpc_ros.compose.horizon import combine, composed_horizons, hold_tail, position_weights
 from gpc_ros.compose.operators import CompositionOperator, as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
@@ -170,9 +174,10 @@ class Composer:
                 probe = convention.locate(NoiseLevel(0.6, 0.8)).level  # any level off the flow line alpha + sigma = 1
                 if abs(probe.alpha + probe.sigma - 1.0) > 1e-9:
                     raise IncompatibleParentError(
-                        f"parent {name!r} predicts {parameterization.value!r}, which is defined only on a rectified-flow "
-                        f"time (alpha + sigma = 1, FlowTime); its time_convention {type(convention).__name__} puts "
-                        f"it at alpha + sigma = {probe.alpha + probe.sigma:.4g}", parent=name)
+                        f"parent {name!r} predicts {parameterization.value!r}, which is defined only on a "
+                        f"rectified-flow time (alpha + sigma = 1, FlowTime); its time_convention "
+                        f"{type(convention).__name__} puts it at alpha + sigma = {probe.alpha + probe.sigma:.4g}",
+                        parent=name)
             if p.action_dim != first.action_dim:
                 raise IncompatibleParentError(
                     f"parent {name!r} has action_dim {p.action_dim} but parent {first.name!r} has "

@@ -17,7 +17,7 @@ EPSILON            ``p = eps``                 ``eps = p``;  ``x0 = (x - sigma p
 SAMPLE             ``p = x0``                  ``x0 = p``;  ``eps = (x - alpha p) / sigma``
 V_PREDICTION       ``p = alpha eps - sigma x0`` ``eps = (sigma x + alpha p) / (alpha^2 + sigma^2)``;
                                                ``x0 = (alpha x - sigma p) / (alpha^2 + sigma^2)``
-FLOW_VELOCITY      ``p = dx/dt = eps - x0``    ``eps = x + alpha p``;  ``x0 = x - sigma p``   (needs ``alpha + sigma = 1``)
+FLOW_VELOCITY      ``p = dx/dt = eps - x0``    ``eps = x + alpha p``;  ``x0 = x - sigma p``  (``alpha + sigma = 1``)
 =================  ==========================  ===============================================================
 
 (For VP, ``alpha^2 + sigma^2 = 1`` and the V_PREDICTION row is diffusers' ``x0 = alpha x - sigma v``.)

@@ -166,7 +166,7 @@ class DiffusersSampler(Sampler):
         return self._points
 
     def step(self, x, eps_hat, x0_hat, point, generator):
-        """diffusers' own ``step`` fed ``eps_hat``."""
+        """Diffusers' own ``step`` fed ``eps_hat``."""
         t = int(point.time)
         if isinstance(self.scheduler, DDIMScheduler):
             return self.scheduler.step(eps_hat, t, x, eta=self.eta, generator=generator).prev_sample

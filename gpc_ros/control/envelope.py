@@ -54,7 +54,7 @@ class SafetyEnvelopeConfig:
     """Lower corner (x, y, z) of the box the end-effector (TCP) targets are kept in (m)."""
     workspace_max_m: tuple[float, float, float] = (0.75, 0.40, 0.70)
     """Upper corner (x, y, z) of the box (m)."""
-    arm_points_min_m: tuple[float, float, float] = (-0.10, -0.60, 0.05)
+    arm_points_min_m: tuple[float, float, float] = (-0.30, -0.60, 0.05)
     """Lower corner of the box the elbow (fr3_link4) and wrist (fr3_link6) must stay in, so the arm cannot fold
     behind its base or reach under the table (m)."""
     arm_points_max_m: tuple[float, float, float] = (0.90, 0.60, 1.10)
@@ -78,20 +78,21 @@ class SafetyEnvelopeConfig:
     """Largest end-effector translational speed (m/s)."""
     max_acceleration_m_s2: float = 2.0
     """Largest end-effector translational acceleration (m/s^2); a 1 kHz velocity step is at most this x 1 ms."""
-    max_jerk_m_s3: float = 200.0
+    max_jerk_m_s3: float = 2000.0
     """Largest end-effector translational jerk (m/s^3), given to franky's planner."""
     max_rotation_speed_rad_s: float = 1.0
     """Largest end-effector rotational speed (rad/s)."""
     max_rotation_acceleration_rad_s2: float = 5.0
     """Largest end-effector rotational acceleration (rad/s^2)."""
-    max_rotation_jerk_rad_s3: float = 500.0
+    max_rotation_jerk_rad_s3: float = 5000.0
     """Largest end-effector rotational jerk (rad/s^3), given to franky's planner."""
     max_joint_speed_rad_s: float = 1.0
     """Largest joint speed (rad/s), every joint."""
     max_joint_acceleration_rad_s2: float = 5.0
     """Largest joint acceleration (rad/s^2), every joint."""
-    max_joint_jerk_rad_s3: float = 500.0
-    """Largest joint jerk (rad/s^3), given to franky's planner."""
+    max_joint_jerk_rad_s3: float = 5000.0
+    """Largest joint jerk (rad/s^3), given to franky's planner (capped per joint by franky's own maximum; low
+    jerks make a streamed, often preempted motion crawl)."""
     max_target_jump_m: float = 0.10
     """A chunk whose first target is further than this from the arm's measured TCP (and from the target
     commanded now), or with consecutive targets further apart, is a jump: rejected (m)."""

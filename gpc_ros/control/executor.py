@@ -16,7 +16,8 @@ Faults are latched and reported in ``state.fault``; chunks are refused until :me
 classified by exception type: ``franky.NetworkException`` = link lost (the loop reconnects every
 ``reconnect_period_s`` with a new ``franky.Robot``); other ``franky`` exceptions and franky's ``RuntimeError``
 (e.g. ``Motion planner failed``) = control fault, connection kept; anything else = ``internal: ...`` fault (the
-arm is stopped). A state-listener exception is logged and counted, never a fault. If the loop thread ends for any
+arm is stopped). A failing state *read* (a dead ``franky.Robot`` raises ``RuntimeError`` there) or a state whose
+robot clock stops advancing for ``link_timeout_s`` also means link lost. A state-listener exception is logged and counted, never a fault. If the loop thread ends for any
 reason, ``state.connected`` turns false and chunks are refused. Execution starts disabled when ``require_enable``.
 """
 
@@ -80,7 +81,11 @@ class ExecutorConfig:
     reconnect_period_s: float = 1.0
     """Time between reconnection attempts after the connection is lost (s)."""
     state_timeout_s: float = 0.1
-    """No fresh robot state for this long: the state is reported stale (``connected`` False) at once (s)."""
+    """No fresh robot state (the robot's clock did not advance) for this long: the state is reported stale
+    (``connected`` False) at once (s)."""
+    link_timeout_s: float = 2.0
+    """No fresh robot state for this long: the connection counts as lost (fault, reconnect) even if franky raised
+    no NetworkException (a dead franky.Robot keeps returning its last state) (s)."""
     require_enable: bool = True
     """Start with execution disabled (chunks refused until enable(True))."""
     max_future_lead_s: float = 1.0
@@ -113,8 +118,8 @@ class ExecutorConfig:
         if self.streaming_mode not in STREAMING_MODES:
             raise ValueError(f"ExecutorConfig.streaming_mode must be one of {STREAMING_MODES}, "
                              f"got {self.streaming_mode!r}")
-        for name in ("watchdog_timeout_s", "reconnect_period_s", "state_timeout_s", "max_future_lead_s",
-                     "stop_timeout_s"):
+        for name in ("watchdog_timeout_s", "reconnect_period_s", "state_timeout_s", "link_timeout_s",
+                     "max_future_lead_s", "stop_timeout_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0.0):
                 raise ValueError(f"ExecutorConfig.{name} must be a number > 0 s, got {value!r}")
@@ -266,6 +271,8 @@ class FrankaExecutor:
         self._halt_baseline: dict[str, np.ndarray | float] | None = None
         self._previous_snap: RobotSnapshot | None = None
         self._last_command_robot_time_s: float | None = None
+        self._last_sent_joints: np.ndarray | None = None
+        self._last_fresh_s = -np.inf
         self._state_listeners: list[Callable[[RobotSnapshot], None]] = []
         self._listener_errors_logged = 0
         self.first_command_latency_s: float | None = None
@@ -381,11 +388,11 @@ class FrankaExecutor:
         """The latest reading and status; ``connected`` is False when the reading is older than
         ``state_timeout_s`` (``stale``) or the loop thread is not running."""
         with self._lock:
-            snap = self._snapshot
+            snap = replace(self._snapshot, fault=self._fault, enabled=self._enabled)
         if self._thread is not None and not self._thread.is_alive():
             return replace(snap, connected=False, executing=False,
                            fault=snap.fault or "internal: the executor loop ended")
-        if snap.connected and self._clock() - snap.time_s > self.config.state_timeout_s:
+        if snap.connected and self._clock() - self._last_fresh_s > self.config.state_timeout_s:
             return replace(snap, connected=False, stale=True)
         return snap
 
@@ -631,6 +638,14 @@ class FrankaExecutor:
 
     def _read_state(self, now: float) -> RobotSnapshot:
         st = self._robot.state
+        robot_time = st.time.to_sec()
+        if not robot_time == self._snapshot.robot_time_s or not self._snapshot.connected:
+            self._last_fresh_s = now
+        elif now - self._last_fresh_s > self.config.link_timeout_s:
+            import franky
+
+            raise franky.NetworkException(f"no fresh robot state for {now - self._last_fresh_s:.2f} s "
+                                          f"(link_timeout_s {self.config.link_timeout_s})")
         affine = st.O_T_EE
         q = np.array(st.q)
         points = self.kinematics.check_points(q)
@@ -643,7 +658,7 @@ class FrankaExecutor:
         self._state_samples += 1
         with self._lock:
             snap = RobotSnapshot(
-                time_s=now, robot_time_s=st.time.to_sec(), joint_positions_rad=q, joint_velocities_rad_s=np.array(st.dq),
+                time_s=now, robot_time_s=robot_time, joint_positions_rad=q, joint_velocities_rad_s=np.array(st.dq),
                 commanded_joint_positions_rad=np.array(st.q_d),
                 ee_position_m=np.array(affine.translation), ee_quaternion_xyzw=np.array(affine.quaternion),
                 measured_tcp_m=points["tcp"], measured_elbow_m=points["elbow"], measured_wrist_m=points["wrist"],
@@ -722,6 +737,7 @@ class FrankaExecutor:
             self._last_stop = report
             self.gate.reset_to(snap.joint_positions_rad)
             self._last_command_robot_time_s = None
+            self._last_sent_joints = None
             self.interventions.add(f"stops_{report.kind}")
             logger.info("stopped (%s, %s): %.3f s, %.4f m from %.3f m/s", report.kind, report.reason,
                         report.time_to_rest_s, report.distance_to_rest_m, report.speed_at_stop_m_s)
@@ -796,6 +812,11 @@ class FrankaExecutor:
             plan = self._blender.plan
         if plan is None:
             return
+        last = self._last_command_robot_time_s
+        if last is not None and snap.robot_time_s - last < 0.5 * period:
+            # The robot's clock (franky-sim under load) has not advanced by half a period since the last command:
+            # preempting franky's planner again now would only restart it; wait for the robot.
+            return
         if self.watchdog.check():
             self.interventions.add("watchdog_stops")
             logger.warning("no chunk for %.3f s (watchdog_timeout_s %.3f): stopping", self.watchdog.age_s or -1.0,
@@ -812,6 +833,14 @@ class FrankaExecutor:
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
             motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity)
+        last_sent = self._last_sent_joints
+        same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
+            not np.any(self.gate.last.joint_velocities_rad_s)
+        self._last_sent_joints = self.gate.last.joint_positions_rad
+        if same and self._robot.is_in_control:
+            # Holding: the running motion already holds this target. Re-sending it would preempt franky's planner
+            # for nothing (on franky-sim each preemption restarts from a finite-difference velocity: the arm drifts).
+            return
         self._robot.move(motion, asynchronous=True)
         self._commands_sent += 1
         if self._chunk_arrival_s is not None:
@@ -891,13 +920,14 @@ class FrankaExecutor:
                     self._command(now, snap)
                 self._previous_snap = snap
             except franky.NetworkException as exc:
-                self._set_fault(f"connection to {self.config.robot_host} lost: {exc}")
-                self._stop = None
-                self._release()
-                with self._lock:
-                    self._snapshot = replace(self._snapshot, connected=False, fault=self._fault, executing=False)
+                self._link_lost(exc)
                 continue
-            except (franky.Exception, RuntimeError) as exc:  # reflexes, planner errors: the link is fine
+            except (franky.Exception, RuntimeError) as exc:  # reflexes, planner errors: the link is fine...
+                try:
+                    self._robot.state  # ...unless reading the state fails too (a dead Robot raises RuntimeError)
+                except (franky.Exception, RuntimeError) as probe_exc:
+                    self._link_lost(probe_exc)
+                    continue
                 self._set_fault(f"control error: {type(exc).__name__}: {exc}")
                 self.gate.reset_to(self._snapshot.joint_positions_rad)
                 continue
@@ -912,6 +942,20 @@ class FrankaExecutor:
                 continue
             self._notify(snap)
             time.sleep(max(0.0, tick - (time.monotonic() - t_tick)))
+
+    def _link_lost(self, exc: BaseException) -> None:
+        """The connection is gone (typed: franky.NetworkException): this fault replaces any earlier one."""
+        reason = f"connection to {self.config.robot_host} lost: {exc}"
+        logger.error("franka executor fault: %s", reason)
+        with self._lock:
+            self._fault = reason
+            self._blender.reset()
+            self.watchdog.disarm()
+        self._pending = None
+        self._stop = None
+        self._release()
+        with self._lock:
+            self._snapshot = replace(self._snapshot, connected=False, fault=self._fault, executing=False)
 
     def _fail_requests(self) -> None:
         """Answer queued requests while disconnected (stop: nothing to stop; others refused)."""

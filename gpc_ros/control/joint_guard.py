@@ -192,7 +192,7 @@ class JointSpaceGuard:
         res = self.kinematics.inverse(target.position_m, target.quaternion_xyzw, previous.joint_positions_rad,
                                       lower_rad=np.minimum(self.command_lower_rad, previous.joint_positions_rad),
                                       upper_rad=np.maximum(self.command_upper_rad, previous.joint_positions_rad),
-                                      max_iterations=20, position_tolerance_m=1e-4, rotation_tolerance_rad=1e-3)
+                                      max_iterations=20, position_tolerance_m=1e-7, rotation_tolerance_rad=1e-6)
         residual = res.position_error_m + 0.2 * res.rotation_error_rad
         q_target = res.joint_positions_rad
         if residual > c.reachability_tolerance_m:

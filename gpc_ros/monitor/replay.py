@@ -1,9 +1,13 @@
-"""Offline replay checks: recorded observations through the real parents and :class:`~gpc_ros.compose.Composer`,
-one report per candidate weight vector (no robot, no ROS).
+"""Offline replay checks: one report per candidate weight vector (no robot, no ROS).
 
-For each *decision time* ``t`` (the stamps of the recorded composed chunks on ``/gpc/action_chunk`` when the bag
-has them, else every ``replan_period_s``), every parent gets the observation window a policy host would hold at
-``t`` (its last ``obs_horizon`` frames stamped at or before ``t``, see :func:`observation_window`), the composer
+Recorded observations go through the real parents and :class:`~gpc_ros.compose.Composer`.
+
+For each replayed chunk, starting at ``s`` (the stamps of the recorded composed chunks on ``/gpc/action_chunk`` when
+the bag has them, else every ``replan_period_s``) and composed from the observation at its *decision time*
+``t = s - first_action_delay_s`` (the composer's delay), every parent gets the observation a policy host answers an
+encode request for ``t`` with (the host's own window code, :class:`gpc_ros.graph.host.ObservationWindow`, fed with the
+recording: the last ``obs_horizon`` frames stamped at or before ``t``, each with the TCP position measured at or
+before its stamp; see :func:`host_window`), the composer
 samples one chunk per weight vector from the same seed (common random numbers: candidates differ only by their
 weights), and per weight vector the report gives:
 
@@ -11,12 +15,12 @@ weights), and per weight vector the report gives:
 - **envelope interventions**: what :class:`~gpc_ros.control.envelope.SafetyEnvelope` would do to the chunk:
   ``rejected_jump`` (two consecutive targets, or the first one and the previous chunk's target for ``t``, further
   apart than ``max_target_jump_m``), ``clamped_workspace`` and ``clamped_speed`` (the chunk's own steps, ``dt_s``
-  apart, starting from the measured TCP position at ``t``); ``intervention_rate`` = fraction of chunks with any;
+  apart, starting from the TCP position measured at ``s``); ``intervention_rate`` = fraction of chunks with any;
 - **seam smoothness**: distance between the chunk's first target and the previous replayed chunk's target for the
   same instant (linear interpolation; the last target when it ran out) (m; mean and max);
 - **error against recorded actions**: RMSE (m) between the chunk's positions and, per chunk, the recorded composed
   chunk of the same stamp (``error_source = "recorded_chunks"``) or, without recorded chunks, the measured TCP
-  path at the chunk's step times (``"executed_path"``); the mean over chunks is ``error_m``.
+  path at the chunk's step times ``s + i dt_s`` (``"executed_path"``); the mean over chunks is ``error_m``.
 
 A weight vector whose numbers cross a configured threshold is listed in ``violations`` (the CLI then exits 1).
 """
@@ -95,56 +99,29 @@ Observer = Callable[[Recording, float], Any]
 """``(recording, t_s) -> observation`` for one parent, or None when the recording has no window at ``t_s``."""
 
 
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop an ``(H, W, 3)`` image to a square and resize it to ``(size, size, 3)`` (area averaging)."""
-    import cv2
+def host_window(recording: Recording, observing: Any) -> Any:
+    """A policy host's observation window (:class:`gpc_ros.graph.host.ObservationWindow`) holding the recording.
 
-    h, w = rgb.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    square = np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side])
-    if side == size:
-        return square
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def fit_points(points: np.ndarray, n: int) -> np.ndarray:
-    """``(n, 3)`` from a cloud: evenly spaced indices when it has more points, repeated in order when fewer."""
-    m = len(points)
-    if m == 0:
-        raise ReplayError("a recorded point cloud is empty")
-    if m == n:
-        return points
-    idx = np.arange(n) % m if m < n else np.linspace(0, m - 1, n).round().astype(int)
-    return points[idx]
-
-
-def observation_window(recording: Recording, t_s: float, config: Any) -> dict[str, np.ndarray] | None:
-    """The observation a host keeps for a checkpoint parent (its ``ObservationConfig``) at ``t_s``.
-
-    ``observation.image``: the last ``obs_horizon`` colour frames, centre-cropped and resized to ``image_size``;
-    ``observation.pointcloud``: the last clouds, ``num_points`` each (:func:`fit_points`);
-    ``observation.state``: the last measured TCP positions (m, first ``state_dim`` values).
+    Each frame is fitted exactly as the host node fits it (:func:`~gpc_ros.graph.host.fit_image`,
+    :func:`~gpc_ros.graph.host.fit_points`); the measured TCP positions are the state.
     """
-    n = config.obs_horizon
-    out: dict[str, np.ndarray] = {}
-    if config.modality == "image":
-        frames = recording.streams["image"].window(t_s, n)
-        if frames is None:
-            return None
-        out["observation.image"] = np.stack([resize_square(f, config.image.image_size) for f in frames])[None]
-    else:
-        frames = recording.streams["points"].window(t_s, n)
-        if frames is None:
-            return None
-        k = config.pointcloud.num_points
-        out["observation.pointcloud"] = np.stack([fit_points(f, k) for f in frames]).astype(np.float32)[None]
-    if config.state_dim:
-        states = recording.streams["state"].window(t_s, n)
-        if states is None:
-            return None
-        out["observation.state"] = np.stack([s[:config.state_dim] for s in states]).astype(np.float32)[None]
-    return out
+    from gpc_ros.graph.host import ObservationWindow, fit_image, fit_points
+
+    stream = {"image": "image", "pointcloud": "points", "state": "state"}[observing.modality]
+    frames = recording.streams[stream]
+    states = recording.streams.get("state")
+    size = len(frames.times_s) + (len(states.times_s) if states is not None else 0) + 1
+    window = ObservationWindow(observing, size)
+    if states is not None:
+        for t, state in zip(states.times_s, states.frames):
+            window.add_state(float(t), state)
+    if observing.modality == "image":
+        for t, frame in zip(frames.times_s, frames.frames):
+            window.add_frame(float(t), fit_image(frame, observing.image_size))
+    elif observing.modality == "pointcloud":
+        for t, frame in zip(frames.times_s, frames.frames):
+            window.add_frame(float(t), fit_points(np.asarray(frame, np.float32), observing.num_points))
+    return window
 
 
 @dataclass
@@ -158,11 +135,30 @@ class ReplayParent:
     """Streams of the recording it reads (``image``, ``points``, ``state``)."""
 
     @classmethod
-    def from_policy(cls, policy: Any, name: str) -> "ReplayParent":
-        """A checkpoint policy (:class:`~gpc_ros.policies.ChunkPolicy`) observed like its host observes it."""
-        obs = policy.config.observation
-        needs = ("image" if obs.modality == "image" else "points",) + (("state",) if obs.state_dim else ())
-        return cls(policy.as_parent(name), lambda rec, t: observation_window(rec, t, obs), needs)
+    def from_host(cls, parent: Any, observing: Any) -> "ReplayParent":
+        """A parent as a policy host serves it (``gpc_ros.graph.host.load_host_parent``).
+
+        Its observation at ``t`` is what the host's window returns for an encode request naming ``t``.
+        """
+        needs = ({"image": ("image",), "pointcloud": ("points",), "state": ()}[observing.modality]
+                 + (("state",) if observing.state_dim or observing.modality == "state" else ()))
+        cache: list[Any] = [None, None]  # (recording, its window); the recording is held so it is never confused
+
+        def observe(recording: Recording, t_s: float) -> Any:
+            if cache[0] is not recording:
+                cache[:] = [recording, host_window(recording, observing)]
+            found = cache[1].at(t_s)
+            return None if found is None else found[0]
+
+        return cls(parent, observe, needs)
+
+    @classmethod
+    def from_checkpoint(cls, name: str, checkpoint: str, device: str = "cpu") -> "ReplayParent":
+        """A checkpoint folder, loaded and observed exactly as a policy host with ``checkpoint`` does."""
+        from gpc_ros.graph.host import HostConfig, load_host_parent
+
+        parent, observing = load_host_parent(HostConfig(name=name, checkpoint=str(checkpoint), device=device))
+        return cls.from_host(parent, observing)
 
 
 # --- configuration -------------------------------------------------------------------------------------------------
@@ -198,6 +194,9 @@ class ReplayConfig:
     """Spacing of the replayed chunks' steps (s); the recorded chunks' spacing when they exist and this is None."""
     replan_period_s: float = 0.5
     """Time between decision times when the bag has no recorded composed chunks (s)."""
+    first_action_delay_s: float = 0.1
+    """The composer's ``first_action_delay_s``: a chunk's first action is due this long after its observation time,
+    so a recorded chunk stamped ``s`` was composed from the observation at ``s - first_action_delay_s`` (s)."""
     use_recorded_chunk_times: bool = True
     """Decide at the recorded composed chunks' stamps when the bag has them."""
     max_chunks: int | None = None
@@ -213,6 +212,8 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         if self.dt_s is not None and not (math.isfinite(self.dt_s) and 1e-3 <= self.dt_s <= 10.0):
             raise ValueError(f"ReplayConfig.dt_s must be in [0.001, 10] s or None, got {self.dt_s!r}")
+        if not (math.isfinite(self.first_action_delay_s) and self.first_action_delay_s >= 0):
+            raise ValueError(f"ReplayConfig.first_action_delay_s must be >= 0 s, got {self.first_action_delay_s!r}")
         if not (math.isfinite(self.replan_period_s) and self.replan_period_s > 0):
             raise ValueError(f"ReplayConfig.replan_period_s must be > 0 s, got {self.replan_period_s!r}")
         if self.max_chunks is not None and not (isinstance(self.max_chunks, int) and self.max_chunks >= 1):
@@ -263,9 +264,11 @@ def envelope_interventions(envelope_config: SafetyEnvelopeConfig, positions_m: n
 
 
 def default_sampler(parents: Sequence[Any], steps: int = 10) -> SamplerConfig:
-    """DDIM over as many training timesteps as the first VP parent's table (the composer maps every grid level
-    onto each parent's own time), or flow Euler when no parent is a VP parent. The CLI passes the checkpoints'
-    own schedule instead (:func:`gpc_ros.policies.evaluation.default_sampler`)."""
+    """DDIM over the first VP parent's training timesteps, or flow Euler when no parent is a VP parent.
+
+    The composer maps every grid level onto each parent's own time. The CLI passes the checkpoints' own schedule
+    instead (:func:`gpc_ros.policies.evaluation.default_sampler`).
+    """
     for p in parents:
         table = getattr(p.time_convention, "alphas_cumprod", None)
         if table is not None:
@@ -273,16 +276,23 @@ def default_sampler(parents: Sequence[Any], steps: int = 10) -> SamplerConfig:
     return SamplerConfig("flow_euler", steps)
 
 
-def decision_times(recording: Recording, parents: Sequence[ReplayParent], config: ReplayConfig) -> list[float]:
-    """Times at which a chunk is replayed (recorded chunk stamps, else every ``replan_period_s``)."""
+def decision_times(recording: Recording, parents: Sequence[ReplayParent],
+                   config: ReplayConfig) -> list[tuple[float, float]]:
+    """``(observation time, first action time)`` of every replayed chunk (s).
+
+    From the recorded chunks' stamps ``s``: ``(s - first_action_delay_s, s)``; else an observation time every
+    ``replan_period_s`` over the span every needed stream covers, its chunk starting ``first_action_delay_s`` later.
+    """
+    delay = config.first_action_delay_s
     if config.use_recorded_chunk_times and recording.chunks:
-        times = [c.start_time_s for c in recording.chunks]
+        times = [(c.start_time_s - delay, c.start_time_s) for c in recording.chunks]
     else:
         needed = {s for rp in parents for s in rp.needs}
         starts = [recording.streams[s].times_s[0] for s in needed]
         ends = [recording.streams[s].times_s[-1] for s in needed]
         first, last = max(starts), min(ends)
-        times = list(np.arange(first, last + 1e-9, config.replan_period_s)) if last >= first else []
+        obs = np.arange(first, last + 1e-9, config.replan_period_s) if last >= first else []
+        times = [(float(t), float(t) + delay) for t in obs]
     return times[:config.max_chunks] if config.max_chunks else times
 
 
@@ -320,7 +330,7 @@ def replay(recording: Recording, parents: Sequence[ReplayParent], weights: np.nd
 
     observations, kept = [], []
     for t in times:
-        obs = [rp.observe(recording, t) for rp in parents]
+        obs = [rp.observe(recording, t[0]) for rp in parents]
         if any(o is None for o in obs):
             continue
         observations.append(obs)
@@ -344,7 +354,8 @@ def replay(recording: Recording, parents: Sequence[ReplayParent], weights: np.nd
     return {
         "bag": recording.source, "parents": names, "operator": config.operator,
         "sampler": asdict(sampler), "seed": config.seed, "dt_s": dt_s,
-        "decision_times_s": kept, "chunks": len(kept), "skipped_decision_times": skipped,
+        "decision_times_s": [t for t, _ in kept], "chunk_start_times_s": [s for _, s in kept],
+        "first_action_delay_s": config.first_action_delay_s, "chunks": len(kept), "skipped_decision_times": skipped,
         "error_source": error_source, "thresholds": asdict(config.thresholds),
         "envelope": {"workspace_min_m": list(config.envelope.workspace_min_m),
                      "workspace_max_m": list(config.envelope.workspace_max_m),
@@ -354,7 +365,7 @@ def replay(recording: Recording, parents: Sequence[ReplayParent], weights: np.nd
     }
 
 
-def _replay_weight(composer: Composer, names: list[str], w: np.ndarray, times: list[float],
+def _replay_weight(composer: Composer, names: list[str], w: np.ndarray, times: list[tuple[float, float]],
                    observations: list[list[Any]], chunk_by_time: Mapping[float, ActionChunk],
                    state: Stream | None, dt_s: float, config: ReplayConfig) -> dict[str, Any]:
     latencies, seams, errors = [], [], []
@@ -362,7 +373,7 @@ def _replay_weight(composer: Composer, names: list[str], w: np.ndarray, times: l
     with_intervention = 0
     previous: tuple[float, np.ndarray] | None = None
     source = None
-    for i, (t, obs) in enumerate(zip(times, observations)):
+    for i, ((_, t), obs) in enumerate(zip(times, observations)):  # t: when the chunk's first action is due
         start = time.perf_counter()
         encodings = composer.encode(obs)
         out = composer.compose(encodings, w.tolist(), generator=config.seed + i)

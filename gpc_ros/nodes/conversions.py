@@ -164,16 +164,47 @@ def pointcloud2_msg(points_m: np.ndarray, stamp, frame_id: str, colors_rgb: np.n
 
 
 def pointcloud2_to_numpy(msg) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, 3) float32 points and (N, 3) uint8 colours (or None) from a PointCloud2 with float32 x, y, z [, rgb]."""
-    offsets = {f.name: f.offset for f in msg.fields}
-    if not {"x", "y", "z"} <= offsets.keys():
-        raise ValueError(f"PointCloud2 needs x, y, z fields, got {sorted(offsets)}")
-    raw = np.frombuffer(msg.data, np.uint8).reshape(-1, msg.point_step)
-    points = np.stack([raw[:, offsets[a]: offsets[a] + 4].copy().view(np.float32)[:, 0] for a in "xyz"], axis=1)
+    """(N, 3) float32 points and (N, 3) uint8 colours (or None) from a ``sensor_msgs/PointCloud2``.
+
+    Reads each field with its own ``datatype`` and the message's ``is_bigendian``: x, y, z as float32 or float64
+    (converted to float32), an optional ``rgb`` as float32 or uint32 holding 0x00RRGGBB; rows padded beyond
+    ``width * point_step`` (``row_step``) are handled. Any other layout raises ``ValueError`` naming the field.
+    """
+    from sensor_msgs.msg import PointField
+
+    by_name = {f.name: f for f in msg.fields}
+    if not {"x", "y", "z"} <= by_name.keys():
+        raise ValueError(f"PointCloud2 needs x, y, z fields, got {sorted(by_name)}")
+    order = ">" if msg.is_bigendian else "<"
+    allowed = {"x": {PointField.FLOAT32: "f4", PointField.FLOAT64: "f8"},
+               "rgb": {PointField.FLOAT32: "u4", PointField.UINT32: "u4"}}
+    allowed["y"] = allowed["z"] = allowed["x"]
+    names, formats, offsets = [], [], []
+    for name in ("x", "y", "z", "rgb"):
+        field = by_name.get(name)
+        if field is None:
+            continue
+        code = allowed[name].get(field.datatype)
+        if code is None or field.count not in (0, 1):
+            raise ValueError(
+                f"PointCloud2 field {name!r} has datatype {field.datatype} and count {field.count}; supported are "
+                f"count 1 with datatype {' or '.join(str(d) for d in allowed[name])} (PointField constants)")
+        names.append(name)
+        formats.append(order + code)
+        offsets.append(field.offset)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+    n_points, rows = msg.width * msg.height, msg.height
+    raw = np.frombuffer(msg.data, np.uint8)
+    if raw.size < rows * msg.row_step or msg.row_step < msg.width * msg.point_step:
+        raise ValueError(f"PointCloud2 data has {raw.size} bytes; height {msg.height} x row_step {msg.row_step} "
+                         f"(>= width {msg.width} x point_step {msg.point_step}) needed")
+    packed = raw[:rows * msg.row_step].reshape(rows, msg.row_step)[:, :msg.width * msg.point_step]
+    table = np.ascontiguousarray(packed).view(dtype).reshape(n_points)
+    points = np.stack([table[a].astype(np.float32) for a in "xyz"], axis=1)
     colors = None
-    if "rgb" in offsets:
-        packed = raw[:, offsets["rgb"]: offsets["rgb"] + 4].copy().view(np.uint32)[:, 0]
-        colors = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
+    if "rgb" in names:
+        rgb = table["rgb"].astype(np.uint32)
+        colors = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
     return points, colors
 
 # --- robot state, poses and action chunks (driver) ----------------------------------------------------------------
@@ -367,10 +398,10 @@ def marker_array_from_primitives(primitives, stamp, frame_id: str = BASE_FRAME):
                             a=float(prim.color[3]))
         if isinstance(prim, LineStrip):
             m.type, m.scale.x = Marker.LINE_STRIP, float(prim.width_m)
-            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.points_m]
+            m.points = [Point(x=x, y=y, z=z) for x, y, z in np.asarray(prim.points_m, np.float64).tolist()]
         elif isinstance(prim, Box):
             m.type, m.scale.x = Marker.LINE_LIST, float(prim.width_m)
-            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.edges_m()]
+            m.points = [Point(x=x, y=y, z=z) for x, y, z in prim.edges_m().astype(np.float64).tolist()]
         elif isinstance(prim, Text):
             m.type, m.scale.z, m.text = Marker.TEXT_VIEW_FACING, float(prim.height_m), prim.text
             m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in prim.position_m)
@@ -393,8 +424,10 @@ COMPRESSED_FORMATS = ("jpeg", "png")
 
 
 def compressed_image_msg(rgb: np.ndarray, stamp, frame_id: str, fmt: str = "jpeg", jpeg_quality: int = 90):
-    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image; ``format`` is ``"rgb8; jpeg compressed
-    bgr8"`` (or png), what image_transport's compressed plugin writes."""
+    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image.
+
+    ``format`` is ``"rgb8; jpeg compressed bgr8"`` (or png), what image_transport's compressed plugin writes.
+    """
     import cv2
     from sensor_msgs.msg import CompressedImage
 

@@ -8,8 +8,6 @@ weights text. Colours and namespaces: docs/monitoring.md.
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, ParameterEvent
 from rcl_interfaces.srv import GetParameters
@@ -23,47 +21,38 @@ from gpc_ros.control.envelope import SafetyEnvelopeConfig
 from gpc_ros.monitor.bag import TopicSpec
 from gpc_ros.monitor.scene import Scene, SceneConfig
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
 
 PARENT_CHUNKS = TopicSpec("/gpc/parents/*/chunk", "", "")
-SCENE_DESCRIPTIONS = {
-    "frame_id": "frame of every marker (the driver's base frame)",
-    "line_width_m": "width of the composed and executed paths (m); parents' at 2/3",
-    "executed_history": "measured TCP poses kept for the executed path",
-    "executed_min_step_m": "a measured pose closer than this to the last kept one is skipped (m)",
-    "text_position_m": "where the weights text floats [x, y, z] (m, in frame_id)",
-    "text_height_m": "text height (m)",
-}
 
 
 class MonitorNode(Node):
     """Scene state from the graph's topics -> MarkerArray at a fixed rate."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__("monitor_node", **kwargs)
+    def __init__(self, node_name: str = "monitor_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
         describe = lambda text: ParameterDescriptor(description=text)  # noqa: E731
-        values = {}
-        for f in fields(SceneConfig):
-            default = list(f.default) if isinstance(f.default, tuple) else f.default
-            value = self.declare_parameter(f.name, default, describe(SCENE_DESCRIPTIONS[f.name])).value
-            values[f.name] = tuple(value) if isinstance(default, list) else value
+        scene_config: SceneConfig = ConfigParameters(self, SceneConfig).config
         env = SafetyEnvelopeConfig()
         box_min = self.declare_parameter("workspace_min_m", list(env.workspace_min_m),
                                          describe("envelope box min corner (m), as the driver's envelope")).value
         box_max = self.declare_parameter("workspace_max_m", list(env.workspace_max_m),
                                          describe("envelope box max corner (m), as the driver's envelope")).value
-        rate = self.declare_parameter("publish_rate_hz", 10.0, describe("marker publishing rate (Hz)")).value
+        rate = self.declare_parameter("publish_rate_hz", 10.0, describe("scene publishing rate (Hz)")).value
+        self.publish_markers = self.declare_parameter(
+            "publish_markers", node_name == "monitor_node", describe(f"publish {conversions.MARKER_TOPIC}")).value
         self.composer = self.declare_parameter(
-            "composer_node", "/composer_node", describe("node whose parameters hold weights and operator")).value
+            "composer_node", "/composer", describe("node whose parameters hold weights and operator")).value
         self.weight_keys = {
             "weights": self.declare_parameter("weights_parameter", "weights",
                                               describe("composer parameter with the weights (double[])")).value,
-            "names": self.declare_parameter("names_parameter", "parent_names",
+            "names": self.declare_parameter("names_parameter", "parents",
                                             describe("composer parameter with the parents' names (string[])")).value,
-            "operator": self.declare_parameter("operator_parameter", "operator",
+            "operator": self.declare_parameter("operator_parameter", "composer.operator",
                                                describe("composer parameter with the operator (string)")).value,
         }
-        self.scene = Scene(SceneConfig(**values))
+        self.scene = Scene(scene_config)
         self.scene.set_envelope(box_min, box_max)
         self._composition: dict[str, object] = {}
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -80,16 +69,19 @@ class MonitorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def on_composed(self, msg: MultiDOFJointTrajectory) -> None:
+        """The composed chunk's TCP path."""
         positions = conversions.chunk_positions_m(msg)
         if len(positions):
             self.scene.set_composed(positions)
 
     def on_parent(self, name: str, msg: MultiDOFJointTrajectory) -> None:
+        """Parent ``name``'s own chunk."""
         positions = conversions.chunk_positions_m(msg)
         if len(positions):
             self.scene.set_parent(name, positions)
 
     def on_pose(self, msg: PoseStamped) -> None:
+        """One measured TCP pose for the executed path."""
         p = msg.pose.position
         self.scene.add_executed((p.x, p.y, p.z))
 
@@ -106,6 +98,7 @@ class MonitorNode(Node):
             self.scene.set_composition(self._composition["operator"], None)
 
     def on_parameter_event(self, msg: ParameterEvent) -> None:
+        """The composer's weights, names or operator changed."""
         if msg.node.rstrip("/") != self.composer.rstrip("/"):
             return
         by_name = {v: k for k, v in self.weight_keys.items()}
@@ -138,11 +131,14 @@ class MonitorNode(Node):
 
     # ------------------------------------------------------------------ output
     def publish(self) -> None:
-        self.marker_pub.publish(conversions.marker_array_from_primitives(
-            self.scene.primitives(), self.get_clock().now().to_msg(), self.scene.config.frame_id))
+        """Publish the scene as markers (when ``publish_markers``)."""
+        if self.publish_markers:
+            self.marker_pub.publish(conversions.marker_array_from_primitives(
+                self.scene.primitives(), self.get_clock().now().to_msg(), self.scene.config.frame_id))
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run the monitor node until Ctrl-C."""
     spin_node(MonitorNode, args)
 
 

@@ -21,8 +21,14 @@ from typing import Protocol
 import torch
 
 from gpc_ros.compose.parameterization import Parameterization, forward, from_eps_x0
-from gpc_ros.compose.schedule import (FlowTime, TimeConvention, VPTime, flow_alpha_sigma, make_vp_scheduler,
-                                     vp_alpha_sigma)
+from gpc_ros.compose.schedule import (
+    FlowTime,
+    TimeConvention,
+    VPTime,
+    flow_alpha_sigma,
+    make_vp_scheduler,
+    vp_alpha_sigma,
+)
 
 
 class Objective(Protocol):
@@ -57,7 +63,7 @@ class VPDiffusionObjective:
         return cls(config.parameterization, config.num_train_timesteps, config.beta_schedule, config.clip_sample)
 
     def training_example(self, x0, generator):
-        """Integer ``t ~ U{0..T-1}``; ``x_t`` and the target at the table's level ``(sqrt(abar_t), sqrt(1 - abar_t))``."""
+        """Integer ``t ~ U{0..T-1}``; ``x_t`` and the target at the table's level ``vp_alpha_sigma(abar_t)``."""
         b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         t = torch.randint(0, self.num_train_timesteps, (b,), generator=generator)

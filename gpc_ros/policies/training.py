@@ -176,6 +176,7 @@ class Trainer:
         mine, theirs = asdict(self.config), dict(state["train_config"])
         for key in ("progress", "num_threads", "val_every", "checkpoint_every"):
             mine.pop(key), theirs.pop(key, None)
+        theirs.setdefault("dataset_keys", {})  # saved before the field existed
         if mine != theirs:
             diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
             raise ValueError(f"cannot resume from {directory}: training config differs (saved, now): {diff}")

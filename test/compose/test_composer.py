@@ -9,8 +9,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, SamplerConfig, VPTime,
-                             WarmStart, WarmStartConfig, make_vp_scheduler)
+from gpc_ros.compose import (
+    ActionNormalization,
+    Composer,
+    ComposerConfig,
+    FlowTime,
+    SamplerConfig,
+    VPTime,
+    WarmStart,
+    WarmStartConfig,
+    make_vp_scheduler,
+)
 from gpc_ros.compose.analytic import GaussianParent
 from gpc_ros.compose.horizon import ZERO, position_weights
 from gpc_ros.compose.search import paper_grid

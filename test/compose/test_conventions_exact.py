@@ -23,8 +23,15 @@ import numpy as np
 import pytest
 import torch
 
-from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, SamplerConfig, VPTime,
-                             make_vp_scheduler)
+from gpc_ros.compose import (
+    ActionNormalization,
+    Composer,
+    ComposerConfig,
+    FlowTime,
+    SamplerConfig,
+    VPTime,
+    make_vp_scheduler,
+)
 from gpc_ros.compose.analytic import GaussianParent
 
 STEPS, T0 = 50, 0.999

@@ -5,9 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, IncompatibleParentError,
-                             InvalidPredictionError, InvalidWeightsError, NonFinitePredictionError, SamplerConfig,
-                             VPTime, make_vp_scheduler)
+from gpc_ros.compose import (
+    ActionNormalization,
+    Composer,
+    ComposerConfig,
+    FlowTime,
+    IncompatibleParentError,
+    InvalidPredictionError,
+    InvalidWeightsError,
+    NonFinitePredictionError,
+    SamplerConfig,
+    VPTime,
+    make_vp_scheduler,
+)
 from gpc_ros.compose.analytic import GaussianParent
 from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig
 

@@ -32,7 +32,7 @@ class Session:
 
 def make_session(seed: int = 0, duration_s: float = 3.0, horizon: int = 8) -> Session:
     """A TCP moving on a smooth curve, camera frames at 10 Hz, clouds at 10 Hz (phase-shifted), poses at 50 Hz,
-    and composed chunks every 0.5 s following the curve ahead (dt 0.1 s)."""
+    and composed chunks every 0.5 s following the curve ahead (dt 0.1 s); all streams at distinct stamps."""
     rng = np.random.default_rng(seed)
 
     def tcp(t):
@@ -43,9 +43,11 @@ def make_session(seed: int = 0, duration_s: float = 3.0, horizon: int = 8) -> Se
     images = rng.integers(0, 256, (len(image_t), 48, 64, 3), dtype=np.uint8)
     cloud_t = np.arange(0.05, duration_s, 0.1)
     clouds = rng.uniform(-0.2, 0.6, (len(cloud_t), 80, 3)).astype(np.float32)
-    state_t = np.arange(0.0, duration_s, 0.02)
+    # no two streams share a stamp: at 1.7e9 s a float64 resolves only ~0.2 us, so "at or before" a shared stamp
+    # could go either way after the round trip through builtin_interfaces/Time
+    state_t = np.arange(0.007, duration_s, 0.02)
     states = tcp(state_t) + rng.normal(0, 1e-4, (len(state_t), 3))
-    chunk_t = np.arange(0.3, duration_s - 0.1, 0.5)
+    chunk_t = np.arange(0.33, duration_s - 0.1, 0.5)
     chunks = np.stack([tcp(t + 0.1 * np.arange(horizon)) for t in chunk_t])
     return Session(T0_S + image_t, images, T0_S + cloud_t, clouds, T0_S + state_t, states, T0_S + chunk_t, chunks,
                    0.1)

@@ -8,8 +8,18 @@ import time
 import numpy as np
 import pytest
 
-from gpc_ros.monitor.scene import (COMPOSED_COLOR, ENVELOPE_COLOR, EXECUTED_COLOR, PARENT_PALETTE, Box, LineStrip,
-                                   Scene, SceneConfig, Text, parent_colors)
+from gpc_ros.monitor.scene import (
+    COMPOSED_COLOR,
+    ENVELOPE_COLOR,
+    EXECUTED_COLOR,
+    PARENT_PALETTE,
+    Box,
+    LineStrip,
+    Scene,
+    SceneConfig,
+    Text,
+    parent_colors,
+)
 
 CHUNK = np.column_stack([np.linspace(0.4, 0.5, 8), np.linspace(-0.1, 0.1, 8), np.full(8, 0.3)])
 RGB_CHUNK = CHUNK + [0.0, 0.02, 0.0]
@@ -71,9 +81,10 @@ def test_marker_array_frames_colours_counts():
 
 
 def test_monitor_node_publishes_the_composition(ros_domain, listener):
-    """The monitor node as a process. The composer node is being built in parallel, so a stand-in node named
-    ``composer_node`` holds the parameters the real one declares (weights, parent_names, operator) and changes
-    them at run time; the chunks are real messages on the documented topics."""
+    """The monitor node as a process. A node named ``composer`` declaring the composer node's weight parameters
+    (``parents``, ``weights``, ``composer.operator``; gpc_ros.nodes.composer_node) changes them at run time
+    (the whole composer needs hosts and checkpoints, which this test is not about); the chunks are real messages
+    on the documented topics."""
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -85,10 +96,10 @@ def test_monitor_node_publishes_the_composition(ros_domain, listener):
     node, executor = listener
     proc = ros_domain.spawn_python("-m", "gpc_ros.nodes.monitor_node", "--ros-args", "-p", "publish_rate_hz:=20.0")
     from rclpy.node import Node
-    composer = Node("composer_node", context=node.context, parameter_overrides=[])
+    composer = Node("composer", context=node.context, parameter_overrides=[])
     composer.declare_parameter("weights", [0.7, 0.3])
-    composer.declare_parameter("parent_names", ["rgb", "pcd"])
-    composer.declare_parameter("operator", "convex")
+    composer.declare_parameter("parents", ["rgb", "pcd"])
+    composer.declare_parameter("composer.operator", "convex")
     executor.add_node(composer)
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {t: node.create_publisher(MultiDOFJointTrajectory, t, qos)
@@ -141,3 +152,46 @@ def test_monitor_node_publishes_the_composition(ros_domain, listener):
     assert all(m.header.frame_id == "fr3_link0" for m in ms.values())
     executor.remove_node(composer)
     composer.destroy_node()
+
+
+def test_rviz_config_shows_the_documented_topics():
+    import yaml
+
+    from gpc_ros.paths import share_dir
+
+    config = yaml.safe_load((share_dir() / "config" / "gpc.rviz").read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "fr3_link0"
+    topics = {d["Class"]: d.get("Topic", d.get("Description Topic", {})).get("Value") for d in manager["Displays"]}
+    assert topics["rviz_default_plugins/MarkerArray"] == "/gpc/markers"
+    assert topics["rviz_default_plugins/PointCloud2"] == "/gpc/points"
+    assert topics["rviz_default_plugins/RobotModel"] == "/robot_description"
+    assert topics["rviz_default_plugins/Image"] == "/camera/camera/color/image_raw"
+
+
+def test_monitor_yaml_holds_exactly_the_nodes_parameters(ros_domain):
+    """config/monitor.yaml declares every parameter of both nodes and nothing else (the nodes list theirs)."""
+    import yaml
+
+    from gpc_ros.paths import share_dir
+
+    data = yaml.safe_load((share_dir() / "config" / "monitor.yaml").read_text())
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from gpc_ros.nodes.monitor_node import MonitorNode
+    from gpc_ros.nodes.viewer_node import ViewerNode
+
+    builtin = {"use_sim_time", "start_type_description_service"}  # every rclpy node has these
+    context = Context()
+    rclpy.init(context=context, domain_id=ros_domain.domain_id)
+    try:
+        for key, cls, overrides in (("/**/monitor_node", MonitorNode, []),
+                                    ("/**/viewer_node", ViewerNode, [Parameter("port", value=0)])):
+            node = cls(context=context, parameter_overrides=overrides)
+            declared = set(node._parameters) - builtin
+            assert declared == set(data[key]["ros__parameters"]), key
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -348,3 +348,23 @@ def test_convert_npz_to_v30_and_back(tmp_path, capsys):
     assert list(back.episode_length) == list(LENGTHS)
     assert dataset_cli.main(["convert", str(npz), str(tmp_path / "lr"), "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_collection_in_gpc_ros_action_space_gets_the_franka_names(tmp_path):
+    """The npz folder as ``gpc-ros collect`` leaves it (10-D actions/states, ``info.action_space``); the simulated
+    cell itself is exercised by test/sim, this checks what the converter makes of its output."""
+    from gpc_ros.action_space import ACTION_DIM, ACTION_NAMES
+    from gpc_ros.policies.lerobot.convert import npz_to_lerobot
+
+    rng = np.random.default_rng(3)
+    episodes = [{"action": rng.normal(size=(n, ACTION_DIM)), "observation.state": rng.normal(size=(n, ACTION_DIM)),
+                 "observation.image": rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8),
+                 "observation.image_wrist": rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)} for n in (5, 8)]
+    npz = write_episodes(tmp_path / "npz", episodes, 10.0,
+                         info={"action_space": "gpc_ros.action_space (x y z, rotation 6d, gripper)"})
+    reader = LeRobotReader(npz_to_lerobot(npz, tmp_path / "lr", task="push_red", progress=False))
+    assert reader.info["robot_type"] == "franka_fr3"
+    assert reader.features["action"]["names"] == list(ACTION_NAMES) == reader.features["observation.state"]["names"]
+    assert reader.video_keys == ["observation.image", "observation.image_wrist"]
+    assert reader.tasks == ["push_red"]
+    assert np.array_equal(reader.episode_arrays(1, ["action"])["action"], episodes[1]["action"].astype(np.float32))

@@ -1,6 +1,8 @@
 """Convert between gpc_ros npz episode folders and LeRobotDataset v3.0 (both directions, values kept exactly).
 
-npz -> LeRobot: every key of ``dataset.json`` becomes a feature of the same name; uint8 ``(H, W, 3)`` images become
+npz -> LeRobot: every key of ``dataset.json`` becomes a feature of the same name (``action`` and
+``observation.state`` of a dataset recorded in :mod:`gpc_ros.action_space`, e.g. by ``gpc-ros collect``, get its
+per-dimension ``ACTION_NAMES`` and ``robot_type`` ``franka_fr3``); uint8 ``(H, W, 3)`` images become
 videos (default) or PNG image features, point clouds a float32 ``(N, 3)`` feature; ``fps`` must be an integer.
 LeRobot -> npz: every non-string feature (videos decoded, full resolution) of every episode, LeRobot's own index
 columns left out.
@@ -25,6 +27,9 @@ from gpc_ros.policies.lerobot.writer import write_lerobot_dataset
 
 logger = logging.getLogger(__name__)
 
+FRANKA_ROBOT_TYPE = "franka_fr3"
+"""``robot_type`` of datasets recorded with gpc_ros's action space (the simulated cell, the FR3 driver)."""
+
 
 def npz_to_lerobot(source: str | os.PathLike, target: str | os.PathLike, *, images: str = "video",
                    task: str = "", robot_type: str | None = None, names: Mapping[str, Sequence[str]] | None = None,
@@ -42,6 +47,14 @@ def npz_to_lerobot(source: str | os.PathLike, target: str | os.PathLike, *, imag
     fps = float(meta["fps"])
     if abs(fps - round(fps)) > 1e-9:
         raise ValueError(f"{meta_path}: fps {fps} is not an integer; LeRobot datasets store an integer fps")
+    info = meta.get("info", {})
+    if names is None and str(info.get("action_space", "")).startswith("gpc_ros.action_space"):
+        from gpc_ros.action_space import ACTION_DIM, ACTION_NAMES
+
+        names = {k: list(ACTION_NAMES) for k in ("action", "observation.state")
+                 if k in meta["keys"] and meta["keys"][k] == [ACTION_DIM]}
+    if robot_type is None and names:
+        robot_type = FRANKA_ROBOT_TYPE
     image_keys = [k for k, shape in meta["keys"].items() if len(shape) == 3 and shape[-1] == 3
                   and "image" in k]
 
@@ -53,9 +66,9 @@ def npz_to_lerobot(source: str | os.PathLike, target: str | os.PathLike, *, imag
             yield episode
 
     return write_lerobot_dataset(
-        target, episodes(), int(round(fps)), video_keys=image_keys if images == "video" else (),
+        target, episodes(), round(fps), video_keys=image_keys if images == "video" else (),
         image_keys=image_keys if images == "image" else (), names=names,
-        robot_type=robot_type or meta.get("info", {}).get("robot_type"), overwrite=overwrite, progress=progress,
+        robot_type=robot_type or info.get("robot_type"), overwrite=overwrite, progress=progress,
         total=int(meta["num_episodes"]), **writer_options)
 
 

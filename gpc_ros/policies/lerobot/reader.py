@@ -20,9 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from gpc_ros.policies.lerobot.format import (CODEBASE_VERSION, DEFAULT_FEATURES, EPISODES_DIR, INFO_PATH,
-                                             STATS_PATH, TASKS_PATH, TIMESTAMP_TOLERANCE_S, LeRobotFormatError,
-                                             from_arrow)
+from gpc_ros.policies.lerobot.format import (
+    CODEBASE_VERSION,
+    DEFAULT_FEATURES,
+    EPISODES_DIR,
+    INFO_PATH,
+    STATS_PATH,
+    TASKS_PATH,
+    TIMESTAMP_TOLERANCE_S,
+    LeRobotFormatError,
+    from_arrow,
+)
 
 logger = logging.getLogger(__name__)
 

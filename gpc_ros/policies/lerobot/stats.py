@@ -124,8 +124,7 @@ def vector_stats(data: np.ndarray) -> dict[str, np.ndarray]:
 def sample_indices(data_len: int) -> list[int]:
     """Which frames of an episode LeRobot's image stats look at."""
     min_samples, max_samples, power = 100, 10_000, 0.75
-    if data_len < min_samples:
-        min_samples = data_len
+    min_samples = min(min_samples, data_len)
     num = max(min_samples, min(int(data_len**power), max_samples))
     return np.round(np.linspace(0, data_len - 1, num)).astype(int).tolist()
 

@@ -24,10 +24,22 @@ import numpy as np
 from tqdm import tqdm
 
 from gpc_ros.policies.lerobot import stats as lrstats
-from gpc_ros.policies.lerobot.format import (CODEBASE_VERSION, DATA_PATH, DEFAULT_CHUNK_SIZE,
-                                             DEFAULT_DATA_FILE_SIZE_IN_MB, DEFAULT_FEATURES,
-                                             DEFAULT_VIDEO_FILE_SIZE_IN_MB, EPISODES_PATH, INFO_PATH, STATS_PATH,
-                                             TASKS_PATH, VIDEO_PATH, arrow_type, chunk_file, to_arrow)
+from gpc_ros.policies.lerobot.format import (
+    CODEBASE_VERSION,
+    DATA_PATH,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_DATA_FILE_SIZE_IN_MB,
+    DEFAULT_FEATURES,
+    DEFAULT_VIDEO_FILE_SIZE_IN_MB,
+    EPISODES_PATH,
+    INFO_PATH,
+    STATS_PATH,
+    TASKS_PATH,
+    VIDEO_PATH,
+    arrow_type,
+    chunk_file,
+    to_arrow,
+)
 from gpc_ros.policies.lerobot.video import CODEC_NAMES, DEFAULT_CODEC, video_info
 
 logger = logging.getLogger(__name__)
