@@ -70,5 +70,5 @@ def rviz_actions(context, *args, **kwargs):
 def generate_launch_description() -> LaunchDescription:
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in ARGUMENTS.items()]
-    return LaunchDescription([*declared, OpaqueFunction(function=graph_actions),
-                              OpaqueFunction(function=rviz_actions, condition=IfCondition(LaunchConfiguration("rviz")))])
+    rviz = OpaqueFunction(function=rviz_actions, condition=IfCondition(LaunchConfiguration("rviz")))
+    return LaunchDescription([*declared, OpaqueFunction(function=graph_actions), rviz])

@@ -212,7 +212,8 @@ class LocalHost(HostHandle):
 
 class RemoteHost(HostHandle):
     """A host in another process: ``send(exchange)`` puts a request on the wire; the transport calls
-    :meth:`deliver` with every reply (from any thread)."""
+    :meth:`deliver` with every reply (from any thread).
+    """
 
     def __init__(self, name: str, send: Callable[[protocol.Exchange], None]) -> None:
         super().__init__(name)
@@ -470,7 +471,8 @@ class GraphComposer:
 
 class EpisodeSearch:
     """The online weight search of the composer: one arm (weight vector) per episode, outcomes recorded and the
-    state saved to ``path`` after each (resumed on restart). Wraps :class:`gpc_ros.compose.search.WeightSearch`."""
+    state saved to ``path`` after each (resumed on restart). Wraps :class:`gpc_ros.compose.search.WeightSearch`.
+    """
 
     def __init__(self, path: str, parents: Sequence[str], strategy: str = "thompson", divisions: int = 10,
                  seed: int = 0) -> None:

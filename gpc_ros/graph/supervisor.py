@@ -101,7 +101,8 @@ class Supervisor:
 
     def run(self, poll_period_s: float = 0.2, until: Callable[[], bool] | None = None) -> int:
         """Watch the children until one exit stops the graph, ``until()`` is true, or Ctrl-C; 0 after Ctrl-C or
-        ``until``, 1 when a child's exit stopped the graph."""
+        ``until``, 1 when a child's exit stopped the graph.
+        """
         try:
             while self.poll():
                 if until is not None and until():

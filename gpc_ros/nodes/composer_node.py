@@ -6,7 +6,8 @@ Every ``replan_period_s`` it names one observation time, has every host encode f
 parent's own chunk on ``/gpc/parents/<name>/chunk``. Weights, operator, sampler and the fault policy are
 parameters validated on set (the next chunk uses them). With ``search_state_path`` set, episode outcomes on
 ``/gpc/episode_outcome`` (std_msgs/Bool, true = success) drive an online weight search whose state persists there.
-``deployment: in_process`` runs the host nodes inside this process (one executor, no serialisation). Health on /diagnostics (``composer_node: composition``).
+``deployment: in_process`` runs the host nodes inside this process (one executor, no serialisation). Health on
+/diagnostics (``composer_node: composition``).
 """
 
 from __future__ import annotations

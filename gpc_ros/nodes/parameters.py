@@ -74,7 +74,8 @@ def _attributes_section(docstring: str) -> dict[str, str]:
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> its description: the string literal under the field, else the class docstring's
-    ``Attributes:`` entry (Google style), for a dataclass and its bases."""
+    ``Attributes:`` entry (Google style), for a dataclass and its bases.
+    """
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         module = sys.modules.get(klass.__module__)

@@ -120,8 +120,8 @@ def node_block(name: str) -> list[dict]:
     ("policy_hosts.yaml", HostConfig, set()),
     ("camera.yaml", CameraStreamConfig, set()),
     ("franka_driver.yaml", ExecutorConfig, {"state_publish_rate_hz", "diagnostics_period_s"}),
-    ("pointcloud.yaml", PointCloudConfig, {"camera_names", "base_frame", "output_topic", "max_camera_skew_s", "image_qos",
-                                           "frame_timeout_s"}),
+    ("pointcloud.yaml", PointCloudConfig, {"camera_names", "base_frame", "output_topic", "max_camera_skew_s",
+                                           "image_qos", "frame_timeout_s"}),
 ])
 def test_every_config_yaml_holds_exactly_its_nodes_fields(file, cls, extra) -> None:
     fields_ = {f.name for f in flat_fields(cls)} | extra
