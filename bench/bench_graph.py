@@ -35,7 +35,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gpc_ros.compose import Composer  # noqa: E402
-from gpc_ros.graph import protocol  # noqa: E402
 from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost  # noqa: E402
 from gpc_ros.graph.host import HostConfig, HostCore, Observing, load_host_parent  # noqa: E402
 from gpc_ros.graph.parents import GoalParent  # noqa: E402
