@@ -20,8 +20,8 @@ import numpy as np
 from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
 from gpc_ros.control.gripper import GripperConfig
-from gpc_ros.sim.franky_sim_process import FrankySimProcess
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
+from gpc_ros.sim.franky_sim_process import FrankySimProcess
 
 NOMINAL_M_S = 0.1
 

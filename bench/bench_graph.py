@@ -33,20 +33,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from gpc_ros.compose import Composer
-from gpc_ros.graph.composition import (
-    ComposerNodeConfig,
-    GraphComposer,
-    LocalHost,
-    RemoteHost,
-)
-from gpc_ros.graph.host import HostConfig, HostCore, Observing, load_host_parent
-from gpc_ros.graph.parents import GoalParent
-from gpc_ros.leases import acquire
-from gpc_ros.policies import make_policy, save_policy
-from gpc_ros.policies.normalization import fit_min_max
-from gpc_ros.policies.presets import policy_config
-from gpc_ros.ros_env import MAX_SAFE_DOMAIN_ID, graph_env
+from gpc_ros.compose import Composer  # noqa: E402
+from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost  # noqa: E402
+from gpc_ros.graph.host import HostConfig, HostCore, Observing, load_host_parent  # noqa: E402
+from gpc_ros.graph.parents import GoalParent  # noqa: E402
+from gpc_ros.leases import acquire  # noqa: E402
+from gpc_ros.policies import make_policy, save_policy  # noqa: E402
+from gpc_ros.policies.normalization import fit_min_max  # noqa: E402
+from gpc_ros.policies.presets import policy_config  # noqa: E402
+from gpc_ros.ros_env import MAX_SAFE_DOMAIN_ID, graph_env  # noqa: E402
 
 KEYS = {"action": [3], "observation.state": [3], "observation.image": [96, 96, 3], "observation.pointcloud": [512, 3]}
 
