@@ -233,17 +233,20 @@ class SimCell:
     # -- episode parts --------------------------------------------------------------------------------------------
     def reset(self, seed: int) -> float:
         """Stop the arm, put arm and cubes back (layout of ``seed``), re-arm the driver; returns the start time (s)."""
+        from gpc_ros.sim.cell_control import CellControlError
+
         ex = self.executor
-        for attempt in range(20):
-            ex.stop()
+        ex.stop()  # once: franky's stop runs a short stopping motion that the reset must wait for
+        deadline = time.monotonic() + 120.0
+        while True:
             try:
                 self._client.reset(seed)
                 break
-            except Exception as exc:  # CellControlError while franky still winds a motion down
-                if attempt == 19:
+            except CellControlError as exc:  # refused while franky still winds the stopping motion down
+                if time.monotonic() > deadline:
                     raise
                 logger.debug("reset retry: %s", exc)
-                self.wait_until(self.now_s() + 0.02)
+                self.wait_until(self.now_s() + 0.01)
         t = self.now_s()
         # the driver must have read the new pose before its command gate is reset to it (stop() does that)
         deadline = time.monotonic() + 30.0
