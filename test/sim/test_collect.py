@@ -56,6 +56,7 @@ def test_bad_input_is_refused_in_one_sentence(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # three expert episodes with rendering; minutes each on a loaded 2-core machine
 def test_collect_writes_a_loadable_dataset_and_resumes_after_a_kill(tmp_path):
     out = tmp_path / "push"
     argv = [sys.executable, "-m", "gpc_ros.cli", "collect", "--episodes", "2", "--out", str(out), "--seed", "40"]
