@@ -79,7 +79,9 @@ def test_collect_writes_a_loadable_dataset_and_resumes_after_a_kill(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert episode_path(out, 0).read_bytes() == first  # resumed, not redone
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["num_episodes"] == 2 and [e["seed"] for e in meta["info"]["episodes"]][0] == 40
+    seeds = [e["seed"] for e in meta["info"]["episodes"]] + [f["seed"] for f in meta["info"]["failed_attempts"]]
+    # attempt j uses seed 40 + j; failed attempts (the expert missed) are listed, not written
+    assert meta["num_episodes"] == 2 and sorted(seeds) == list(range(40, meta["info"]["next_attempt"] + 40))
     assert dataset_hash(out) in done.stdout
     assert not list(Path(out).glob(".*.partial"))
     ds = EpisodeDataset(out, KEYS, obs_horizon=2, action_horizon=16)
