@@ -236,17 +236,18 @@ class SimCell:
         from gpc_ros.sim.cell_control import CellControlError
 
         ex = self.executor
-        ex.stop()  # once: franky's stop runs a short stopping motion that the reset must wait for
+        ex.stop()  # franky's planned stop: a short motion the reset must wait for
+        ex.wait_stopped(60.0)
         deadline = time.monotonic() + 120.0
         while True:
             try:
                 self._client.reset(seed)
                 break
-            except CellControlError as exc:  # refused while franky still winds the stopping motion down
+            except CellControlError as exc:  # refused while franky still winds a motion down
                 if time.monotonic() > deadline:
                     raise
                 logger.debug("reset retry: %s", exc)
-                self.wait_until(self.now_s() + 0.01)
+                self.wait_until(self.now_s() + 0.02)
         t = self.now_s()
         # the driver must have read the new pose before its command gate is reset to it (stop() does that)
         deadline = time.monotonic() + 30.0
@@ -256,7 +257,8 @@ class SimCell:
             time.sleep(0.002)
         if ex.state.fault is not None:
             ex.recover()
-        ex.stop()
+        ex.stop()  # the command gate restarts from the new pose
+        ex.wait_stopped(60.0)
         ex.enable(True)
         return self.wait_until(self.now_s() + 0.05)
 
