@@ -28,6 +28,8 @@ CLEAN_PATHS = [
     "gpc_ros/policies/synthetic.py", "gpc_ros/policies/unet1d.py", "gpc_ros/policies/diffusion",
     "gpc_ros/policies/dp3", "gpc_ros/policies/flow", "gpc_ros/policies/encoders", "bench", "test/conftest.py",
     "test/foundation", "test/policies", "requirements",
+    # issue 10 lint pass: the simulated cell and its tests (gpc_ros/action_space.py is listed above)
+    "gpc_ros/sim", "test/sim",
 ]
 
 
