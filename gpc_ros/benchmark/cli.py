@@ -6,6 +6,7 @@
         --seeds 300000:300200 --out results/push_red
     gpc-ros benchmark report --results results/push_red [more folders] --plots docs/results
     gpc-ros benchmark latency --parent rgb=... --parent pcd=... --pair rgb+pcd --dataset DIR
+    gpc-ros benchmark ship --checkpoint RUN/checkpoint --name NAME --dataset DIR --command "gpc-ros train ..."
 
 ``run`` evaluates arms (parents alone, weight grids, operators; see :mod:`gpc_ros.benchmark.plan`) on fixed layout
 seeds, one episode per ``(arm, seed)``, through the real path (:mod:`gpc_ros.benchmark.episode`); each finished
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--sampler-steps", type=int, default=10)
     latency.add_argument("--threads", type=int, default=1)
     latency.add_argument("--out", type=Path, default=None, help="write latency.json here")
+    ship = sub.add_parser("ship", help="copy a trained checkpoint to parents/<name>/ with provenance + reference")
+    ship.add_argument("--checkpoint", type=Path, required=True, help="the run's checkpoint folder")
+    ship.add_argument("--name", required=True, help="shipped name (found by gpc_ros.policies.registry)")
+    ship.add_argument("--dataset", type=Path, required=True, help="the (frozen) dataset it was trained on")
+    ship.add_argument("--command", required=True, help="the exact command that regenerates the checkpoint")
+    ship.add_argument("--dest", type=Path, default=Path("parents"), help="folder of shipped parents")
     return parser
 
 
@@ -185,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.verb == "latency":
             return _latency(args)
+        if args.verb == "ship":
+            from gpc_ros.benchmark.ship import ship
+            from gpc_ros.sim.collect import dataset_hash
+
+            print(ship(args.checkpoint, args.name, args.dataset, args.command, args.dest, dataset_hash(args.dataset)))
+            return 0
         policies, parents_identity = load_parents(args.parent)
         settings = _settings(args)
         out = open_results(args.out, _identity(args, parents_identity, settings))
