@@ -28,7 +28,8 @@ IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=Rel
 
 DESCRIPTIONS = {
     "camera_name": "topics under /camera/<camera_name>/, frames <camera_name>_color_optical_frame",
-    "source": "'realsense' (a connected camera by serial) or 'playback' (a recorded .db3/.bag file)",
+    "source": "'realsense' (a connected camera by serial), 'playback' (a recorded .db3/.bag file) or 'sim' (camera "
+              "camera_name of the simulated cell on sim_host)",
     "serial": "RealSense serial number (source 'realsense')",
     "recording_path": "recorded RealSense file .db3/.bag (source 'playback')",
     "width": "stream width (px) of a live camera",
@@ -40,6 +41,7 @@ DESCRIPTIONS = {
     "frame_timeout_s": "no frame for this long (s) -> WARN on /diagnostics",
     "reopen_period_s": "retry period (s) for a source that failed to open",
     "max_clock_drift_s": "re-anchor hardware -> ROS timestamps beyond this drift (s)",
+    "sim_host": "loopback address of the simulated cell (source 'sim'; gpc-ros sim-server --task ... --host)",
 }
 
 

@@ -20,7 +20,7 @@ from gpc_ros.perception.timestamps import ClockMappingConfig, HardwareClockMappe
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("realsense", "playback")
+SOURCES = ("realsense", "playback", "sim")
 HEALTH_LEVELS = ("OK", "WARN", "ERROR")
 
 
@@ -30,7 +30,8 @@ class CameraStreamConfig:
 
     Attributes:
         camera_name: topics go under ``/camera/<camera_name>/``, frames are ``<camera_name>_color_optical_frame``.
-        source: "realsense" (a connected camera, by ``serial``) or "playback" (``recording_path``).
+        source: "realsense" (a connected camera, by ``serial``), "playback" (``recording_path``) or "sim" (camera
+            ``camera_name`` = front | wrist of the simulated cell served on ``sim_host``, docs/sim.md).
         serial: RealSense serial number (source "realsense").
         recording_path: ``.db3`` / ``.bag`` file (source "playback").
         width, height: stream resolution (px) of a live camera.
@@ -41,6 +42,7 @@ class CameraStreamConfig:
         frame_timeout_s: no frame for this long -> reported stale (WARN) (s).
         reopen_period_s: a source that failed to open is retried this often (s).
         max_clock_drift_s: re-anchor device -> ROS timestamps beyond this drift (s).
+        sim_host: loopback address of the served simulated cell (source "sim").
     """
 
     camera_name: str = "camera"
@@ -56,6 +58,7 @@ class CameraStreamConfig:
     frame_timeout_s: float = 1.0
     reopen_period_s: float = 2.0
     max_clock_drift_s: float = 0.5
+    sim_host: str = "127.0.0.2"
 
     def __post_init__(self) -> None:
         if not self.camera_name or not self.camera_name.replace("_", "").isalnum():
@@ -68,6 +71,8 @@ class CameraStreamConfig:
             raise ValueError("CameraStreamConfig.serial must be set when source is 'realsense', got ''")
         if self.source == "playback" and not self.recording_path:
             raise ValueError("CameraStreamConfig.recording_path must be set when source is 'playback', got ''")
+        if self.source == "sim":
+            self.sim_config()  # validates camera name and size early
         if self.depth_encoding not in ("16UC1", "32FC1"):
             raise ValueError(
                 f"CameraStreamConfig.depth_encoding must be one of ('16UC1', '32FC1'), got {self.depth_encoding!r}"
@@ -88,6 +93,11 @@ class CameraStreamConfig:
 
         return RealSenseConfig(self.serial, self.width, self.height, self.fps)
 
+    def sim_config(self):
+        from gpc_ros.sim.cameras import SimCameraConfig
+
+        return SimCameraConfig(self.sim_host, self.camera_name, self.width, self.height, float(self.fps))
+
     def playback_config(self):
         from gpc_ros.perception.playback_source import PlaybackConfig
 
@@ -96,6 +106,10 @@ class CameraStreamConfig:
 
 def default_source_factory(config: CameraStreamConfig) -> FrameSource:
     """The source named by ``config.source``."""
+    if config.source == "sim":
+        from gpc_ros.sim.cameras import SimFrameSource
+
+        return SimFrameSource(config.sim_config())
     if config.source == "realsense":
         from gpc_ros.perception.realsense_source import RealSenseSource
 
@@ -210,6 +224,8 @@ class CameraStream:
         values = {"source": self.config.source, "frames": str(self.frames)}
         if self.config.source == "realsense":
             values["serial"] = self.config.serial
+        elif self.config.source == "sim":
+            values["sim_host"] = self.config.sim_host
         else:
             values["recording_path"] = self.config.recording_path
         if self._source is None and not self._ended:

@@ -19,6 +19,7 @@ in fr3_link0 is :func:`camera_to_base` (fixed); the wrist camera's is fixed rela
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -101,12 +102,21 @@ class RendererError(FrameSourceError):
     """The MuJoCo renderer cannot start (no EGL / GL context) or cannot render."""
 
 
+def _no_renderer(exc: BaseException) -> str:
+    backend = os.environ.get("MUJOCO_GL", "")
+    return (f"the MuJoCo renderer cannot start with MUJOCO_GL={backend!r} ({type(exc).__name__}: {exc}); headless "
+            f"rendering needs MUJOCO_GL=egl set before mujoco is imported and apt libegl1 + libgl1-mesa-dri")
+
+
 class CellRenderer:
     """Renders the cell's cameras from qpos snapshots (its own model and data: never the simulator's)."""
 
     def __init__(self, task: PushTaskConfig, resolutions: dict[str, tuple[int, int]]) -> None:
         """``resolutions``: camera name -> (width, height) px."""
-        import mujoco
+        try:
+            import mujoco  # picks its GL backend (MUJOCO_GL) on first import: fails here when it cannot load
+        except Exception as exc:  # AttributeError / ImportError from PyOpenGL without the backend's library
+            raise RendererError(_no_renderer(exc)) from exc
 
         self._mujoco = mujoco
         for name, (w, h) in resolutions.items():
@@ -135,8 +145,7 @@ class CellRenderer:
                 self._renderers[(w, h)] = r
         except Exception as exc:  # mujoco raises plain Exceptions / FatalError when EGL is missing
             self.close()
-            raise RendererError(f"the MuJoCo renderer cannot start (MUJOCO_GL={__import__('os').environ.get('MUJOCO_GL')}"
-                                f"; EGL needs apt libegl1 and libgl1-mesa-dri): {exc}") from exc
+            raise RendererError(_no_renderer(exc)) from exc
         self._camera_ids = {name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, name) for name in resolutions}
 
     def set_state(self, qpos: np.ndarray) -> None:

@@ -74,7 +74,7 @@ CAMERAS: dict[str, CameraMount] = {
 
 
 def _fmt(values) -> str:
-    return " ".join(f"{float(v):.6g}" for v in values)
+    return " ".join(f"{float(v):.12g}" for v in values)
 
 
 def build_cell(sim, task: PushTaskConfig) -> None:
