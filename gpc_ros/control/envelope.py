@@ -29,6 +29,10 @@ FR3_JOINT_LOWER_RAD: tuple[float, ...] = (-2.7437, -1.7837, -2.9007, -3.0421, -2
 FR3_JOINT_UPPER_RAD: tuple[float, ...] = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
 
 
+#: What happens to a pose target the arm cannot reach (SafetyEnvelopeConfig.unreachable_policy).
+UNREACHABLE_POLICIES: tuple[str, ...] = ("project", "reject")
+
+
 def _vec(name: str, value, n: int) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
@@ -47,27 +51,62 @@ class SafetyEnvelopeConfig:
 
     # --- workspace (end effector fr3_hand_tcp in fr3_link0) ---
     workspace_min_m: tuple[float, float, float] = (0.25, -0.40, 0.05)
-    """Lower corner (x, y, z) of the box the end-effector targets are clamped into (m)."""
+    """Lower corner (x, y, z) of the box the end-effector (TCP) targets are kept in (m)."""
     workspace_max_m: tuple[float, float, float] = (0.75, 0.40, 0.70)
     """Upper corner (x, y, z) of the box (m)."""
+    arm_points_min_m: tuple[float, float, float] = (-0.30, -0.60, 0.05)
+    """Lower corner of the box the elbow (fr3_link4) and wrist (fr3_link6) must stay in, so the arm cannot fold
+    behind its base or reach under the table (m)."""
+    arm_points_max_m: tuple[float, float, float] = (0.90, 0.60, 1.10)
+    """Upper corner of the elbow/wrist box (m)."""
     # --- joints ---
     joint_lower_rad: tuple[float, ...] = FR3_JOINT_LOWER_RAD
-    """Joint position lower limits fr3_joint1..7 (rad), before the margin."""
+    """Joint position lower limits fr3_joint1..7 (rad), before the margin (the tighter of these and the URDF's
+    limits is used)."""
     joint_upper_rad: tuple[float, ...] = FR3_JOINT_UPPER_RAD
     """Joint position upper limits fr3_joint1..7 (rad), before the margin."""
     joint_limit_margin_rad: float = 0.1
-    """Joint targets are kept this far inside the limits; a measured joint beyond it halts the arm (rad)."""
-    # --- speeds and jumps ---
+    """Joint commands are kept this far inside the limits (rad)."""
+    joint_halt_margin_rad: float = 0.03
+    """A *measured* joint closer than this to its limit (or beyond it) halts the arm with a fault (rad, smaller
+    than joint_limit_margin_rad: the difference is the tracking error tolerated)."""
+    min_manipulability: float = 0.01
+    """Commands whose TCP manipulability sqrt(det(J J^T)) is below this are not approached further (singularity
+    margin; the FR3 has about 0.1 at its home pose)."""
+    # --- speeds, accelerations, jerks (franky's own limits are set to these) ---
     max_speed_m_s: float = 0.25
-    """Largest end-effector translational speed commanded (m/s)."""
+    """Largest end-effector translational speed (m/s)."""
+    max_acceleration_m_s2: float = 2.0
+    """Largest end-effector translational acceleration (m/s^2); a 1 kHz velocity step is at most this x 1 ms."""
+    max_jerk_m_s3: float = 2000.0
+    """Largest end-effector translational jerk (m/s^3), given to franky's planner."""
     max_rotation_speed_rad_s: float = 1.0
-    """Largest end-effector rotational speed commanded (rad/s)."""
+    """Largest end-effector rotational speed (rad/s)."""
+    max_rotation_acceleration_rad_s2: float = 5.0
+    """Largest end-effector rotational acceleration (rad/s^2)."""
+    max_rotation_jerk_rad_s3: float = 5000.0
+    """Largest end-effector rotational jerk (rad/s^3), given to franky's planner."""
     max_joint_speed_rad_s: float = 1.0
-    """Largest joint speed commanded for joint targets (rad/s)."""
+    """Largest joint speed (rad/s), every joint."""
+    max_joint_acceleration_rad_s2: float = 5.0
+    """Largest joint acceleration (rad/s^2), every joint."""
+    max_joint_jerk_rad_s3: float = 5000.0
+    """Largest joint jerk (rad/s^3), given to franky's planner (capped per joint by franky's own maximum; low
+    jerks make a streamed, often preempted motion crawl)."""
     max_target_jump_m: float = 0.10
-    """Consecutive chunk targets further apart than this are a jump: the chunk is rejected (m)."""
+    """A chunk whose first target is further than this from the arm's measured TCP (and from the target
+    commanded now), or with consecutive targets further apart, is a jump: rejected (m)."""
     max_target_jump_rad: float = 0.5
     """Same for orientation (angle) and joint targets (largest joint change) (rad)."""
+    # --- reachability ---
+    unreachable_policy: str = "project"
+    """A pose target the arm cannot reach within the joint limits, box and singularity margin: ``project``
+    (command the nearest reachable pose found: IK from the last command) or ``reject`` (hold the last command)."""
+    reachability_tolerance_m: float = 0.002
+    """IK residual above which a pose target counts as unreachable (m; rotation counts 0.2 m per rad)."""
+    # --- measured state ---
+    measured_box_tolerance_m: float = 0.03
+    """A *measured* TCP, elbow or wrist further than this outside its box halts the arm with a fault (m)."""
     # --- gripper ---
     gripper_min_width_m: float = 0.0
     gripper_max_width_m: float = 0.08
@@ -77,11 +116,14 @@ class SafetyEnvelopeConfig:
     gripper_speed_m_s: float = 0.05
     """Gripper finger speed (m/s)."""
     # --- planner ---
-    relative_dynamics_factor: float = 0.3
-    """franky's relative dynamics factor (velocity, acceleration, jerk scale of the FR3 limits), in (0, 1]."""
+    relative_dynamics_factor: float = 1.0
+    """franky's relative dynamics factor, in (0, 1]: scales the velocity, acceleration and jerk limits above
+    further (franky's limits are set to the ones above; 1.0 = exactly those)."""
 
     lower_m: np.ndarray = field(init=False, repr=False, compare=False)
     upper_m: np.ndarray = field(init=False, repr=False, compare=False)
+    arm_lower_m: np.ndarray = field(init=False, repr=False, compare=False)
+    arm_upper_m: np.ndarray = field(init=False, repr=False, compare=False)
     joint_min_rad: np.ndarray = field(init=False, repr=False, compare=False)
     joint_max_rad: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -91,6 +133,11 @@ class SafetyEnvelopeConfig:
         if np.any(lo >= hi):
             raise ValueError(f"SafetyEnvelopeConfig.workspace_min_m must be below workspace_max_m on every axis, "
                              f"got {self.workspace_min_m!r} and {self.workspace_max_m!r}")
+        alo = _vec("arm_points_min_m", self.arm_points_min_m, 3)
+        ahi = _vec("arm_points_max_m", self.arm_points_max_m, 3)
+        if np.any(alo >= ahi):
+            raise ValueError(f"SafetyEnvelopeConfig.arm_points_min_m must be below arm_points_max_m on every axis, "
+                             f"got {self.arm_points_min_m!r} and {self.arm_points_max_m!r}")
         jlo = _vec("joint_lower_rad", self.joint_lower_rad, ARM_DOF)
         jhi = _vec("joint_upper_rad", self.joint_upper_rad, ARM_DOF)
         if not (np.isfinite(self.joint_limit_margin_rad) and self.joint_limit_margin_rad >= 0.0):
@@ -101,9 +148,22 @@ class SafetyEnvelopeConfig:
             raise ValueError(f"SafetyEnvelopeConfig.joint_limit_margin_rad {self.joint_limit_margin_rad} with "
                              f"joint_lower_rad/joint_upper_rad leaves no range, got {self.joint_lower_rad!r}, "
                              f"{self.joint_upper_rad!r}")
-        for name in ("max_speed_m_s", "max_rotation_speed_rad_s", "max_joint_speed_rad_s", "max_target_jump_m",
-                     "max_target_jump_rad", "gripper_max_force_n", "gripper_speed_m_s"):
+        for name in ("max_speed_m_s", "max_acceleration_m_s2", "max_jerk_m_s3", "max_rotation_speed_rad_s",
+                     "max_rotation_acceleration_rad_s2", "max_rotation_jerk_rad_s3", "max_joint_speed_rad_s",
+                     "max_joint_acceleration_rad_s2", "max_joint_jerk_rad_s3", "max_target_jump_m",
+                     "max_target_jump_rad", "gripper_max_force_n", "gripper_speed_m_s", "reachability_tolerance_m",
+                     "measured_box_tolerance_m"):
             _positive(name, getattr(self, name))
+        if not (isinstance(self.joint_halt_margin_rad, (int, float)) and
+                0.0 <= self.joint_halt_margin_rad < self.joint_limit_margin_rad):
+            raise ValueError(f"SafetyEnvelopeConfig.joint_halt_margin_rad must be in [0, joint_limit_margin_rad "
+                             f"{self.joint_limit_margin_rad}) rad, got {self.joint_halt_margin_rad!r}")
+        if not (isinstance(self.min_manipulability, (int, float)) and 0.0 <= self.min_manipulability < 1.0):
+            raise ValueError(f"SafetyEnvelopeConfig.min_manipulability must be in [0, 1), got "
+                             f"{self.min_manipulability!r}")
+        if self.unreachable_policy not in UNREACHABLE_POLICIES:
+            raise ValueError(f"SafetyEnvelopeConfig.unreachable_policy must be one of {UNREACHABLE_POLICIES}, got "
+                             f"{self.unreachable_policy!r}")
         _positive("relative_dynamics_factor", self.relative_dynamics_factor, 1.0)
         if not (0.0 <= self.gripper_min_width_m < self.gripper_max_width_m <= 0.08):
             raise ValueError(f"SafetyEnvelopeConfig.gripper_min_width_m/gripper_max_width_m must satisfy "
@@ -111,6 +171,8 @@ class SafetyEnvelopeConfig:
                              f"{self.gripper_max_width_m!r}")
         object.__setattr__(self, "lower_m", lo)
         object.__setattr__(self, "upper_m", hi)
+        object.__setattr__(self, "arm_lower_m", alo)
+        object.__setattr__(self, "arm_upper_m", ahi)
         object.__setattr__(self, "joint_min_rad", jmin)
         object.__setattr__(self, "joint_max_rad", jmax)
 
@@ -141,6 +203,14 @@ def quaternion_angle_rad(q_a: np.ndarray, q_b: np.ndarray) -> float:
     return 2.0 * float(np.arccos(min(1.0, d)))
 
 
+def braking_speed(distance, acceleration, period_s):
+    """Largest speed from which steps of one period, each slowing by ``acceleration * period_s``, stop within
+    ``distance`` (this step included): ``a (sqrt(2.25 T^2 + 2 d / a) - 1.5 T)``. Consecutive values along a braking
+    approach differ by less than ``a T``, so braking by it never exceeds the acceleration limit."""
+    t = period_s
+    return acceleration * (np.sqrt(2.25 * t * t + 2.0 * np.asarray(distance) / acceleration) - 1.5 * t)
+
+
 def slerp(q_a: np.ndarray, q_b: np.ndarray, fraction: float) -> np.ndarray:
     """Spherical interpolation from ``q_a`` (fraction 0) to ``q_b`` (fraction 1) along the short arc."""
     q_b = q_b if np.dot(q_a, q_b) >= 0.0 else -q_b
@@ -161,6 +231,8 @@ class CartesianCommand:
     quaternion_xyzw: np.ndarray
     velocity_m_s: np.ndarray
     """Feed-forward translational velocity (m/s) at the target, within ``max_speed_m_s``."""
+    step_velocity_m_s: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    """(position - previous position) / period: the commanded speed, used to limit the acceleration (m/s)."""
 
 
 class SafetyEnvelope:
@@ -213,9 +285,14 @@ class SafetyEnvelope:
     # -- commands: clamp --------------------------------------------------------------------------------------------
     def clamp_cartesian(self, position_m: np.ndarray, quaternion_xyzw: np.ndarray, previous: CartesianCommand,
                         period_s: float, velocity_m_s: np.ndarray | None = None) -> CartesianCommand:
-        """The command closest to the target that stays in the box and within the speed limits of ``previous``.
+        """The command closest to the target that the limits allow from ``previous`` (one period later).
 
-        ``previous`` must itself satisfy the envelope (the measured pose, clamped, on the first command).
+        In order: the target is clipped into the box; the commanded velocity ``(p - previous) / period`` changes by
+        at most ``max_acceleration_m_s2 * period``, is at most ``max_speed_m_s``, slows down towards the target so
+        that it can stop there (``|v| <= hypot(v_ff, braking_speed(d))``) and, per axis, towards a wall it could not
+        stop before (``braking_speed(d_wall)``). Containment never overrides these limits: a ``previous`` outside the box (an
+        arm switched on outside it, a measured pose after a stop) moves back in at the limited rate; one inside
+        stays inside (a final clip only removes the discretisation overshoot at a wall, counted).
         """
         c = self.config
         pos = np.asarray(position_m, dtype=np.float64)
@@ -226,17 +303,44 @@ class SafetyEnvelope:
         if norm < 0.5:
             raise ChunkRejected(f"a command quaternion must be a unit quaternion, got norm {norm:.3g}")
         quat = quat / norm
+        vel_ff = np.zeros(3) if velocity_m_s is None else np.asarray(velocity_m_s, dtype=np.float64)
+        if vel_ff.shape != (3,) or not np.all(np.isfinite(vel_ff)):
+            vel_ff = np.zeros(3)
+        speed_ff = float(np.linalg.norm(vel_ff))
+        if speed_ff > c.max_speed_m_s:
+            vel_ff = vel_ff * (c.max_speed_m_s / speed_ff)
+            speed_ff = c.max_speed_m_s
         boxed = np.clip(pos, c.lower_m, c.upper_m)
         if np.any(boxed != pos):
             self.counter.add("clamped_workspace")
-        step = boxed - previous.position_m
-        max_step = c.max_speed_m_s * period_s
-        dist = float(np.linalg.norm(step))
-        if dist > max_step:
-            self.counter.add("clamped_speed")
-            # On the segment between two points of the box, so still inside it (the clip below only acts if
-            # ``previous`` was outside, e.g. an arm switched on outside the box: containment wins).
-            boxed = np.clip(previous.position_m + step * (max_step / dist), c.lower_m, c.upper_m)
+        p_prev = previous.position_m
+        v_prev = previous.step_velocity_m_s
+        a_step = c.max_acceleration_m_s2 * period_s
+        v = (boxed - p_prev) / period_s
+        dv = v - v_prev
+        dv_norm = float(np.linalg.norm(dv))
+        if dv_norm > a_step:
+            self.counter.add("clamped_acceleration")
+            v = v_prev + dv * (a_step / dv_norm)
+        speed = float(np.linalg.norm(v))
+        distance = float(np.linalg.norm(boxed - p_prev))
+        stop_speed = min(c.max_speed_m_s, float(np.hypot(speed_ff, braking_speed(distance, c.max_acceleration_m_s2,
+                                                                                   period_s))))
+        if speed > stop_speed:
+            if speed > c.max_speed_m_s:
+                self.counter.add("clamped_speed")
+            v = v * (stop_speed / speed)
+        inside = bool(np.all(p_prev >= c.lower_m - 1e-9) and np.all(p_prev <= c.upper_m + 1e-9))
+        if inside:
+            room = np.where(v < 0.0, p_prev - c.lower_m, c.upper_m - p_prev)
+            cap = braking_speed(np.maximum(room, 0.0), c.max_acceleration_m_s2, period_s)
+            v = np.clip(v, -cap, cap)
+        commanded = p_prev + v * period_s
+        if inside:
+            boxed_cmd = np.clip(commanded, c.lower_m, c.upper_m)
+            if np.any(boxed_cmd != commanded):
+                self.counter.add("clamped_workspace_overshoot")
+                commanded = boxed_cmd
         angle = quaternion_angle_rad(previous.quaternion_xyzw, quat)
         max_angle = c.max_rotation_speed_rad_s * period_s
         if angle > max_angle:
@@ -244,15 +348,11 @@ class SafetyEnvelope:
             quat = slerp(previous.quaternion_xyzw, quat, max_angle / angle)
         elif np.dot(quat, previous.quaternion_xyzw) < 0.0:
             quat = -quat
-        vel = np.zeros(3) if velocity_m_s is None else np.asarray(velocity_m_s, dtype=np.float64)
-        if vel.shape != (3,) or not np.all(np.isfinite(vel)):
-            vel = np.zeros(3)
-        speed = float(np.linalg.norm(vel))
-        if speed > c.max_speed_m_s:
-            vel = vel * (c.max_speed_m_s / speed)
-        # No feed-forward velocity pointing out of the box at its wall.
-        vel = np.where(((boxed <= c.lower_m) & (vel < 0)) | ((boxed >= c.upper_m) & (vel > 0)), 0.0, vel)
-        return CartesianCommand(boxed, quat, vel)
+        # No feed-forward velocity pointing out of the box faster than the arm could still stop before the wall.
+        room = np.where(vel_ff < 0.0, commanded - c.lower_m, c.upper_m - commanded)
+        cap = braking_speed(np.maximum(room, 0.0), c.max_acceleration_m_s2, period_s)
+        vel_ff = np.clip(vel_ff, -cap, cap)
+        return CartesianCommand(commanded, quat, vel_ff, (commanded - p_prev) / period_s)
 
     def clamp_joints(self, joints_rad: np.ndarray, previous_rad: np.ndarray, period_s: float) -> np.ndarray:
         """Joint targets inside the margin-shrunk limits and within ``max_joint_speed_rad_s`` of ``previous_rad``."""

@@ -86,6 +86,12 @@ class GripperCommander:
         logger.debug("gripper -> %.4f m", width)
         return True
 
+    def release(self) -> None:
+        """Drop the connection to the hand (the ``franky.Gripper`` and any pending command), so another client can
+        connect; the commander is unusable afterwards."""
+        self._pending = None
+        self._gripper = None
+
     def stop(self) -> None:
         """Stop the fingers where they are (best effort, does not wait)."""
         try:

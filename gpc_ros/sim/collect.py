@@ -8,7 +8,8 @@ clock and is written as ``episode_NNNNNN.npz`` (keys: ``observation.image``, ``o
 an atomic rename, then ``dataset.json`` is rewritten atomically. Only successful demonstrations are kept; episode
 attempt ``j`` uses layout seed ``--seed + j``. Run the same command again after an interruption (a kill, a session
 end): it resumes after the last complete episode; a folder holding a different dataset is refused.
-``--hash DIR`` prints the dataset's content hash (sha256 over its episode files in order).
+``--hash DIR`` prints the dataset's content hash (sha256 over its episode files in order). ``--lerobot DIR``
+also writes the finished collection as a LeRobotDataset v3.0 (see docs/policies.md).
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-attempts", type=int, default=0,
                         help="stop after this many attempts in all (default: 2 x episodes + 10)")
     parser.add_argument("--hash", type=Path, metavar="DIR", help="only print the content hash of dataset DIR")
+    parser.add_argument("--lerobot", type=Path, metavar="DIR",
+                        help="when --out is complete, also write it as a LeRobotDataset v3.0 at DIR (videos, Franka "
+                             "names; gpc_ros.policies.lerobot.convert); --out stays the resumable staging folder")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -138,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes and --out are required")
     if args.task not in TASKS:
         parser.error(f"unknown task {args.task!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return collect(args)
+    rc = collect(args)
+    if rc == 0 and args.lerobot is not None:
+        from gpc_ros.policies.lerobot.convert import npz_to_lerobot
+
+        print(f"wrote {npz_to_lerobot(args.out, args.lerobot, task=args.task, overwrite=True)} (LeRobotDataset v3.0)")
+    return rc
 
 
 def collect(args: argparse.Namespace) -> int:

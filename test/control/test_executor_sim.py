@@ -124,7 +124,9 @@ def test_streamed_chunks_move_without_stop_and_go(franky_sim, chunk_rate_hz):
         # after overshooting while catching up; so "no stop-and-go" is checked as: it got up to at least half the
         # nominal speed, and never dropped below half of min(nominal, the speed it had already reached).
         t, p, pace = recorder.robot_track(t_start + 0.7, t_end - 0.3)
-        nominal_robot_clock = nominal / pace
+        # The limits hold per unit of the robot's time: a plan faster than max_speed_m_s on the robot's clock (a
+        # franky-sim slowed down by load) is followed at max_speed_m_s.
+        nominal_robot_clock = min(nominal / pace, executor.config.envelope.max_speed_m_s)
         speed = windowed_speed_m_s(t, p)
         assert len(speed) > 20
         assert speed.max() > 0.5 * nominal_robot_clock, (speed.max(), nominal_robot_clock, pace)
@@ -206,8 +208,11 @@ def test_losing_the_robot_faults_refuses_and_recovers_on_a_new_server(franky_sim
         executor.execute(line_chunk(time.monotonic(), p0, q0, np.array([0.0, 0.1, 0.0]), n=40))
         wait_for(lambda: executor.state.ee_position_m[1] > p0[1] + 0.02, 10.0, "motion along +y")
         franky_sim_fast.kill()
-        wait_for(lambda: executor.state.fault is not None, 10.0, "the fault report")
-        assert "lost" in executor.state.fault and not executor.state.connected
+        # First the state goes stale (connected False at once), then the link counts as lost (typed: franky's
+        # NetworkException, or no fresh state for link_timeout_s: a dead franky.Robot keeps its last state).
+        wait_for(lambda: not executor.state.connected, 10.0, "the stale state report")
+        wait_for(lambda: "lost" in (executor.state.fault or ""), 15.0, "the link-lost fault")
+        assert not executor.state.connected
         with pytest.raises(ExecutionRefused, match="faulted"):
             executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
         with pytest.raises(ExecutionRefused):
