@@ -1,4 +1,4 @@
-"""``gpc-ros benchmark``: does the composed policy beat both parents on the simulated cell? (docs/results.md)
+r"""``gpc-ros benchmark``: does the composed policy beat both parents on the simulated cell (docs/results.md)?
 
     gpc-ros benchmark run --parent rgb=push_red_diffusion_rgb --parent pcd=push_red_dp3_pcd \\
         --arms parents grid:rgb+pcd --seeds 100000:100100 --out results/push_red [--shard 0/4]
@@ -80,6 +80,7 @@ def _add_episode_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gpc-ros benchmark`` parser (verbs run, bandit, report, latency, ship)."""
     parser = argparse.ArgumentParser(prog="gpc-ros benchmark", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -181,6 +182,7 @@ def _latency(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``gpc-ros benchmark VERB ...``; exit 0, or 2 with one sentence on stderr for bad input."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,5 +1,6 @@
-"""Benchmark episodes through the real path: sim cameras -> the nodes' perception -> parents through the Composer ->
-FrankaExecutor -> franky -> franky-sim.
+"""Benchmark episodes through the real path.
+
+Sim cameras -> the nodes' perception -> parents through the Composer -> FrankaExecutor -> franky -> franky-sim.
 
 :class:`ComposedPolicy` is a :class:`gpc_ros.sim.cell.Policy`: it keeps the observation history of the episode,
 builds each parent's observation window (``T_obs`` frames of its keys, the first frame repeated at the start, as in
@@ -13,7 +14,8 @@ the same noise as its endpoint of a grid.
 :class:`SimBackend` owns one :class:`~gpc_ros.sim.cell.SimCell` (one franky-sim server reset between episodes) and
 runs ``(arm, seed)`` episodes, returning the row stored in the results file. As on the robot, a chunk the
 driver's safety envelope rejects (a jump) is not executed and the previous plan continues; the episode goes on, the
-policy plans again at the next step, and the row counts ``chunks_rejected``.
+policy plans again at the next step, and the row counts ``chunks_rejected``. A failure of the simulator or of its
+link (:data:`CELL_FAILURES`) restarts the cell and runs the episode again (``cell_restarts`` in the row).
 """
 
 from __future__ import annotations
@@ -30,10 +32,15 @@ import torch
 from gpc_ros.benchmark.plan import Arm
 from gpc_ros.compose import Composer, ComposerConfig, SamplerConfig
 from gpc_ros.control.chunk import ChunkRejected
+from gpc_ros.control.executor import ExecutionRefused
 from gpc_ros.policies.chunk_policy import ChunkPolicy
 from gpc_ros.policies.evaluation import default_sampler
 
 logger = logging.getLogger(__name__)
+
+#: Failures of the simulator or of the link to it (e.g. libfranka's UDP receive timeout on a starved machine, seen
+#: as a reset that times out): the episode is run again on a restarted cell, up to ``SimBackend.max_restarts``.
+CELL_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, ExecutionRefused, ConnectionError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,18 +66,22 @@ class EpisodeSettings:
 
 
 def sampler_for(policies: Sequence[ChunkPolicy], steps: int) -> SamplerConfig:
-    """The arm's sampler: DDIM on the first VP parent's schedule, or flow Euler if every parent is a flow policy
-    (for an epsilon parent inside a flow grid the first point would be pure noise; see ComposerConfig)."""
+    """The arm's sampler: DDIM on the first VP parent's schedule, or flow Euler if every parent is a flow policy.
+
+    (For an epsilon parent inside a flow grid the first point would be pure noise; see ComposerConfig.)
+    """
     return default_sampler(list(policies), steps)
 
 
 def build_composer(arm: Arm, policies: Mapping[str, ChunkPolicy], steps: int) -> Composer:
+    """The Composer of ``arm`` (its parents, operator and sampler; parent chunks not returned)."""
     mine = [policies[name] for name in arm.parents]
     config = ComposerConfig(operator=arm.operator, sampler=sampler_for(mine, steps), return_parent_chunks=False)
     return Composer([p.as_parent(name) for name, p in zip(arm.parents, mine)], config)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
+    """The noise generator of the chunk planned at ``step`` of the episode with layout ``seed`` (every arm)."""
     return torch.Generator().manual_seed(zlib.crc32(f"benchmark:{seed}:{step}".encode()))
 
 
@@ -90,6 +101,7 @@ class ComposedPolicy:
         self.reset(0)
 
     def reset(self, seed: int) -> None:
+        """Start an episode with layout ``seed`` (clears the history and the current chunk)."""
         self.seed = int(seed)
         self.history: list[Mapping[str, np.ndarray]] = []
         self.chunk: np.ndarray | None = None
@@ -104,6 +116,7 @@ class ComposedPolicy:
         return {k: np.stack([f[k] for f in frames])[None] for k in policy.expected_keys}
 
     def plan(self, step: int) -> np.ndarray:
+        """Sample a new ``(H, D)`` chunk at ``step`` (timed into ``latencies_s``)."""
         t0 = time.perf_counter()
         with torch.no_grad():
             encodings = self.composer.encode([self.window(p) for p in self.policies])
@@ -117,6 +130,7 @@ class ComposedPolicy:
         self.chunk = None
 
     def __call__(self, observation) -> np.ndarray:
+        """The actions from this step on: a new chunk every ``replan_every`` steps, else the current one's rest."""
         self.history.append(observation.arrays)
         step = len(self.history) - 1
         if self.chunk is None or step - self.chunk_step >= self.replan_every:
@@ -137,13 +151,18 @@ class SimBackend:
         self.cell_config = cell_config or CellConfig()
         self.cell = None
         self._composers: dict[str, Composer] = {}
+        self.max_restarts = 2
+        self._current: ComposedPolicy | None = None
 
     def __enter__(self) -> "SimBackend":
+        torch.set_num_threads(self.settings.torch_threads)
+        self._start_cell()
+        return self
+
+    def _start_cell(self) -> None:
         from gpc_ros.sim.cell import SimCell
 
-        torch.set_num_threads(self.settings.torch_threads)
         self.cell = SimCell(self.cell_config).start()
-        self._current: ComposedPolicy | None = None
         execute = self.cell.execute
 
         def execute_or_keep_plan(actions, observation_time_s, faults=None):
@@ -156,7 +175,6 @@ class SimBackend:
         self.cell.execute = execute_or_keep_plan  # the driver keeps its plan when it rejects a chunk
         if self.settings.time_limit_s is not None:
             self.cell.task = dataclasses.replace(self.cell.task, time_limit_s=self.settings.time_limit_s)
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.cell is not None:
@@ -166,6 +184,7 @@ class SimBackend:
             composer.close()
 
     def policy(self, arm: Arm) -> ComposedPolicy:
+        """A fresh :class:`ComposedPolicy` of ``arm`` (its Composer is built once and cached)."""
         composer = self._composers.get(arm.id)
         if composer is None:
             composer = self._composers[arm.id] = build_composer(arm, self.policies, self.settings.sampler_steps)
@@ -174,13 +193,24 @@ class SimBackend:
 
     def run(self, arm: Arm, seed: int) -> dict:
         """One episode of ``arm`` from the layout of ``seed``: the fields of its results row."""
-        policy = self._current = self.policy(arm)
         wall0 = time.monotonic()
-        result = self.cell.run_episode(policy, seed, record=False)
+        for attempt in range(self.max_restarts + 1):
+            policy = self._current = self.policy(arm)
+            try:
+                result = self.cell.run_episode(policy, seed, record=False)
+                break
+            except CELL_FAILURES as exc:  # the simulator or its link, not the policy: restart the cell, run again
+                if attempt == self.max_restarts:
+                    raise
+                logger.warning("episode %s seed %d: the cell failed (%s: %s); restarting it and running the "
+                               "episode again", arm.id, seed, type(exc).__name__, exc)
+                self.cell.close()
+                self._start_cell()
         lat = policy.latencies_s
         return {"success": bool(result.outcome.success), "reason": result.outcome.reason,
                 "target_distance_m": round(float(result.outcome.target_distance_m), 5), "steps": result.steps,
                 "sim_s": round(result.sim_s, 3), "wall_s": round(time.monotonic() - wall0, 3),
                 "chunks": len(lat), "chunk_ms_total": round(1e3 * sum(lat), 3),
                 "chunk_ms_max": round(1e3 * max(lat), 3) if lat else None,
-                "chunks_rejected": policy.rejected, "faults_recovered": result.faults, "late_steps": result.late_steps}
+                "chunks_rejected": policy.rejected, "cell_restarts": attempt, "faults_recovered": result.faults,
+                "late_steps": result.late_steps}

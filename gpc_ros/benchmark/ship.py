@@ -1,4 +1,4 @@
-"""Ship a trained parent: copy its checkpoint to ``parents/<name>/`` with its provenance and a reference chunk.
+r"""Ship a trained parent: copy its checkpoint to ``parents/<name>/`` with its provenance and a reference chunk.
 
     gpc-ros benchmark ship --checkpoint /work/data/runs/rgb/checkpoint --name push_red_diffusion_rgb \\
         --dataset /work/data/push_red_snap --command "gpc-ros train --policy diffusion ..." [--dest parents]

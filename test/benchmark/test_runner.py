@@ -11,7 +11,6 @@ test_benchmark_sim.py.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -24,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from gpc_ros.benchmark.plan import Arm, jobs, parse_arms, parse_seeds, parse_shard
-from gpc_ros.benchmark.results import (ResultsMismatch, append_row, episode_rows, open_results, read_rows,
-                                       table)
+from gpc_ros.benchmark.results import ResultsMismatch, append_row, episode_rows, open_results, read_rows, table
 from gpc_ros.benchmark.runner import episodes_to_best, replay_search, run_arms, run_bandit
 from gpc_ros.compose.search import wilson_interval
 
@@ -79,8 +77,8 @@ def test_arm_specs() -> None:
     assert ids[13:] == ["mixture:a+b@0.6,0.4", "linear:a+b@1.2,-0.2", "linear:a+b@-0.2,1.2",
                         "convex:a+b@0.25,0.75", "convex:a+b@0.75,0.25"]
     assert all(Arm.parse(i).id == i for i in ids)
-    for bad, message in [("grid:a+c", "unknown parent"), ("grid:a", "exactly two"), ("weights:a+b@1.5", "in \\[0, 1\\]"),
-                         ("nonsense", "unknown arm spec")]:
+    for bad, message in [("grid:a+c", "unknown parent"), ("grid:a", "exactly two"),
+                         ("weights:a+b@1.5", "in \\[0, 1\\]"), ("nonsense", "unknown arm spec")]:
         with pytest.raises(ValueError, match=message):
             parse_arms([bad], ["a", "b"])
 

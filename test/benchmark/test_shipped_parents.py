@@ -12,8 +12,17 @@ import torch
 
 from gpc_ros.benchmark.ship import reference_chunk
 from gpc_ros.policies.checkpoint import CONFIG_FILE
-from gpc_ros.policies.registry import (ENV_VAR, PROVENANCE_FILE, REFERENCE_FILE, find_parent, list_parents,
-                                       load_named_parent, load_named_policy, provenance, resolve_checkpoint)
+from gpc_ros.policies.registry import (
+    ENV_VAR,
+    PROVENANCE_FILE,
+    REFERENCE_FILE,
+    find_parent,
+    list_parents,
+    load_named_parent,
+    load_named_policy,
+    provenance,
+    resolve_checkpoint,
+)
 
 SOURCE = Path(__file__).resolve().parents[2] / "parents"
 SHIPPED = sorted(p.name for p in SOURCE.iterdir() if (p / CONFIG_FILE).is_file()) if SOURCE.is_dir() else []
