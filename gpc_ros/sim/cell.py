@@ -25,6 +25,7 @@ import numpy as np
 
 import gpc_ros.sim  # noqa: F401  (MUJOCO_GL before mujoco)
 from gpc_ros.action_space import actions_to_chunk, pose_to_action
+from gpc_ros.control.chunk import ChunkRejected
 from gpc_ros.control.envelope import SafetyEnvelopeConfig
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
 from gpc_ros.sim import observation as obs_keys
@@ -307,7 +308,12 @@ class SimCell:
                     late += 1
                 obs = self.observe(t0)
                 actions = np.asarray(policy(obs), dtype=np.float64)
-                self.execute(actions, obs.time_s, faults)
+                try:
+                    self.execute(actions, obs.time_s, faults)
+                except (ChunkRejected, ExecutionRefused) as exc:  # e.g. a second planner fault: a failed episode
+                    logger.warning("episode %d: the driver refused a chunk at step %d: %s", seed, k, exc)
+                    outcome = TaskOutcome(False, f"driver refused a chunk at step {k}: {exc}")
+                    break
                 if self.config.lockstep:
                     self._reader.hold_at(t0 + (k + 1) * dt)
                 steps = k + 1
@@ -320,7 +326,8 @@ class SimCell:
                 outcome = self.task.evaluate(obs.objects_m)
                 if outcome.success:
                     break
-            if outcome is None or not outcome.success:  # the state at the time limit decides
+            if outcome is None or (not outcome.success and not outcome.reason.startswith("driver")):
+                # the state at the time limit decides
                 self.wait_until(t0 + steps * dt)
                 outcome = self.task.evaluate(self.object_positions(self._reader.snapshot().qpos))
         finally:

@@ -59,7 +59,8 @@ def _atomic_write_bytes(path: Path, write) -> None:
 
 
 def _identity(args: argparse.Namespace, cell_config) -> dict:
-    return {"collector": COLLECTOR, "task": args.task, "seed": args.seed, "cell": dataclasses.asdict(cell_config)}
+    identity = {"collector": COLLECTOR, "task": args.task, "seed": args.seed, "cell": dataclasses.asdict(cell_config)}
+    return json.loads(json.dumps(identity))  # as stored in dataset.json (tuples become lists)
 
 
 def _load_progress(out: Path, identity: dict) -> dict | None:
@@ -82,9 +83,11 @@ def _load_progress(out: Path, identity: dict) -> dict | None:
     info = meta.get("info", {})
     theirs = {k: info.get(k) for k in identity}
     if meta.get("format") != FORMAT or theirs != identity:
+        differ = [k for k in identity if theirs[k] != identity[k]]
         raise DatasetMismatch(f"--out {out} holds a different dataset (task {info.get('task')!r}, seed "
-                              f"{info.get('seed')!r}, collector {info.get('collector')!r}); this run is task "
-                              f"{identity['task']!r} seed {identity['seed']!r}: choose another --out")
+                              f"{info.get('seed')!r}, collector {info.get('collector')!r}; differs in "
+                              f"{', '.join(differ) or 'format'}); this run is task {identity['task']!r} seed "
+                              f"{identity['seed']!r}: choose another --out")
     return meta
 
 
