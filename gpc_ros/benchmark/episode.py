@@ -15,7 +15,9 @@ the same noise as its endpoint of a grid.
 runs ``(arm, seed)`` episodes, returning the row stored in the results file. As on the robot, a chunk the
 driver's safety envelope rejects (a jump) is not executed and the previous plan continues; the episode goes on, the
 policy plans again at the next step, and the row counts ``chunks_rejected``. A failure of the simulator or of its
-link (:data:`CELL_FAILURES`) restarts the cell and runs the episode again (``cell_restarts`` in the row).
+link (:data:`CELL_FAILURES`) restarts the cell and runs the episode again (``cell_restarts`` in the row); after
+``max_restarts`` it is stored as a failure with ``cell_failed: true`` and the reason, so a resumed run does not
+repeat it forever (the report counts such rows as failures; grep them out to re-run them).
 """
 
 from __future__ import annotations
@@ -35,12 +37,21 @@ from gpc_ros.control.chunk import ChunkRejected
 from gpc_ros.control.executor import ExecutionRefused
 from gpc_ros.policies.chunk_policy import ChunkPolicy
 from gpc_ros.policies.evaluation import default_sampler
+from gpc_ros.sim.cell_control import CellControlError
 
 logger = logging.getLogger(__name__)
 
 #: Failures of the simulator or of the link to it (e.g. libfranka's UDP receive timeout on a starved machine, seen
 #: as a reset that times out): the episode is run again on a restarted cell, up to ``SimBackend.max_restarts``.
-CELL_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, ExecutionRefused, ConnectionError)
+CELL_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError, CellControlError)  # + CellError
+
+
+class CellError(ConnectionError):
+    """The driver refused a chunk for a reason other than the chunk itself.
+
+    (A latched fault it could not clear, a lost link.) Raised through the cell's episode loop so that the episode
+    runs again on a restarted cell.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +183,8 @@ class SimBackend:
                 logger.debug("chunk rejected: %s", exc)
                 if self._current is not None:
                     self._current.on_rejected()
+            except ExecutionRefused as exc:  # faulted twice or link lost: the cell's failure, not the policy's
+                raise CellError(f"the driver refused a chunk: {exc}") from exc
         self.cell.execute = execute_or_keep_plan  # the driver keeps its plan when it rejects a chunk
         if self.settings.time_limit_s is not None:
             self.cell.task = dataclasses.replace(self.cell.task, time_limit_s=self.settings.time_limit_s)
@@ -200,12 +213,14 @@ class SimBackend:
                 result = self.cell.run_episode(policy, seed, record=False)
                 break
             except CELL_FAILURES as exc:  # the simulator or its link, not the policy: restart the cell, run again
-                if attempt == self.max_restarts:
-                    raise
-                logger.warning("episode %s seed %d: the cell failed (%s: %s); restarting it and running the "
-                               "episode again", arm.id, seed, type(exc).__name__, exc)
+                logger.warning("episode %s seed %d: the cell failed (%s: %s); restarting it%s", arm.id, seed,
+                               type(exc).__name__, exc, "" if attempt < self.max_restarts else " (giving up)")
                 self.cell.close()
                 self._start_cell()
+                if attempt == self.max_restarts:  # stored as a failed episode that says why (not re-run forever)
+                    return {"success": False, "reason": f"cell failed {attempt + 1} times: {type(exc).__name__}: "
+                            f"{exc}"[:300], "cell_failed": True, "cell_restarts": attempt + 1,
+                            "wall_s": round(time.monotonic() - wall0, 3), "chunks": 0, "chunk_ms_total": 0.0}
         lat = policy.latencies_s
         return {"success": bool(result.outcome.success), "reason": result.outcome.reason,
                 "target_distance_m": round(float(result.outcome.target_distance_m), 5), "steps": result.steps,
