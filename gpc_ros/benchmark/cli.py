@@ -202,18 +202,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         policies, parents_identity = load_parents(args.parent)
         settings = _settings(args)
-        out = open_results(args.out, _identity(args, parents_identity, settings))
-        opener = _open_sim(policies, settings, args.pace)
-        t0 = time.monotonic()
-        if args.verb == "run":
+        if args.verb == "run":  # every input checked before anything is written
             arms: list[Arm] = parse_arms(args.arms, list(policies))
-            n = run_arms(out, arms, args.seeds, opener, args.shard, args.max_episodes, not args.no_progress)
-            print(f"{out}: {n} new episodes in {(time.monotonic() - t0) / 60:.1f} min "
-                  f"(shard {args.shard[0]}/{args.shard[1]}, {len(arms)} arms x {len(args.seeds)} seeds)")
         else:
             for name in args.pair:
                 if name not in policies:
                     raise ValueError(f"--pair names unknown parent {name!r}; the parents are {list(policies)}")
+        out = open_results(args.out, _identity(args, parents_identity, settings))
+        opener = _open_sim(policies, settings, args.pace)
+        t0 = time.monotonic()
+        if args.verb == "run":
+            n = run_arms(out, arms, args.seeds, opener, args.shard, args.max_episodes, not args.no_progress)
+            print(f"{out}: {n} new episodes in {(time.monotonic() - t0) / 60:.1f} min "
+                  f"(shard {args.shard[0]}/{args.shard[1]}, {len(arms)} arms x {len(args.seeds)} seeds)")
+        else:
             search = run_bandit(out, args.pair, args.seeds, args.episodes, opener, args.search_seed,
                                 not args.no_progress)
             best = search.best()
