@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--dataset", type=Path, required=True, help="the (frozen) dataset it was trained on")
     ship.add_argument("--command", required=True, help="the exact command that regenerates the checkpoint")
     ship.add_argument("--dest", type=Path, default=Path("parents"), help="folder of shipped parents")
+    ship.add_argument("--code-commit", default=None, help="git commit of the code the run trained with")
     return parser
 
 
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             from gpc_ros.benchmark.ship import ship
             from gpc_ros.sim.collect import dataset_hash
 
-            print(ship(args.checkpoint, args.name, args.dataset, args.command, args.dest, dataset_hash(args.dataset)))
+            print(ship(args.checkpoint, args.name, args.dataset, args.command, args.dest, dataset_hash(args.dataset),
+                       args.code_commit))
             return 0
         policies, parents_identity = load_parents(args.parent)
         settings = _settings(args)

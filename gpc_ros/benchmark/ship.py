@@ -42,7 +42,8 @@ def reference_chunk(policy, observation: dict[str, np.ndarray], name: str = "par
     return out.actions[0, 0].numpy()
 
 
-def ship(checkpoint: Path, name: str, dataset: Path, command: str, dest: Path, dataset_hash: str) -> Path:
+def ship(checkpoint: Path, name: str, dataset: Path, command: str, dest: Path, dataset_hash: str,
+         code_commit: str | None = None) -> Path:
     """Write ``dest/name`` (see the module docstring); returns it."""
     meta = read_description(checkpoint)
     policy = load_policy(checkpoint)
@@ -51,7 +52,8 @@ def ship(checkpoint: Path, name: str, dataset: Path, command: str, dest: Path, d
     observation = {k: v for k, v in ds.batch([1]).items() if k != "action"}
     chunk = reference_chunk(policy, observation, name)
     training = meta.get("training", {})
-    provenance = {"name": name, "command": command, "seed": training.get("train_config", {}).get("seed"),
+    provenance = {"name": name, "command": command, "code_commit": code_commit,
+                  "seed": training.get("train_config", {}).get("seed"),
                   "step": training.get("step"), "planned_steps": training.get("train_config", {}).get("steps"),
                   "train_config": training.get("train_config"), "dataset": str(dataset),
                   "dataset_sha256": dataset_hash, "train_episodes": training.get("train_episodes"),
