@@ -63,6 +63,7 @@ def ship(checkpoint: Path, name: str, dataset: Path, command: str, dest: Path, d
                                 "sampler_steps": REFERENCE_SAMPLER_STEPS, "dataset_episode": 0, "dataset_step": 1}}
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest))
+    tmp.chmod(0o755)  # mkdtemp makes it private; installed data must be world-readable
     try:
         for f in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copyfile(checkpoint / f, tmp / f)
