@@ -98,13 +98,17 @@ class Observation:
 class Policy(Protocol):
     """What :meth:`SimCell.run_episode` drives: ``reset(seed)`` then one chunk ``(H, ACTION_DIM)`` per step."""
 
-    def reset(self, seed: int) -> None: ...
+    def reset(self, seed: int) -> None:
+        """Start an episode from the layout of ``seed``."""
 
-    def __call__(self, observation: Observation) -> np.ndarray: ...
+    def __call__(self, observation: Observation) -> np.ndarray:
+        """The chunk ``(H, ACTION_DIM)`` for this observation (action layout of :mod:`gpc_ros.action_space`)."""
 
 
 @dataclass
 class EpisodeResult:
+    """What one episode gave: outcome, length, simulated and wall time, the recorded arrays."""
+
     seed: int
     outcome: TaskOutcome
     steps: int
@@ -134,6 +138,7 @@ class SimCell:
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> "SimCell":
+        """Renderer, served cell, shared state, control channel and connected executor (all or nothing)."""
         from gpc_ros.sim.cell_control import CellClient
         from gpc_ros.sim.franky_sim_process import FrankySimProcess
         from gpc_ros.sim.shared_state import SharedStateReader, cell_paths
@@ -175,6 +180,7 @@ class SimCell:
                                                                      f"robot0_finger_joint{i}")]) for i in (1, 2)]
 
     def close(self) -> None:
+        """Stop the executor, the served cell and the renderer (idempotent)."""
         if self.executor is not None:
             self.executor.close()
             self.executor = None
@@ -199,6 +205,7 @@ class SimCell:
 
     @property
     def host(self) -> str:
+        """Loopback address of the served cell."""
         return self._sim.host
 
     @property
@@ -226,17 +233,20 @@ class SimCell:
     # -- episode parts --------------------------------------------------------------------------------------------
     def reset(self, seed: int) -> float:
         """Stop the arm, put arm and cubes back (layout of ``seed``), re-arm the driver; returns the start time (s)."""
+        from gpc_ros.sim.cell_control import CellControlError
+
         ex = self.executor
-        for attempt in range(20):
-            ex.stop()
+        ex.stop()  # once: franky's stop runs a short stopping motion that the reset must wait for
+        deadline = time.monotonic() + 120.0
+        while True:
             try:
                 self._client.reset(seed)
                 break
-            except Exception as exc:  # CellControlError while franky still winds a motion down
-                if attempt == 19:
+            except CellControlError as exc:  # refused while franky still winds the stopping motion down
+                if time.monotonic() > deadline:
                     raise
                 logger.debug("reset retry: %s", exc)
-                self.wait_until(self.now_s() + 0.02)
+                self.wait_until(self.now_s() + 0.01)
         t = self.now_s()
         # the driver must have read the new pose before its command gate is reset to it (stop() does that)
         deadline = time.monotonic() + 30.0
@@ -251,9 +261,11 @@ class SimCell:
         return self.wait_until(self.now_s() + 0.05)
 
     def object_positions(self, qpos: np.ndarray) -> dict[str, np.ndarray]:
+        """Object centre positions (m, fr3_link0) in a ``qpos`` snapshot."""
         return {name: qpos[a:a + 3].copy() for name, a in self._obj_qpos.items()}
 
     def observe(self, episode_start_s: float = 0.0) -> Observation:
+        """Snapshot the state, render the cameras, build the cloud and the state vector (:mod:`.observation`)."""
         snap = self._reader.snapshot()
         st = self.executor.state
         width = st.gripper_width_m
@@ -272,8 +284,10 @@ class SimCell:
         return Observation(snap.time_s, snap.time_s - episode_start_s, arrays, self.object_positions(snap.qpos))
 
     def execute(self, actions: np.ndarray, observation_time_s: float, faults: list[str] | None = None) -> None:
-        """Hand a chunk predicted at ``observation_time_s`` to the driver; a latched fault is recovered once
-        (counted in ``faults``), as an operator would."""
+        """Hand a chunk predicted at ``observation_time_s`` to the driver.
+
+        A latched fault is recovered once (counted in ``faults``), as an operator would.
+        """
         chunk = actions_to_chunk(actions, observation_time_s, 1.0 / self.task.fps)
         try:
             self.executor.execute(chunk)
@@ -347,10 +361,12 @@ class ExpertPolicy:
         self._seed = 0
 
     def reset(self, seed: int) -> None:
+        """Forget the last plan; the expert's randomness comes from ``(seed, 7)``."""
         self._seed = int(seed)
         self.expert = None
 
     def __call__(self, observation: Observation) -> np.ndarray:
+        """The expert's next chunk (plans on the first observation of an episode)."""
         from gpc_ros.action_space import action_to_pose
         from gpc_ros.sim.expert import PushExpert
 
@@ -364,4 +380,5 @@ class ExpertPolicy:
 
     @property
     def approach(self) -> str | None:
+        """The approach mode of the current plan (``over`` / ``glide``)."""
         return None if self.expert is None or self.expert.plan is None else self.expert.plan.approach
