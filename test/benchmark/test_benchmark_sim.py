@@ -48,6 +48,7 @@ def benchmark(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 3 runs of a cell (start ~1 min, 4 short episodes each) on a possibly loaded machine
 def test_benchmark_on_the_cell_writes_resumes_after_a_kill_and_shards(tmp_path: Path) -> None:
     parents = tiny_parents(tmp_path / "parents")
     common = [*parents, "--arms", "weights:rgb+pcd@0.5,1", "--seeds", "7,8", "--time-limit", "0.3", "--no-progress"]
