@@ -202,73 +202,114 @@ def test_joint_chunks_are_kept_in_the_workspace(franky_sim_fast):
         assert executor.state.fault is None
 
 
-def test_a_joint_ramp_to_the_limit_does_not_deadlock(franky_sim_fast):
-    """Issue: a joint ramp clamped at the margin overshot, halted_joint_limit latched, and chunks moving away were
-    accepted but never executed, with no fault. Now: joint 4 ramps towards its upper limit (-0.1518 rad), the
-    measured joint never passes the hardware limit, and a chunk moving away is executed."""
-    executor, recorder = start(franky_sim_fast.host, watchdog_timeout_s=5.0,
-                               envelope=SafetyEnvelopeConfig(workspace_min_m=(0.0, -0.8, 0.0),
-                                                             workspace_max_m=(1.0, 0.8, 1.2),
-                                                             arm_points_max_m=(1.2, 0.8, 1.4)))
-    with executor:
-        n0 = len(recorder)
-        q = executor.state.joint_positions_rad.copy()
-        limit = executor.guard.hard_upper_rad[3]
-        t_end = time.monotonic() + 8.0
-        while time.monotonic() < t_end and executor.state.joint_positions_rad[3] < limit - 0.12:
-            q_now = executor.state.joint_positions_rad.copy()
-            rows = np.tile(q_now, (10, 1))
-            rows[:, 3] = np.minimum(q_now[3] + np.linspace(0.0, 0.4, 10), limit + 0.3)  # asks beyond the limit
-            executor.execute(joint_chunk(time.monotonic(), rows))
-            time.sleep(0.1)
-        wait_for(lambda: executor.state.joint_positions_rad[3] > limit - 0.12, 30.0, "joint 4 near its limit")
-        report = measured_report(executor, recorder.since(n0))
-        assert report["joint_past_hw_rad"] == 0.0, report
-        assert executor.state.fault is None
-        at_limit = executor.state.joint_positions_rad[3]
-        away = executor.state.joint_positions_rad.copy()
-        away[3] -= 0.3
-        rows = np.tile(executor.state.joint_positions_rad, (10, 1))
-        rows[:, 3] = np.linspace(rows[0, 3], away[3], 10)
-        executor.execute(joint_chunk(time.monotonic(), rows))
-        wait_for(lambda: executor.state.joint_positions_rad[3] < at_limit - 0.2, 30.0, "joint 4 moving away")
-        assert q[3] < at_limit
-
-
-def test_a_halt_is_a_fault_cleared_by_recover_and_moving_away_works(franky_sim_fast):
-    """A measured joint past the halt margin halts with a named fault (not a silent latch); after recover() a
-    chunk moving away from the limit is executed."""
-    executor, _ = start(franky_sim_fast.host, watchdog_timeout_s=5.0,
-                        envelope=SafetyEnvelopeConfig(joint_limit_margin_rad=0.1, joint_halt_margin_rad=0.09,
-                                                      workspace_min_m=(0.0, -0.8, 0.0), workspace_max_m=(1.0, 0.8, 1.2),
-                                                      arm_points_max_m=(1.2, 0.8, 1.4)))
-    with executor:
-        limit = executor.guard.hard_upper_rad[3]
-        t_end = time.monotonic() + 30.0
-        while executor.state.fault is None and time.monotonic() < t_end:
-            q_now = executor.state.joint_positions_rad.copy()
-            rows = np.tile(q_now, (10, 1))
-            rows[:, 3] = np.minimum(q_now[3] + np.linspace(0.0, 0.4, 10), limit)
-            try:
-                executor.execute(joint_chunk(time.monotonic(), rows))
-            except ExecutionRefused:
-                break
-            time.sleep(0.1)
-        fault = executor.state.fault
-        assert fault is not None and fault.startswith("halted: measured joint 4"), fault
-        assert executor.diagnostics()["fault"] == fault and executor.interventions["halted_measured"] == 1
-        with pytest.raises(ExecutionRefused, match="faulted"):
-            executor.execute(joint_chunk(time.monotonic(), np.tile(executor.state.joint_positions_rad, (3, 1))))
-        assert executor.wait_stopped(20.0) is not None
-        executor.recover()
-        assert executor.state.fault is None
-        executor.enable(True)
+def ramp_joint4(executor: FrankaExecutor, until_rad: float, timeout_s: float = 120.0) -> None:
+    """Joint chunks asking joint 4 to go 0.3 rad past its upper limit, until it is above ``until_rad``."""
+    limit = executor.guard.hard_upper_rad[3]
+    t_end = time.monotonic() + timeout_s
+    while executor.state.joint_positions_rad[3] < until_rad:
+        assert time.monotonic() < t_end, f"joint 4 stuck at {executor.state.joint_positions_rad[3]:.3f} rad"
         q_now = executor.state.joint_positions_rad.copy()
         rows = np.tile(q_now, (10, 1))
-        rows[:, 3] = np.linspace(q_now[3], q_now[3] - 0.3, 10)
+        rows[:, 3] = np.minimum(q_now[3] + np.linspace(0.0, 0.45, 10), limit + 0.3)
         executor.execute(joint_chunk(time.monotonic(), rows))
-        wait_for(lambda: executor.state.joint_positions_rad[3] < q_now[3] - 0.2, 30.0, "joint 4 moving away")
+        time.sleep(0.1)
+
+
+def move_joint4_away(executor: FrankaExecutor, by_rad: float) -> None:
+    q_now = executor.state.joint_positions_rad.copy()
+    rows = np.tile(q_now, (10, 1))
+    rows[:, 3] = np.linspace(q_now[3], q_now[3] - by_rad, 10)
+    executor.execute(joint_chunk(time.monotonic(), rows))
+    wait_for(lambda: executor.state.joint_positions_rad[3] < q_now[3] - 0.8 * by_rad, 60.0, "joint 4 moving away")
+
+
+#: Boxes wide enough for joint 4 to reach its limit from franky-sim's start pose; no singularity margin (it stops
+#: the straightening arm at q4 ~ -0.65 rad first: manipulability 0.0107 there, 0.0068 at -0.6).
+WIDE_BOXES = dict(workspace_min_m=(0.0, -0.8, 0.0), workspace_max_m=(1.0, 0.8, 1.2), arm_points_max_m=(1.2, 0.8, 1.4),
+                  min_manipulability=0.0)
+
+
+def test_a_joint_ramp_to_the_limit_does_not_deadlock(franky_sim_fast):
+    """Issue: a joint ramp clamped at the margin overshot, halted_joint_limit latched, and chunks moving away were
+    accepted but never executed, with no fault. Now: joint 4 ramps towards (and is asked past) its upper limit
+    -0.1518 rad, the measured joint never passes the hardware limit, and a chunk moving away is executed."""
+    executor, recorder = start(franky_sim_fast.host, watchdog_timeout_s=5.0,
+                               envelope=SafetyEnvelopeConfig(**WIDE_BOXES))
+    with executor:
+        n0 = len(recorder)
+        limit = executor.guard.hard_upper_rad[3]
+        ramp_joint4(executor, limit - 0.12)
+        for _ in range(10):  # keep asking for 0.3 rad past the limit
+            q_now = executor.state.joint_positions_rad
+            executor.execute(joint_chunk(time.monotonic(), np.tile(np.r_[q_now[:3], min(q_now[3] + 0.4, limit + 0.3),
+                                                                      q_now[4:]], (5, 1))))
+            time.sleep(0.1)
+        report = measured_report(executor, recorder.since(n0))
+        assert report["joint_past_hw_rad"] == 0.0, report
+        assert executor.state.joint_positions_rad[3] < limit
+        assert executor.state.fault is None and executor.interventions["clamped_joint_limit"] > 0
+        move_joint4_away(executor, 0.3)
+
+
+def test_an_arm_past_its_margin_moves_away_and_never_further(franky_sim_fast):
+    """The arm is *past* the command margin and the halt margin (left there by an executor configured with tiny
+    margins): the next executor does not fault on connecting, never commands it further out, and executes a chunk
+    moving it away (no deadlock)."""
+    no_margin = SafetyEnvelopeConfig(joint_limit_margin_rad=0.015, joint_halt_margin_rad=0.0, **WIDE_BOXES)
+    executor, _ = start(franky_sim_fast.host, watchdog_timeout_s=5.0, envelope=no_margin)
+    with executor:
+        limit = executor.guard.hard_upper_rad[3]
+        ramp_joint4(executor, limit - 0.035)
+        executor.stop()
+        assert executor.wait_stopped(20.0) is not None
+    executor, recorder = start(franky_sim_fast.host, watchdog_timeout_s=5.0,
+                               envelope=SafetyEnvelopeConfig(**WIDE_BOXES))
+    with executor:
+        q4 = executor.state.joint_positions_rad[3]
+        assert q4 > limit - executor.config.envelope.joint_limit_margin_rad  # past the margin: a violated limit
+        n0 = len(recorder)
+        for _ in range(10):  # asked further out: held where it is
+            rows = np.tile(executor.state.joint_positions_rad, (10, 1))
+            rows[:, 3] = np.linspace(q4, limit + 0.2, 10)
+            executor.execute(joint_chunk(time.monotonic(), rows))
+            time.sleep(0.1)
+        q4_max = max(snap.joint_positions_rad[3] for snap in recorder.since(n0))
+        assert q4_max < q4 + 0.005 and executor.state.fault is None
+        move_joint4_away(executor, 0.3)
         assert executor.state.fault is None
+
+
+def test_a_measured_violation_halts_with_a_named_fault_that_recover_clears():
+    """The halt logic on the measured state, on snapshots built here (a franky-sim arm cannot be pushed past the
+    checked commands on purpose): worse than at connect -> halt fault; after a recovery only getting worse again
+    halts, moving back in does not."""
+    executor = FrankaExecutor(ExecutorConfig(robot_host="127.0.0.1"))  # not started: no robot needed
+    e = executor.config.envelope
+    q = READY_Q.copy()
+    points = executor.kinematics.check_points(q)
+
+    def snap(q4: float) -> RobotSnapshot:
+        qq = q.copy()
+        qq[3] = q4
+        return RobotSnapshot(time_s=0.0, joint_positions_rad=qq, measured_tcp_m=points["tcp"],
+                             measured_elbow_m=points["elbow"], measured_wrist_m=points["wrist"])
+
+    limit = executor.guard.hard_upper_rad[3]
+    threshold = limit - e.joint_halt_margin_rad
+    executor._check_measured(0.0, snap(-1.0))  # first reading: the baseline
+    executor._check_measured(0.0, snap(-1.0))
+    assert executor._fault is None
+    executor._check_measured(0.0, snap(threshold + 0.01))
+    fault = executor._fault
+    assert fault is not None and fault.startswith("halted: measured joint 4"), fault
+    assert executor.interventions["halted_measured"] == 1 and executor.diagnostics()["fault"] == fault
+    # What recover() does besides franky's recover_from_errors: the baseline is where the arm is now.
+    executor._halt_baseline = executor._measured_excess(snap(threshold + 0.01))
+    executor._fault = None
+    executor._check_measured(0.0, snap(threshold + 0.005))  # moving back in: fine
+    assert executor._fault is None
+    executor._check_measured(0.0, snap(threshold + 0.02))  # further out again: halt
+    assert executor._fault is not None and executor.interventions["halted_measured"] == 2
 
 
 def test_chunk_time_and_sources(franky_sim_fast):
