@@ -27,6 +27,7 @@ import logging
 import math
 import queue
 import threading
+from collections import deque
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -92,7 +93,8 @@ class ExecutorConfig:
     """A chunk whose first step is due more than this after now is rejected (s); one due later than the next
     control period but within this lead is held until due."""
     stop_timeout_s: float = 2.0
-    """A planned stop (franky's stop motion) not at rest within this long falls back to the hard stop (s)."""
+    """A planned stop (franky's stop motion) not at rest within this long (robot clock) falls back to the hard
+    stop (s)."""
     collision_torque_thresholds_nm: tuple[float, ...] = DEFAULT_COLLISION_TORQUES_NM
     """Joint torque collision thresholds fr3_joint1..7 (Nm), given to franky's set_collision_behavior."""
     collision_force_thresholds_n: tuple[float, ...] = DEFAULT_COLLISION_FORCES_N
@@ -147,7 +149,7 @@ class StopReport:
     speed_at_stop_m_s: float
     """Measured TCP speed when the stop was sent (m/s, robot clock)."""
     time_to_rest_s: float
-    """From sending the stop until franky reported the stop motion finished (s; NaN while stopping)."""
+    """From sending the stop until franky reported the stop motion finished (s, robot clock)."""
     distance_to_rest_m: float
     """Measured TCP travel from sending the stop until then (m)."""
 
@@ -273,6 +275,7 @@ class FrankaExecutor:
         self._last_command_robot_time_s: float | None = None
         self._last_sent_joints: np.ndarray | None = None
         self._last_fresh_s = -np.inf
+        self._tcp_history: deque[tuple[float, np.ndarray]] = deque()
         self._state_listeners: list[Callable[[RobotSnapshot], None]] = []
         self._listener_errors_logged = 0
         self.first_command_latency_s: float | None = None
@@ -360,12 +363,12 @@ class FrankaExecutor:
         return True
 
     def wait_stopped(self, timeout_s: float) -> StopReport | None:
-        """Block until no stop is running; returns the last stop's report (None if none within ``timeout_s``)."""
+        """Block until no stop is running (call after :meth:`stop`, which returns once the stop was sent); returns
+        the last stop's report (None if the stop did not end within ``timeout_s`` or there never was one)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            snap = self.state
-            if not snap.stopping and snap.last_stop is not None and math.isfinite(snap.last_stop.time_to_rest_s):
-                return snap.last_stop
+            if self._stop is None:
+                return self._last_stop
             time.sleep(0.005)
         return None
 
@@ -671,10 +674,12 @@ class FrankaExecutor:
 
     # -- loop: stops ------------------------------------------------------------------------------------------------
     def _speed_m_s(self, snap: RobotSnapshot) -> float:
-        prev = self._previous_snap
-        if prev is None or not (snap.robot_time_s > prev.robot_time_s):
+        """Measured TCP speed over the last ~20 ms of the robot's clock (m/s)."""
+        history = self._tcp_history
+        if not history or not snap.robot_time_s > history[0][0]:
             return 0.0
-        return float(np.linalg.norm(snap.measured_tcp_m - prev.measured_tcp_m) / (snap.robot_time_s - prev.robot_time_s))
+        t0, p0 = history[0]
+        return float(np.linalg.norm(snap.measured_tcp_m - p0) / (snap.robot_time_s - t0))
 
     def _begin_stop(self, reason: str, now: float) -> None:
         """Drop the plan and send franky's planned stop (a hard stop if even sending it fails)."""
@@ -687,8 +692,8 @@ class FrankaExecutor:
         if robot is None:
             return
         snap = self._snapshot
-        info = {"reason": reason, "t0": now, "p0": snap.measured_tcp_m.copy(), "speed": self._speed_m_s(snap),
-                "kind": "planned"}
+        info = {"reason": reason, "t0": snap.robot_time_s, "p0": snap.measured_tcp_m.copy(),
+                "speed": self._speed_m_s(snap), "kind": "planned"}
         try:
             robot.move(self.gate.stop_motion(), asynchronous=True)
         except Exception as exc:  # the planned stop could not even start: last resort
@@ -726,12 +731,13 @@ class FrankaExecutor:
             logger.warning("planned stop ended with %s: hard stop", exc)
             self._hard_stop()
             info["kind"], finished = "hard", True
-        if not finished and now - info["t0"] > self.config.stop_timeout_s:
-            logger.warning("planned stop not at rest after %.2f s: hard stop", now - info["t0"])
+        elapsed = snap.robot_time_s - info["t0"]  # the robot's clock: a slowed-down simulator is not a slow stop
+        if not finished and elapsed > self.config.stop_timeout_s:
+            logger.warning("planned stop not at rest after %.2f s: hard stop", elapsed)
             self._hard_stop()
             info["kind"], finished = "hard", True
         if finished:
-            report = StopReport(info["kind"], info["reason"], info["speed"], now - info["t0"],
+            report = StopReport(info["kind"], info["reason"], info["speed"], snap.robot_time_s - info["t0"],
                                 float(np.linalg.norm(snap.measured_tcp_m - info["p0"])))
             self._stop = None
             self._last_stop = report
@@ -919,6 +925,9 @@ class FrankaExecutor:
                     next_command = max(next_command + self.config.control_period_s, now)
                     self._command(now, snap)
                 self._previous_snap = snap
+                self._tcp_history.append((snap.robot_time_s, snap.measured_tcp_m))
+                while len(self._tcp_history) > 1 and snap.robot_time_s - self._tcp_history[1][0] >= 0.02:
+                    self._tcp_history.popleft()
             except franky.NetworkException as exc:
                 self._link_lost(exc)
                 continue

@@ -403,50 +403,40 @@ def test_loop_robustness(franky_sim_fast):
 
 @pytest.mark.parametrize("speed_m_s", [0.1, 0.3, 0.5])
 def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim_fast, speed_m_s):
+    """From 0.1, 0.3 and 0.5 m/s (measured on the robot's clock; speed and acceleration limits raised for this test):
+    franky's planned stop, time and distance to rest reported, nothing sent afterwards, the arm at rest."""
     executor, recorder = start(franky_sim_fast.host, watchdog_timeout_s=5.0,
-                               envelope=SafetyEnvelopeConfig(max_speed_m_s=0.6, max_joint_speed_rad_s=2.0))
+                               envelope=SafetyEnvelopeConfig(max_speed_m_s=0.6, max_acceleration_m_s2=4.0,
+                                                             max_joint_speed_rad_s=2.5,
+                                                             max_joint_acceleration_rad_s2=10.0))
     with executor:
-        s = executor.state
-        p0, quat = s.measured_tcp_m.copy(), s.ee_quaternion_xyzw.copy()
-        start_y = -0.3
-        go_home = p0.copy()
-        go_home[1] = start_y
-        stream_towards(executor, go_home, quat, 0.2, 0.5)
-        wait_for(lambda: abs(executor.state.measured_tcp_m[1] - start_y) < 0.01 or
-                 stream_towards(executor, go_home, quat, 0.2, 0.5) < 0, 60.0, "the start of the line")
-        # Stream along +y at speed_m_s on the robot's clock: chunk stamps on the executor clock, scaled by the pace.
+        quat = executor.state.ee_quaternion_xyzw.copy()
+        start_point = executor.state.measured_tcp_m.copy()
+        start_point[1] = -0.25
+        while np.linalg.norm(executor.state.measured_tcp_m - start_point) > 0.01:
+            stream_towards(executor, start_point, quat, 0.1, 0.5)
         n0 = len(recorder)
-        t_start = time.monotonic()
-        line_start = executor.state.measured_tcp_m.copy()
-        reached = False
-        while time.monotonic() - t_start < 60.0:
-            snaps = recorder.since(n0)
-            if len(snaps) > 20:
-                t = np.array([x.robot_time_s for x in snaps])
-                pace = (t[-1] - t[0]) / max(snaps[-1].time_s - snaps[0].time_s, 1e-6)
-            else:
-                pace = 0.3
-            now = time.monotonic()
-            y = executor.state.measured_tcp_m[1]
-            steps = line_start + np.outer(np.minimum(y - line_start[1] + 0.05 * np.arange(12) * speed_m_s * pace
-                                                     + 0.05, 0.3 - line_start[1]), [0.0, 1.0, 0.0])
-            executor.execute(pose_chunk(now, steps, quat))
-            speed = windowed_speed_m_s(np.array([x.robot_time_s for x in snaps[-40:]]),
-                                       np.array([x.measured_tcp_m for x in snaps[-40:]]), 0.05) \
-                if len(snaps) > 40 else np.zeros(1)
-            if speed.size and speed[-1] >= 0.8 * speed_m_s:
-                reached = True
+        reached, fastest = None, 0.0
+        t_end = time.monotonic() + 120.0
+        while reached is None and executor.state.measured_tcp_m[1] < 0.3 and time.monotonic() < t_end:
+            p = executor.state.measured_tcp_m
+            lead = 0.05 + speed_m_s * 0.05 * np.arange(10)  # a plan moving at speed_m_s, 5 cm ahead of the arm
+            executor.execute(pose_chunk(time.monotonic(), p + np.outer(lead, [0.0, 1.0, 0.0]), quat))
+            snaps = recorder.since(max(n0, len(recorder) - 400))
+            speed = windowed_speed_m_s(np.array([x.robot_time_s for x in snaps]),
+                                       np.array([x.measured_tcp_m for x in snaps]), 0.05)
+            fastest = max(fastest, float(speed.max(initial=0.0)))
+            if speed.size and speed[-1] >= 0.9 * speed_m_s:
+                reached = float(speed[-1])
                 break
-            if y > 0.25:
-                break
-            time.sleep(0.05)
-        assert reached, f"did not reach {speed_m_s} m/s"
+            time.sleep(0.02)
+        assert reached is not None, f"did not reach {speed_m_s} m/s on the robot's clock (fastest {fastest:.3f})"
         sent_before = executor.state.commands_sent
         assert executor.stop() is True
         report = executor.wait_stopped(30.0)
-        assert report is not None and report.kind == "planned" and report.reason == "stop"
-        assert report.speed_at_stop_m_s > 0.5 * speed_m_s
-        assert report.distance_to_rest_m < 0.2
+        assert report is not None and report.kind == "planned" and report.reason == "stop", report
+        assert report.speed_at_stop_m_s > 0.5 * speed_m_s, report
+        assert 0.0 < report.distance_to_rest_m < 0.15 and report.time_to_rest_s > 0.0, report
         sent_at_stop = executor.state.commands_sent
         assert sent_at_stop == sent_before
         n_now = len(recorder)
@@ -454,7 +444,9 @@ def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim_fast, sp
         assert executor.state.commands_sent == sent_at_stop  # nothing sent after the stop
         last = np.array([x.measured_tcp_m for x in recorder.since(len(recorder) - 20)])
         assert np.ptp(last, axis=0).max() < 2e-3  # at rest
-        assert executor.diagnostics()["last_stop.kind"] == "planned"
+        diag = executor.diagnostics()
+        assert diag["last_stop.kind"] == "planned" and float(diag["last_stop.distance_to_rest_m"]) > 0.0
+        assert executor.interventions["hard_stops"] == 0
 
 
 def test_close_releases_the_gripper_for_the_next_executor(franky_sim_fast):
