@@ -17,6 +17,11 @@ NODES: dict[str, str] = {
     "camera_node": "gpc_ros.nodes.camera_node:main",
     "pointcloud_node": "gpc_ros.nodes.pointcloud_node:main",
     "franka_driver_node": "gpc_ros.nodes.franka_driver_node:main",
+    "policy_host_node": "gpc_ros.nodes.policy_host_node:main",
+    "composer_node": "gpc_ros.nodes.composer_node:main",
+    "recorder_node": "gpc_ros.nodes.recorder_node:main",
+    "monitor_node": "gpc_ros.nodes.monitor_node:main",
+    "viewer_node": "gpc_ros.nodes.viewer_node:main",
 }
 
 setup(

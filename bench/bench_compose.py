@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Per-chunk cost of the GPC core on CPU (prints a table; figures go to docs/compose.md).
 
-Two small torch parents (an MLP denoiser, ~0.9 M parameters, conditioned on an encoded observation and a
-sinusoidal time embedding; H = 16, D = 7) composed with DDIM at 10 and 100 steps:
+Two small torch parents (an MLP denoiser conditioned on an encoded observation and a sinusoidal time embedding;
+width 512: 0.79 M parameters, width 1536: 5.5 M, both printed; H = 16, D = 7) composed with DDIM at 10 and 100
+steps:
 
 1. one parent alone vs both composed: sequential in-process, and with the two forward passes in two threads;
 2. 11 candidate weight vectors (the paper grid) in one batched pass per parent per step vs 11 separate chunks;
 3. warm start (re-noise to mid-grid / 30 % of the grid) vs full sampling: network calls and time.
 
-Run: ``.venv/bin/python bench/bench_compose.py [--repeats N]``. Every figure is a median over repeats measured
-side by side in this run; ratios matter, absolute times depend on the machine.
+Run: ``.venv/bin/python bench/bench_compose.py [--repeats N]``. Every case runs once per round, rounds
+interleaved (default 11); the table prints the minimum (least-disturbed round) and the median of each case, and
+every ratio is taken from the MINIMA. Ratios matter, absolute times depend on the machine and its load (printed).
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from gpc_ros.compose import (Composer, ComposerConfig, Parameterization, SamplerConfig, VPTime, WarmStart,
-                             WarmStartConfig, make_vp_scheduler)  # noqa: E402
+from gpc_ros.compose import (
+    Composer,
+    ComposerConfig,
+    Parameterization,
+    SamplerConfig,
+    VPTime,
+    WarmStart,
+    WarmStartConfig,  # noqa: E402
+    make_vp_scheduler,
+)
 from gpc_ros.compose.parent import ActionNormalization  # noqa: E402
 from gpc_ros.compose.search import paper_grid  # noqa: E402
 
@@ -40,6 +50,7 @@ class MLPParent:
     """A small epsilon-prediction parent: obs MLP encoder + MLP denoiser on (x_t, time embedding, encoding)."""
 
     def __init__(self, name: str, seed: int, hidden: int = 512) -> None:
+        """Random weights from ``seed``; ``hidden`` is the MLP width."""
         torch.manual_seed(seed)
         self.name = name
         self.parameterization = Parameterization.EPSILON
@@ -58,10 +69,12 @@ class MLPParent:
 
     @torch.inference_mode()
     def encode(self, observation: torch.Tensor) -> torch.Tensor:
+        """``(B, OBS_DIM)`` -> ``(B, EMB)``."""
         return self.encoder(observation)
 
     @torch.inference_mode()
     def predict(self, x_t: torch.Tensor, timestep: float, encoding: torch.Tensor) -> torch.Tensor:
+        """Epsilon of ``x_t`` ``(M, H, D)``."""
         self.calls += 1
         m = x_t.shape[0]
         features = torch.cat([x_t.reshape(m, H * D), self._time_embedding(timestep, m), encoding], dim=1)
@@ -86,6 +99,7 @@ def interleaved_ms(cases: dict[str, Callable[[], object]], repeats: int) -> dict
 
 
 def main() -> None:
+    """Run the benchmark for every requested width."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=11, help="interleaved rounds per figure")
     parser.add_argument("--hidden", type=int, nargs="+", default=[512, 1536],
@@ -97,13 +111,15 @@ def main() -> None:
 
 
 def bench_size(hidden: int, repeats: int) -> None:
+    """Print the table for parents of MLP width ``hidden``."""
     a, b = MLPParent("rgb", 0, hidden), MLPParent("pcd", 1, hidden)
     n_params = sum(p.numel() for p in a.net.parameters()) + sum(p.numel() for p in a.encoder.parameters())
     obs = torch.randn(1, OBS_DIM, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
     x, enc = torch.randn(1, H, D), a.encode(obs)
     call = interleaved_ms({"call": lambda: [a.predict(x, 50.0, enc) for _ in range(20)]}, repeats)["call"][0] / 20
-    print(f"\nparents: 2 x MLP width {hidden} ({n_params / 1e6:.2f} M params each, {call:.3f} ms per call), "
+    print(f"\nload average (1/5/15 min): {os.getloadavg()}")
+    print(f"parents: 2 x MLP width {hidden} ({n_params / 1e6:.2f} M params each, {call:.3f} ms per call), "
           f"H={H}, D={D}, one observation; torch {torch.__version__}, {threads} intra-op threads, "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; DDIM; "
           f"min / median of {repeats} interleaved rounds; ratios from the minima")

@@ -5,9 +5,13 @@
    N = 1024 points in fr3_link0: median ms per stage and for the whole chain, for each variant side by side
    (numpy precomputed-ray back-projection vs open3d legacy create_from_depth_image; numpy vs open3d voxel grid;
    open3d legacy FPS vs a numpy reference FPS), interleaved in one run so load changes hit every variant alike.
-2. End to end across processes: a 640x480 recording played by camera_node, clouds built by pointcloud_node, both
-   real processes on a private ROS domain; latency = arrival of the PointCloud2 at a third process minus its
-   header stamp (the frame's capture time mapped to ROS time), next to the same figure for the depth image.
+2. ``PlaybackSource`` alone (in process): frames per second reading a 640x480 recording, paced and unpaced.
+3. End to end across processes: a 640x480 recording played by camera_node, clouds built by TWO pointcloud_nodes
+   side by side (``image_qos`` reliable and best_effort, in their own namespaces), all real processes on a
+   private ROS domain; latency = arrival of the PointCloud2 at a third process minus its header stamp (the frame's
+   capture time mapped to ROS time), next to the same figure for the depth image; and the cloud rate as a ratio:
+   clouds per depth image received by this (reliable) subscriber. A node that loses no frame and keeps up has a
+   ratio of ~1; lost images show up as a lower ratio.
 
 Run: ``.venv/bin/python bench/bench_pointcloud.py [--repeats N] [--seconds S]``. Absolute times depend on the
 machine and its load (printed); compare variants within one run.
@@ -85,6 +89,29 @@ def bench_chain(repeats: int) -> None:
               + f" {rows[0]['points']:7d} {len(rows):5d}")
 
 
+def bench_playback(seconds: float) -> None:
+    """Frames per second delivered by PlaybackSource on a 640x480 recording, paced and unpaced (looping)."""
+    from gpc_ros.perception.playback_source import PlaybackConfig, PlaybackSource
+    from gpc_ros.perception.recorder import RealSenseRecorder, RecordingConfig
+
+    print(f"\n2) PlaybackSource alone, 640x480 recording of 30 frames at 30 Hz, looping, {seconds:.0f} s each")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cell_640x480.db3"
+        depth, color = render_depth(K_640, POSE, 0.0, BOXES)
+        with RealSenseRecorder(RecordingConfig(path, K_640)) as recorder:
+            for i in range(30):
+                recorder.write(depth, color, i / 30)
+        for paced in (True, False):
+            frames = 0
+            with PlaybackSource(PlaybackConfig(path, loop=True, pace_realtime=paced)) as source:
+                source.read(5.0)  # first frame: opening costs
+                start = time.monotonic()
+                while time.monotonic() < start + seconds:
+                    frames += source.read(1.0) is not None
+                elapsed = time.monotonic() - start
+            print(f"{'paced' if paced else 'unpaced':8s} {frames / elapsed:7.1f} frames/s ({frames} frames)")
+
+
 def bench_graph(seconds: float) -> None:
     from gpc_ros.leases import acquire
     from gpc_ros.paths import config_file
@@ -105,9 +132,12 @@ def bench_graph(seconds: float) -> None:
                               str(config_file("camera.yaml")), "-p", "source:=playback", "-p",
                               f"recording_path:={path}"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        ] + [
             subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.pointcloud_node", *common,
-                              str(config_file("pointcloud.yaml"))], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                              str(config_file("pointcloud.yaml")), "-r", f"__ns:=/{qos}", "-p", f"image_qos:={qos}",
+                              "-p", f"output_topic:=/gpc/points_{qos}"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for qos in QOS_VARIANTS
         ]
         try:
             latencies = measure_latency(lease.value, seconds)
@@ -119,33 +149,40 @@ def bench_graph(seconds: float) -> None:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    print(f"\n2) camera_node -> pointcloud_node across processes (640x480 at 30 Hz, N=1024), {seconds:.0f} s")
+    print(f"\n3) camera_node -> 2 pointcloud_nodes across processes (640x480 at 30 Hz, N=1024), {seconds:.0f} s")
+    images = len(latencies[IMAGE_KEY])
     for name, values in latencies.items():
         if values:
             ms = np.array(values) * 1e3
-            print(f"{name:44s} median {np.median(ms):7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms   "
-                  f"({len(ms)} msgs, {len(ms) / seconds:.1f} Hz)")
+            ratio = "" if name == IMAGE_KEY else f"   {len(ms) / max(images, 1):.2f} clouds per depth image"
+            print(f"{name:52s} median {np.median(ms):7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms   "
+                  f"({len(ms)} msgs, {len(ms) / seconds:.1f} Hz){ratio}")
         else:
-            print(f"{name:44s} no messages")
+            print(f"{name:52s} no messages")
+
+
+QOS_VARIANTS = ("reliable", "best_effort")
+IMAGE_KEY = "depth image (camera_node -> here, reliable)"
 
 
 def measure_latency(domain_id: int, seconds: float) -> dict[str, list[float]]:
+    """Arrival minus header stamp (s) of every depth image and every cloud of each QoS variant."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image, PointCloud2
 
     from gpc_ros.nodes.conversions import stamp_to_seconds
+    from gpc_ros.nodes.pointcloud_node import CLOUD_QOS, IMAGE_QOS
 
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     node = Node("bench_latency", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    image_key, cloud_key = "depth image (camera_node -> here)", "cloud (camera_node -> pointcloud_node -> here)"
-    out: dict[str, list[float]] = {image_key: [], cloud_key: []}
+    cloud_keys = {qos: f"cloud, image_qos={qos} (-> pointcloud_node -> here)" for qos in QOS_VARIANTS}
+    out: dict[str, list[float]] = {IMAGE_KEY: [], **{key: [] for key in cloud_keys.values()}}
     started = {"t": None}
 
     def record(key):
@@ -156,10 +193,11 @@ def measure_latency(domain_id: int, seconds: float) -> dict[str, list[float]]:
         return callback
 
     node.create_subscription(Image, "/camera/camera/aligned_depth_to_color/image_raw",
-                             record(image_key), qos_profile_sensor_data)
-    node.create_subscription(PointCloud2, "/gpc/points", record(cloud_key), qos_profile_sensor_data)
+                             record(IMAGE_KEY), IMAGE_QOS["reliable"])
+    for qos, key in cloud_keys.items():
+        node.create_subscription(PointCloud2, f"/gpc/points_{qos}", record(key), CLOUD_QOS)
     deadline = time.monotonic() + 60.0
-    while time.monotonic() < deadline and node.count_publishers("/gpc/points") == 0:
+    while time.monotonic() < deadline and min(node.count_publishers(f"/gpc/points_{q}") for q in QOS_VARIANTS) == 0:
         executor.spin_once(timeout_sec=0.1)
     warmup = time.monotonic() + 3.0  # discovery, first-frame costs
     while time.monotonic() < warmup:
@@ -181,6 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"CPU cores: {os.cpu_count()}, load average (1/5/15 min): {os.getloadavg()}")
     bench_chain(args.repeats)
+    bench_playback(min(args.seconds, 5.0))
     if not args.skip_graph:
         bench_graph(args.seconds)
     print(f"\nload average after: {os.getloadavg()}")

@@ -10,10 +10,17 @@ from collections.abc import Callable
 # subcommand -> (module with ``main(argv) -> int``, one-line help). Modules are imported only when chosen,
 # so `gpc-ros --help` stays fast and a missing optional dependency only breaks its own subcommand.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "bringup": ("gpc_ros.graph.bringup", "start the whole graph (config/graph.yaml) as plain processes; --sim: on franky-sim"),
     "demo": ("gpc_ros.demo", "run the main job end to end on the simulated FR3 and say what ran"),
     "sim-server": ("gpc_ros.sim.franky_sim_server", "serve a franky-sim FR3 on a loopback address"),
     "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
+    "collect": ("gpc_ros.sim.collect", "record scripted-expert demonstrations of a simulated cell task"),
+    "dataset": ("gpc_ros.policies.lerobot.dataset_cli", "inspect or convert datasets (npz episodes <-> LeRobotDataset v3.0)"),
     "train": ("gpc_ros.policies.train_cli", "train a parent policy (diffusion, dp3, flow) on episodes or a synthetic task"),
+    "record": ("gpc_ros.nodes.recorder_node", "record the graph's topics (documented profile) into an MCAP rosbag2 bag"),
+    "viewer": ("gpc_ros.nodes.viewer_node", "serve the running graph to the Foxglove app (WebSocket, 127.0.0.1:8765)"),
+    "replay": ("gpc_ros.monitor.replay_cli", "replay a recorded bag through checkpoints and the composer: report per weight"),
+    "benchmark": ("gpc_ros.benchmark.cli", "evaluate parents and their compositions on the simulated cell (results)"),
 }
 
 

@@ -8,9 +8,14 @@ alignment), :mod:`.parent` (the parent contract), :mod:`.operators` (convex, lin
 See docs/compose.md.
 """
 
-from gpc_ros.compose.composer import ComposedChunk, Composer, ComposerConfig
-from gpc_ros.compose.errors import (CompositionError, IncompatibleParentError, InvalidWeightsError,
-                                    NonFinitePredictionError)
+from gpc_ros.compose.composer import ComposedChunk, Composer, ComposerConfig, ComposerStats
+from gpc_ros.compose.errors import (
+                                    CompositionError,
+                                    IncompatibleParentError,
+                                    InvalidPredictionError,
+                                    InvalidWeightsError,
+                                    NonFinitePredictionError,
+)
 from gpc_ros.compose.operators import ConvexOperator, LinearOperator, MixtureOperator, make_operator
 from gpc_ros.compose.parameterization import Parameterization
 from gpc_ros.compose.parent import ActionNormalization, ParentPolicy
@@ -19,8 +24,9 @@ from gpc_ros.compose.schedule import FlowTime, NoiseLevel, VPTime, make_vp_sched
 from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig
 
 __all__ = [
-    "ActionNormalization", "ComposedChunk", "Composer", "ComposerConfig", "CompositionError", "ConvexOperator",
-    "FlowTime", "IncompatibleParentError", "InvalidWeightsError", "LinearOperator", "MixtureOperator",
+    "ActionNormalization", "ComposedChunk", "Composer", "ComposerConfig", "ComposerStats", "CompositionError",
+    "ConvexOperator", "FlowTime", "IncompatibleParentError", "InvalidPredictionError", "InvalidWeightsError",
+    "LinearOperator", "MixtureOperator",
     "NoiseLevel", "NonFinitePredictionError", "Parameterization", "ParentPolicy", "SamplerConfig", "VPTime",
     "WarmStart", "WarmStartConfig", "make_operator", "make_sampler", "make_vp_scheduler",
 ]

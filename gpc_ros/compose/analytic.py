@@ -48,12 +48,14 @@ class GaussianParent:
         self.calls = 0
 
     def encode(self, observation: torch.Tensor) -> Encoding:
+        """The observation is the target mean ``(B, H, D)`` (or ``(H, D)``)."""
         mean = torch.as_tensor(observation, dtype=torch.float64)
         if mean.dim() == 2:
             mean = mean.unsqueeze(0)
         return mean.expand(mean.shape[0], self.action_horizon, self.action_dim)
 
     def predict(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> torch.Tensor:
+        """The exact prediction at the noise level of ``timestep`` in this parent's own convention."""
         self.calls += 1
         level = self.time_convention.noise_level(timestep)
         a, s = level.alpha, level.sigma

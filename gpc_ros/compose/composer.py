@@ -8,6 +8,10 @@ every grid point each parent is called ONCE on all rows (its own horizon, time a
 (:mod:`gpc_ros.compose.sampler`). The K extra one-hot rows (``return_parent_chunks``) give each parent's own chunk
 from the same initial noise, at the cost of K more rows in the same forward passes. All candidates start from
 the same ``(B, H, D)`` noise (common random numbers: they differ only by their weights).
+
+Each parent's prediction is converted at the noise level of the time it was actually given (after rounding or
+clamping to its table, see :mod:`gpc_ros.compose.schedule`); a grid that leaves a parent's time range is logged
+once per parent and counted in :attr:`Composer.stats`.
 """
 
 from __future__ import annotations
@@ -20,13 +24,18 @@ from typing import Literal
 
 import torch
 
-from gpc_ros.compose.errors import IncompatibleParentError, InvalidWeightsError, NonFinitePredictionError
-from gpc_ros.compose.horizon import combine, position_weights
+from gpc_ros.compose.errors import (
+    IncompatibleParentError,
+    InvalidPredictionError,
+    InvalidWeightsError,
+    NonFinitePredictionError,
+)
+from gpc_ros.compose.horizon import combine, composed_horizons, hold_tail, position_weights
 from gpc_ros.compose.operators import CompositionOperator, as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
 from gpc_ros.compose.parent import ActionNormalization, Encoding, ParentPolicy, encoding_batch_size, repeat_encoding
-from gpc_ros.compose.schedule import NoiseLevel, ParentTime
 from gpc_ros.compose.sampler import GridPoint, Sampler, SamplerConfig, make_sampler, network_calls_per_chunk
+from gpc_ros.compose.schedule import NoiseLevel, ParentTime
 from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig, shifted_chunk, start_index
 
 logger = logging.getLogger(__name__)
@@ -80,6 +89,20 @@ class ComposedChunk:
     network_calls: int
     """Forward passes made per called parent for this chunk (all candidates together; a parent whose weight is
     zero in every row and whose own chunk is not requested is not called at all)."""
+    horizons: torch.Tensor | None = None
+    """``(N, B)`` composed length of each chunk: the longest horizon among the parents with non-zero weight in
+    that row; positions beyond it hold the last composed action (see :mod:`gpc_ros.compose.horizon`)."""
+
+
+@dataclass
+class ComposerStats:
+    """Counters of one :class:`Composer` (cumulative since it was built)."""
+
+    chunks: int = 0
+    """Calls of :meth:`Composer.compose` that produced a chunk."""
+    out_of_range_levels: dict[str, int] = field(default_factory=dict)
+    """Parent name -> grid levels located outside that parent's time range (its time clamped to the range's end);
+    each distinct level is counted once, when first located."""
 
 
 class Composer:
@@ -92,6 +115,12 @@ class Composer:
         self._check_parents()
         self.operator: CompositionOperator = make_operator(self.config.operator, self.config.allow_unnormalized_weights)
         self.sampler = sampler or make_sampler(self.config.sampler)
+        self.normalization: ActionNormalization = self.parents[0].normalization
+        if self.sampler.clip_sample is None:  # "auto": clip only where the normalised space is bounded
+            self.sampler.set_clip_sample(self.normalization.kind == "min_max")
+        elif self.sampler.clip_sample and self.normalization.kind != "min_max":
+            logger.warning("clip_sample=True clips x0 to [-1, 1] although the parents normalise actions with %r "
+                           "(unbounded); the composed chunk is distorted where |x0| > 1", self.normalization.kind)
         if self.sampler.uses_x0 and self.sampler.points[0].level.alpha <= 0.0:
             for p in self.parents:
                 if Parameterization.parse(p.parameterization) is Parameterization.EPSILON:
@@ -102,7 +131,7 @@ class Composer:
         self.dtype = DTYPES[self.config.dtype]
         self.horizon = max(p.action_horizon for p in self.parents)
         self.action_dim = self.parents[0].action_dim
-        self.normalization: ActionNormalization = self.parents[0].normalization
+        self.stats = ComposerStats()
         self._parameterizations = [Parameterization.parse(p.parameterization) for p in self.parents]
         self._where: dict[tuple[int, NoiseLevel], ParentTime] = {}  # parent time per grid level (fixed grids)
         self._pool = (ThreadPoolExecutor(len(self.parents), thread_name_prefix="gpc-parent")
@@ -111,6 +140,7 @@ class Composer:
     # ------------------------------------------------------------------ validation
     @property
     def names(self) -> list[str]:
+        """The parents' names, in order."""
         return [p.name for p in self.parents]
 
     def _check_parents(self) -> None:
@@ -139,6 +169,15 @@ class Composer:
                 raise IncompatibleParentError(
                     f"parent {name!r}: time_convention must be a TimeConvention (VPTime, FlowTime); got {convention!r}",
                     parent=name)
+            parameterization = Parameterization.parse(p.parameterization)
+            if parameterization.needs_flow_time:
+                probe = convention.locate(NoiseLevel(0.6, 0.8)).level  # any level off the flow line alpha + sigma = 1
+                if abs(probe.alpha + probe.sigma - 1.0) > 1e-9:
+                    raise IncompatibleParentError(
+                        f"parent {name!r} predicts {parameterization.value!r}, which is defined only on a "
+                        f"rectified-flow time (alpha + sigma = 1, FlowTime); its time_convention "
+                        f"{type(convention).__name__} puts it at alpha + sigma = {probe.alpha + probe.sigma:.4g}",
+                        parent=name)
             if p.action_dim != first.action_dim:
                 raise IncompatibleParentError(
                     f"parent {name!r} has action_dim {p.action_dim} but parent {first.name!r} has "
@@ -171,7 +210,8 @@ class Composer:
         ``encodings``: one per parent, each batch-first with the same ``B``; ``weights``: ``(K,)`` or ``(N, K)``;
         ``generator``: a ``torch.Generator`` or an int seed (same seed and inputs -> identical chunk);
         ``warm_start``: start from the previous chunk (see :mod:`gpc_ros.compose.warm_start`);
-        ``noise``: optional initial ``(B, H, D)`` noise instead of drawing it (shared by all candidates).
+        ``noise``: optional standard normal ``(B, H, D)`` noise instead of drawing it (shared by all candidates; scaled
+        to the grid's first point exactly like drawn noise).
         """
         names = self.names
         if len(encodings) != len(self.parents):
@@ -201,6 +241,8 @@ class Composer:
             return self.denoise(x_t, point, repeated, pos_w, active)
 
         x = self.sampler.run(x, denoise, generator, start_index=first)
+        lengths = composed_horizons(row_w, [p.action_horizon for p in self.parents])  # (M,)
+        x = hold_tail(x, lengths)
         out = x.reshape(rows.shape[0], batch, self.horizon, self.action_dim)
         physical = self.normalization.unnormalize(out)
         parent_actions = {}
@@ -210,7 +252,9 @@ class Composer:
         calls = network_calls_per_chunk(self.sampler, first)
         logger.debug("composed %d candidate(s) x %d obs with %d parent(s), %d calls each",
                      n_candidates, batch, k, calls)
-        return ComposedChunk(physical[:n_candidates], out[:n_candidates], w, parent_actions, calls)
+        self.stats.chunks += 1
+        horizons = lengths.reshape(rows.shape[0], batch)[:n_candidates]
+        return ComposedChunk(physical[:n_candidates], out[:n_candidates], w, parent_actions, calls, horizons)
 
     def _initial_chunk(self, batch: int, generator: torch.Generator | None, warm_start: WarmStart | None,
                        noise: torch.Tensor | None) -> tuple[torch.Tensor, int]:
@@ -223,8 +267,7 @@ class Composer:
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape (B, H, D) = {shape}; got {tuple(noise.shape)}")
         if warm_start is None:
-            x = noise.to(self.dtype) if noise is not None else self.sampler.initial(shape, generator, self.dtype)
-            return x, 0
+            return self.sampler.initial(shape, generator, self.dtype, noise=noise), 0
         prev = warm_start.previous_normalized.to(self.dtype)
         if tuple(prev.shape) != shape:
             raise ValueError(f"WarmStart.previous_normalized must be (B, H, D) = {shape}; got {tuple(prev.shape)}")
@@ -235,9 +278,11 @@ class Composer:
 
     def denoise(self, x: torch.Tensor, point: GridPoint, encodings: Sequence[Encoding],
                 weights: torch.Tensor, active: Sequence[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Composed ``(eps_hat, x0_hat)`` of ``x`` ``(M, H_max, D)`` at ``point``; ``weights`` ``(M, K, H_max)``,
-        ``encodings`` already repeated to ``M`` rows. Parents whose weight is zero everywhere (``active``) are not
-        called."""
+        """Composed ``(eps_hat, x0_hat)`` of ``x`` ``(M, H_max, D)`` at ``point``.
+
+        ``weights`` ``(M, K, H_max)``, ``encodings`` already repeated to ``M`` rows. Parents whose weight is zero
+        everywhere (``active``) are not called.
+        """
         active = active if active is not None else [True] * len(self.parents)
         jobs = [i for i, on in enumerate(active) if on]
         with_x0 = self.operator.weights_sum_to_one and (self.sampler.uses_x0 or point.level.alpha <= 0.0)
@@ -257,7 +302,7 @@ class Composer:
         if point.level.alpha <= 0.0:
             raise InvalidWeightsError(
                 "weights not summing to 1 need a grid with alpha > 0 at every point (flow_t_start < 1)")
-        return eps_hat, (x - point.level.sigma * eps_hat) / point.level.alpha
+        return to_eps_x0(Parameterization.EPSILON, eps_hat, x, point.level.alpha, point.level.sigma)
 
     def _predict(self, i: int, x: torch.Tensor, point: GridPoint, encoding: Encoding, with_x0: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -265,16 +310,20 @@ class Composer:
         parent = self.parents[i]
         where = self._where.get((i, point.level))
         if where is None:
-            where = self._where.setdefault((i, point.level), parent.time_convention.locate(point.level))
+            where = self._where.setdefault((i, point.level), self._locate(parent, point))
         x_in = x[:, :parent.action_horizon]
         if where.x_scale != 1.0:
             x_in = x_in * where.x_scale
         prediction = parent.predict(x_in, where.value, encoding)
-        if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != tuple(x_in.shape):
-            got = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
-            raise NonFinitePredictionError(
-                f"parent {parent.name!r} returned a prediction of shape {got} at step {point.index} "
-                f"(its time {where.value:.6g}); expected {tuple(x_in.shape)}", parent=parent.name)
+        if not isinstance(prediction, torch.Tensor):
+            raise InvalidPredictionError(
+                f"parent {parent.name!r} returned a {type(prediction).__module__}.{type(prediction).__name__} at step "
+                f"{point.index} (its time {where.value:.6g}); predict must return a torch.Tensor of shape "
+                f"{tuple(x_in.shape)}", parent=parent.name)
+        if tuple(prediction.shape) != tuple(x_in.shape):
+            raise InvalidPredictionError(
+                f"parent {parent.name!r} returned a prediction of shape {tuple(prediction.shape)} at step "
+                f"{point.index} (its time {where.value:.6g}); expected {tuple(x_in.shape)}", parent=parent.name)
         if not bool(torch.isfinite(prediction).all()):
             bad = int((~torch.isfinite(prediction)).sum())
             raise NonFinitePredictionError(
@@ -284,6 +333,20 @@ class Composer:
         return to_eps_x0(self._parameterizations[i], prediction, x_in, where.level.alpha, where.level.sigma,
                          with_x0)
 
+    def _locate(self, parent: ParentPolicy, point: GridPoint) -> ParentTime:
+        """The parent's time for ``point``; a level outside its range is logged once and counted."""
+        where = parent.time_convention.locate(point.level)
+        if where.clamped:
+            count = self.stats.out_of_range_levels.get(parent.name, 0)
+            if count == 0:
+                logger.warning(
+                    "the composer's grid leaves the time range of parent %r at step %d (log-SNR %.3g): its time is "
+                    "clamped to %.6g and its prediction converted at that time's noise level; later occurrences "
+                    "are only counted (Composer.stats.out_of_range_levels)", parent.name, point.index,
+                    point.level.log_snr, where.value)
+            self.stats.out_of_range_levels[parent.name] = count + 1
+        return where
+
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Stop the parent threads (if ``parallel_parents``)."""
@@ -291,7 +354,7 @@ class Composer:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def __enter__(self) -> "Composer":
+    def __enter__(self) -> Composer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,5 +19,9 @@ class InvalidWeightsError(CompositionError):
     """Weights are not allowed by the operator (negative, not summing to 1, wrong length, not finite)."""
 
 
+class InvalidPredictionError(CompositionError):
+    """A parent returned something that is not a tensor of the shape it was given (a list, an array, ...)."""
+
+
 class NonFinitePredictionError(CompositionError):
-    """A parent returned NaN or inf (or a wrongly shaped prediction) at some denoising step."""
+    """A parent returned NaN or inf at some denoising step."""

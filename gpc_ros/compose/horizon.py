@@ -1,10 +1,19 @@
 """Parents with different action horizons on one noise trajectory.
 
 The composer samples ONE chunk of the longest horizon ``H_max``; every parent sees (and predicts) the first
-``H_i`` steps of it, since every chunk starts at the same instant. Position ``h`` combines only the parents whose
-horizon covers it; where some parents do not reach, the covering parents' weights are rescaled to the row's total
-weight ``sum_i w_i`` (so a convex row stays convex), which keeps the longest parent's tail as its own prediction.
-If the covering weights sum to zero the tail is shared equally among the covering parents.
+``H_i`` steps of it, since every chunk starts at the same instant. The tail rule, per sampled row with weights
+``w``:
+
+* Position ``h`` combines only the parents that cover it (``h < H_i``) AND have a non-zero weight in the row.
+  Where some weighted parents do not reach, the covering ones' weights are rescaled to the row's total weight
+  ``sum_i w_i`` (so a convex row stays convex): with two weighted parents the tail is the longer parent's own
+  prediction. (Linear weights whose covering part sums to zero share the row total equally among the covering
+  weighted parents.)
+* The row's composed length is the longest horizon among its weighted parents (:func:`composed_horizons`).
+  Positions beyond it are covered by no weighted parent: nothing defines them, so no parent is asked for them
+  (they get zero weight, and a parent with zero weight in every row is not called at all) and the finished chunk
+  holds the row's last composed action there (:func:`hold_tail`, like a warm start's ``repeat_last`` padding).
+  A mixture row that drew a short parent is therefore exactly that parent's chunk followed by its last action.
 """
 
 from __future__ import annotations
@@ -12,6 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+ZERO = 1e-12
+"""Weights (and weight sums) with absolute value below this count as zero."""
 
 
 def position_weights(row_weights: torch.Tensor, horizons: Sequence[int]) -> torch.Tensor:
@@ -23,15 +35,33 @@ def position_weights(row_weights: torch.Tensor, horizons: Sequence[int]) -> torc
     w = row_weights[:, :, None] * covers[None]  # (M, K, H_max)
     if bool(covers.all()):
         return w
+    weighted = (row_weights.abs() >= ZERO).to(row_weights.dtype)[:, :, None] * covers[None]  # (M, K, H_max)
+    n_weighted = weighted.sum(dim=1, keepdim=True)  # (M, 1, H_max): weighted parents covering h
     total = row_weights.sum(dim=1, keepdim=True)[:, :, None]  # (M, 1, 1)
     covered = w.sum(dim=1, keepdim=True)  # (M, 1, H_max)
-    n_cover = covers.sum(dim=0)[None, None, :]  # (1, 1, H_max)
-    degenerate = covered.abs() < 1e-12
-    rescaled = torch.where(degenerate, covers[None] * (torch.where(total.abs() < 1e-12, 1.0, total) / n_cover),
+    degenerate = covered.abs() < ZERO  # covering weights cancel (linear) or no weighted parent covers h
+    rescaled = torch.where(degenerate, weighted * (total / n_weighted.clamp_min(1.0)),
                            w * (total / torch.where(degenerate, 1.0, covered)))
-    if (total.abs() < 1e-12).any():  # rows whose weights sum to 0 cannot be rescaled to their total
-        rescaled = torch.where(total.abs() < 1e-12, torch.where(degenerate, rescaled, w), rescaled)
-    return rescaled
+    zero_total = total.abs() < ZERO  # rows whose weights sum to 0 cannot be rescaled to their total
+    return torch.where(zero_total, w, rescaled)
+
+
+def composed_horizons(row_weights: torch.Tensor, horizons: Sequence[int]) -> torch.Tensor:
+    """``(M, K)`` row weights -> ``(M,)`` longest horizon among each row's weighted parents (``H_max`` if none)."""
+    h = torch.as_tensor(list(horizons), dtype=torch.long, device=row_weights.device)
+    weighted = row_weights.abs() >= ZERO
+    lengths = torch.where(weighted, h[None, :], torch.zeros_like(h)[None, :]).max(dim=1).values
+    return torch.where(lengths > 0, lengths, torch.full_like(lengths, int(h.max())))
+
+
+def hold_tail(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(M, H, D)`` chunks with row ``m``'s positions ``>= lengths[m]`` replaced by its action ``lengths[m] - 1``."""
+    h = x.shape[1]
+    if bool((lengths >= h).all()):
+        return x
+    positions = torch.arange(h, device=x.device)
+    source = torch.minimum(positions[None, :], (lengths - 1)[:, None])  # (M, H)
+    return torch.gather(x, 1, source[:, :, None].expand(-1, -1, x.shape[2]))
 
 
 def combine(predictions: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:

@@ -102,9 +102,11 @@ class ConvexOperator(CompositionOperator):
 
     @property
     def weights_sum_to_one(self) -> bool:
+        """Always: convex weights sum to 1."""
         return True
 
     def check(self, weights: torch.Tensor, parent_names: Sequence[str]) -> None:
+        """Weights must be >= 0 and sum to 1."""
         _check_nonnegative(weights, parent_names, self.name)
         _check_sum_to_one(weights, parent_names, self.name)
 
@@ -119,9 +121,11 @@ class LinearOperator(CompositionOperator):
 
     @property
     def weights_sum_to_one(self) -> bool:
+        """Unless ``allow_unnormalized``."""
         return not self.allow_unnormalized
 
     def check(self, weights: torch.Tensor, parent_names: Sequence[str]) -> None:
+        """Weights must sum to 1 unless ``allow_unnormalized``."""
         if not self.allow_unnormalized:
             _check_sum_to_one(weights, parent_names, self.name)
 
@@ -132,6 +136,7 @@ class MixtureOperator(ConvexOperator):
     name = "mixture"
 
     def row_weights(self, weights: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
+        """One-hot rows: each row follows one parent drawn with probability ``w_i``."""
         rows = weights.repeat_interleave(batch_size, dim=0)
         chosen = torch.multinomial(rows.float().clamp_min(0), 1, generator=generator).squeeze(1)
         return torch.nn.functional.one_hot(chosen, rows.shape[1]).to(rows.dtype)

@@ -61,11 +61,13 @@ class ActionNormalization:
 
     @classmethod
     def min_max(cls, low: Any, high: Any) -> "ActionNormalization":
+        """Min-max stats from per-dimension ``low`` / ``high`` (``(D,)``)."""
         low_a, high_a = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
         return cls("min_max", tuple(low_a), tuple(high_a - low_a))
 
     @classmethod
     def mean_std(cls, mean: Any, std: Any) -> "ActionNormalization":
+        """Mean-std stats from per-dimension ``mean`` / ``std`` (``(D,)``)."""
         return cls("mean_std", tuple(np.ravel(mean)), tuple(np.ravel(std)))
 
     @property

@@ -9,14 +9,20 @@ that states it):
 * VP parent (diffusers ``alphas_cumprod``): ``x_parent = x / sqrt(alpha^2 + sigma^2)``; its timestep is the one whose
   log-SNR ``log(abar / (1 - abar))`` equals ``2 log(alpha / sigma)`` (linear interpolation between the integer
   timesteps of the table, rounded to the nearest integer when the parent only accepts integer timesteps; outside
-  the table the timestep is clamped to its ends).
+  the table the timestep is clamped to its ends and :attr:`ParentTime.clamped` is set).
 * Flow parent (``x_t = (1 - t) x0 + t eps``): ``x_parent = x / (alpha + sigma)`` at ``t = sigma / (alpha + sigma)``
   (times ``time_scale`` when the network expects e.g. ``1000 t``).
 
 Rescaling ``x`` by ``c`` moves it to noise level ``(c alpha, c sigma)``, which leaves the implied ``eps`` and ``x0``
-unchanged; the composer converts the parent's prediction at that exact level. diffusers provides the VP schedules
-themselves (``DDPMScheduler`` / ``DDIMScheduler`` with ``squaredcos_cap_v2`` as Diffusion Policy and DP3 use);
-what it lacks — the SNR matching across conventions — is written here.
+unchanged. The parent's prediction is converted at the noise level of the time value the parent is actually given
+(:attr:`ParentTime.level` = ``noise_level(value)``): when that time was rounded or clamped, this is the level the
+network assumed, so its ``(eps, x0)`` pair is recovered exactly whatever its parameterisation. diffusers provides
+the VP schedules themselves (``DDPMScheduler`` / ``DDIMScheduler`` with ``squaredcos_cap_v2`` as Diffusion Policy
+and DP3 use); what it lacks — the SNR matching across conventions — is written here.
+
+The noise levels themselves are written once, on :class:`NoiseLevel`: VP ``(sqrt(abar), sqrt(1 - abar))``
+(:meth:`NoiseLevel.vp`), flow ``(1 - t, t)`` (:meth:`NoiseLevel.flow`), and the forward process
+``x = alpha x0 + sigma eps`` (:meth:`NoiseLevel.noise`, i.e. :func:`~gpc_ros.compose.parameterization.forward`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,18 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+
+from gpc_ros.compose.parameterization import forward
+
+
+def vp_alpha_sigma(alpha_cumprod: float | torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """Variance-preserving ``(alpha, sigma) = (sqrt(abar), sqrt(1 - abar))`` (floats or tensors)."""
+    return alpha_cumprod ** 0.5, (1.0 - alpha_cumprod) ** 0.5
+
+
+def flow_alpha_sigma(t: float | torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """Rectified-flow ``(alpha, sigma) = (1 - t, t)`` of ``x_t = (1 - t) x0 + t eps`` (floats or tensors)."""
+    return 1.0 - t, t
 
 
 @dataclass(frozen=True)
@@ -50,14 +68,34 @@ class NoiseLevel:
             return -math.inf
         return 2.0 * math.log(self.alpha / self.sigma)
 
+    @classmethod
+    def vp(cls, alpha_cumprod: float) -> NoiseLevel:
+        """Variance-preserving level of a cumulative product ``abar``: ``(sqrt(abar), sqrt(1 - abar))``."""
+        return cls(*vp_alpha_sigma(float(alpha_cumprod)))
+
+    @classmethod
+    def flow(cls, t: float) -> NoiseLevel:
+        """Rectified-flow level at time ``t``: ``x_t = (1 - t) x0 + t eps``, i.e. ``(1 - t, t)``."""
+        return cls(*flow_alpha_sigma(float(t)))
+
+    def noise(self, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The forward process at this level: ``alpha x0 + sigma eps``."""
+        return forward(x0, eps, self.alpha, self.sigma)
+
 
 @dataclass(frozen=True)
 class ParentTime:
-    """Where a composer noise level lies for one parent: its time ``value``, ``x_scale`` and its exact ``level``."""
+    """Where a composer noise level lies for one parent.
+
+    ``value``: the time handed to the parent's network; ``x_scale``: the factor ``x`` is multiplied by; ``level``:
+    the noise level the parent associates with ``value`` (its predictions are converted there); ``clamped``: the
+    composer's level lies outside the parent's time range and ``value`` is the range's end.
+    """
 
     value: float
     x_scale: float
     level: NoiseLevel
+    clamped: bool = False
 
 
 @runtime_checkable
@@ -89,21 +127,26 @@ class VPTime:
         self._index = np.arange(abar.size, dtype=np.float64)
 
     @classmethod
-    def from_scheduler(cls, scheduler: DDPMScheduler | DDIMScheduler, integer_timesteps: bool = True) -> "VPTime":
+    def from_scheduler(cls, scheduler: DDPMScheduler | DDIMScheduler, integer_timesteps: bool = True) -> VPTime:
+        """The convention of a diffusers scheduler's ``alphas_cumprod`` table."""
         return cls(scheduler.alphas_cumprod, integer_timesteps)
 
     def locate(self, level: NoiseLevel) -> ParentTime:
+        """Timestep of equal log-SNR (rounded if ``integer_timesteps``, clamped to the table), scale, its level."""
+        log_snr = level.log_snr
+        clamped = not (self._log_snr[-1] <= log_snr <= self._log_snr[0])
         # np.interp needs increasing x: the table's log-SNR decreases with the timestep, so read it reversed.
-        timestep = float(np.interp(level.log_snr, self._log_snr[::-1], self._index[::-1]))
+        timestep = float(np.interp(log_snr, self._log_snr[::-1], self._index[::-1]))
         if self.integer_timesteps:
             timestep = float(round(timestep))
-        scale = 1.0 / math.hypot(level.alpha, level.sigma)
-        return ParentTime(timestep, scale, NoiseLevel(level.alpha * scale, level.sigma * scale))
+        return ParentTime(timestep, 1.0 / math.hypot(level.alpha, level.sigma), self.noise_level(timestep), clamped)
 
     def noise_level(self, value: float) -> NoiseLevel:
+        """The table's level at ``value`` (exact at integer timesteps, log-SNR interpolated between them)."""
+        if float(value).is_integer() and 0 <= value < self.alphas_cumprod.size:
+            return NoiseLevel.vp(float(self.alphas_cumprod[int(value)]))
         log_snr = float(np.interp(value, self._index, self._log_snr))
-        abar = 1.0 / (1.0 + math.exp(-log_snr))
-        return NoiseLevel(math.sqrt(abar), math.sqrt(1.0 - abar))
+        return NoiseLevel.vp(1.0 / (1.0 + math.exp(-log_snr)))
 
 
 @dataclass(frozen=True)
@@ -117,13 +160,14 @@ class FlowTime:
             raise ValueError(f"FlowTime.time_scale must be > 0; got {self.time_scale}")
 
     def locate(self, level: NoiseLevel) -> ParentTime:
+        """``t = sigma / (alpha + sigma)`` (times ``time_scale``), ``x`` scaled by ``1 / (alpha + sigma)``."""
         scale = 1.0 / (level.alpha + level.sigma)
         t = level.sigma * scale
-        return ParentTime(t * self.time_scale, scale, NoiseLevel(1.0 - t, t))
+        return ParentTime(t * self.time_scale, scale, NoiseLevel.flow(t))
 
     def noise_level(self, value: float) -> NoiseLevel:
-        t = value / self.time_scale
-        return NoiseLevel(1.0 - t, t)
+        """``(1 - t, t)`` with ``t = value / time_scale``."""
+        return NoiseLevel.flow(value / self.time_scale)
 
 
 def make_vp_scheduler(
@@ -145,5 +189,4 @@ def make_vp_scheduler(
 
 def vp_level(alphas_cumprod: torch.Tensor, timestep: int) -> NoiseLevel:
     """Noise level of an integer ``timestep`` of a diffusers ``alphas_cumprod`` table."""
-    abar = float(alphas_cumprod[int(timestep)])
-    return NoiseLevel(math.sqrt(abar), math.sqrt(1.0 - abar))
+    return NoiseLevel.vp(float(alphas_cumprod[int(timestep)]))

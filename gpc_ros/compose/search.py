@@ -174,6 +174,7 @@ class WeightSearch:
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
+        """JSON-ready dict of the fields."""
         return {
             "version": STATE_VERSION,
             "parent_names": self.parent_names,

@@ -12,10 +12,10 @@ import threading
 from dataclasses import fields
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import CameraInfo, Image
 
 from gpc_ros.nodes import conversions
@@ -28,7 +28,8 @@ IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=Rel
 
 DESCRIPTIONS = {
     "camera_name": "topics under /camera/<camera_name>/, frames <camera_name>_color_optical_frame",
-    "source": "'realsense' (a connected camera by serial) or 'playback' (a recorded .db3/.bag file)",
+    "source": "'realsense' (a connected camera by serial), 'playback' (a recorded .db3/.bag file) or 'sim' (camera "
+              "camera_name of the simulated cell on sim_host)",
     "serial": "RealSense serial number (source 'realsense')",
     "recording_path": "recorded RealSense file .db3/.bag (source 'playback')",
     "width": "stream width (px) of a live camera",
@@ -40,10 +41,13 @@ DESCRIPTIONS = {
     "frame_timeout_s": "no frame for this long (s) -> WARN on /diagnostics",
     "reopen_period_s": "retry period (s) for a source that failed to open",
     "max_clock_drift_s": "re-anchor hardware -> ROS timestamps beyond this drift (s)",
+    "sim_host": "loopback address of the simulated cell (source 'sim'; gpc-ros sim-server --task ... --host)",
 }
 
 
 class CameraNode(Node):
+    """One RGB-D camera (live or recorded) published like realsense2_camera, health on /diagnostics."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("camera_node", **kwargs)
         defaults = CameraStreamConfig.__dataclass_fields__
@@ -98,12 +102,14 @@ class CameraNode(Node):
             conversions.depth_to_image_msg(frame.depth_m, stamp, frame_id, self.config.depth_encoding))
 
     def publish_diagnostics(self) -> None:
+        """Publish the stream's health on /diagnostics."""
         health = self.stream.health(self._now_s())
         self.diagnostics_pub.publish(conversions.diagnostic_array(
             f"{self.get_name()}: {self.config.camera_name}", health.level, health.message,
             self.config.serial or self.config.recording_path, health.values, self.get_clock().now().to_msg()))
 
     def destroy_node(self) -> None:
+        """Stop the frame worker and close the source, then the node."""
         self._stopping.set()
         self._worker.join(timeout=5.0)
         self.stream.close()
@@ -111,6 +117,7 @@ class CameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run the node until shutdown."""
     spin_node(CameraNode, args)
 
 

@@ -164,16 +164,47 @@ def pointcloud2_msg(points_m: np.ndarray, stamp, frame_id: str, colors_rgb: np.n
 
 
 def pointcloud2_to_numpy(msg) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, 3) float32 points and (N, 3) uint8 colours (or None) from a PointCloud2 with float32 x, y, z [, rgb]."""
-    offsets = {f.name: f.offset for f in msg.fields}
-    if not {"x", "y", "z"} <= offsets.keys():
-        raise ValueError(f"PointCloud2 needs x, y, z fields, got {sorted(offsets)}")
-    raw = np.frombuffer(msg.data, np.uint8).reshape(-1, msg.point_step)
-    points = np.stack([raw[:, offsets[a]: offsets[a] + 4].copy().view(np.float32)[:, 0] for a in "xyz"], axis=1)
+    """(N, 3) float32 points and (N, 3) uint8 colours (or None) from a ``sensor_msgs/PointCloud2``.
+
+    Reads each field with its own ``datatype`` and the message's ``is_bigendian``: x, y, z as float32 or float64
+    (converted to float32), an optional ``rgb`` as float32 or uint32 holding 0x00RRGGBB; rows padded beyond
+    ``width * point_step`` (``row_step``) are handled. Any other layout raises ``ValueError`` naming the field.
+    """
+    from sensor_msgs.msg import PointField
+
+    by_name = {f.name: f for f in msg.fields}
+    if not {"x", "y", "z"} <= by_name.keys():
+        raise ValueError(f"PointCloud2 needs x, y, z fields, got {sorted(by_name)}")
+    order = ">" if msg.is_bigendian else "<"
+    allowed = {"x": {PointField.FLOAT32: "f4", PointField.FLOAT64: "f8"},
+               "rgb": {PointField.FLOAT32: "u4", PointField.UINT32: "u4"}}
+    allowed["y"] = allowed["z"] = allowed["x"]
+    names, formats, offsets = [], [], []
+    for name in ("x", "y", "z", "rgb"):
+        field = by_name.get(name)
+        if field is None:
+            continue
+        code = allowed[name].get(field.datatype)
+        if code is None or field.count not in (0, 1):
+            raise ValueError(
+                f"PointCloud2 field {name!r} has datatype {field.datatype} and count {field.count}; supported are "
+                f"count 1 with datatype {' or '.join(str(d) for d in allowed[name])} (PointField constants)")
+        names.append(name)
+        formats.append(order + code)
+        offsets.append(field.offset)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+    n_points, rows = msg.width * msg.height, msg.height
+    raw = np.frombuffer(msg.data, np.uint8)
+    if raw.size < rows * msg.row_step or msg.row_step < msg.width * msg.point_step:
+        raise ValueError(f"PointCloud2 data has {raw.size} bytes; height {msg.height} x row_step {msg.row_step} "
+                         f"(>= width {msg.width} x point_step {msg.point_step}) needed")
+    packed = raw[:rows * msg.row_step].reshape(rows, msg.row_step)[:, :msg.width * msg.point_step]
+    table = np.ascontiguousarray(packed).view(dtype).reshape(n_points)
+    points = np.stack([table[a].astype(np.float32) for a in "xyz"], axis=1)
     colors = None
-    if "rgb" in offsets:
-        packed = raw[:, offsets["rgb"]: offsets["rgb"] + 4].copy().view(np.uint32)[:, 0]
-        colors = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
+    if "rgb" in names:
+        rgb = table["rgb"].astype(np.uint32)
+        colors = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
     return points, colors
 
 # --- robot state, poses and action chunks (driver) ----------------------------------------------------------------
@@ -303,3 +334,119 @@ def pose_stamped_from_snapshot(snapshot, stamp):
     msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = (
         float(v) for v in q)
     return msg
+
+
+# --- policy host <-> composer exchange (docs/protocol.md) ------------------------------------------------------------
+
+EXCHANGE_LABELS = ("rows", "horizon", "action_dim")
+
+
+def exchange_to_msg(exchange):
+    """``std_msgs/Float64MultiArray`` of one :class:`gpc_ros.graph.protocol.Exchange`: the header in the first
+    ``layout.data_offset`` values, the ``(rows, horizon, action_dim)`` tensor after it (row-major)."""
+    import array
+
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    from gpc_ros.graph.protocol import HEADER_SLOTS
+
+    shape = tuple(exchange.tensor.shape) if exchange.tensor.ndim == 3 else (0, 0, 0)
+    msg = Float64MultiArray()
+    msg.layout.data_offset = HEADER_SLOTS
+    strides = (shape[0] * shape[1] * shape[2], shape[1] * shape[2], shape[2])
+    msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=stride)
+                      for label, size, stride in zip(EXCHANGE_LABELS, shape, strides)]
+    data = array.array("d")
+    data.frombytes(exchange.pack().tobytes())
+    msg.data = data
+    return msg
+
+
+def exchange_from_msg(msg):
+    """Inverse of :func:`exchange_to_msg` (raises ValueError for a message that does not follow the protocol)."""
+    from gpc_ros.graph.protocol import HEADER_SLOTS, Exchange
+
+    if msg.layout.data_offset != HEADER_SLOTS or [d.label for d in msg.layout.dim] != list(EXCHANGE_LABELS):
+        raise ValueError(f"not a gpc_ros exchange message: data_offset {msg.layout.data_offset} (want "
+                         f"{HEADER_SLOTS}), dims {[d.label for d in msg.layout.dim]} (want {list(EXCHANGE_LABELS)})")
+    return Exchange.unpack(np.frombuffer(msg.data, dtype=np.float64), tuple(d.size for d in msg.layout.dim))
+
+# --- monitoring: markers (monitor) --------------------------------------------------------------------------------
+
+#: Topic of the monitor node's markers (see docs/monitoring.md).
+MARKER_TOPIC = "/gpc/markers"
+
+
+def marker_array_from_primitives(primitives, stamp, frame_id: str = BASE_FRAME):
+    """``visualization_msgs/MarkerArray`` of :mod:`gpc_ros.monitor.scene` primitives (all ``action`` ADD).
+
+    LineStrip -> LINE_STRIP (scale.x = width), Box -> LINE_LIST of its 12 edges, Text -> TEXT_VIEW_FACING
+    (scale.z = height); ``ns``/``id`` as the primitive's; identity pose; colours as given (RGBA in [0, 1]).
+    """
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from gpc_ros.monitor.scene import Box, LineStrip, Text
+
+    markers = []
+    for prim in primitives:
+        m = Marker(ns=prim.ns, id=int(prim.id), action=Marker.ADD)
+        m.header.stamp, m.header.frame_id = stamp, frame_id
+        m.pose.orientation.w = 1.0
+        m.color = ColorRGBA(r=float(prim.color[0]), g=float(prim.color[1]), b=float(prim.color[2]),
+                            a=float(prim.color[3]))
+        if isinstance(prim, LineStrip):
+            m.type, m.scale.x = Marker.LINE_STRIP, float(prim.width_m)
+            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.points_m]
+        elif isinstance(prim, Box):
+            m.type, m.scale.x = Marker.LINE_LIST, float(prim.width_m)
+            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.edges_m()]
+        elif isinstance(prim, Text):
+            m.type, m.scale.z, m.text = Marker.TEXT_VIEW_FACING, float(prim.height_m), prim.text
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in prim.position_m)
+        else:
+            raise TypeError(f"cannot draw a {type(prim).__name__} as a marker (LineStrip, Box or Text)")
+        markers.append(m)
+    return MarkerArray(markers=markers)
+
+
+def chunk_positions_m(msg) -> np.ndarray:
+    """``(N, 3)`` TCP positions (m) of a ``MultiDOFJointTrajectory`` chunk (transforms[0] of every point)."""
+    return np.array([[p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
+                     for p in msg.points if len(p.transforms) > 0], dtype=np.float64).reshape(-1, 3)
+
+
+# --- monitoring: compressed images (recorder, replay) ---------------------------------------------------------------
+
+#: Formats of ``sensor_msgs/CompressedImage`` the recorder writes and replay reads (image_transport's names).
+COMPRESSED_FORMATS = ("jpeg", "png")
+
+
+def compressed_image_msg(rgb: np.ndarray, stamp, frame_id: str, fmt: str = "jpeg", jpeg_quality: int = 90):
+    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image; ``format`` is ``"rgb8; jpeg compressed
+    bgr8"`` (or png), what image_transport's compressed plugin writes."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"compressed image format must be one of {COMPRESSED_FORMATS}, got {fmt!r}")
+    bgr = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1])
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {bgr.shape} image as {fmt}")
+    msg = CompressedImage(format=f"rgb8; {fmt} compressed bgr8")
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = encoded.tobytes()
+    return msg
+
+
+def compressed_image_to_rgb(msg) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a jpeg or png ``sensor_msgs/CompressedImage``."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"compressed image (format {msg.format!r}) does not decode as jpeg or png")
+    return np.ascontiguousarray(bgr[..., ::-1])

@@ -5,12 +5,15 @@ with ``with_color``) for every ``n`` in ``camera_names``; publishes ``output_top
 [+ packed rgb], frame ``base_frame``) and /diagnostics. The camera-to-base extrinsics come from the parameters
 ``<n>.camera_to_base_xyz_m`` / ``<n>.camera_to_base_quat_xyzw`` (pose of ``<n>_color_optical_frame`` in the base
 frame). Callbacks only convert and hand frames to a drop-oldest slot; a worker thread builds the clouds.
+The image and camera-info subscriptions are reliable by default (``image_qos``; best effort loses large images
+between processes on one machine, see docs/perception.md).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import fields
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,6 +29,14 @@ from gpc_ros.perception.pointcloud import PointCloudConfig, PointCloudPipeline, 
 from gpc_ros.perception.view_assembly import CameraViewAssembler
 
 CLOUD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+#: ``image_qos`` parameter -> subscription profile of the depth / colour images and camera infos.
+IMAGE_QOS = {
+    "reliable": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE),
+    "best_effort": qos_profile_sensor_data,
+}
+#: A problem that persists is logged again at most this often (s); a change of level is logged at once.
+REPEAT_LOG_S = 5.0
 
 DESCRIPTIONS = {
     "num_points": "points per cloud after farthest-point sampling (DP3: 512 or 1024)",
@@ -44,6 +55,8 @@ DESCRIPTIONS = {
 
 
 class PointCloudNode(Node):
+    """Depth (+ colour) images of ``camera_names`` -> one ``PointCloud2`` per primary frame, health on /diagnostics."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("pointcloud_node", **kwargs)
         describe = lambda text: ParameterDescriptor(description=text)  # noqa: E731
@@ -55,6 +68,11 @@ class PointCloudNode(Node):
             "max_camera_skew_s", 0.05, describe("other cameras' frames at most this far from the primary's (s)")).value
         self.frame_timeout_s = self.declare_parameter(
             "frame_timeout_s", 1.0, describe("no depth image for this long (s) -> WARN on /diagnostics")).value
+        image_qos = self.declare_parameter(
+            "image_qos", "reliable", describe("image subscriptions: 'reliable' (no frame lost on one machine) or "
+                                              "'best_effort' (sensor data QoS; drops large images)")).value
+        if image_qos not in IMAGE_QOS:
+            raise ValueError(f"parameter image_qos must be one of {sorted(IMAGE_QOS)}; got {image_qos!r}")
         defaults = PointCloudConfig.__dataclass_fields__
         values = {}
         for f in fields(PointCloudConfig):
@@ -75,6 +93,7 @@ class PointCloudNode(Node):
         self._slot: queue.Queue = queue.Queue(maxsize=1)  # drop-oldest hand-over to the worker
         self._lock = threading.Lock()
         self._last = {"depth_s": None, "level": "ERROR", "message": "no depth image received yet", "clouds": 0}
+        self._last_log_s = -float("inf")
         self.cloud_pub = self.create_publisher(PointCloud2, output_topic, CLOUD_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self.publish_diagnostics)
@@ -84,17 +103,19 @@ class PointCloudNode(Node):
         for name in self.camera_names:
             prefix = f"/camera/{name}"
             self.create_subscription(CameraInfo, f"{prefix}/aligned_depth_to_color/camera_info",
-                                     lambda msg, n=name: self.on_camera_info(n, msg), qos_profile_sensor_data)
+                                     lambda msg, n=name: self.on_camera_info(n, msg), IMAGE_QOS[image_qos])
             self.create_subscription(Image, f"{prefix}/aligned_depth_to_color/image_raw",
-                                     lambda msg, n=name: self.on_depth(n, msg), qos_profile_sensor_data)
+                                     lambda msg, n=name: self.on_depth(n, msg), IMAGE_QOS[image_qos])
             if self.config.with_color:
                 self.create_subscription(Image, f"{prefix}/color/image_raw",
-                                         lambda msg, n=name: self.on_color(n, msg), qos_profile_sensor_data)
+                                         lambda msg, n=name: self.on_color(n, msg), IMAGE_QOS[image_qos])
 
     def on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        """Remember the intrinsics of ``camera``."""
         self._intrinsics[camera] = conversions.camera_info_to_intrinsics(msg)
 
     def on_color(self, camera: str, msg: Image) -> None:
+        """Convert a colour image and offer it to the view assembler."""
         try:
             rgb = conversions.image_msg_to_rgb(msg)
         except ValueError as exc:
@@ -103,6 +124,7 @@ class PointCloudNode(Node):
         self._hand_over(self.assembler.add_color(camera, conversions.stamp_to_seconds(msg.header.stamp), rgb))
 
     def on_depth(self, camera: str, msg: Image) -> None:
+        """Convert a depth image (skipped until ``camera``'s camera_info matches it) and offer it."""
         self._last["depth_s"] = self.get_clock().now().nanoseconds * 1e-9
         intrinsics = self._intrinsics.get(camera)
         if intrinsics is None or (intrinsics.width, intrinsics.height) != (msg.width, msg.height):
@@ -130,13 +152,20 @@ class PointCloudNode(Node):
             self._slot.put_nowait(assembled)
 
     def _report(self, level: str, message: str) -> None:
-        """Record the latest outcome for /diagnostics; log problems when the level changes (else every 5 s)."""
+        """Record the latest outcome for /diagnostics; log problems when the level changes, else every 5 s.
+
+        Throttled here, not with rclpy's ``throttle_duration_sec``: rclpy fixes a call site's filters at its first
+        call and raises ``ValueError`` when they change, which killed the worker thread (or the process).
+        """
+        now = time.monotonic()
         with self._lock:
             changed = level != self._last["level"]
             self._last["level"], self._last["message"] = level, message
-        if level != "OK":
-            log = self.get_logger().error if level == "ERROR" else self.get_logger().warning
-            log(message, throttle_duration_sec=0.0 if changed else 5.0)
+            due = level != "OK" and (changed or now - self._last_log_s >= REPEAT_LOG_S)
+            if due:
+                self._last_log_s = now
+        if due:
+            (self.get_logger().error if level == "ERROR" else self.get_logger().warning)(message)
 
     def _build_clouds(self) -> None:
         while not self._stopping.is_set():
@@ -144,7 +173,11 @@ class PointCloudNode(Node):
                 assembled = self._slot.get(timeout=0.1)
             except queue.Empty:
                 continue
-            result = self.pipeline.process(assembled.views)
+            try:
+                result = self.pipeline.process(assembled.views)
+            except ValueError as exc:  # e.g. views the pipeline cannot use: report, keep serving later frames
+                self._report("ERROR", f"frame dropped: {exc}")
+                continue
             if result.skipped:
                 self._report("WARN", result.reason)
                 continue
@@ -163,6 +196,7 @@ class PointCloudNode(Node):
             self._report("WARN" if notes else "OK", "; ".join(notes) or "publishing")
 
     def publish_diagnostics(self) -> None:
+        """Publish the latest outcome (or a WARN when depth images stopped) on /diagnostics."""
         now_s = self.get_clock().now().nanoseconds * 1e-9
         with self._lock:
             level, message = self._last["level"], self._last["message"]
@@ -174,12 +208,14 @@ class PointCloudNode(Node):
             {"clouds": self._last["clouds"], "num_points": self.config.num_points}, self.get_clock().now().to_msg()))
 
     def destroy_node(self) -> None:
+        """Stop the worker, then the node."""
         self._stopping.set()
         self._worker.join(timeout=5.0)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run the node until shutdown."""
     spin_node(PointCloudNode, args)
 
 

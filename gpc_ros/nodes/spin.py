@@ -6,21 +6,36 @@ import logging
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 
-def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
-    """``rclpy.init`` -> build the node -> spin until Ctrl-C or shutdown -> destroy it, always."""
+def spin_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1,
+              extra_nodes: Callable[[Node], list[Node]] | None = None) -> None:
+    """``rclpy.init`` -> build the node -> spin until Ctrl-C or shutdown -> destroy it, always.
+
+    ``threads > 1`` spins a ``MultiThreadedExecutor`` (nodes whose callback groups must not wait for each other).
+    ``extra_nodes(node)``: more nodes the first one made (e.g. in-process policy hosts), spun by the same executor.
+    A node that sets ``fatal`` (a one-sentence reason) before shutting down makes the process exit with status 2.
+    """
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     rclpy.init(args=args)
     node = None
     try:
         node = make_node()
-        rclpy.spin(node)
+        if threads > 1 or extra_nodes is not None:
+            executor = MultiThreadedExecutor(num_threads=max(threads, 2))
+            for each in [node, *(extra_nodes(node) if extra_nodes is not None else [])]:
+                executor.add_node(each)
+            executor.spin()
+        else:
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        fatal = getattr(node, "fatal", None)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if fatal:
+        raise SystemExit(2)

@@ -29,7 +29,8 @@ def align_depth_to_color(
 
     Args:
         depth_m: (Hd, Wd) float depth (m) in the depth optical frame; 0 = no data.
-        depth_intrinsics, color_intrinsics: pinhole models of the two images.
+        depth_intrinsics: pinhole model of the depth image.
+        color_intrinsics: pinhole model of the colour image.
         depth_to_color: (4, 4) transform from the depth to the colour optical frame (m).
 
     Returns:

@@ -18,9 +18,9 @@ from pathlib import Path
 from gpc_ros.perception.frames import FrameSource, FrameSourceError, RgbdFrame
 from gpc_ros.perception.timestamps import ClockMappingConfig, HardwareClockMapper
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-SOURCES = ("realsense", "playback")
+SOURCES = ("realsense", "playback", "sim")
 HEALTH_LEVELS = ("OK", "WARN", "ERROR")
 
 
@@ -30,7 +30,8 @@ class CameraStreamConfig:
 
     Attributes:
         camera_name: topics go under ``/camera/<camera_name>/``, frames are ``<camera_name>_color_optical_frame``.
-        source: "realsense" (a connected camera, by ``serial``) or "playback" (``recording_path``).
+        source: "realsense" (a connected camera, by ``serial``), "playback" (``recording_path``) or "sim" (camera
+            ``camera_name`` = front | wrist of the simulated cell served on ``sim_host``, docs/sim.md).
         serial: RealSense serial number (source "realsense").
         recording_path: ``.db3`` / ``.bag`` file (source "playback").
         width, height: stream resolution (px) of a live camera.
@@ -41,6 +42,7 @@ class CameraStreamConfig:
         frame_timeout_s: no frame for this long -> reported stale (WARN) (s).
         reopen_period_s: a source that failed to open is retried this often (s).
         max_clock_drift_s: re-anchor device -> ROS timestamps beyond this drift (s).
+        sim_host: loopback address of the served simulated cell (source "sim").
     """
 
     camera_name: str = "camera"
@@ -56,6 +58,7 @@ class CameraStreamConfig:
     frame_timeout_s: float = 1.0
     reopen_period_s: float = 2.0
     max_clock_drift_s: float = 0.5
+    sim_host: str = "127.0.0.2"
 
     def __post_init__(self) -> None:
         if not self.camera_name or not self.camera_name.replace("_", "").isalnum():
@@ -68,6 +71,8 @@ class CameraStreamConfig:
             raise ValueError("CameraStreamConfig.serial must be set when source is 'realsense', got ''")
         if self.source == "playback" and not self.recording_path:
             raise ValueError("CameraStreamConfig.recording_path must be set when source is 'playback', got ''")
+        if self.source == "sim":
+            self.sim_config()  # validates camera name and size early
         if self.depth_encoding not in ("16UC1", "32FC1"):
             raise ValueError(
                 f"CameraStreamConfig.depth_encoding must be one of ('16UC1', '32FC1'), got {self.depth_encoding!r}"
@@ -84,11 +89,18 @@ class CameraStreamConfig:
         return f"{self.camera_name}_color_optical_frame"
 
     def realsense_config(self):
+        """The :class:`RealSenseConfig` of this camera (validates width, height, fps)."""
         from gpc_ros.perception.realsense_source import RealSenseConfig
 
         return RealSenseConfig(self.serial, self.width, self.height, self.fps)
 
+    def sim_config(self):
+        from gpc_ros.sim.cameras import SimCameraConfig
+
+        return SimCameraConfig(self.sim_host, self.camera_name, self.width, self.height, float(self.fps))
+
     def playback_config(self):
+        """The :class:`PlaybackConfig` of this camera."""
         from gpc_ros.perception.playback_source import PlaybackConfig
 
         return PlaybackConfig(Path(self.recording_path).expanduser(), self.playback_loop, self.playback_pace_realtime)
@@ -96,6 +108,10 @@ class CameraStreamConfig:
 
 def default_source_factory(config: CameraStreamConfig) -> FrameSource:
     """The source named by ``config.source``."""
+    if config.source == "sim":
+        from gpc_ros.sim.cameras import SimFrameSource
+
+        return SimFrameSource(config.sim_config())
     if config.source == "realsense":
         from gpc_ros.perception.realsense_source import RealSenseSource
 
@@ -156,13 +172,13 @@ class CameraStream:
         except FrameSourceError as exc:
             self._next_open_s = ros_now_s + self.config.reopen_period_s
             if str(exc) != self._last_error:
-                log.error("camera %s: %s (retrying every %.1f s)", self.config.camera_name, exc,
+                logger.error("camera %s: %s (retrying every %.1f s)", self.config.camera_name, exc,
                           self.config.reopen_period_s)
             self._last_error = str(exc)
             source.stop()
             return
         if self._last_error:
-            log.info("camera %s: source opened after earlier failure", self.config.camera_name)
+            logger.info("camera %s: source opened after earlier failure", self.config.camera_name)
         self._last_error = ""
         self._source = source
         self._opened_s = ros_now_s
@@ -179,7 +195,7 @@ class CameraStream:
         try:
             frame = self._source.read(self._poll_timeout_s)
         except FrameSourceError as exc:
-            log.error("camera %s: source failed while streaming: %s; reopening", self.config.camera_name, exc)
+            logger.error("camera %s: source failed while streaming: %s; reopening", self.config.camera_name, exc)
             self._last_error = str(exc)
             self._source.stop()
             self._source = None
@@ -188,28 +204,32 @@ class CameraStream:
         if frame is None:
             if self._source.ended:
                 self._ended = True
-                log.info("camera %s: recording finished, no more frames", self.config.camera_name)
+                logger.info("camera %s: recording finished, no more frames", self.config.camera_name)
                 return None
             silent_s = clock() - max(self._last_frame_s or self._opened_s, self._opened_s)
             if silent_s > self.config.frame_timeout_s + self.config.reopen_period_s:
                 # e.g. a camera unplugged and plugged back: its pipeline does not recover by itself
                 self._last_error = f"no frame for {silent_s:.1f} s; reopening the source"
-                log.warning("camera %s: %s", self.config.camera_name, self._last_error)
+                logger.warning("camera %s: %s", self.config.camera_name, self._last_error)
                 self._source.stop()
                 self._source = None
                 self._next_open_s = None
             return None
         ros_now_s = clock()  # arrival time of this frame
         if self._last_frame_s is not None and ros_now_s - self._last_frame_s > self.config.frame_timeout_s:
-            log.info("camera %s: frames resumed after %.1f s", self.config.camera_name, ros_now_s - self._last_frame_s)
+            logger.info("camera %s: frames resumed after %.1f s", self.config.camera_name,
+                        ros_now_s - self._last_frame_s)
         self._last_frame_s = ros_now_s
         self.frames += 1
         return StampedFrame(frame, self._clock.to_ros(frame.stamp_s, ros_now_s))
 
     def health(self, ros_now_s: float) -> StreamHealth:
+        """Level, message and details of the stream at ROS time ``ros_now_s`` (s)."""
         values = {"source": self.config.source, "frames": str(self.frames)}
         if self.config.source == "realsense":
             values["serial"] = self.config.serial
+        elif self.config.source == "sim":
+            values["sim_host"] = self.config.sim_host
         else:
             values["recording_path"] = self.config.recording_path
         if self._source is None and not self._ended:
@@ -223,6 +243,7 @@ class CameraStream:
         return StreamHealth("OK", "streaming", values)
 
     def close(self) -> None:
+        """Stop the source (if open)."""
         if self._source is not None:
             self._source.stop()
             self._source = None

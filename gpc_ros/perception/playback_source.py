@@ -15,6 +15,7 @@ for; without it, every frame is delivered as fast as it is read.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import queue
 import threading
@@ -27,7 +28,7 @@ import numpy as np
 from gpc_ros.perception.alignment import align_depth_to_color
 from gpc_ros.perception.frames import CameraIntrinsics, FrameSource, RecordingError, RgbdFrame
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RECORDING_SUFFIXES = (".db3", ".bag")
 _COLOR_FORMATS = ("rgb8", "bgr8", "rgba8", "bgra8")
@@ -35,12 +36,14 @@ _COLOR_FORMATS = ("rgb8", "bgr8", "rgba8", "bgra8")
 
 @dataclass(frozen=True)
 class PlaybackConfig:
-    """Attributes:
-    path: the recording (``.db3`` or ``.bag``; checked when the source starts, so a bad path is a runtime error
-        the camera node reports and retries, not a crash).
-    loop: start again from the beginning after the last frame (otherwise the source ends).
-    pace_realtime: deliver frames at their recorded intervals (True, like a camera) or as fast as read (False).
-    queue_frames: frames buffered between the file reader and ``read()`` (>= 2).
+    """A recording to play.
+
+    Attributes:
+        path: the recording (``.db3`` or ``.bag``; checked when the source starts, so a bad path is a runtime
+            error the camera node reports and retries, not a crash).
+        loop: start again from the beginning after the last frame (otherwise the source ends).
+        pace_realtime: deliver frames at their recorded intervals (True, like a camera) or as fast as read (False).
+        queue_frames: frames buffered between the file reader and ``read()`` (>= 2).
     """
 
     path: Path
@@ -93,11 +96,14 @@ class PlaybackSource(FrameSource):
 
     # --- opening --------------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Open the recording and start streaming; :class:`RecordingError` names what is wrong."""
         import pyrealsense2 as rs
 
         path = self.config.path
         if not path.is_file():
             raise RecordingError(f"recording {str(path)!r} does not exist; check the camera's recording_path")
+        if path.stat().st_size == 0:
+            raise RecordingError(f"recording {str(path)!r} is empty (0 bytes); it holds no frames to play")
         if path.suffix not in RECORDING_SUFFIXES:
             raise RecordingError(
                 f"{str(path)!r} is not a RealSense recording (expected a file ending in "
@@ -127,7 +133,7 @@ class PlaybackSource(FrameSource):
             try:
                 self.depth_to_color = transform_from_rs(depth_profile.get_extrinsics_to(color_profile))
             except RuntimeError:
-                log.warning("recording %s has no depth-to-colour extrinsic; assuming identity", path)
+                logger.warning("recording %s has no depth-to-colour extrinsic; assuming identity", path)
                 self.depth_to_color = np.eye(4)
         else:
             self.color_format = None
@@ -138,7 +144,7 @@ class PlaybackSource(FrameSource):
         self._pending: dict[str, tuple[float, int, np.ndarray]] = {}
         self._pace_origin: tuple[float, float] | None = None
         self._open_sensors()
-        log.log(
+        logger.log(
             logging.DEBUG if self._loops else logging.INFO, "playing %s (serial %s, depth %dx%d%s, %.0f Hz)", path,
             self.serial, self.depth_intrinsics.width, self.depth_intrinsics.height,
             "" if color_profile is None
@@ -170,7 +176,7 @@ class PlaybackSource(FrameSource):
         for sensor in device.query_sensors():
             if sensor.is_depth_sensor():
                 return float(sensor.as_depth_sensor().get_depth_scale())
-        log.warning("recording %s has no depth-units option; assuming 0.001 m per count", self.config.path)
+        logger.warning("recording %s has no depth-units option; assuming 0.001 m per count", self.config.path)
         return 0.001
 
     def _open_sensors(self) -> None:
@@ -186,7 +192,7 @@ class PlaybackSource(FrameSource):
         playback.resume()
 
     def _on_frame(self, frame) -> None:
-        """librealsense thread: copy the pixels and hand them over; blocking here holds the file reader back."""
+        """Librealsense thread: copy the pixels and hand them over; blocking here holds the file reader back."""
         kind = "depth" if frame.get_profile().stream_type().name == "depth" else "color"
         item = (kind, frame.get_timestamp() / 1000.0, frame.get_frame_number(), np.array(frame.get_data(), copy=True))
         while not self._stopping.is_set():
@@ -199,6 +205,7 @@ class PlaybackSource(FrameSource):
     # --- reading --------------------------------------------------------------------------------------------------
     @property
     def ended(self) -> bool:
+        """True once a non-looping recording has delivered its last frame."""
         return self._ended
 
     def _reader_finished(self) -> bool:
@@ -207,6 +214,7 @@ class PlaybackSource(FrameSource):
         return self._device is None or self._device.as_playback().current_status() == rs.playback_status.stopped
 
     def read(self, timeout_s: float) -> RgbdFrame | None:
+        """The next frame, or None after ``timeout_s`` (looping or ending at the file's end)."""
         deadline = time.monotonic() + timeout_s
         while not self._ended:
             try:
@@ -214,13 +222,11 @@ class PlaybackSource(FrameSource):
             except queue.Empty:
                 if self._queue.empty() and self._reader_finished():
                     if self.config.loop:
-                        log.debug("recording %s finished; looping", self.config.path)
-                        self.stop()
-                        self._loops += 1
-                        self.start()
+                        logger.debug("recording %s finished; looping", self.config.path)
+                        self._rewind()
                         continue
                     self._ended = True
-                    log.info("recording %s finished", self.config.path)
+                    logger.info("recording %s finished", self.config.path)
                     return None
                 if time.monotonic() >= deadline:
                     return None
@@ -229,6 +235,21 @@ class PlaybackSource(FrameSource):
             if frame is not None and self._pace(frame.stamp_s):
                 return frame
         return None
+
+    def _rewind(self) -> None:
+        """Play the already loaded file again from its start (no reload: the loop's gap is one sensor restart)."""
+        self._loops += 1
+        for sensor in self._sensors:
+            try:
+                sensor.stop()
+            except RuntimeError as exc:  # already stopped at the end of the file
+                logger.debug("stopping a playback sensor: %s", exc)
+            sensor.close()
+        self._sensors = []
+        self._device.as_playback().seek(datetime.timedelta(0))
+        self._pending = {}
+        self._pace_origin = None
+        self._open_sensors()
 
     def _pair(self, kind: str, stamp_s: float, number: int, pixels: np.ndarray) -> RgbdFrame | None:
         self._pending[kind] = (stamp_s, number, pixels)
@@ -261,23 +282,24 @@ class PlaybackSource(FrameSource):
             time.sleep(delay)
         elif delay < -self.period_s:
             self.dropped += 1
-            log.debug("playback %s: dropped a frame %.0f ms late", self.config.path, -delay * 1e3)
+            logger.debug("playback %s: dropped a frame %.0f ms late", self.config.path, -delay * 1e3)
             return False
         return True
 
     # --- closing --------------------------------------------------------------------------------------------------
     def stop(self) -> None:
+        """Stop and close the sensors and drop queued frames."""
         self._stopping.set()
         for sensor in self._sensors:
             try:
                 sensor.stop()
             except RuntimeError as exc:  # already stopped at the end of the file
-                log.debug("stopping a playback sensor: %s", exc)
+                logger.debug("stopping a playback sensor: %s", exc)
         for sensor in self._sensors:
             try:
                 sensor.close()
             except RuntimeError as exc:
-                log.debug("closing a playback sensor: %s", exc)
+                logger.debug("closing a playback sensor: %s", exc)
         self._sensors = []
         self._device = None
         while not self._queue.empty():

@@ -29,7 +29,7 @@ import numpy as np
 
 from gpc_ros.perception.frames import CameraIntrinsics
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("numpy", "open3d")
 FPS_BACKENDS = ("open3d", "numpy")
@@ -167,6 +167,7 @@ class PointCloudResult:
 
     @property
     def skipped(self) -> bool:
+        """True when no cloud was produced for this frame."""
         return self.points_base_m is None
 
 

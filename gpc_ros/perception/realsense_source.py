@@ -14,15 +14,18 @@ import numpy as np
 from gpc_ros.perception.frames import CameraNotFoundError, FrameSource, FrameSourceError, RgbdFrame
 from gpc_ros.perception.playback_source import intrinsics_from_rs
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RealSenseConfig:
-    """Attributes:
-    serial: the camera's serial number (printed on it; ``rs-enumerate-devices -s`` lists them); must be non-empty.
-    width, height: stream resolution (px) for both colour and depth, e.g. 640x480, 848x480, 1280x720.
-    fps: frame rate (Hz): 6, 15, 30, 60 or 90 (which ones a resolution supports depends on the model).
+    """A live camera.
+
+    Attributes:
+        serial: the camera's serial number (printed on it; ``rs-enumerate-devices -s`` lists them); non-empty.
+        width: stream width (px) for both colour and depth, e.g. 640 (640x480, 848x480, 1280x720).
+        height: stream height (px), e.g. 480.
+        fps: frame rate (Hz): 6, 15, 30, 60 or 90 (which ones a resolution supports depends on the model).
     """
 
     serial: str
@@ -56,6 +59,7 @@ class RealSenseSource(FrameSource):
         self._pipeline = None
 
     def start(self) -> None:
+        """Open the camera by serial and start streaming."""
         import pyrealsense2 as rs
 
         cfg = self.config
@@ -82,9 +86,10 @@ class RealSenseSource(FrameSource):
         self.depth_scale_m = float(profile.get_device().first_depth_sensor().get_depth_scale())
         color = profile.get_stream(rs.stream.color).as_video_stream_profile()
         self.intrinsics = intrinsics_from_rs(color.get_intrinsics())
-        log.info("RealSense %s streaming %dx%d at %d Hz", cfg.serial, cfg.width, cfg.height, cfg.fps)
+        logger.info("RealSense %s streaming %dx%d at %d Hz", cfg.serial, cfg.width, cfg.height, cfg.fps)
 
     def read(self, timeout_s: float) -> RgbdFrame | None:
+        """The next aligned frame, or None after ``timeout_s``."""
         if self._pipeline is None:
             raise FrameSourceError("RealSenseSource.read called before start()")
         ok, frames = self._pipeline.try_wait_for_frames(max(int(timeout_s * 1000), 1))
@@ -100,6 +105,7 @@ class RealSenseSource(FrameSource):
                          self.config.serial)
 
     def stop(self) -> None:
+        """Stop streaming."""
         if self._pipeline is not None:
             try:
                 self._pipeline.stop()

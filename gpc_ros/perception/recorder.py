@@ -16,7 +16,7 @@ import numpy as np
 
 from gpc_ros.perception.frames import CameraIntrinsics
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: The only recording format written by pyrealsense2 2.58+ (older versions wrote ROS 1 ``.bag``).
 RECORDING_SUFFIX = ".db3"
@@ -96,6 +96,7 @@ class RealSenseRecorder:
         self.close()
 
     def open(self) -> None:
+        """Create the software device and start recording to ``config.path``."""
         import pyrealsense2 as rs
 
         cfg = self.config
@@ -130,7 +131,8 @@ class RealSenseRecorder:
             sensor.start(self._sink)
         self._sensors = sensors
         self._open = True
-        log.info("recording %s (serial %s) to %s", "depth+colour" if cfg.with_color else "depth", cfg.serial, cfg.path)
+        logger.info("recording %s (serial %s) to %s", "depth+colour" if cfg.with_color else "depth", cfg.serial,
+                    cfg.path)
 
     def _stream(self, rs, kind, fmt, bpp: int, uid: int, intr: CameraIntrinsics):
         stream = rs.video_stream()
@@ -183,6 +185,7 @@ class RealSenseRecorder:
 
     @property
     def frames_written(self) -> int:
+        """Frames written so far."""
         return self._frame_number
 
     def close(self) -> None:
@@ -196,4 +199,4 @@ class RealSenseRecorder:
             sensor.close()
         del self._recorder  # the file is finalised when the recorder is destroyed
         self._sensors = []
-        log.info("wrote %d frames to %s", self._frame_number, self.config.path)
+        logger.info("wrote %d frames to %s", self._frame_number, self.config.path)

@@ -85,35 +85,40 @@ class EpisodeDataset:
         if not self.episodes:
             raise ValueError(f"EpisodeDataset over {self.directory} selects no episode")
         arrays: dict[str, list[np.ndarray]] = {k: [] for k in self.keys}
-        starts, lengths = [], []
-        offset = 0
         for e in self.episodes:
             with np.load(episode_path(self.directory, e)) as data:
-                length = len(data[ACTION_KEY])
                 for k in self.keys:
                     arrays[k].append(data[k])
-            starts.append(offset)
-            lengths.append(length)
-            offset += length
+        self._set_episodes(arrays)
+
+    def _set_episodes(self, arrays: Mapping[str, Sequence[np.ndarray]]) -> None:
+        """Concatenate per-episode arrays (same keys, ``(T_e, ...)``) and build the window index."""
+        lengths = [len(a) for a in arrays[ACTION_KEY]]
         self.data = {k: np.concatenate(v) for k, v in arrays.items()}
-        self.episode_start = np.asarray(starts)
-        self.episode_length = np.asarray(lengths)
+        self.episode_length = np.asarray(lengths, dtype=np.int64)
+        self.episode_start = np.concatenate([[0], np.cumsum(self.episode_length)[:-1]]).astype(np.int64)
         # sample i -> (its episode's first row, its episode's last row, its own row)
         self._first = np.repeat(self.episode_start, self.episode_length)
         self._last = self._first + np.repeat(self.episode_length, self.episode_length) - 1
-        self._row = np.arange(offset)
+        self._row = np.arange(int(self.episode_length.sum()))
 
     def __len__(self) -> int:
         return int(self._row.size)
 
     def batch(self, indices: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
-        """Samples ``indices`` -> ``{obs key: (B, T_obs, ...), "action": (B, H, D)}``."""
+        """Samples ``indices`` -> ``{obs key: (B, T_obs, ...), "action": (B, H, D)}`` plus LeRobot's padding
+        flags ``{key}_is_pad`` (``(B, T_obs)`` / ``(B, H)`` bool)."""
         idx = np.asarray(indices, dtype=np.int64)
         row, first, last = self._row[idx], self._first[idx], self._last[idx]
-        obs_rows = np.maximum(row[:, None] + np.arange(1 - self.obs_horizon, 1)[None, :], first[:, None])
-        act_rows = np.minimum(row[:, None] + np.arange(self.action_horizon)[None, :], last[:, None])
+        obs_want = row[:, None] + np.arange(1 - self.obs_horizon, 1)[None, :]
+        act_want = row[:, None] + np.arange(self.action_horizon)[None, :]
+        obs_rows = np.maximum(obs_want, first[:, None])
+        act_rows = np.minimum(act_want, last[:, None])
         out = {k: self.data[k][obs_rows] for k in self.keys if k != ACTION_KEY}
         out[ACTION_KEY] = self.data[ACTION_KEY][act_rows].astype(np.float32)
+        # LeRobot's padding flags: True where the window reached outside the episode (a repeated frame)
+        for k in self.keys:
+            out[f"{k}_is_pad"] = act_want > last[:, None] if k == ACTION_KEY else obs_want < first[:, None]
         return out
 
     def values(self, key: str) -> np.ndarray:

@@ -9,6 +9,9 @@ Diffusion and flow parents differ only here (and in the sampler the core integra
   target the velocity ``eps - x0`` (the core's ``flow_velocity``); the network time is ``time_scale * t``.
 
 Each objective also provides the core :class:`~gpc_ros.compose.schedule.TimeConvention` matching its training.
+The noising and the targets are the core's own equations (:func:`~gpc_ros.compose.parameterization.forward` and
+:func:`~gpc_ros.compose.parameterization.from_eps_x0` at the convention's noise level), so what a parent is trained
+to output is exactly what the composer inverts with :func:`~gpc_ros.compose.parameterization.to_eps_x0`.
 """
 
 from __future__ import annotations
@@ -17,11 +20,20 @@ from typing import Protocol
 
 import torch
 
-from gpc_ros.compose.parameterization import Parameterization
-from gpc_ros.compose.schedule import FlowTime, TimeConvention, VPTime, make_vp_scheduler
+from gpc_ros.compose.parameterization import Parameterization, forward, from_eps_x0
+from gpc_ros.compose.schedule import (
+    FlowTime,
+    TimeConvention,
+    VPTime,
+    flow_alpha_sigma,
+    make_vp_scheduler,
+    vp_alpha_sigma,
+)
 
 
 class Objective(Protocol):
+    """A training objective: noisy input, network time and regression target from a clean chunk."""
+
     parameterization: Parameterization
     time_convention: TimeConvention
 
@@ -46,22 +58,19 @@ class VPDiffusionObjective:
         self.num_train_timesteps = num_train_timesteps
 
     @classmethod
-    def from_config(cls, config) -> "VPDiffusionObjective":
+    def from_config(cls, config) -> VPDiffusionObjective:
         """From a policy config with the VP schedule fields (``VPScheduleConfig``: RGB diffusion, DP3)."""
         return cls(config.parameterization, config.num_train_timesteps, config.beta_schedule, config.clip_sample)
 
     def training_example(self, x0, generator):
+        """Integer ``t ~ U{0..T-1}``; ``x_t`` and the target at the table's level ``vp_alpha_sigma(abar_t)``."""
         b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         t = torch.randint(0, self.num_train_timesteps, (b,), generator=generator)
-        x_t = self.scheduler.add_noise(x0, noise, t)
-        if self.parameterization is Parameterization.EPSILON:
-            target = noise
-        elif self.parameterization is Parameterization.SAMPLE:
-            target = x0
-        else:
-            target = self.scheduler.get_velocity(x0, noise, t)
-        return x_t, t.to(x0.dtype), target
+        abar = torch.as_tensor(self.time_convention.alphas_cumprod, dtype=torch.float64)[t]
+        alpha, sigma = (v.to(x0.dtype).reshape((b,) + (1,) * (x0.dim() - 1)) for v in vp_alpha_sigma(abar))
+        x_t = forward(x0, noise, alpha, sigma)
+        return x_t, t.to(x0.dtype), from_eps_x0(self.parameterization, noise, x0, alpha, sigma)
 
 
 class FlowMatchingObjective:
@@ -74,12 +83,13 @@ class FlowMatchingObjective:
         self.time_sampling = time_sampling
 
     def training_example(self, x0, generator):
+        """``t ~ U(0, 1)`` (or logit-normal); ``x_t`` and the velocity target at the flow level ``(1 - t, t)``."""
         b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         if self.time_sampling == "logit_normal":
             t = torch.sigmoid(torch.randn((b,), generator=generator, dtype=x0.dtype))
         else:
             t = torch.rand((b,), generator=generator, dtype=x0.dtype)
-        tt = t[:, None, None]
-        x_t = (1.0 - tt) * x0 + tt * noise
-        return x_t, t * self.time_scale, noise - x0
+        alpha, sigma = flow_alpha_sigma(t.reshape((b,) + (1,) * (x0.dim() - 1)))
+        x_t = forward(x0, noise, alpha, sigma)
+        return x_t, t * self.time_scale, from_eps_x0(self.parameterization, noise, x0, alpha, sigma)

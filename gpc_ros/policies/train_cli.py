@@ -29,7 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpc-ros train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", required=True, choices=POLICY_TYPES, help="policy family")
-    p.add_argument("--dataset", required=True, type=Path, help="episode dataset directory (dataset.json + npz)")
+    p.add_argument("--dataset", required=True, type=Path,
+                   help="dataset folder: gpc_ros npz episodes (dataset.json) or a LeRobotDataset v3.0 (meta/info.json)")
+    p.add_argument("--key", action="append", default=[], metavar="INPUT=FEATURE",
+                   help="LeRobot datasets: feed dataset FEATURE to parent INPUT, e.g. "
+                        "observation.image=observation.images.front (repeatable)")
+    p.add_argument("--image-size", type=int, help="LeRobot datasets: images resized to S x S (default: stored "
+                                                  "size if square and <= 96, else 96)")
     p.add_argument("--output", required=True, type=Path, help="run directory (checkpoint, log)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="first write N synthetic reach-task episodes to --dataset (if it holds no dataset yet)")
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpc-ros train: --parameterization applies to --policy dp3 only (got --policy {args.policy})",
               file=sys.stderr)
         return 2
-    if args.synthetic and not (args.dataset / META_FILE).is_file():
+    if args.synthetic and not (args.dataset / META_FILE).is_file() and not (args.dataset / "meta").is_dir():
         from gpc_ros.policies.synthetic import ReachTaskConfig, make_episode
 
         task = ReachTaskConfig(image_size=args.synthetic_image_size, num_points=args.synthetic_points)
@@ -75,20 +81,37 @@ def main(argv: list[str] | None = None) -> int:
                        info={"source": "gpc_ros.policies.synthetic reach task", "seed": args.seed,
                              "action": "end-effector position target (m, fr3_link0)",
                              "observation.state": "end-effector position (m, fr3_link0)"})
-    if not (args.dataset / META_FILE).is_file():
-        print(f"gpc-ros train: {args.dataset} holds no episode dataset ({META_FILE}); record demos or pass "
-              f"--synthetic N", file=sys.stderr)
+    from gpc_ros.policies.lerobot.format import LeRobotFormatError
+    from gpc_ros.policies.lerobot.reader import is_lerobot_dataset
+    from gpc_ros.policies.lerobot.training_data import PARENT_KEYS, feature_shapes
+
+    lerobot = is_lerobot_dataset(args.dataset)
+    if not lerobot and not (args.dataset / META_FILE).is_file():
+        print(f"gpc-ros train: {args.dataset} holds no dataset (neither {META_FILE} nor meta/info.json); record "
+              f"demos or pass --synthetic N", file=sys.stderr)
         return 2
-    meta = json.loads((args.dataset / META_FILE).read_text())
+    key_map = {}
+    for item in args.key:
+        parent, sep, feature = item.partition("=")
+        if not sep or parent not in PARENT_KEYS or not feature:
+            print(f"gpc-ros train: --key takes INPUT=FEATURE with INPUT one of {PARENT_KEYS}; got {item!r}",
+                  file=sys.stderr)
+            return 2
+        key_map[parent] = feature
     try:
-        config = policy_config(args.policy, args.size, meta["keys"], args.modality, args.parameterization)
-        train = TrainConfig(val_fraction=args.val_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        if lerobot:
+            keys = feature_shapes(args.dataset, PARENT_KEYS, key_map, args.image_size)
+        else:
+            keys = json.loads((args.dataset / META_FILE).read_text())["keys"]
+        config = policy_config(args.policy, args.size, keys, args.modality, args.parameterization)
+        train = TrainConfig(val_fraction=args.val_fraction, dataset_keys=key_map, steps=args.steps,
+                            batch_size=args.batch_size, lr=args.lr,
                             val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
                             num_threads=args.threads, progress=not args.no_progress)
         trainer = Trainer(args.policy, config, args.dataset, args.output, train)
         if args.resume:
             trainer.resume()
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (LeRobotFormatError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"gpc-ros train: {exc}", file=sys.stderr)
         return 2
     params = sum(p.numel() for p in trainer.policy.parameters())

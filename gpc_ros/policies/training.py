@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,10 @@ class TrainConfig:
     # --- data
     val_fraction: float = 0.1
     """Last fraction of the episodes held out for the validation loss."""
+    dataset_keys: dict[str, str] = field(default_factory=dict)
+    """LeRobot datasets: parent input -> dataset feature, e.g. ``{"observation.image":
+    "observation.images.front"}`` (unmapped inputs use the feature of the same name; see
+    :mod:`gpc_ros.policies.lerobot.training_data`)."""
     # --- optimisation
     steps: int = 2000
     batch_size: int = 64
@@ -72,6 +76,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"TrainConfig.{name} must be an int >= 1; got {value!r}")
+        from gpc_ros.policies.lerobot.training_data import PARENT_KEYS
+
+        if not isinstance(self.dataset_keys, dict) or any(
+                k not in PARENT_KEYS or not isinstance(v, str) or not v for k, v in self.dataset_keys.items()):
+            raise ValueError(f"TrainConfig.dataset_keys must map parent inputs {PARENT_KEYS} to dataset feature "
+                             f"names; got {self.dataset_keys!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1); got {self.val_fraction}")
         if not self.lr > 0:
@@ -108,11 +118,21 @@ class Trainer:
             torch.set_num_threads(config.num_threads)
         obs = policy_config.observation
         keys = obs.expected_keys
-        probe = EpisodeDataset(dataset_dir, keys, obs.obs_horizon, policy_config.action_horizon, episodes=[0])
-        train_eps, val_eps = split_episodes(int(probe.meta["num_episodes"]), config.val_fraction)
-        self.train_set = EpisodeDataset(dataset_dir, keys, obs.obs_horizon, policy_config.action_horizon, train_eps)
-        self.val_set = (EpisodeDataset(dataset_dir, keys, obs.obs_horizon, policy_config.action_horizon, val_eps)
-                        if val_eps else None)
+        from gpc_ros.policies.lerobot.reader import LeRobotReader, is_lerobot_dataset
+        from gpc_ros.policies.lerobot.training_data import num_episodes, open_dataset
+
+        # a LeRobot folder is validated once, completely (videos included), before anything trains or is written
+        reader = LeRobotReader(dataset_dir) if is_lerobot_dataset(dataset_dir) else None
+        image_size = obs.image.image_size if obs.modality == "image" else None
+        train_eps, val_eps = split_episodes(reader.num_episodes if reader else num_episodes(dataset_dir),
+                                            config.val_fraction)
+
+        def subset(episodes: list[int]) -> EpisodeDataset:
+            return open_dataset(dataset_dir, keys, obs.obs_horizon, policy_config.action_horizon, episodes,
+                                config.dataset_keys, image_size, reader)
+
+        self.train_set = subset(train_eps)
+        self.val_set = subset(val_eps) if val_eps else None
         if len(self.train_set) < config.batch_size:
             raise ValueError(f"TrainConfig.batch_size {config.batch_size} exceeds the {len(self.train_set)} "
                              f"training samples")
@@ -156,6 +176,7 @@ class Trainer:
         mine, theirs = asdict(self.config), dict(state["train_config"])
         for key in ("progress", "num_threads", "val_every", "checkpoint_every"):
             mine.pop(key), theirs.pop(key, None)
+        theirs.setdefault("dataset_keys", {})  # saved before the field existed
         if mine != theirs:
             diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
             raise ValueError(f"cannot resume from {directory}: training config differs (saved, now): {diff}")

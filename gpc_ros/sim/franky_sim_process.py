@@ -69,8 +69,15 @@ class FrankySimProcess:
     Use as a context manager; ``host`` is what ``franky.Robot(host)`` connects to.
     """
 
-    def __init__(self, pace: str = "realtime", startup_timeout_s: float = 60.0) -> None:
+    def __init__(self, pace: str = "realtime", startup_timeout_s: float = 60.0, task: str = "") -> None:
+        """``task``: serve that task's cell (scene, shared state, reset channel; :mod:`gpc_ros.sim.cell_control`)
+        instead of the bare arm."""
+        if task:
+            from gpc_ros.sim.tasks import get_task
+
+            get_task(task)
         self.pace = pace
+        self.task = task
         self.startup_timeout_s = startup_timeout_s
         self._lease, self.host = lease_loopback_host()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -84,7 +91,8 @@ class FrankySimProcess:
         log = open(self._log, "ab")
         offset = log.tell()  # the log keeps earlier runs: look for this run's READY only
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gpc_ros.sim.franky_sim_server", "--host", self.host, "--pace", self.pace],
+            [sys.executable, "-m", "gpc_ros.sim.franky_sim_server", "--host", self.host, "--pace", self.pace,
+             *(["--task", self.task] if self.task else [])],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()

@@ -5,6 +5,10 @@ the gripper on 1338 of ``host``, so several servers run side by side on differen
 
 Run it as ``gpc-ros sim-server --host 127.0.0.2`` or ``python -m gpc_ros.sim.franky_sim_server``; it prints
 ``READY <host>`` once the robot port accepts connections and stops cleanly on SIGINT/SIGTERM.
+
+With ``--task push_red`` it serves the whole cell (docs/sim.md): table, the task's objects, cameras, the arm at the
+task's home pose; it shares its state with renderers (:mod:`gpc_ros.sim.shared_state`) and takes resets on a
+control socket (:mod:`gpc_ros.sim.cell_control`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -37,7 +42,14 @@ class FrankySimConfig:
     ``FAST_SPEEDUP`` x real time, as far as the CPU allows (about 2.5x here). franky follows the simulator's clock
     either way. ``fast`` keeps one core busy: run at most one fast server per free core."""
 
+    task: str = ""
+    """Serve the cell of this task (``push_red``); empty: the bare arm on franky-sim's ground plane."""
+
     def __post_init__(self) -> None:
+        if self.task:
+            from gpc_ros.sim.tasks import get_task
+
+            get_task(self.task)
         if not self.host.startswith("127."):
             raise ValueError(f"FrankySimConfig.host must be a loopback address 127.x.y.z, got {self.host!r}")
         if self.pace not in ("realtime", "fast"):
@@ -50,25 +62,111 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
     from franky_sim.mujoco_simulator import MujocoSimulator
 
     logging.getLogger("numba").setLevel(logging.WARNING)
-    with MujocoSimulator(enable_visualization=False) as sim:
+    if config.task:
+        from gpc_ros.sim.scene import new_simulator
+        from gpc_ros.sim.tasks import get_task
+
+        task = get_task(config.task)
+        sim = new_simulator(task)
+    else:
+        task = None
+        sim = MujocoSimulator(enable_visualization=False)
         sim.add_robot()
-        with franky_sim.SimulationServer(sim, hostname_candidates=[config.host]) as server:
-            # franky-sim sleeps to a tick period of ``1 ms * realtime``: 1.0 is real time, 1/FAST_SPEEDUP is the fast pace
-            server.run_async(1.0 if config.pace == "realtime" else 1.0 / FAST_SPEEDUP)
+    with sim, franky_sim.SimulationServer(sim, hostname_candidates=[config.host]) as server:
+        cleanup: list[Callable[[], None]] = []
+        may_step: Callable[[], bool] = lambda: True
+        try:
+            if task is not None:
+                cleanup, may_step = _share_cell(sim, server, task, config.host)
+            speedup = 1.0 if config.pace == "realtime" else FAST_SPEEDUP
+            server.running = True
+            server.async_thread = threading.Thread(target=_control_loop, args=(server, speedup, may_step), daemon=True,
+                                                   name="franky-sim-loop")
+            server.async_thread.start()
             if on_ready is not None:
                 on_ready(config.host)
             while not stop.wait(0.2):
                 if server.async_thread is not None and not server.async_thread.is_alive():
                     raise RuntimeError("the franky-sim control loop stopped unexpectedly")
+        finally:
+            server.running = False
+            if server.async_thread is not None:
+                server.async_thread.join(5.0)
+            for close in cleanup:
+                close()
+
+
+#: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.
+KEEPALIVE_S = 0.05
+
+
+def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda: True) -> None:
+    """franky-sim's tick (commands in, one 1 ms physics step, state out), paced to at most ``speedup`` x real time.
+
+    franky-sim's own ``run_async`` sleeps after *every* tick (``time.sleep(0)`` when behind), which on a loaded
+    2-core machine hands the CPU away a thousand times per simulated second (measured: ~1.5 ms lost per tick).
+    This loop sleeps only when it is ahead of the paced schedule, and never bursts to catch up after a stall.
+    ``may_step() == False`` holds the simulation (a client's barrier, :mod:`gpc_ros.sim.shared_state`).
+    """
+    tick_s = 0.001
+    wall0, ticks = time.monotonic(), 0
+    keepalive_s = 0.0
+    while server.running:
+        if not may_step():
+            # held: no physics, but one state packet every KEEPALIVE_S keeps libfranka's link alive (its clock is
+            # the packet counter, so franky's time creeps on by 1 ms per keep-alive while the physics waits)
+            now = time.monotonic()
+            if now - keepalive_s >= KEEPALIVE_S:
+                for rs in server.robot_servers:
+                    rs.process_commands()
+                    rs.send_state()
+                keepalive_s = now
+            time.sleep(0.0005)
+            wall0, ticks = time.monotonic(), 0
+            continue
+        for rs in server.robot_servers:
+            rs.process_commands()
+        server.sim.step()
+        for rs in server.robot_servers:
+            rs.send_state()
+        ticks += 1
+        ahead = ticks * tick_s / speedup - (time.monotonic() - wall0)
+        if ahead > 0.002:
+            time.sleep(ahead)
+        elif ahead < -0.05:  # fell behind (load): pace from here instead of running fast to catch up
+            wall0, ticks = time.monotonic(), 0
+
+
+def _share_cell(sim, server, task, host: str) -> tuple[list[Callable[[], None]], Callable[[], bool]]:
+    """Shared state (written after every physics step), meta file and control socket of a served cell."""
+    import os
+
+    from gpc_ros.sim.cell_control import CellController
+    from gpc_ros.sim.shared_state import SharedStateWriter, cell_paths, write_meta
+
+    state_path, meta_path, socket_path = cell_paths(host)
+    data = sim.data
+    writer = SharedStateWriter(state_path, sim.model.nq)
+    writer.write(float(data.time), data.qpos)
+    controller = CellController(sim, server, task, socket_path)
+    sim.register_post_step_callback(lambda s: writer.write(float(data.time), data.qpos))
+    write_meta(meta_path, {"task": task.name, "host": host, "pid": os.getpid(), "nq": int(sim.model.nq)})
+    return ([controller.close, writer.close, lambda: meta_path.unlink(missing_ok=True)],
+            lambda: writer.may_step(float(data.time)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpc-ros sim-server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=FrankySimConfig.host, help="loopback address to bind (default %(default)s)")
     parser.add_argument("--pace", choices=["realtime", "fast"], default="realtime", help="simulation pace")
+    parser.add_argument("--task", default="", help="serve the cell of this task (push_red): table, objects, cameras, "
+                        "shared state for sim cameras and a reset channel (default: the bare arm)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = FrankySimConfig(host=args.host, pace=args.pace)
+    try:
+        config = FrankySimConfig(host=args.host, pace=args.pace, task=args.task)
+    except ValueError as exc:
+        parser.error(str(exc))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

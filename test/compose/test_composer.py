@@ -9,10 +9,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, SamplerConfig, VPTime,
-                             WarmStart, WarmStartConfig, make_vp_scheduler)
+from gpc_ros.compose import (
+    ActionNormalization,
+    Composer,
+    ComposerConfig,
+    FlowTime,
+    SamplerConfig,
+    VPTime,
+    WarmStart,
+    WarmStartConfig,
+    make_vp_scheduler,
+)
 from gpc_ros.compose.analytic import GaussianParent
-from gpc_ros.compose.horizon import position_weights
+from gpc_ros.compose.horizon import ZERO, position_weights
 from gpc_ros.compose.search import paper_grid
 from gpc_ros.compose.warm_start import shifted_chunk, start_index
 
@@ -79,12 +88,16 @@ def test_parallel_parent_threads_give_the_same_chunk() -> None:
     torch.testing.assert_close(got.actions, want.actions, rtol=0, atol=0)
 
 
-def test_position_weights_keep_the_longest_parents_tail() -> None:
+def test_position_weights_keep_the_longest_weighted_parents_tail() -> None:
     w = position_weights(torch.tensor([[0.25, 0.75], [1.0, 0.0], [1.5, -0.5]], dtype=torch.float64), [2, 4])
     assert w.shape == (3, 2, 4)
     torch.testing.assert_close(w[0, :, :2], torch.tensor([[0.25] * 2, [0.75] * 2], dtype=torch.float64))
-    torch.testing.assert_close(w[:, :, 2:], torch.tensor([[0.0, 1.0]], dtype=torch.float64)[:, :, None].expand(3, 2, 2))
-    torch.testing.assert_close(w.sum(dim=1), torch.ones(3, 4, dtype=torch.float64))
+    weighted = [0, 2]  # rows whose long parent has a non-zero weight: the tail is its own prediction
+    torch.testing.assert_close(w[weighted, :, 2:], torch.tensor([[0.0, 1.0]], dtype=torch.float64)[:, :, None]
+                               .expand(2, 2, 2))
+    torch.testing.assert_close(w[weighted].sum(dim=1), torch.ones(2, 4, dtype=torch.float64))
+    # w = (1, 0): no weighted parent covers the tail, so nobody is asked for it (the chunk holds its last action)
+    assert bool((w[1, :, 2:] == 0).all()) and bool((w[1, 0, :2] == 1).all())
 
 
 @settings(max_examples=50, deadline=None)
@@ -93,7 +106,9 @@ def test_position_weights_stay_convex_for_any_horizons(w1: float, horizons: list
     k = len(horizons)
     row = torch.tensor([[w1] + [(1 - w1) / (k - 1)] * (k - 1)], dtype=torch.float64)
     w = position_weights(row, horizons)
-    torch.testing.assert_close(w.sum(dim=1), torch.ones(1, max(horizons), dtype=torch.float64))
+    reach = max(h for h, wi in zip(horizons, row[0]) if wi >= ZERO)  # composed length: longest weighted parent
+    torch.testing.assert_close(w.sum(dim=1)[:, :reach], torch.ones(1, reach, dtype=torch.float64))
+    assert bool((w[:, :, reach:] == 0).all())
     assert bool((w >= 0).all())
     for i, h in enumerate(horizons):
         assert bool((w[0, i, h:] == 0).all())  # no weight where a parent does not predict

@@ -33,8 +33,15 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from gpc_ros.compose import (Composer, ComposerConfig, FlowTime, Parameterization, SamplerConfig,
-                             VPTime, make_vp_scheduler)
+from gpc_ros.compose import (
+    Composer,
+    ComposerConfig,
+    FlowTime,
+    Parameterization,
+    SamplerConfig,
+    VPTime,
+    make_vp_scheduler,
+)
 from gpc_ros.compose.analytic import GaussianParent
 from gpc_ros.compose.sampler import make_sampler
 

@@ -17,7 +17,8 @@ KINDS = list(Parameterization)
 
 def _pair(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(5, 4, 3, generator=g, dtype=torch.float64), torch.randn(5, 4, 3, generator=g, dtype=torch.float64)
+    return (torch.randn(5, 4, 3, generator=g, dtype=torch.float64),
+            torch.randn(5, 4, 3, generator=g, dtype=torch.float64))
 
 
 @settings(max_examples=60, deadline=None)

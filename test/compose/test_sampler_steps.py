@@ -31,7 +31,7 @@ def test_each_vp_step_equals_the_diffusers_step(kind: str, eta: float, predictio
                     prediction_type=prediction_type)
     scheduler.set_timesteps(steps)
     parent = GaussianParent("only", prediction_type, VPTime.from_scheduler(scheduler), H, D, var=0.3)
-    composer = _one_parent_composer(parent, SamplerConfig(kind, steps, eta=eta), scheduler)
+    composer = _one_parent_composer(parent, SamplerConfig(kind, steps, eta=eta, clip_sample=True), scheduler)
     enc = parent.encode(torch.linspace(-0.5, 0.5, B * H * D).reshape(B, H, D))
     weights = position_weights(torch.ones(B, 1, dtype=torch.float64), [H]).float()
     g = torch.Generator().manual_seed(1)

@@ -8,8 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from gpc_ros.compose.search import (SearchConfig, WeightSearch, paper_grid, restricted_grid, simplex_grid,
-                                    wilson_interval)
+from gpc_ros.compose.search import (
+    SearchConfig,
+    WeightSearch,
+    paper_grid,
+    restricted_grid,
+    simplex_grid,
+    wilson_interval,
+)
 
 # True success probability per arm of the paper grid (w1 = 0 .. 1): best at w1 = 0.6, runner-up 0.12 below.
 TRUE_P = np.array([0.20, 0.25, 0.30, 0.40, 0.50, 0.58, 0.70, 0.55, 0.45, 0.35, 0.30])
@@ -33,7 +39,8 @@ def test_grids() -> None:
     assert grid.shape == (15, 3)  # C(4 + 2, 2)
     np.testing.assert_allclose(grid.sum(axis=1), 1.0)
     assert len({tuple(r) for r in grid.tolist()}) == 15 and (grid >= 0).all()
-    assert restricted_grid(paper_grid(), [0.3, 0.0], [0.7, 1.0])[:, 0].tolist() == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7])
+    restricted = restricted_grid(paper_grid(), [0.3, 0.0], [0.7, 1.0])
+    assert restricted[:, 0].tolist() == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7])
     with pytest.raises(ValueError, match="no grid weight lies within"):
         restricted_grid(paper_grid(), [0.55, 0.0], [0.58, 1.0])
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, IncompatibleParentError,
-                             InvalidWeightsError, NonFinitePredictionError, SamplerConfig, VPTime, make_vp_scheduler)
+from gpc_ros.compose import (
+    ActionNormalization,
+    Composer,
+    ComposerConfig,
+    FlowTime,
+    IncompatibleParentError,
+    InvalidPredictionError,
+    InvalidWeightsError,
+    NonFinitePredictionError,
+    SamplerConfig,
+    VPTime,
+    make_vp_scheduler,
+)
 from gpc_ros.compose.analytic import GaussianParent
 from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig
 
@@ -81,8 +92,32 @@ def test_wrong_prediction_shape_names_the_parent() -> None:
             return super().predict(x_t, timestep, encoding)[:, :-1]
 
     c = composer(parent("rgb"), Truncating("short", "epsilon", VP, H, D, 0.1, NORM))
-    with pytest.raises(NonFinitePredictionError, match=r"parent 'short' returned a prediction of shape \(6, 3, 2\)"):
+    with pytest.raises(InvalidPredictionError, match=r"parent 'short' returned a prediction of shape \(6, 3, 2\)"):
         c.compose(encodings(c, b=2), (0.5, 0.5))
+
+
+def test_a_prediction_that_is_not_a_tensor_has_its_own_error_naming_the_type() -> None:
+    class ReturnsNumpy(GaussianParent):
+        def predict(self, x_t, timestep, encoding):
+            return super().predict(x_t, timestep, encoding).numpy()
+
+    c = composer(parent("rgb"), ReturnsNumpy("numpy", "epsilon", VP, H, D, 0.1, NORM))
+    with pytest.raises(InvalidPredictionError, match=r"parent 'numpy' returned a numpy.ndarray at step 0 .*"
+                                                     r"must return a torch.Tensor of shape \(6, 4, 2\)") as err:
+        c.compose(encodings(c, b=2), (0.5, 0.5), generator=0)
+    assert err.value.parent == "numpy" and not isinstance(err.value, NonFinitePredictionError)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "flow_euler"])
+def test_a_flow_velocity_parent_on_a_vp_time_is_refused_by_name(sampler: str) -> None:
+    """v = eps - x0 inverts to (eps, x0) only where alpha + sigma = 1; on a VP table it would be silently wrong."""
+    flow_on_vp = parent("pi0", parameterization="flow_velocity", time_convention=VP)
+    with pytest.raises(IncompatibleParentError, match=r"parent 'pi0' predicts 'flow_velocity', which is defined only "
+                                                      r"on a rectified-flow time .* VPTime") as err:
+        Composer([parent("rgb"), flow_on_vp], ComposerConfig(sampler=SamplerConfig(sampler, 3, flow_t_start=0.9)))
+    assert err.value.parent == "pi0"
+    Composer([parent("rgb"), parent("pi0", parameterization="flow_velocity", time_convention=FlowTime())],
+             ComposerConfig(sampler=SamplerConfig(sampler, 3, flow_t_start=0.9)))  # the right pair is accepted
 
 
 def test_mismatched_action_dim_names_the_parent() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gpc_ros.perception.camera_stream import CameraStreamConfig
@@ -62,3 +63,25 @@ def test_reanchoring_rule(device_s, now_s, expected):
     mapper = HardwareClockMapper(ClockMappingConfig(max_drift_s=0.5))
     mapper.to_ros(5.0, 100.0)
     assert mapper.to_ros(device_s, now_s) == pytest.approx(expected)
+
+
+def test_stamps_never_go_back_when_a_fast_source_re_anchors():
+    """Unpaced playback (issue 10, item 11): 30 Hz device stamps arriving every 4 ms, looping every 10 frames. The
+    old rule re-anchored to the arrival time and stepped back by up to max_drift_s; stamps must increase strictly,
+    keep the device spacing while they can, and stay within max_drift_s (+ one frame) of the clock."""
+    mapper = HardwareClockMapper(ClockMappingConfig(max_drift_s=0.5))
+    now = [1000.0 + 0.004 * i for i in range(600)]
+    device = [(i % 10) / 30 for i in range(600)]
+    stamps = np.array([mapper.to_ros(d, n) for d, n in zip(device, now)])
+    assert np.diff(stamps).min() >= 1e-6 - 1e-9
+    assert np.all(stamps - np.array(now) <= 0.5 + 1 / 30 + 1e-9)
+    assert np.all(stamps >= np.array(now) - 1e-9)  # never published before it arrived (when it is re-anchored)
+    # a slow consumer then a normal one: device spacing is kept again once the clock has caught up
+    later = [mapper.to_ros(100.0 + i / 30, 1010.0 + i / 30 + 0.001 * (i % 3)) for i in range(5)]
+    np.testing.assert_allclose(np.diff(later), 1 / 30, atol=1e-9)
+
+
+def test_equal_device_stamps_are_nudged_not_repeated():
+    mapper = HardwareClockMapper()
+    a, b = mapper.to_ros(5.0, 100.0), mapper.to_ros(5.0, 100.01)
+    assert b > a and b - a < 1e-5

@@ -103,7 +103,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("name, content", [("notes.txt", b"hello"), ("garbage.db3", b"not sqlite at all" * 100),
-                                           ("empty.bag", b"")])
+                                           ("garbage.bag", b"\x00" * 64)])
 def test_non_realsense_file_is_a_clear_error(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
@@ -118,3 +118,13 @@ def test_no_camera_with_serial_is_a_clear_error():
     with pytest.raises(CameraNotFoundError, match="000000000001"):
         source.start()
     source.stop()
+
+
+@pytest.mark.parametrize("name", ["empty.db3", "empty.bag"])
+def test_empty_recording_says_it_is_empty(tmp_path, name):
+    """Not sqlite's 'SQL logic error' (issue 10, item 12)."""
+    path = tmp_path / name
+    path.touch()
+    with pytest.raises(RecordingError, match=r"is empty \(0 bytes\)") as err:
+        PlaybackSource(PlaybackConfig(path)).start()
+    assert str(path) in str(err.value)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from gpc_ros.compose.parameterization import to_eps_x0
+from gpc_ros.compose.parameterization import from_eps_x0, to_eps_x0
 from gpc_ros.policies.objectives import FlowMatchingObjective, VPDiffusionObjective
 
 
@@ -41,6 +41,22 @@ def test_flow_target_is_the_core_flow_velocity_at_the_core_time(sampling) -> Non
         eps, clean = to_eps_x0(objective.parameterization, target[i], x_t[i], level.alpha, level.sigma)
         torch.testing.assert_close(clean, x0[i])
         torch.testing.assert_close(x_t[i], level.alpha * clean + level.sigma * eps)
+
+
+@pytest.mark.parametrize("parameterization", ["epsilon", "sample", "v_prediction", "flow_velocity"])
+def test_training_targets_are_the_cores_own_conversion_at_the_conventions_level(parameterization) -> None:
+    """To float64 rounding: x_t and the target are what the composer's inversion assumes, at the exact level
+    ``time_convention.noise_level(network time)`` the composer converts at (issue 10, item 7)."""
+    objective = (FlowMatchingObjective(time_scale=1000.0) if parameterization == "flow_velocity"
+                 else VPDiffusionObjective(parameterization, 100, "squaredcos_cap_v2", False))
+    x0 = torch.rand(32, 8, 2, dtype=torch.float64) * 2 - 1
+    x_t, time, target = objective.training_example(x0, torch.Generator().manual_seed(3))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3), dtype=x0.dtype)
+    for i in range(32):
+        level = objective.time_convention.noise_level(float(time[i]))
+        torch.testing.assert_close(x_t[i], level.alpha * x0[i] + level.sigma * noise[i], rtol=0, atol=1e-12)
+        torch.testing.assert_close(target[i], from_eps_x0(objective.parameterization, noise[i], x0[i], level.alpha,
+                                                          level.sigma), rtol=0, atol=1e-12)
 
 
 def test_policies_never_import_rclpy() -> None:

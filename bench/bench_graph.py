@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Observation-to-chunk latency of the graph: K = 2 policy hosts in separate processes and in-process, against one
+parent alone, plus the per-step exchange overhead, measured side by side in one run (figures: docs/graph.md).
+
+Parents: the ``small`` preset (the shipped size) RGB diffusion policy (96x96 images) and DP3-style point-cloud
+policy (512 points), random weights, saved as checkpoints and loaded by the hosts exactly as trained ones would
+be; DDIM, 10 steps, one candidate, batch 1. Cases, interleaved round by round:
+
+* ``one parent alone``: the plain in-process Composer with the RGB parent (encode + sample), 1 torch thread;
+* ``K=2 in-process Composer``: the plain Composer with both parents, sequential, 1 torch thread;
+* ``K=2 graph, in-process hosts``: the composer core over host cores in this process (no serialisation);
+* ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
+  every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping;
+* ``exchange overhead``: one predict round trip to a host process minus the same predict called locally, per
+  step (an analytic parent, so the network cost is negligible).
+
+Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_graph.py [--rounds N]``. Each figure is a median over rounds;
+ratios are to ``one parent alone`` of the same run. The machine's load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from gpc_ros.compose import Composer  # noqa: E402
+from gpc_ros.graph import protocol  # noqa: E402
+from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost  # noqa: E402
+from gpc_ros.graph.host import HostConfig, HostCore, Observing, load_host_parent  # noqa: E402
+from gpc_ros.graph.parents import GoalParent  # noqa: E402
+from gpc_ros.leases import acquire  # noqa: E402
+from gpc_ros.policies import make_policy, save_policy  # noqa: E402
+from gpc_ros.policies.normalization import fit_min_max  # noqa: E402
+from gpc_ros.policies.presets import policy_config  # noqa: E402
+from gpc_ros.ros_env import MAX_SAFE_DOMAIN_ID, graph_env  # noqa: E402
+
+KEYS = {"action": [3], "observation.state": [3], "observation.image": [96, 96, 3], "observation.pointcloud": [512, 3]}
+
+
+def write_checkpoints(folder: Path) -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    action_norm = fit_min_max(rng.uniform(0.2, 0.7, (100, 3)))
+    state_norm = fit_min_max(rng.uniform(0.2, 0.7, (100, 3)))
+    out = {}
+    for name, policy_type in (("rgb", "diffusion"), ("pcd", "dp3")):
+        torch.manual_seed(1)
+        policy = make_policy(policy_type, policy_config(policy_type, "small", KEYS), action_norm, state_norm)
+        out[name] = str(save_policy(policy, folder / name))
+        params = sum(p.numel() for p in policy.parameters())
+        print(f"  parent {name}: {policy_type}, {params / 1e6:.2f} M parameters")
+    return out
+
+
+def fill(core: HostCore, t_s: float) -> None:
+    rng = np.random.default_rng(0)
+    o = core.observing
+    for k in range(2):
+        core.window.add_state(t_s - 0.1 * (1 - k), rng.uniform(0.3, 0.6, 3))
+        if o.modality == "image":
+            core.window.add_frame(t_s - 0.1 * (1 - k), rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+        elif o.modality == "pointcloud":
+            core.window.add_frame(t_s - 0.1 * (1 - k), rng.uniform(-0.3, 0.6, (512, 3)).astype(np.float32))
+
+
+class Wire:
+    """rclpy side of the bench: RemoteHost handles to host processes, spun in a background thread."""
+
+    def __init__(self, names: list[str]) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.node import Node
+        from std_msgs.msg import Float64MultiArray, String
+
+        from gpc_ros.nodes import conversions
+        from gpc_ros.nodes.policy_host_node import ANNOUNCE_QOS, EXCHANGE_QOS, host_topics
+
+        rclpy.init()
+        self.node = Node("bench_graph")
+        self.handles: dict[str, RemoteHost] = {}
+        for name in names:
+            topics = host_topics(name)
+            pub = self.node.create_publisher(Float64MultiArray, topics["request"], EXCHANGE_QOS)
+            handle = RemoteHost(name, lambda x, pub=pub: pub.publish(conversions.exchange_to_msg(x)))
+            self.node.create_subscription(Float64MultiArray, topics["reply"],
+                                          lambda m, h=handle: h.deliver(conversions.exchange_from_msg(m)),
+                                          EXCHANGE_QOS)
+            self.node.create_subscription(String, topics["announce"],
+                                          lambda m, h=handle: h.announce(__import__("json").loads(m.data)),
+                                          ANNOUNCE_QOS)
+            self.handles[name] = handle
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def publish_observations(self, stop: threading.Event) -> None:
+        """Images, clouds and poses at 10 Hz with fresh stamps (what cameras and the driver would send)."""
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import Image, PointCloud2
+
+        from gpc_ros.nodes import conversions
+
+        rng = np.random.default_rng(1)
+        image = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        points = rng.uniform(-0.3, 0.6, (512, 3)).astype(np.float32)
+        image_pub = self.node.create_publisher(Image, "/camera/camera/color/image_raw", 10)
+        points_pub = self.node.create_publisher(PointCloud2, "/gpc/points", 10)
+        pose_pub = self.node.create_publisher(PoseStamped, "ee_pose", 10)
+        while not stop.wait(0.1):
+            stamp = self.node.get_clock().now().to_msg()
+            image_pub.publish(conversions.rgb_to_image_msg(image, stamp, "camera_color_optical_frame"))
+            points_pub.publish(conversions.pointcloud2_msg(points, stamp, "fr3_link0"))
+            pose = PoseStamped()
+            pose.header.stamp, pose.header.frame_id = stamp, "fr3_link0"
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.45, 0.0, 0.4
+            pose_pub.publish(pose)
+
+    def now_s(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    print(f"bench_graph: {os.cpu_count()} cores, load average {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f} (1/5/15 min)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-graph-"))
+    checkpoints = write_checkpoints(tmp)
+    lease = acquire("ros-domain", range(1, MAX_SAFE_DOMAIN_ID + 1))
+    env = graph_env(lease.value)
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                           "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")})
+    import subprocess
+
+    import yaml
+
+    hosts_yaml = tmp / "hosts.yaml"
+    blocks = {f"{n}_host": {"ros__parameters": {"name": n, "checkpoint": checkpoints[n], "torch_threads": 1}}
+              for n in ("rgb", "pcd")}
+    blocks["goal_host"] = {"ros__parameters": {"name": "goal", "factory": "gpc_ros.graph.parents:goal_parent",
+                                               "factory_kwargs": '{"goal_m": [0.6, 0.0, 0.4]}', "modality": "state",
+                                               "obs_horizon": 1, "state_dim": 3}}
+    hosts_yaml.write_text(yaml.safe_dump(blocks))
+    procs = [subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.policy_host_node", "--ros-args", "-r",
+                               f"__node:={n}_host", "--params-file", str(hosts_yaml)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for n in ("rgb", "pcd", "goal")]
+    wire = Wire(["rgb", "pcd", "goal"])
+    stop = threading.Event()
+    publisher = threading.Thread(target=wire.publish_observations, args=(stop,), daemon=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not all(h.announced for h in wire.handles.values()):
+            if time.monotonic() > deadline:
+                raise SystemExit("hosts did not announce within 300 s")
+            time.sleep(0.1)
+        publisher.start()
+        local = {}
+        for n in ("rgb", "pcd"):
+            parent, observing = load_host_parent(HostConfig(name=n, checkpoint=checkpoints[n]))
+            local[n] = HostCore(parent, observing)
+        config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.5, 0.5), max_observation_age_s=5.0,
+                                    max_observation_skew_s=5.0, encode_timeout_s=5.0, step_timeout_s=5.0)
+        config = ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
+                                       "composer": type(config.composer)(
+                                           sampler=type(config.composer.sampler)("ddim", args.steps),
+                                           parallel_parents=True, return_parent_chunks=False)})
+        sequential = type(config.composer)(sampler=config.composer.sampler, return_parent_chunks=False)
+        separate = GraphComposer(config, [wire.handles["rgb"], wire.handles["pcd"]])
+        in_process = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in
+                                                            config.__dataclass_fields__}, "composer": sequential}),
+                                   [LocalHost(local["rgb"]), LocalHost(local["pcd"])])
+        one = Composer([local["rgb"].parent], sequential)
+        two = Composer([local["rgb"].parent, local["pcd"].parent], sequential)
+        t_obs = time.time()
+        for core in local.values():
+            fill(core, t_obs)
+        obs = {n: c.window.at(t_obs)[0] for n, c in local.items()}
+        w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+        goal_local = HostCore(GoalParent("goal", [0.6, 0.0, 0.4]), Observing("state", 1, 3))
+        goal_local.window.add_state(0.0, np.array([0.45, 0.0, 0.4]))
+        cases = {
+            "one parent alone": lambda: one.compose(one.encode([obs["rgb"]]), w1, generator=0),
+            "K=2 in-process Composer": lambda: two.compose(two.encode([obs["rgb"], obs["pcd"]]), w2, generator=0),
+            "K=2 graph, in-process hosts": lambda: in_process.compose(t_obs + 0.01),
+            "K=2 graph, separate hosts": lambda: _checked(separate.compose(wire.now_s())),
+        }
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        exchange: list[float] = []
+        local_predict: list[float] = []
+        for _ in range(3):  # warm-up
+            for fn in cases.values():
+                fn()
+        x = torch.randn(1, 16, 3)
+        goal_handle = wire.handles["goal"]
+        for r in range(args.rounds):
+            for name, fn in cases.items():
+                times[name].append(timed(fn))
+            corr = 10_000 + r
+            slot = goal_handle.encode(corr, wire.now_s(), 32)
+            slot.event.wait(5.0)
+            goal_local.encode(corr, 1.0)
+            for step in range(args.steps):
+                exchange.append(timed(lambda: goal_handle.predict(corr, step, 50.0, (0, 0), x, 5.0)))
+                local_predict.append(timed(lambda: goal_local.predict(corr, x, 50.0)))
+        load_after = os.getloadavg()
+        base = statistics.median(times["one parent alone"])
+        print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
+        print(f"  {'case':<30} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13}")
+        for name, values in times.items():
+            med, p90 = statistics.median(values), float(np.percentile(values, 90))
+            print(f"  {name:<30} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x")
+        overhead = [a - b for a, b in zip(exchange, local_predict)]
+        print(f"\n  per-step exchange (round trip to a host process minus the local predict), "
+              f"{len(overhead)} steps: median {statistics.median(overhead) * 1e3:.2f} ms, "
+              f"p90 {float(np.percentile(overhead, 90)) * 1e3:.2f} ms "
+              f"(round trip {statistics.median(exchange) * 1e3:.2f} ms, local predict "
+              f"{statistics.median(local_predict) * 1e3:.3f} ms)")
+        print(f"  load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    finally:
+        stop.set()
+        wire.close()
+        for p in procs:
+            p.send_signal(2)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        lease.release()
+    return 0
+
+
+def _checked(result) -> None:
+    if result.actions is None:
+        raise RuntimeError(f"no chunk from the separate hosts: {result.reason}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

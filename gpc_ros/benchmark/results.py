@@ -1,0 +1,189 @@
+"""Benchmark results on disk: one JSON line per episode, appended atomically; resume; shards merged into one table.
+
+A results folder holds::
+
+    results/
+      benchmark.json                     what is being measured (parents and their weights' sha256, cell, sampler):
+                                         a run with anything else refuses this folder
+      episodes.shard-0-of-1.jsonl        one line per finished episode (arm id, seed, success, times, ...)
+      episodes.shard-1-of-4.jsonl        ... one file per shard, so shards never write the same file
+      bandit.<pair>.jsonl                the online weight search's episodes, in order
+
+Each line is written with ONE ``write`` on a file opened with ``O_APPEND`` and then fsync'ed, so a killed run
+leaves whole lines (and at worst an unterminated last line, which :func:`read_rows` ignores and the next append
+removes). A run skips every ``(arm, seed)`` already present in any episodes file of the folder: run the same
+command again after a kill and it continues; run shards anywhere and copy their files into one folder (or pass
+several folders to ``gpc-ros benchmark report``): :func:`table` merges them, counting each ``(arm, seed)`` once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpc_ros.benchmark.plan import Arm
+from gpc_ros.compose.search import wilson_interval
+
+IDENTITY_FILE = "benchmark.json"
+EPISODES_GLOB = "episodes.*.jsonl"
+
+
+class ResultsMismatch(ValueError):
+    """A results folder holds a benchmark of something else."""
+
+
+def episodes_file(directory: Path, shard: tuple[int, int]) -> Path:
+    return Path(directory) / f"episodes.shard-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+def fingerprint(identity: dict) -> str:
+    """Short sha256 of a canonical JSON of ``identity``."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def open_results(directory: str | os.PathLike, identity: dict) -> Path:
+    """Create ``directory`` with ``benchmark.json`` or check that the one there describes the same benchmark."""
+    out = Path(directory)
+    path = out / IDENTITY_FILE
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        if theirs != json.loads(json.dumps(identity)):
+            diff = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
+            raise ResultsMismatch(f"{out} holds results of another benchmark (differs in {diff}); use another "
+                                  f"--out or the exact parents and settings of {path}")
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return out
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append one JSON line with a single ``write`` (``O_APPEND``) and fsync it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(row, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:  # an unterminated last line (killed mid-write): cut it off before appending
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    data = path.read_bytes()
+                    os.ftruncate(fd, data.rfind(b"\n") + 1)
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {path} ({written} of {len(line)} bytes)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Complete lines of one JSONL file (an unterminated or unparsable last line is ignored)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    complete = lines[:-1]  # the part after the last newline is unfinished (or empty)
+    rows = []
+    for i, line in enumerate(complete):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(complete) - 1:
+                continue
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON (a damaged results file)") from None
+    return rows
+
+
+def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
+    """Every episode row of the folders, each ``(arm, seed)`` once (first file in name order wins); the folders'
+    ``benchmark.json`` must agree."""
+    identity = None
+    seen: set[tuple[str, int]] = set()
+    rows = []
+    for d in directories:
+        d = Path(d)
+        ident_path = d / IDENTITY_FILE
+        if not ident_path.is_file():
+            raise FileNotFoundError(f"{d} is not a benchmark results folder (no {IDENTITY_FILE})")
+        mine = json.loads(ident_path.read_text())
+        if identity is None:
+            identity = mine
+        elif mine != identity:
+            raise ResultsMismatch(f"{d} holds results of another benchmark than {directories[0]}; merge only "
+                                  f"folders with the same {IDENTITY_FILE}")
+        for path in sorted(d.glob(EPISODES_GLOB)):
+            for row in read_rows(path):
+                key = (row["arm"], int(row["seed"]))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+    return rows
+
+
+def done_keys(directory: Path) -> set[tuple[str, int]]:
+    return {(r["arm"], int(r["seed"])) for r in episode_rows([directory])} if (directory / IDENTITY_FILE).is_file() \
+        else set()
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm's line of the results table (success rate with its 95 % Wilson score interval)."""
+
+    arm: str
+    episodes: int
+    successes: int
+    wilson_low: float
+    wilson_high: float
+    wall_s: float
+    """Wall time of this arm's episodes, summed (s)."""
+    chunk_ms: float
+    """Mean wall time to produce one chunk (encode + sample), ms."""
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else float("nan")
+
+    def stats(self) -> tuple:
+        """The part of the line that does not depend on the machine's speed (what shards must reproduce)."""
+        return self.arm, self.episodes, self.successes, round(self.wilson_low, 12), round(self.wilson_high, 12)
+
+
+def table(rows: Iterable[dict], arms: Sequence[Arm] | None = None) -> list[ArmResult]:
+    """Per-arm results of ``rows`` (the order of ``arms`` if given, else first appearance)."""
+    by_arm: dict[str, list[dict]] = {}
+    if arms is not None:
+        by_arm = {a.id: [] for a in arms}
+    for row in rows:
+        if arms is None or row["arm"] in by_arm:
+            by_arm.setdefault(row["arm"], []).append(row)
+    out = []
+    for arm, mine in by_arm.items():
+        n = len(mine)
+        s = sum(bool(r["success"]) for r in mine)
+        low, high = wilson_interval(s, n)
+        chunks = sum(int(r.get("chunks", 0)) for r in mine)
+        chunk_ms = sum(float(r.get("chunk_ms_total", 0.0)) for r in mine) / chunks if chunks else float("nan")
+        out.append(ArmResult(arm, n, s, low, high, sum(float(r.get("wall_s", 0.0)) for r in mine), chunk_ms))
+    return out
+
+
+def markdown_table(results: Sequence[ArmResult]) -> str:
+    """The results as a markdown table (success %, 95 % Wilson interval, episodes, wall time, ms per chunk)."""
+    lines = ["| arm | success | 95 % Wilson interval | episodes | wall time (min) | ms per chunk |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        rate = f"{100 * r.rate:.0f} % ({r.successes}/{r.episodes})" if r.episodes else "–"
+        interval = f"[{100 * r.wilson_low:.0f}, {100 * r.wilson_high:.0f}] %" if r.episodes else "–"
+        ms = f"{r.chunk_ms:.0f}" if r.chunk_ms == r.chunk_ms else "–"
+        lines.append(f"| `{r.arm}` | {rate} | {interval} | {r.episodes} | {r.wall_s / 60:.1f} | {ms} |")
+    return "\n".join(lines)

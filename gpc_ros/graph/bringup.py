@@ -1,0 +1,69 @@
+"""``gpc-ros bringup``: start the whole graph from config/graph.yaml as plain processes (no ROS CLI, no launch).
+
+The same processes, parameter files, overrides and remappings as ``ros2 launch gpc_ros franka_compose.launch.py``
+(both read the graph through :func:`gpc_ros.graph.description.describe_graph`). ``--sim`` starts the simulated
+FR3 first; ``--print`` only prints the command lines. Ctrl-C stops every process it started. docs/graph.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+
+from gpc_ros.graph.description import describe_graph
+from gpc_ros.graph.supervisor import Supervisor
+from gpc_ros.ros_env import graph_env
+from gpc_ros.sim.franky_sim_process import lease_loopback_host
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpc-ros bringup", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="graph description (default: config/graph.yaml)")
+    parser.add_argument("--sim", action="store_true", help="start the simulated FR3 and drive it")
+    parser.add_argument("--robot-ip", default=None, help="FCI address (default: the graph file's)")
+    parser.add_argument("--deployment", choices=["separate", "in_process"], default=None,
+                        help="policy hosts in their own processes or inside the composer (default: the file's)")
+    parser.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "0")),
+                        help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID or 0)")
+    parser.add_argument("--subnet", action="store_true",
+                        help="discover over the network (hosts on other machines; docs/graph.md) instead of "
+                             "localhost only")
+    parser.add_argument("--print", dest="print_only", action="store_true", help="print the command lines and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    lease = None
+    if args.sim and args.robot_ip is None and not args.print_only:
+        lease, args.robot_ip = lease_loopback_host()  # a free 127.0.0.k: never collides with another sim here
+    try:
+        description = describe_graph(args.config, use_sim=True if args.sim else None, robot_ip=args.robot_ip,
+                                     deployment=args.deployment)
+        env = graph_env(args.domain_id, localhost_only=not args.subnet)
+    except ValueError as exc:
+        print(f"gpc-ros bringup: {exc}")
+        return 2
+    if args.print_only:
+        for spec in description.processes:
+            print(shlex.join(spec.argv()))
+        return 0
+    print(f"gpc-ros bringup: {len(description.processes)} processes on ROS domain {args.domain_id} "
+          f"({'simulated FR3 at ' if description.use_sim else 'robot at '}{description.robot_ip}); Ctrl-C stops all")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the graph like Ctrl-C
+    supervisor = Supervisor(description, env)
+    try:
+        supervisor.start()
+        return supervisor.run()
+    finally:
+        supervisor.stop()
+        if lease is not None:
+            lease.release()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,456 @@
+"""The composer of the graph without ROS: hosts behind handles, one observation time per chunk, faults, weights.
+
+Per chunk (:meth:`GraphComposer.compose`):
+
+1. name one observation time (now) and ask every announced host with a non-zero weight to encode its window
+   for it (bounded by ``encode_timeout_s``; hosts marked down are asked too but not waited for, so a host that
+   came back is noticed);
+2. refuse the chunk (no chunk, a reason for /diagnostics) when a host has no observation, an observation older
+   than ``max_observation_age_s`` or the hosts' observation stamps differ by more than ``max_observation_skew_s``;
+3. run :class:`~gpc_ros.compose.composer.Composer` on proxy parents that forward each denoising step to their
+   host (correlation id, step, the parent's own time, the observation stamp; every wait bounded by
+   ``step_timeout_s``);
+4. a host that does not answer, answers with an error or with NaN is a fault: per ``on_fault`` the chunk is
+   composed again from the same noise with the weights renormalised over the healthy hosts (``renormalize``),
+   with the ``fallback_parent`` alone (``fallback``), or not at all (``hold``: nothing is published, so the
+   driver's watchdog holds the arm). A faulted host is used again as soon as it answers again.
+
+A handle is either :class:`LocalHost` (the host's core in this process: no serialisation) or
+:class:`RemoteHost` (requests go out through a ``send`` callable, replies come back via ``deliver``); both give
+the identical chunk for the same seed (the float32 tensors cross the wire exactly).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from gpc_ros.compose.composer import Composer, ComposerConfig
+from gpc_ros.compose.errors import CompositionError, NonFinitePredictionError
+from gpc_ros.compose.operators import as_weight_matrix, make_operator
+from gpc_ros.compose.parameterization import Parameterization
+from gpc_ros.graph import protocol
+from gpc_ros.graph.host import HostCore, normalization_from, time_convention_from
+
+logger = logging.getLogger(__name__)
+
+FAULT_POLICIES = ("renormalize", "fallback", "hold")
+DEPLOYMENTS = ("separate", "in_process")
+
+
+@dataclass(frozen=True)
+class ComposerNodeConfig:
+    """The composer node: which hosts, their weights, how to sample, when to refuse a chunk, what to do on faults."""
+
+    # --- parents and weights
+    parents: tuple[str, ...] = ("left", "right")
+    """Host names in weight order (each runs a policy_host_node named <name>_host)."""
+    weights: tuple[float, ...] = (0.5, 0.5)
+    """One weight per parent (changeable at run time; the next chunk uses them; 0 = the parent is not called)."""
+    deployment: Literal["separate", "in_process"] = "separate"
+    """separate (each host its own process, steps over DDS) | in_process (host nodes inside this process)."""
+    composer: ComposerConfig = field(default_factory=lambda: ComposerConfig(parallel_parents=True))
+    seed: int = 0
+    """Chunk k (k-th published, from 0) is sampled with torch seed seed + k; -1 = a fresh random seed each chunk."""
+    # --- timing
+    replan_period_s: float = 0.2
+    """A new chunk every this many seconds."""
+    dt_s: float = 0.1
+    """Time between two actions of a chunk (s)."""
+    first_action_delay_s: float = 0.1
+    """The first action is due this long after the observation stamp (s)."""
+    # --- observation checks (no chunk and a diagnostic when violated)
+    max_observation_age_s: float = 0.5
+    """A host's newest observation may be at most this old at the chunk's observation time (s)."""
+    max_observation_skew_s: float = 0.1
+    """The hosts' observation stamps may differ by at most this much (s)."""
+    # --- bounded waits and faults
+    encode_timeout_s: float = 1.0
+    """Wait at most this long for the hosts' encode replies (s)."""
+    step_timeout_s: float = 0.5
+    """Wait at most this long for one host's per-step reply (s); longer = the host stalled (a fault)."""
+    on_fault: Literal["renormalize", "fallback", "hold"] = "renormalize"
+    """renormalize (weights over the healthy hosts) | fallback (fallback_parent alone) | hold (no chunk)."""
+    fallback_parent: str = ""
+    """The parent used alone when on_fault is fallback."""
+    # --- output
+    publish_parent_chunks: bool = True
+    """Also publish each parent's own chunk (same noise) on /gpc/parents/<name>/chunk."""
+    tcp_quat_xyzw: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0)
+    """TCP orientation of the chunk's poses until ee_pose has been received (then the latest measured one)."""
+
+    def __post_init__(self) -> None:
+        names = tuple(self.parents)
+        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"ComposerNodeConfig.parents must be unique non-empty names; got {list(names)}")
+        if len(self.weights) != len(names):
+            raise ValueError(f"ComposerNodeConfig.weights must have one value per parent {list(names)}; "
+                             f"got {list(self.weights)}")
+        if not isinstance(self.composer, ComposerConfig):
+            raise ValueError(f"ComposerNodeConfig.composer must be a ComposerConfig; got {self.composer!r}")
+        operator = make_operator(self.composer.operator, self.composer.allow_unnormalized_weights)
+        try:
+            operator.check(as_weight_matrix(list(self.weights), names), names)
+        except CompositionError as exc:
+            raise ValueError(f"ComposerNodeConfig.weights: {exc}") from None
+        if self.deployment not in DEPLOYMENTS:
+            raise ValueError(f"ComposerNodeConfig.deployment must be one of {DEPLOYMENTS}; got {self.deployment!r}")
+        if self.on_fault not in FAULT_POLICIES:
+            raise ValueError(f"ComposerNodeConfig.on_fault must be one of {FAULT_POLICIES}; got {self.on_fault!r}")
+        if self.on_fault == "fallback" and self.fallback_parent not in names:
+            raise ValueError(f"ComposerNodeConfig.fallback_parent must be one of {list(names)} when on_fault is "
+                             f"fallback; got {self.fallback_parent!r}")
+        for attr in ("replan_period_s", "dt_s", "max_observation_age_s", "max_observation_skew_s",
+                     "encode_timeout_s", "step_timeout_s"):
+            value = getattr(self, attr)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"ComposerNodeConfig.{attr} must be a number > 0; got {value!r}")
+        if not self.first_action_delay_s >= 0:
+            raise ValueError(f"ComposerNodeConfig.first_action_delay_s must be >= 0; got {self.first_action_delay_s}")
+        if len(self.tcp_quat_xyzw) != 4 or not 0.5 < math.sqrt(sum(v * v for v in self.tcp_quat_xyzw)) < 2.0:
+            raise ValueError(f"ComposerNodeConfig.tcp_quat_xyzw must be a unit quaternion (x, y, z, w); "
+                             f"got {list(self.tcp_quat_xyzw)}")
+        if not (isinstance(self.seed, int) and self.seed >= -1):
+            raise ValueError(f"ComposerNodeConfig.seed must be an int >= -1; got {self.seed!r}")
+
+
+class HostFault(Exception):
+    """A host did not answer in time, answered with an error or with NaN; ``host`` names it."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"host {host!r}: {reason}")
+        self.host, self.reason = host, reason
+
+
+class _Slot:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reply: protocol.Exchange | None = None
+
+
+class HostHandle:
+    """What the composer knows about one host: its announcement, whether it is up, how to reach it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.announced: dict[str, Any] | None = None
+        self.down_reason: str | None = None
+        self.last_seen_s = -math.inf
+
+    @property
+    def up(self) -> bool:
+        return self.announced is not None and self.down_reason is None
+
+    def mark_down(self, reason: str) -> None:
+        if self.down_reason is None:
+            logger.warning("host %s is down: %s", self.name, reason)
+        self.down_reason = reason
+
+    def mark_up(self) -> None:
+        if self.down_reason is not None:
+            logger.warning("host %s answers again", self.name)
+        self.down_reason = None
+        self.last_seen_s = time.monotonic()
+
+    def announce(self, announced: dict[str, Any]) -> None:
+        self.announced = announced
+        self.mark_up()
+
+    # transport ------------------------------------------------------------------------------------------------------
+    def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
+        raise NotImplementedError
+
+    def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
+                x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LocalHost(HostHandle):
+    """A host core in the composer's process: direct calls, no serialisation."""
+
+    def __init__(self, core: HostCore) -> None:
+        super().__init__(core.name)
+        self.core = core
+        self.announce(core.announcement())
+
+    def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
+        slot = _Slot()
+        status, stamp = self.core.encode(correlation_id, time_s)
+        slot.reply = protocol.Exchange(protocol.KIND_ENCODE, correlation_id, -1, float(status), stamp[0], stamp[1],
+                                       dtype_bits, 1, torch.zeros(0).numpy())
+        slot.event.set()
+        return slot
+
+    def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
+                x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        status, prediction = self.core.predict(correlation_id, x_t, parent_time)
+        if status != protocol.OK:
+            raise HostFault(self.name, f"step {step}: {protocol.STATUS[status]}")
+        return prediction.to(x_t.dtype)
+
+
+class RemoteHost(HostHandle):
+    """A host in another process: ``send(exchange)`` puts a request on the wire; the transport calls
+    :meth:`deliver` with every reply (from any thread)."""
+
+    def __init__(self, name: str, send: Callable[[protocol.Exchange], None]) -> None:
+        super().__init__(name)
+        self._send = send
+        self._pending: dict[tuple[int, int, int], _Slot] = {}
+        self._lock = threading.Lock()
+
+    def deliver(self, reply: protocol.Exchange) -> None:
+        if self.announced is not None:
+            self.mark_up()
+        with self._lock:
+            slot = self._pending.pop((reply.kind, reply.correlation_id, reply.step), None)
+        if slot is not None:
+            slot.reply = reply
+            slot.event.set()
+
+    def _submit(self, request: protocol.Exchange) -> _Slot:
+        slot = _Slot()
+        with self._lock:
+            self._pending[(request.kind, request.correlation_id, request.step)] = slot
+        self._send(request)
+        return slot
+
+    def forget(self, correlation_id: int) -> None:
+        """Drop the waits of an old chunk (late replies to it are ignored)."""
+        with self._lock:
+            for key in [k for k in self._pending if k[1] <= correlation_id]:
+                del self._pending[key]
+
+    def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
+        return self._submit(protocol.encode_request(correlation_id, time_s, dtype_bits))
+
+    def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
+                x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        x = x_t.detach().contiguous().numpy()
+        slot = self._submit(protocol.predict_request(correlation_id, step, parent_time, stamp, x))
+        if not slot.event.wait(timeout_s):
+            with self._lock:
+                self._pending.pop((protocol.KIND_PREDICT, correlation_id, step), None)
+            raise HostFault(self.name, f"no reply to step {step} within {timeout_s} s (stalled or gone)")
+        reply = slot.reply
+        if reply.status != protocol.OK:
+            raise HostFault(self.name, f"step {step}: {protocol.STATUS.get(reply.status, reply.status)}")
+        if tuple(reply.tensor.shape) != tuple(x.shape):
+            raise HostFault(self.name, f"step {step}: reply of shape {reply.tensor.shape}, expected {x.shape}")
+        return torch.from_numpy(reply.tensor).to(x_t.dtype)
+
+
+class ProxyParent:
+    """A parent whose ``predict`` forwards to a host (the core's contract, built from the host's announcement)."""
+
+    def __init__(self, handle: HostHandle, step_timeout_s: float) -> None:
+        a = handle.announced
+        self.handle = handle
+        self.name = handle.name
+        self.parameterization = Parameterization.parse(a["parameterization"])
+        self.time_convention = time_convention_from(a["time_convention"])
+        self.action_horizon = int(a["action_horizon"])
+        self.action_dim = int(a["action_dim"])
+        self.normalization = normalization_from(a["normalization"])
+        self.step_timeout_s = step_timeout_s
+        self.correlation_id = 0
+        self.stamp = (0, 0)
+        self.step = 0
+
+    def begin(self, correlation_id: int, stamp: tuple[int, int]) -> None:
+        self.correlation_id, self.stamp, self.step = correlation_id, stamp, 0
+
+    def encode(self, observation: Any) -> torch.Tensor:  # the host holds the real encoding
+        return torch.zeros(1, 1)
+
+    def predict(self, x_t: torch.Tensor, timestep: float, encoding: Any) -> torch.Tensor:
+        step, self.step = self.step, self.step + 1
+        return self.handle.predict(self.correlation_id, step, float(timestep), self.stamp, x_t, self.step_timeout_s)
+
+
+@dataclass
+class ChunkResult:
+    """One composed chunk (or the reason there is none)."""
+
+    correlation_id: int
+    actions: torch.Tensor | None = None
+    """``(H, D)`` physical composed actions (candidate 0, observation 0); None = no chunk."""
+    parent_actions: dict[str, torch.Tensor] = field(default_factory=dict)
+    stamp_s: float = math.nan
+    """Newest observation stamp among the hosts (the chunk's observation time)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    mode: str = "normal"
+    """normal | renormalized | fallback | hold | refused."""
+    reason: str = ""
+    seed: int | None = None
+    faults: dict[str, str] = field(default_factory=dict)
+
+
+class GraphComposer:
+    """Composes the hosts' parents per chunk (see the module docstring); thread-safe for weight changes."""
+
+    def __init__(self, config: ComposerNodeConfig, handles: Sequence[HostHandle]) -> None:
+        self.config = config
+        self.handles = {h.name: h for h in handles}
+        missing = set(config.parents) - set(self.handles)
+        if missing:
+            raise ValueError(f"no host handle for parent(s) {sorted(missing)}")
+        self._composers: dict[tuple[str, ...], tuple[Composer, list[ProxyParent], tuple[int, ...]]] = {}
+        self._correlation = 0
+        self.published = 0
+        self.counters = {"chunks": 0, "refused": 0, "faults": 0, "held": 0, "renormalized": 0, "fallback": 0}
+
+    # ----------------------------------------------------------------------------------------------- set-up checks
+    def check_compatible(self) -> None:
+        """Raise IncompatibleParentError naming both parents if the announced parents cannot be composed."""
+        announced = [self.handles[n] for n in self.config.parents if self.handles[n].announced is not None]
+        if announced:
+            Composer([ProxyParent(h, 1.0) for h in announced], self.config.composer).close()
+
+    def reconfigure(self, config: ComposerNodeConfig) -> None:
+        """Take new weights / sampler / operator from the next chunk on (the config was validated on set)."""
+        if config.composer != self.config.composer or config.step_timeout_s != self.config.step_timeout_s:
+            self.close()
+        self.config = config
+
+    def _composer(self, names: tuple[str, ...]) -> tuple[Composer, list[ProxyParent]]:
+        cached = self._composers.get(names)
+        announced = tuple(id(self.handles[n].announced) for n in names)
+        if cached is None or cached[2] != announced:
+            if cached is not None:
+                cached[0].close()
+            proxies = [ProxyParent(self.handles[n], self.config.step_timeout_s) for n in names]
+            cached = (Composer(proxies, self.config.composer), proxies, announced)
+            self._composers[names] = cached
+        return cached[0], cached[1]
+
+    # ------------------------------------------------------------------------------------------------------ compose
+    def compose(self, now_s: float) -> ChunkResult:
+        cfg = self.config
+        self._correlation += 1
+        corr = self._correlation
+        weights = dict(zip(cfg.parents, cfg.weights))
+        result = ChunkResult(corr)
+        faults: dict[str, str] = {n: "not announced (not started yet, or incompatible)" for n in cfg.parents
+                                  if weights[n] != 0.0 and self.handles[n].announced is None}
+        wanted = [n for n in cfg.parents if weights[n] != 0.0 and self.handles[n].announced is not None]
+        if not wanted:
+            return self._refuse(result, "no announced host with a non-zero weight")
+        bits = 64 if cfg.composer.dtype == "float64" else 32
+        slots = {n: self.handles[n].encode(corr, now_s, bits) for n in wanted}
+        deadline = time.monotonic() + cfg.encode_timeout_s
+        stamps: dict[str, float] = {}
+        for n in wanted:
+            handle, slot = self.handles[n], slots[n]
+            if handle.up:
+                slot.event.wait(max(0.0, deadline - time.monotonic()))
+            if slot.reply is None:
+                if handle.up:
+                    handle.mark_down(f"no reply to encode within {cfg.encode_timeout_s} s")
+                faults[n] = handle.down_reason or "down"
+                continue
+            status = slot.reply.status
+            if status == protocol.NO_OBSERVATION:
+                return self._refuse(result, f"host {n!r} has no observation at or before the chunk's time")
+            if status != protocol.OK:
+                faults[n] = f"encode: {protocol.STATUS.get(status, status)}"
+                continue
+            handle.mark_up()
+            stamps[n] = slot.reply.stamp_s
+        for n, stamp in stamps.items():
+            age = now_s - stamp
+            if age > cfg.max_observation_age_s:
+                return self._refuse(result, f"stale observation: host {n!r}'s newest is {age:.3f} s old "
+                                            f"(max_observation_age_s {cfg.max_observation_age_s})")
+        if len(stamps) > 1:
+            skew = max(stamps.values()) - min(stamps.values())
+            if skew > cfg.max_observation_skew_s:
+                return self._refuse(result, f"skewed observations: the hosts' stamps differ by {skew:.3f} s "
+                                            f"(max_observation_skew_s {cfg.max_observation_skew_s}): "
+                                            + ", ".join(f"{n} {s:.3f}" for n, s in stamps.items()))
+        result.stamp_s = max(stamps.values()) if stamps else math.nan
+        seed = cfg.seed + self.published if cfg.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))
+        result.seed = seed
+        healthy = [n for n in wanted if n in stamps]
+        while True:
+            plan = self._plan(weights, healthy, faults)
+            if plan is None:
+                self.counters["held"] += 1
+                result.mode, result.faults = "hold", dict(faults)
+                result.reason = f"holding: host fault(s) {faults} (on_fault {cfg.on_fault})"
+                self.counters["faults"] += 1
+                return result
+            names, w, mode = plan
+            try:
+                return self._sample(result, names, w, mode, seed, stamps, faults)
+            except HostFault as fault:
+                self.handles[fault.host].mark_down(fault.reason)
+                faults[fault.host] = fault.reason
+                healthy = [n for n in healthy if n != fault.host]
+            except NonFinitePredictionError as exc:  # NaN or a wrong shape seen by the core itself
+                if exc.parent is None or exc.parent not in healthy:
+                    raise
+                faults[exc.parent] = str(exc)
+                healthy = [n for n in healthy if n != exc.parent]
+            finally:
+                for n in wanted:
+                    if isinstance(self.handles[n], RemoteHost):
+                        self.handles[n].forget(corr)
+
+    def _plan(self, weights: dict[str, float], healthy: list[str], faults: dict[str, str]
+              ) -> tuple[tuple[str, ...], list[float], str] | None:
+        """Which parents and weights this chunk uses, given the faults (None = hold)."""
+        cfg = self.config
+        if not faults:
+            names = tuple(n for n in cfg.parents if n in healthy)
+            return names, [weights[n] for n in names], "normal"
+        if cfg.on_fault == "hold":
+            return None
+        if cfg.on_fault == "fallback":
+            if cfg.fallback_parent in healthy:
+                return (cfg.fallback_parent,), [1.0], "fallback"
+            return None
+        names = tuple(n for n in cfg.parents if n in healthy)
+        total = sum(weights[n] for n in names)
+        if not names or total <= 0:
+            return None
+        return names, [weights[n] / total for n in names], "renormalized"
+
+    def _sample(self, result: ChunkResult, names: tuple[str, ...], w: list[float], mode: str, seed: int,
+                stamps: dict[str, float], faults: dict[str, str]) -> ChunkResult:
+        composer, proxies = self._composer(names)
+        for proxy in proxies:
+            proxy.begin(result.correlation_id, protocol.split_stamp(stamps[proxy.name]))
+        out = composer.compose([torch.zeros(1, 1)] * len(names), torch.tensor(w, dtype=torch.float64),
+                               generator=seed)
+        result.actions = out.actions[0, 0]
+        result.parent_actions = {n: a[0] for n, a in out.parent_actions.items()}
+        result.weights = dict(zip(names, w))
+        result.mode, result.faults = mode, dict(faults)
+        if faults:
+            self.counters["faults"] += 1
+            self.counters[mode] += 1
+            result.reason = f"{mode} after host fault(s): " + "; ".join(f"{n}: {r}" for n, r in faults.items())
+        self.counters["chunks"] += 1
+        self.published += 1
+        return result
+
+    def _refuse(self, result: ChunkResult, reason: str) -> ChunkResult:
+        self.counters["refused"] += 1
+        result.mode, result.reason = "refused", reason
+        return result
+
+    def close(self) -> None:
+        for composer, *_ in self._composers.values():
+            composer.close()
+        self._composers.clear()
+

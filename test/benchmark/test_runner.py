@@ -1,0 +1,227 @@
+"""The benchmark runner's bookkeeping: arms, shards, atomic rows, resume after a kill, merging, the bandit, Wilson.
+
+These tests drive the runner with a stand-in episode function whose outcome is a fixed function of (arm, seed):
+what is tested here is the bookkeeping (which episodes run, what is stored, how shards and resumed runs add up),
+and a simulated episode is not bit-for-bit repeatable between two runs (franky streams on its own thread against
+the simulator's clock), so only a deterministic episode can show that two shards give *the same table* as one run.
+The real path (sim cameras -> perception -> Composer -> FrankaExecutor -> franky-sim) is tested in
+test_benchmark_sim.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from gpc_ros.benchmark.plan import Arm, jobs, parse_arms, parse_seeds, parse_shard
+from gpc_ros.benchmark.results import (ResultsMismatch, append_row, episode_rows, open_results, read_rows,
+                                       table)
+from gpc_ros.benchmark.runner import episodes_to_best, replay_search, run_arms, run_bandit
+from gpc_ros.compose.search import wilson_interval
+
+IDENTITY = {"format": "test", "parents": {"a": 1, "b": 2}}
+
+
+def fake_success(arm: Arm, seed: int) -> bool:
+    """A fixed, arm-dependent outcome (about w_a of the seeds succeed for convex arms)."""
+    u = zlib.crc32(f"{seed}".encode()) % 1000 / 1000
+    return u < (arm.weights[0] if not arm.alone else 0.3)
+
+
+@contextlib.contextmanager
+def fake_backend(log: list | None = None):
+    def episode(arm: Arm, seed: int) -> dict:
+        if log is not None:
+            log.append((arm.id, seed))
+        return {"success": fake_success(arm, seed), "wall_s": 0.01, "chunks": 2, "chunk_ms_total": 3.0}
+    yield episode
+
+
+# --------------------------------------------------------------------------- Wilson interval
+# Newcombe (1998), "Two-sided confidence intervals for the single proportion", Stat. Med. 17:857-872, Table I,
+# method 3 (Wilson score interval without continuity correction), and textbook n = 10 / 100 values.
+NEWCOMBE = [((81, 263), (0.2553, 0.3662)), ((15, 148), (0.0624, 0.1605)), ((0, 20), (0.0, 0.1611)),
+            ((1, 29), (0.0061, 0.1718)), ((0, 10), (0.0, 0.2775)), ((5, 10), (0.2366, 0.7634)),
+            ((10, 10), (0.7225, 1.0)), ((50, 100), (0.4038, 0.5962))]
+
+
+@pytest.mark.parametrize("counts,expected", NEWCOMBE)
+def test_wilson_interval_matches_published_values(counts, expected) -> None:
+    low, high = wilson_interval(*counts)
+    assert (round(low, 4), round(high, 4)) == expected
+
+
+def test_table_reports_wilson_intervals_per_arm() -> None:
+    rows = [{"arm": "a", "seed": i, "success": i < 5} for i in range(10)]
+    (result,) = table(rows)
+    assert (result.episodes, result.successes, round(result.wilson_low, 4)) == (10, 5, 0.2366)
+
+
+# --------------------------------------------------------------------------- arms, seeds, shards
+def test_arm_specs() -> None:
+    arms = parse_arms(["parents", "grid:a+b", "operators:a+b@0.6", "grid5:a+b"], ["a", "b"])
+    ids = [a.id for a in arms]
+    assert ids[:2] == ["a", "b"]
+    assert ids[2:13] == [f"convex:a+b@{w},{c}" for w, c in zip(
+        ["0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1"],
+        ["1", "0.9", "0.8", "0.7", "0.6", "0.5", "0.4", "0.3", "0.2", "0.1", "0"])]
+    # operators reuse the grid's convex arm, add mixture and two linear arms outside [0, 1]; grid5 adds 0.25, 0.75
+    assert ids[13:] == ["mixture:a+b@0.6,0.4", "linear:a+b@1.2,-0.2", "linear:a+b@-0.2,1.2",
+                        "convex:a+b@0.25,0.75", "convex:a+b@0.75,0.25"]
+    assert all(Arm.parse(i).id == i for i in ids)
+    for bad, message in [("grid:a+c", "unknown parent"), ("grid:a", "exactly two"), ("weights:a+b@1.5", "in \\[0, 1\\]"),
+                         ("nonsense", "unknown arm spec")]:
+        with pytest.raises(ValueError, match=message):
+            parse_arms([bad], ["a", "b"])
+
+
+def test_seeds_and_shards() -> None:
+    assert parse_seeds("5:8") == [5, 6, 7] and parse_seeds("1,9") == [1, 9]
+    for bad in ("x", "3:3", "1,1"):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "1", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    arms = parse_arms(["weights:a+b@0,1"], ["a", "b"])
+    everything = jobs(arms, [1, 2, 3])
+    assert [(a.id, s) for a, s in everything[:2]] == [("convex:a+b@0,1", 1), ("convex:a+b@1,0", 1)]  # seed-major
+    shards = [jobs(arms, [1, 2, 3], (i, 4)) for i in range(4)]
+    assert sorted((a.id, s) for sh in shards for a, s in sh) == sorted((a.id, s) for a, s in everything)
+
+
+# --------------------------------------------------------------------------- writing, resuming, merging
+def test_rows_are_whole_lines_and_a_torn_last_line_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "episodes.shard-0-of-1.jsonl"
+    append_row(path, {"arm": "a", "seed": 1, "success": True})
+    with path.open("ab") as f:  # what a kill in the middle of a write could leave
+        f.write(b'{"arm": "a", "seed": 2, "succ')
+    assert [r["seed"] for r in read_rows(path)] == [1]
+    append_row(path, {"arm": "a", "seed": 3, "success": False})
+    assert [r["seed"] for r in read_rows(path)] == [1, 3]
+    assert path.read_text().count("\n") == 2
+
+
+def test_results_folder_refuses_another_benchmark(tmp_path: Path) -> None:
+    open_results(tmp_path, IDENTITY)
+    open_results(tmp_path, IDENTITY)  # same benchmark: fine
+    with pytest.raises(ResultsMismatch, match="another benchmark"):
+        open_results(tmp_path, {**IDENTITY, "parents": {"a": 1, "b": 3}})
+
+
+def test_two_shards_merge_to_the_same_table_as_one_run(tmp_path: Path) -> None:
+    arms = parse_arms(["weights:a+b@0.2,0.8", "a"], ["a", "b"])
+    seeds = list(range(100, 110))
+    one = open_results(tmp_path / "one", IDENTITY)
+    assert run_arms(one, arms, seeds, fake_backend, progress=False) == 30
+    # shards on "two machines" (two folders), merged by the report
+    for i in range(2):
+        run_arms(open_results(tmp_path / f"shard{i}", IDENTITY), arms, seeds, fake_backend, (i, 2), progress=False)
+    merged = table(episode_rows([tmp_path / "shard0", tmp_path / "shard1"]), arms)
+    single = table(episode_rows([one]), arms)
+    assert [r.stats() for r in merged] == [r.stats() for r in single]
+    assert [r.episodes for r in single] == [10, 10, 10] and 0 < sum(r.successes for r in single) < 30
+    # shards of one folder: two files in the same folder
+    both = open_results(tmp_path / "both", IDENTITY)
+    for i in range(2):
+        run_arms(both, arms, seeds, fake_backend, (i, 2), progress=False)
+    assert len(list(both.glob("episodes.*.jsonl"))) == 2
+    assert [r.stats() for r in table(episode_rows([both]), arms)] == [r.stats() for r in single]
+    # a folder of another benchmark is not merged
+    open_results(tmp_path / "other", {"format": "other"})
+    with pytest.raises(ResultsMismatch, match="another benchmark"):
+        episode_rows([one, tmp_path / "other"])
+
+
+def test_a_rerun_runs_only_what_is_missing(tmp_path: Path) -> None:
+    arms = parse_arms(["weights:a+b@0,1"], ["a", "b"])
+    out = open_results(tmp_path, IDENTITY)
+    ran: list = []
+    assert run_arms(out, arms, [1, 2, 3], lambda: fake_backend(ran), max_episodes=4, progress=False) == 4
+    assert run_arms(out, arms, [1, 2, 3], lambda: fake_backend(ran), progress=False) == 2
+    assert run_arms(out, arms, [1, 2, 3], lambda: fake_backend(ran), progress=False) == 0
+    assert len(ran) == 6 and len(set(ran)) == 6
+
+
+KILLED_RUN = textwrap.dedent("""
+    import contextlib, sys, time
+    from pathlib import Path
+    from gpc_ros.benchmark.plan import parse_arms
+    from gpc_ros.benchmark.results import open_results
+    from gpc_ros.benchmark.runner import run_arms
+    out, hang_at = Path(sys.argv[1]), int(sys.argv[2])
+    count = [0]
+    @contextlib.contextmanager
+    def backend():
+        def episode(arm, seed):
+            count[0] += 1
+            if count[0] == hang_at:  # in the middle of an episode: say so, then wait to be killed
+                (out / "hanging").write_text(f"{arm.id} {seed}")
+                time.sleep(600)
+            return {"success": seed % 2 == 0, "wall_s": 0.0}
+        yield episode
+    arms = parse_arms(["weights:a+b@0.5,1"], ["a", "b"])
+    run_arms(open_results(out, {"format": "test"}), arms, [1, 2], backend, progress=False)
+""")
+
+
+def test_runner_resumes_after_being_killed_mid_episode(tmp_path: Path) -> None:
+    """2 seeds x 2 weights; the process is SIGKILLed during its third episode, then the same command finishes."""
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+    out = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, str(script), str(out), "3"], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "hanging").exists():
+            assert proc.poll() is None, "the run ended before it reached the third episode"
+            assert time.monotonic() < deadline, "the run never reached the third episode"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_in = (out / "hanging").read_text()
+    rows = episode_rows([out])
+    assert len(rows) == 2 and killed_in not in {f"{r['arm']} {r['seed']}" for r in rows}
+    subprocess.run([sys.executable, str(script), str(out), "0"], env=env, check=True, timeout=120)
+    rows = episode_rows([out])
+    assert sorted((r["arm"], r["seed"]) for r in rows) == sorted(
+        [("convex:a+b@0.5,0.5", 1), ("convex:a+b@1,0", 1), ("convex:a+b@0.5,0.5", 2), ("convex:a+b@1,0", 2)])
+    assert sum(len(read_rows(p)) for p in out.glob("episodes.*.jsonl")) == 4  # nothing twice
+    assert [r.successes for r in table(rows)] == [1, 1]
+
+
+# --------------------------------------------------------------------------- the online weight search
+def test_bandit_resumes_exactly_and_reports_episodes_to_best(tmp_path: Path) -> None:
+    seeds = list(range(500, 540))
+    straight = open_results(tmp_path / "straight", IDENTITY)
+    run_bandit(straight, ("a", "b"), seeds, 40, fake_backend, search_seed=3, progress=False)
+    cut = open_results(tmp_path / "cut", IDENTITY)
+    run_bandit(cut, ("a", "b"), seeds, 17, fake_backend, search_seed=3, progress=False)
+    run_bandit(cut, ("a", "b"), seeds, 40, fake_backend, search_seed=3, progress=False)
+    a = read_rows(straight / "bandit.a+b.jsonl")
+    b = read_rows(cut / "bandit.a+b.jsonl")
+    assert [(r["arm_index"], r["seed"], r["success"]) for r in a] == [(r["arm_index"], r["seed"], r["success"])
+                                                                      for r in b]
+    assert [r["episode"] for r in b] == list(range(40))
+    with pytest.raises(ResultsMismatch, match="search-seed"):
+        replay_search(a, ("a", "b"), 4)
+    search = replay_search(a, ("a", "b"), 3)
+    best = search.best().index
+    n = episodes_to_best(a, ("a", "b"), best, 3)
+    assert n is not None and 1 <= n <= 40
+    assert episodes_to_best(a, ("a", "b"), (best + 5) % 11, 3) is None

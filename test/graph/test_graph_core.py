@@ -1,0 +1,220 @@
+"""The graph's cores without ROS: the exchange's packing, the composer over hosts (in process and over the packed
+wire format) against the plain Composer, the fault policies and recovery, refused observations, weights at 0.
+
+The remote handle here is fed by an in-memory transport that packs and unpacks every message exactly as the ROS
+nodes do (the DDS hop itself is covered by test_graph_nodes.py with real processes)."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from gpc_ros.compose import Composer
+from gpc_ros.graph import protocol
+from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost
+from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent
+from gpc_ros.graph.parents import GoalParent
+
+DATA = "test/policies/data"
+T0 = 1000.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fill(core: HostCore, t_s: float, seed: int = 0, frames: int = 3, period_s: float = 0.1) -> None:
+    """Observations up to ``t_s`` (frames every ``period_s``) with the shapes the core's parent wants."""
+    rng = np.random.default_rng(seed)
+    o = core.observing
+    for k in range(frames):
+        ts = t_s - period_s * (frames - 1 - k)
+        core.window.add_state(ts, rng.uniform(0.3, 0.6, 3))
+        if o.modality == "image":
+            core.window.add_frame(ts, rng.integers(0, 256, (o.image_size, o.image_size, 3), dtype=np.uint8))
+        elif o.modality == "pointcloud":
+            core.window.add_frame(ts, rng.uniform(-0.3, 0.6, (o.num_points, 3)).astype(np.float32))
+
+
+def checkpoint_cores() -> list[HostCore]:
+    cores = []
+    for name, folder in (("rgb", "diffusion_rgb"), ("pcd", "flow_pointcloud")):
+        parent, observing = load_host_parent(HostConfig(name=name, checkpoint=f"{DATA}/{folder}"))
+        cores.append(HostCore(parent, observing))
+    for i, core in enumerate(cores):
+        fill(core, T0, seed=i)
+    return cores
+
+
+def goal_cores() -> list[HostCore]:
+    from gpc_ros.graph.host import Observing
+
+    observing = Observing("state", 1, 3)
+    cores = [HostCore(GoalParent("left", [0.65, 0.12, 0.44]), observing),
+             HostCore(GoalParent("right", [0.65, -0.12, 0.44], "flow_velocity", "flow"), observing)]
+    for core in cores:
+        core.window.add_state(T0, np.array([0.55, 0.0, 0.52]))
+    return cores
+
+
+def wire(cores: list[HostCore]) -> list[RemoteHost]:
+    """Remote handles whose requests and replies go through pack/unpack (replies on another thread)."""
+    handles: dict[str, RemoteHost] = {}
+
+    def make_send(core: HostCore):
+        def send(request: protocol.Exchange) -> None:
+            received = protocol.Exchange.unpack(request.pack(), request.tensor.shape)
+            answer = core.answer(received)
+            threading.Thread(target=lambda: handles[core.name].deliver(
+                protocol.Exchange.unpack(answer.pack(), answer.tensor.shape))).start()
+        return send
+
+    for core in cores:
+        handles[core.name] = RemoteHost(core.name, make_send(core))
+        handles[core.name].announce(core.announcement())
+    return list(handles.values())
+
+
+def test_exchange_packs_float32_tensors_and_every_header_field_exactly() -> None:
+    x = torch.randn(11, 8, 3, generator=torch.Generator().manual_seed(0)).numpy()
+    request = protocol.predict_request(2**40 + 3, 7, 17.0, (1796160955, 123456789), x)
+    back = protocol.Exchange.unpack(request.pack(), x.shape)
+    assert (back.kind, back.correlation_id, back.step, back.value, back.stamp_sec, back.stamp_nsec) == (
+        protocol.KIND_PREDICT, 2**40 + 3, 7, 17.0, 1796160955, 123456789)
+    assert back.tensor.dtype == np.float32 and np.array_equal(back.tensor, x)
+    with pytest.raises(ValueError, match="layout says"):
+        protocol.Exchange.unpack(request.pack(), (11, 8, 4))
+
+
+@pytest.mark.parametrize("deployment", ["in_process", "wire"])
+def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) -> None:
+    cores = checkpoint_cores()
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5)
+    handles = [LocalHost(c) for c in cores] if deployment == "in_process" else wire(cores)
+    graph = GraphComposer(config, handles)
+    result = graph.compose(T0 + 0.01)
+    assert result.mode == "normal", result.reason
+    reference = Composer([c.parent for c in cores], config.composer)
+    observations = [c.window.at(T0 + 0.01)[0] for c in cores]
+    expected = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                                 generator=5)
+    assert torch.equal(result.actions, expected.actions[0, 0])
+    for name in ("rgb", "pcd"):
+        assert torch.equal(result.parent_actions[name], expected.parent_actions[name][0])
+    # the next chunk uses the next seed
+    second = graph.compose(T0 + 0.01)
+    again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                              generator=6)
+    assert torch.equal(second.actions, again.actions[0, 0])
+    graph.close()
+    reference.close()
+
+
+@pytest.mark.parametrize("policy,mode,used", [("renormalize", "renormalized", {"right": 1.0}),
+                                              ("fallback", "fallback", {"right": 1.0}),
+                                              ("hold", "hold", {})])
+def test_a_nan_host_triggers_the_configured_fallback_and_recovers(policy, mode, used) -> None:
+    cores = goal_cores()
+    config = ComposerNodeConfig(parents=("left", "right"), weights=(0.6, 0.4), on_fault=policy,
+                                fallback_parent="right")
+    graph = GraphComposer(config, wire(cores))
+    assert graph.compose(T0).mode == "normal"
+    cores[0].nan_injection = True
+    faulted = graph.compose(T0)
+    assert faulted.mode == mode and "left" in faulted.faults and "non-finite" in faulted.faults["left"]
+    assert faulted.weights == used
+    if mode == "hold":
+        assert faulted.actions is None
+    else:  # the chunk is the right parent's own chunk from the same noise
+        alone = GraphComposer(ComposerNodeConfig(parents=("right",), weights=(1.0,), seed=faulted.seed),
+                              [LocalHost(cores[1])]).compose(T0)
+        assert torch.equal(faulted.actions, alone.actions)
+    cores[0].nan_injection = False
+    recovered = graph.compose(T0)
+    assert recovered.mode == "normal" and set(recovered.weights) == {"left", "right"}
+
+
+def test_a_silent_host_is_a_bounded_fault_and_is_used_again_when_it_answers() -> None:
+    cores = goal_cores()
+    handles = wire(cores)
+    silent = {"on": False}
+    send = handles[0]._send
+    handles[0]._send = lambda request: None if silent["on"] else send(request)
+    config = ComposerNodeConfig(parents=("left", "right"), weights=(0.5, 0.5), encode_timeout_s=0.2,
+                                step_timeout_s=0.2)
+    graph = GraphComposer(config, handles)
+    silent["on"] = True
+    result = graph.compose(T0)
+    assert result.mode == "renormalized" and "no reply" in result.faults["left"]
+    assert not handles[0].up
+    silent["on"] = False
+    graph.compose(T0)  # the down host is asked (not waited for); its reply marks it up again
+    assert handles[0].up
+    assert graph.compose(T0).mode == "normal"
+
+
+def test_stale_or_skewed_observations_give_no_chunk_and_a_reason() -> None:
+    cores = goal_cores()
+    config = ComposerNodeConfig(parents=("left", "right"), weights=(0.5, 0.5), max_observation_age_s=0.5,
+                                max_observation_skew_s=0.1)
+    graph = GraphComposer(config, [LocalHost(c) for c in cores])
+    stale = graph.compose(T0 + 0.8)
+    assert stale.actions is None and "stale observation" in stale.reason
+    cores[1].window.add_state(T0 + 0.3, np.array([0.55, 0.0, 0.52]))
+    skewed = graph.compose(T0 + 0.35)
+    assert skewed.actions is None and "skewed" in skewed.reason
+    empty = GraphComposer(config, [LocalHost(HostCore(c.parent, c.observing)) for c in cores]).compose(T0)
+    assert empty.actions is None and "no observation" in empty.reason
+
+
+def test_weight_zero_parents_are_not_called_and_weights_change_at_the_next_chunk() -> None:
+    cores = goal_cores()
+    graph = GraphComposer(ComposerNodeConfig(parents=("left", "right"), weights=(0.5, 0.5)),
+                          [LocalHost(c) for c in cores])
+    graph.compose(T0)
+    calls = cores[1].parent.calls
+    graph.reconfigure(ComposerNodeConfig(parents=("left", "right"), weights=(1.0, 0.0)))
+    result = graph.compose(T0)
+    assert cores[1].parent.calls == calls and result.weights == {"left": 1.0}
+    assert float(result.actions[-1, 1]) > 0.05  # heads to the left goal (y = +0.12)
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"weights": (0.5, 0.6)}, "sum to 1.1"), ({"weights": (1.0,)}, "one value per parent"),
+    ({"on_fault": "pray"}, "on_fault must be one of"), ({"on_fault": "fallback", "fallback_parent": "x"},
+                                                         "fallback_parent must be one of"),
+    ({"step_timeout_s": 0.0}, "step_timeout_s must be a number > 0"), ({"parents": ("a", "a")}, "unique")])
+def test_bad_composer_configs_are_refused_with_the_field_named(changes, words) -> None:
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        ComposerNodeConfig(**{"parents": ("left", "right"), "weights": (0.5, 0.5), **changes})
+
+
+def test_incompatible_hosts_are_refused_naming_both() -> None:
+    from gpc_ros.compose.errors import IncompatibleParentError
+    from gpc_ros.graph.host import Observing
+
+    odd = GoalParent("odd", [0.6, 0.0, 0.4])
+    odd.action_dim = 4
+    handles = [LocalHost(HostCore(GoalParent("left", [0.6, 0.1, 0.4]), Observing("state", 1, 3))),
+               LocalHost(HostCore(odd, Observing("state", 1, 3)))]
+    graph = GraphComposer(ComposerNodeConfig(parents=("left", "odd"), weights=(0.5, 0.5)), handles)
+    with pytest.raises(IncompatibleParentError, match="'odd'.*'left'"):
+        graph.check_compatible()
+
+
+def test_host_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="exactly one of checkpoint and factory"):
+        HostConfig(name="a")
+    with pytest.raises(ValueError, match="factory_kwargs must be a JSON object"):
+        HostConfig(name="a", factory="m:f", modality="state", factory_kwargs="[1]")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_host_parent(HostConfig(name="a", factory="gpc_ros.nope:f", modality="state"))
+    assert math.isnan(protocol.encode_request(1, 0.0, 32).value)

@@ -1,0 +1,228 @@
+"""The graph as real rclpy processes on an isolated domain: policy hosts + composer, both deployments.
+
+* the published chunk equals the plain in-process Composer's chunk for the same seed and observations (trained
+  test checkpoints: an RGB diffusion parent and a point-cloud flow parent), hosts in their own processes and
+  hosts inside the composer's process;
+* fault drills on analytic goal parents: NaN, a killed host, a stalled host -> renormalise / fallback / hold per
+  the run-time parameter, and recovery; a run-time weight change and a refused one;
+* stale and skewed observations -> no chunk and a diagnostic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import GOAL_HOSTS, START_M, chunk_positions, composer_params, used_weights, write_params
+
+pytestmark = pytest.mark.timeout(400)
+
+DATA = "test/policies/data"
+
+
+def host_argv(name: str, params: str, *extra: str) -> list[str]:
+    return ["-m", "gpc_ros.nodes.policy_host_node", "--ros-args", "-r", f"__node:={name}_host",
+            "--params-file", params, *extra]
+
+
+def composer_argv(*params: str, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["-m", "gpc_ros.nodes.composer_node", "--ros-args", "-r", "__node:=composer",
+            *[x for p in params for x in ("--params-file", p)], *extra]
+
+
+# ------------------------------------------------------------------------------------------------------ equality
+def checkpoint_hosts() -> dict:
+    common = {"factory": "", "factory_kwargs": "{}", "modality": "auto", "obs_horizon": 0, "state_dim": -1,
+              "torch_threads": 1}
+    return {f"{name}_host": {"ros__parameters": {"name": name, "checkpoint": os.path.abspath(f"{DATA}/{folder}"),
+                                                 **common}}
+            for name, folder in (("rgb", "diffusion_rgb"), ("pcd", "flow_pointcloud"))}
+
+
+def reference_chunk(image: np.ndarray, points: np.ndarray, state: np.ndarray, weights, seed: int, composer_config):
+    """The plain Composer on the same checkpoints and observation window (two identical frames)."""
+    from gpc_ros.compose import Composer
+    from gpc_ros.policies import load_parent
+
+    torch.set_num_threads(1)
+    parents = [load_parent(f"{DATA}/diffusion_rgb", "rgb"), load_parent(f"{DATA}/flow_pointcloud", "pcd")]
+    states = np.stack([state, state])[None].astype(np.float32)
+    observations = [{"observation.image": np.stack([image, image])[None], "observation.state": states},
+                    {"observation.pointcloud": np.stack([points, points])[None], "observation.state": states}]
+    with Composer(parents, composer_config) as composer:
+        return composer.compose(composer.encode(observations), torch.tensor(weights, dtype=torch.float64),
+                                generator=seed)
+
+
+@pytest.mark.parametrize("deployment", [pytest.param("separate", marks=pytest.mark.slow), "in_process"])
+def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deployment, ros_domain, probe,
+                                                                             tmp_path) -> None:
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from gpc_ros.graph.composition import ComposerNodeConfig
+    from gpc_ros.nodes import conversions
+    from gpc_ros.nodes.parameters import build_config
+
+    hosts = write_params(tmp_path, "hosts.yaml", checkpoint_hosts())
+    block = composer_params(parents=["rgb", "pcd"], weights=[0.3, 0.7], seed=11, on_fault="hold",
+                            replan_period_s=0.3, max_observation_age_s=5.0, max_observation_skew_s=1.0,
+                            deployment=deployment, encode_timeout_s=10.0, step_timeout_s=10.0)
+    composer = write_params(tmp_path, "composer.yaml", block)
+    if deployment == "separate":
+        for name in ("rgb", "pcd"):
+            ros_domain.spawn_python(*host_argv(name, hosts))
+    proc = ros_domain.spawn_python(*composer_argv(composer, hosts))
+    probe.watch_parent("rgb")
+    probe.watch_parent("pcd")
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    points = rng.uniform(-0.3, 0.6, (64, 3)).astype(np.float32)
+    state = np.array([0.45, 0.1, 0.3])
+    image_pub = probe.node.create_publisher(Image, "/camera/camera/color/image_raw", 10)
+    points_pub = probe.node.create_publisher(PointCloud2, "/gpc/points", 10)
+
+    def publish() -> None:  # the same content every time, fresh stamps (one stamp for all three)
+        now = probe.now_s()
+        stamp = conversions.seconds_to_stamp(now)
+        image_pub.publish(conversions.rgb_to_image_msg(image, stamp, "camera_color_optical_frame"))
+        points_pub.publish(conversions.pointcloud2_msg(points, stamp, "fr3_link0"))
+        probe.publish_pose(state)
+
+    assert probe.spin_until(lambda: len(probe.chunks) >= 2 and all(probe.parent_chunks.values()), 180.0,
+                            every=publish, period_s=0.1), (proc.poll(), probe.last_status())
+    config = build_config(ComposerNodeConfig, {})
+    expected = reference_chunk(image, points, state.astype(np.float32), [0.3, 0.7], 11, config.composer)
+    got = chunk_positions(probe.chunks[0])
+    want = expected.actions[0, 0].double().numpy()
+    assert got.shape == want.shape and np.array_equal(got, want), np.abs(got - want).max()
+    for name in ("rgb", "pcd"):
+        assert np.array_equal(chunk_positions(probe.parent_chunks[name][0]),
+                              expected.parent_actions[name][0].double().numpy())
+    # chunk k uses seed + k: the second chunk is the reference's seed-12 chunk
+    second = reference_chunk(image, points, state.astype(np.float32), [0.3, 0.7], 12, config.composer)
+    assert np.array_equal(chunk_positions(probe.chunks[1]), second.actions[0, 0].double().numpy())
+
+
+# ------------------------------------------------------------------------------------------------ fault drills
+def goal_graph(ros_domain, tmp_path, extra_hosts: dict | None = None, **composer_overrides):
+    hosts = write_params(tmp_path, "hosts.yaml", GOAL_HOSTS, extra_hosts or {})
+    overrides = {"max_observation_age_s": 3.0, "max_observation_skew_s": 1.0, "encode_timeout_s": 2.0,
+                 "step_timeout_s": 2.0, **composer_overrides}
+    composer = write_params(tmp_path, "composer.yaml", composer_params(**overrides))
+    procs = {name: ros_domain.spawn_python(*host_argv(name, hosts)) for name in ("left", "right")}
+    procs["composer"] = ros_domain.spawn_python(*composer_argv(composer, hosts))
+    return hosts, procs
+
+
+def wait_mode(probe, mode: str, timeout_s: float = 60.0, since: int = 0) -> dict:
+    ok = probe.spin_until(lambda: any(s.get("mode") == mode for s in probe.status[since:]), timeout_s,
+                          every=probe.publish_pose)
+    assert ok, f"composer never reported mode {mode!r}; last: {probe.last_status()}"
+    return next(s for s in probe.status[since:] if s.get("mode") == mode)
+
+
+def call_bool(probe, service: str, value: bool) -> None:
+    from std_srvs.srv import SetBool
+
+    from gpc_ros.testing.spin import spin_until
+
+    client = probe.node.create_client(SetBool, service)
+    assert client.wait_for_service(timeout_sec=30.0), service
+    future = client.call_async(SetBool.Request(data=value))
+    assert spin_until(probe.executor, future.done, 30.0) and future.result().success
+    probe.node.destroy_client(client)
+
+
+@pytest.mark.slow
+def test_host_faults_trigger_each_configured_fallback_and_recover(ros_domain, probe, tmp_path) -> None:
+    hosts, procs = goal_graph(ros_domain, tmp_path, on_fault="renormalize")
+    wait_mode(probe, "normal", 180.0)
+
+    # NaN from a host -> renormalised over the other one; back to normal when it answers properly again
+    call_bool(probe, "/left_host/inject_nan", True)
+    status = wait_mode(probe, "renormalized", since=len(probe.status))
+    assert used_weights(status) == {"right": 1.0} and "non-finite" in status["message"]
+    call_bool(probe, "/left_host/inject_nan", False)
+    wait_mode(probe, "normal", since=len(probe.status))
+
+    # the host dies -> renormalised; fallback and hold chosen at run time
+    procs["left"].kill()
+    status = wait_mode(probe, "renormalized", since=len(probe.status))
+    assert "left" in status["message"]
+    assert all(r.successful for r in probe.set_parameters(on_fault="fallback", fallback_parent="right"))
+    status = wait_mode(probe, "fallback", since=len(probe.status))
+    assert used_weights(status) == {"right": 1.0}
+    assert all(r.successful for r in probe.set_parameters(on_fault="hold"))
+    wait_mode(probe, "hold", since=len(probe.status))
+    held_at = len(probe.chunks)
+    probe.spin_until(lambda: False, 1.5, every=probe.publish_pose)
+    assert len(probe.chunks) <= held_at + 1  # at most one chunk that was already on its way
+
+    # the host comes back -> used again
+    procs["left"] = ros_domain.spawn_python(*host_argv("left", hosts))
+    status = wait_mode(probe, "normal", 120.0, since=len(probe.status))
+    assert used_weights(status) == {"left": 0.5, "right": 0.5}
+
+    # a stalled host (SIGSTOP) is a bounded fault; it recovers after SIGCONT
+    assert all(r.successful for r in probe.set_parameters(on_fault="renormalize", step_timeout_s=0.5,
+                                                          encode_timeout_s=0.5))
+    os.kill(procs["right"].pid, signal.SIGSTOP)
+    try:
+        status = wait_mode(probe, "renormalized", since=len(probe.status))
+        assert used_weights(status) == {"left": 1.0}
+    finally:
+        os.kill(procs["right"].pid, signal.SIGCONT)
+    wait_mode(probe, "normal", 60.0, since=len(probe.status))
+
+
+def test_run_time_weight_change_takes_effect_and_bad_values_are_refused(ros_domain, probe, tmp_path) -> None:
+    goal_graph(ros_domain, tmp_path)
+    wait_mode(probe, "normal", 180.0)
+    bad = probe.set_parameters(weights=[0.5, 0.6])
+    assert not bad[0].successful and "sum to 1.1" in bad[0].reason
+    fixed = probe.set_parameters(deployment="in_process")
+    assert not fixed[0].successful  # read-only at run time
+    assert probe.set_parameters(weights=[1.0, 0.0])[0].successful
+    seen = len(probe.chunks)
+    status = wait_mode(probe, "normal", since=len(probe.status))
+    probe.spin_until(lambda: used_weights(probe.last_status()) == {"left": 1.0} and len(probe.chunks) > seen + 1,
+                     60.0, every=probe.publish_pose)
+    assert used_weights(probe.last_status()) == {"left": 1.0}, status
+    # the left parent alone heads for its goal (y = +0.12) from the start pose
+    assert chunk_positions(probe.chunks[-1])[-1, 1] > START_M[1] + 0.05
+
+
+@pytest.mark.slow
+def test_stale_or_skewed_observations_give_no_chunk_and_a_diagnostic(ros_domain, probe, tmp_path) -> None:
+    remap = {"right_host": {"ros__parameters": GOAL_HOSTS["right_host"]["ros__parameters"]}}
+    hosts = write_params(tmp_path, "hosts.yaml", GOAL_HOSTS, remap)
+    composer = write_params(tmp_path, "composer.yaml", composer_params(
+        max_observation_age_s=0.8, max_observation_skew_s=0.2, on_fault="hold", replan_period_s=0.2))
+    ros_domain.spawn_python(*host_argv("left", hosts))
+    ros_domain.spawn_python(*host_argv("right", hosts, "-r", "ee_pose:=ee_pose_right"))
+    ros_domain.spawn_python(*composer_argv(composer, hosts))
+
+    def both(age_left: float, age_right: float):
+        def publish() -> None:
+            probe.publish_pose(age_s=age_left)
+            probe.publish_pose(topic="ee_pose_right", age_s=age_right)
+        return publish
+
+    def refused(word: str):
+        return lambda: any(word in s.get("message", "") for s in probe.status)
+
+    assert probe.spin_until(refused("stale observation"), 180.0, every=both(2.0, 2.0)), probe.last_status()
+    assert not probe.chunks
+    assert probe.spin_until(refused("skewed observations"), 60.0, every=both(0.0, 0.5)), probe.last_status()
+    assert not probe.chunks
+    status = next(s for s in probe.status if "skewed" in s.get("message", ""))
+    assert status["level"] in (1, b"\x01")  # WARN
+    assert probe.spin_until(lambda: len(probe.chunks) >= 2 and probe.last_status().get("mode") == "normal", 60.0,
+                            every=both(0.0, 0.0)), probe.last_status()
+    assert json.loads(probe.last_status()["used_weights"]) == {"left": 0.5, "right": 0.5}

@@ -1,0 +1,94 @@
+"""A policy host in its own network namespace, joined to the composer's by a veth pair: the graph does not assume
+one machine (docs/protocol.md, "Hosts on another machine").
+
+Needs root (``ip netns``); skipped otherwise. The processes use Fast DDS's UDPv4 transport only: shared memory
+(/dev/shm) is visible across network namespaces, and with it the samples would not cross the veth at all.
+Discovery uses ``ROS_STATIC_PEERS`` (unicast to the other end), as on a lab network without multicast.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import GOAL_HOSTS, composer_params, write_params
+
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="ip netns needs root")]
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def veth_namespace():
+    """``(namespace, composer side address, host side address)``; removed afterwards."""
+    tag = f"{os.getpid() % 10000}{random.randint(0, 99)}"
+    ns, outer, inner = f"gpc{tag}", f"gva{tag}", f"gvb{tag}"
+    subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 250)}"
+    ip("netns", "add", ns)
+    try:
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", ns)
+        ip("addr", "add", f"{subnet}.1/24", "dev", outer)
+        ip("link", "set", outer, "up")
+        ip("netns", "exec", ns, "ip", "addr", "add", f"{subnet}.2/24", "dev", inner)
+        ip("netns", "exec", ns, "ip", "link", "set", inner, "up")
+        ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield ns, f"{subnet}.1", f"{subnet}.2"
+    finally:
+        subprocess.run(["ip", "link", "del", outer], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_a_host_in_another_network_namespace_serves_every_step_over_the_veth(ros_domain, veth_namespace,
+                                                                             tmp_path, monkeypatch) -> None:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from .conftest import Probe, used_weights
+
+    ns, outer_ip, inner_ip = veth_namespace
+    net = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}
+    outside = {**net, "ROS_STATIC_PEERS": inner_ip}
+    inside = {**net, "ROS_STATIC_PEERS": outer_ip}
+    hosts = write_params(tmp_path, "hosts.yaml", GOAL_HOSTS)
+    composer = write_params(tmp_path, "composer.yaml", composer_params(
+        max_observation_age_s=3.0, max_observation_skew_s=1.0, encode_timeout_s=3.0, step_timeout_s=3.0,
+        on_fault="hold"))
+    host_argv = ["-m", "gpc_ros.nodes.policy_host_node", "--ros-args", "--params-file", hosts, "-r"]
+    left = ros_domain.spawn(["ip", "netns", "exec", ns, "env", *[f"{k}={v}" for k, v in inside.items()],
+                             sys.executable, *host_argv, "__node:=left_host"])
+    ros_domain.spawn_python(*host_argv, "__node:=right_host", env=outside)
+    ros_domain.spawn_python("-m", "gpc_ros.nodes.composer_node", "--ros-args", "-r", "__node:=composer",
+                            "--params-file", composer, "--params-file", hosts, env=outside)
+    for key, value in outside.items():
+        monkeypatch.setenv(key, value)
+    context = Context()
+    rclpy.init(context=context, domain_id=ros_domain.domain_id)
+    node = Node("netns_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        probe = Probe(node, executor)
+        ok = probe.spin_until(lambda: len(probe.chunks) >= 3 and probe.last_status().get("mode") == "normal",
+                              240.0, every=probe.publish_pose)
+        assert ok, (left.poll(), probe.last_status())
+        # both parents took part in every step (on_fault hold: a missing left host would give no chunk at all)
+        assert used_weights(probe.last_status()) == {"left": 0.5, "right": 0.5}
+        assert probe.last_status()["host.left"] == "up"
+        # and the left host really is on the other side of the veth (its namespace has only the inner address)
+        out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-o", "addr"], capture_output=True, text=True).stdout
+        assert inner_ip in out and outer_ip not in out
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
