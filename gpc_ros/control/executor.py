@@ -76,7 +76,7 @@ class ExecutorConfig:
     """``joint`` (checked joint targets as JointWaypointMotions, the safe default) or ``cartesian`` (the same
     checked targets as poses in CartesianWaypointMotions); docs/driver.md compares them."""
     urdf_path: str = ""
-    """FR3 URDF for the kinematics ("" = the one franky-sim ships)."""
+    """FR3 URDF for the kinematics ("" = this package's urdf/fr3.urdf, else the one franky-sim ships)."""
     watchdog_timeout_s: float = 0.5
     """Stop the arm when no chunk arrived for this long while executing (s)."""
     reconnect_period_s: float = 1.0

@@ -1,7 +1,7 @@
 """FR3 kinematics from the URDF with pinocchio: forward kinematics, Jacobian, damped-least-squares IK, limits.
 
-The model is built from a URDF path (default: the FR3 that franky-sim ships, ``franky_sim.urdf.URDF_PATH``; a
-franka_description-style URDF with ``fr3_``-prefixed names and a hand works too). Conventions (docs/driver.md,
+The model is built from a URDF path (default: this package's ``urdf/fr3.urdf``, else the FR3 that franky-sim ships,
+``franky_sim.urdf.URDF_PATH``; franka_description-style ``fr3_``-prefixed names and finger joints work too). Conventions (docs/driver.md,
 "Kinematics"):
 
 - base frame ``fr3_link0``; joint vectors are fr3_joint1..7 in rad (any finger joints in the URDF are locked at 0);
@@ -40,7 +40,16 @@ LINK_NAMES: tuple[str, ...] = tuple(f"fr3_link{i}" for i in range(9)) + ("fr3_ha
 
 
 def default_urdf_path() -> Path:
-    """The FR3 URDF shipped with franky-sim (``franky_sim.urdf.URDF_PATH``)."""
+    """This package's ``urdf/fr3.urdf`` when installed with it, else the FR3 URDF franky-sim ships
+    (``franky_sim.urdf.URDF_PATH``); both give the same kinematics (tested)."""
+    try:
+        from gpc_ros.paths import share_dir
+
+        own = share_dir() / "urdf" / "fr3.urdf"
+        if own.is_file():
+            return own
+    except (ImportError, OSError, RuntimeError):
+        pass
     from franky_sim.urdf import URDF_PATH
 
     return Path(URDF_PATH)

@@ -15,6 +15,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
@@ -69,9 +70,12 @@ class FrankaDriverNode(Node):
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", 10)
         self.pose_pub = self.create_publisher(PoseStamped, "ee_pose", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(Trigger, "~/stop", self.on_stop)
-        self.create_service(Trigger, "~/recover", self.on_recover)
-        self.create_service(SetBool, "~/enable", self.on_enable)
+        # Services in their own callback groups (spun by a MultiThreadedExecutor): a stop never waits behind a
+        # recover, and neither waits behind chunk callbacks or timers.
+        self.create_service(Trigger, "~/stop", self.on_stop, callback_group=MutuallyExclusiveCallbackGroup())
+        control = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/recover", self.on_recover, callback_group=control)
+        self.create_service(SetBool, "~/enable", self.on_enable, callback_group=control)
         self.create_timer(1.0 / self.get_parameter("state_publish_rate_hz").value, self.publish_state)
         self.create_timer(self.get_parameter("diagnostics_period_s").value, self.publish_diagnostics)
         self.create_subscription(MultiDOFJointTrajectory, "/gpc/action_chunk", self.on_cartesian_chunk, 10)
@@ -110,10 +114,17 @@ class FrankaDriverNode(Node):
     def publish_diagnostics(self) -> None:
         values = self.executor_core.diagnostics()
         snap = self.executor_core.state
+        sources = {topic: self.count_publishers(topic) for topic in ("/gpc/action_chunk", "/gpc/action_chunk_joint")}
+        values.update({f"publishers{topic}": str(n) for topic, n in sources.items()})
+        crowded = [f"{n} publishers on {topic}" for topic, n in sources.items() if n > 1]
         if snap.fault:
             level, message = "ERROR", f"fault: {snap.fault} (call ~/recover)"
+        elif snap.stale:
+            level, message = "ERROR", f"robot state stale (no fresh reading from {self.config.robot_host})"
         elif not snap.connected:
             level, message = "ERROR", f"not connected to {self.config.robot_host}"
+        elif crowded:
+            level, message = "WARN", "; ".join(crowded) + " (chunks from several sources: older stamps are rejected)"
         elif snap.watchdog_tripped:
             level, message = "WARN", "watchdog: no fresh chunk, holding"
         else:
@@ -125,8 +136,16 @@ class FrankaDriverNode(Node):
 
     # -- services ---------------------------------------------------------------------------------------------------
     def on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """E-stop: franky's planned stop (hard stop as last resort); answers once at rest, with time and distance."""
         response.success = self.executor_core.stop()
-        response.message = "stopped; execution disabled" if response.success else "stop not confirmed by the loop"
+        if not response.success:
+            response.message = "stop not confirmed by the loop"
+        else:
+            report = self.executor_core.wait_stopped(self.config.stop_timeout_s * 10.0 + 5.0)
+            response.message = ("stop sent; execution disabled" if report is None else
+                                f"stopped ({report.kind}) in {report.time_to_rest_s:.3f} s over "
+                                f"{report.distance_to_rest_m * 1e3:.1f} mm from {report.speed_at_stop_m_s:.3f} m/s; "
+                                f"execution disabled")
         self.get_logger().warning("e-stop requested: " + response.message)
         return response
 
@@ -168,7 +187,7 @@ PARAMETER_DOCS = {
     "envelope.joint_lower_rad": "joint lower limits fr3_joint1..7 (rad)",
     "envelope.joint_upper_rad": "joint upper limits fr3_joint1..7 (rad)",
     "envelope.joint_limit_margin_rad": "margin (rad) kept inside the joint limits",
-    "envelope.max_speed_m_s": "largest commanded end-effector speed (m/s)",
+    "envelope.max_speed_m_s": "largest end-effector speed (m/s); also franky's limit",
     "envelope.max_rotation_speed_rad_s": "largest commanded end-effector rotation speed (rad/s)",
     "envelope.max_joint_speed_rad_s": "largest commanded joint speed (rad/s)",
     "envelope.max_target_jump_m": "consecutive targets further apart than this (m) reject the chunk",
@@ -177,7 +196,31 @@ PARAMETER_DOCS = {
     "envelope.gripper_max_width_m": "largest gripper width target (m)",
     "envelope.gripper_max_force_n": "largest grasp force (N)",
     "envelope.gripper_speed_m_s": "gripper finger speed (m/s)",
-    "envelope.relative_dynamics_factor": "franky relative dynamics factor in (0, 1]",
+    "envelope.relative_dynamics_factor": "franky relative dynamics factor in (0, 1] on top of the limits above",
+    "streaming_mode": "joint (checked joint targets, the safe default) or cartesian",
+    "urdf_path": "FR3 URDF for the kinematics ('' = this package's urdf/fr3.urdf, else franky-sim's)",
+    "state_timeout_s": "no fresh robot state for this long (s): reported stale at once",
+    "link_timeout_s": "no fresh robot state for this long (s): connection lost, reconnect",
+    "max_future_lead_s": "chunks starting more than this (s) in the future are rejected; later ones held until due",
+    "stop_timeout_s": "a planned stop not at rest after this long (s, robot clock) becomes a hard stop",
+    "collision_torque_thresholds_nm": "franky set_collision_behavior joint torque thresholds (Nm)",
+    "collision_force_thresholds_n": "franky set_collision_behavior Cartesian force/torque thresholds (N, Nm)",
+    "load_mass_kg": "payload mass (kg, 0 = none) for franky set_load",
+    "load_center_of_mass_m": "payload centre of mass in the flange frame (m)",
+    "load_inertia_kg_m2": "payload inertia, column-major 3x3 (kg m^2)",
+    "envelope.arm_points_min_m": "lower corner (m) of the box the elbow and wrist must stay in",
+    "envelope.arm_points_max_m": "upper corner (m) of the elbow/wrist box",
+    "envelope.joint_halt_margin_rad": "a measured joint closer than this (rad) to its limit halts with a fault",
+    "envelope.min_manipulability": "commands below this TCP manipulability are not approached further",
+    "envelope.max_acceleration_m_s2": "largest end-effector acceleration (m/s^2); also franky's limit",
+    "envelope.max_jerk_m_s3": "largest end-effector jerk (m/s^3), franky's limit",
+    "envelope.max_rotation_acceleration_rad_s2": "largest end-effector angular acceleration (rad/s^2)",
+    "envelope.max_rotation_jerk_rad_s3": "largest end-effector angular jerk (rad/s^3)",
+    "envelope.max_joint_acceleration_rad_s2": "largest joint acceleration (rad/s^2)",
+    "envelope.max_joint_jerk_rad_s3": "largest joint jerk (rad/s^3)",
+    "envelope.unreachable_policy": "unreachable pose targets: project (nearest reachable) or reject (hold)",
+    "envelope.reachability_tolerance_m": "IK residual (m) above which a pose counts as unreachable",
+    "envelope.measured_box_tolerance_m": "a measured TCP/elbow/wrist this far (m) outside its box halts the arm",
     "gripper.enabled": "connect to and command the Franka Hand",
     "gripper.min_period_s": "at most one gripper command per this period (s)",
     "gripper.deadband_m": "width changes smaller than this (m) are not sent",
@@ -187,7 +230,7 @@ PARAMETER_DOCS = {
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(FrankaDriverNode, args)
+    spin_node(FrankaDriverNode, args, threads=4)
 
 
 if __name__ == "__main__":
