@@ -17,7 +17,8 @@ classified by exception type: ``franky.NetworkException`` = link lost (the loop 
 ``reconnect_period_s`` with a new ``franky.Robot``); other ``franky`` exceptions and franky's ``RuntimeError``
 (e.g. ``Motion planner failed``) = control fault, connection kept; anything else = ``internal: ...`` fault (the
 arm is stopped). A failing state *read* (a dead ``franky.Robot`` raises ``RuntimeError`` there) or a state whose
-robot clock stops advancing for ``link_timeout_s`` also means link lost. A state-listener exception is logged and counted, never a fault. If the loop thread ends for any
+robot clock stops advancing for ``link_timeout_s`` also means link lost. A state-listener exception is logged and
+counted, never a fault. If the loop thread ends for any
 reason, ``state.connected`` turns false and chunks are refused. Execution starts disabled when ``require_enable``.
 """
 
@@ -27,8 +28,8 @@ import logging
 import math
 import queue
 import threading
-from collections import deque
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -217,7 +218,8 @@ def _default_gripper_factory(host: str):
 
 def _call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
     """Run ``fn`` in a helper thread; raise TimeoutError if it does not return within ``timeout_s`` (the helper
-    is left to finish on its own: used for connects that can block forever)."""
+    is left to finish on its own: used for connects that can block forever).
+    """
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -310,7 +312,8 @@ class FrankaExecutor:
 
     def add_state_listener(self, callback: Callable[[RobotSnapshot], None]) -> None:
         """Call ``callback(snapshot)`` from the loop thread after every state reading (keep it short; an exception
-        in it is logged and counted as ``listener_errors``, it never stops the loop)."""
+        in it is logged and counted as ``listener_errors``, it never stops the loop).
+        """
         self._state_listeners.append(callback)
 
     def remove_state_listener(self, callback: Callable[[RobotSnapshot], None]) -> None:
@@ -351,7 +354,8 @@ class FrankaExecutor:
 
         Returns whether the loop confirmed the stop was sent within ``timeout_s`` (always, while it runs). The stop
         report (time and distance to rest) appears in ``state.last_stop`` once the arm is at rest; see
-        :meth:`wait_stopped`."""
+        :meth:`wait_stopped`.
+        """
         with self._lock:
             self._enabled = False
         if not self.loop_alive:
@@ -364,7 +368,8 @@ class FrankaExecutor:
 
     def wait_stopped(self, timeout_s: float) -> StopReport | None:
         """Block until no stop is running (call after :meth:`stop`, which returns once the stop was sent); returns
-        the last stop's report (None if the stop did not end within ``timeout_s`` or there never was one)."""
+        the last stop's report (None if the stop did not end within ``timeout_s`` or there never was one).
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._stop is None:
@@ -382,14 +387,16 @@ class FrankaExecutor:
 
     def recover(self, timeout_s: float = 5.0) -> None:
         """Clear a latched fault: franky ``recover_from_errors`` on the connected robot. Raises
-        :class:`ExecutionRefused` if the robot is not connected (yet) or recovery failed."""
+        :class:`ExecutionRefused` if the robot is not connected (yet) or recovery failed.
+        """
         self._submit("recover", None, timeout_s)
 
     # -- read-only state --------------------------------------------------------------------------------------------
     @property
     def state(self) -> RobotSnapshot:
         """The latest reading and status; ``connected`` is False when the reading is older than
-        ``state_timeout_s`` (``stale``) or the loop thread is not running."""
+        ``state_timeout_s`` (``stale``) or the loop thread is not running.
+        """
         with self._lock:
             snap = replace(self._snapshot, fault=self._fault, enabled=self._enabled)
         if self._thread is not None and not self._thread.is_alive():
@@ -482,7 +489,8 @@ class FrankaExecutor:
 
     def _check_jump(self, chunk: ActionChunk, now: float) -> None:
         """Reject a chunk whose due steps jump, or whose first due step is far from both the measured arm and the
-        plan's current target (so a chunk re-anchored at a lagging arm is accepted)."""
+        plan's current target (so a chunk re-anchored at a lagging arm is accepted).
+        """
         c = self.config.envelope
         due = [i for i, t in enumerate(chunk.times_s) if t >= now - 1e-9]
         first = due[0] if due else chunk.n_steps - 1
@@ -568,7 +576,7 @@ class FrankaExecutor:
 
     # -- loop: robot ------------------------------------------------------------------------------------------------
     def _configure_robot(self, robot) -> None:
-        """franky's own limits from the envelope, collision behaviour and load from the config."""
+        """Franky's own limits from the envelope, collision behaviour and load from the config."""
         import franky
 
         c, e = self.config, self.config.envelope
@@ -764,7 +772,8 @@ class FrankaExecutor:
 
     def _check_measured(self, now: float, snap: RobotSnapshot) -> None:
         """Halt with a fault when the measured arm passes a halt threshold further than it was at the last recovery
-        (so after a recovery the arm may move back in; only getting worse halts again)."""
+        (so after a recovery the arm may move back in; only getting worse halts again).
+        """
         if self._fault is not None:
             return  # already faulted (and stopped if it was a halt)
         excess = self._measured_excess(snap)
@@ -793,7 +802,8 @@ class FrankaExecutor:
     def _limits_period_s(self, snap: RobotSnapshot) -> float:
         """Robot-clock time since the last command: the period the per-command limits are computed for, so speed
         and acceleration are bounded per unit of the *robot's* time even when it runs slower than the executor's
-        clock (franky-sim under load); within [1 ms, 2 control periods]."""
+        clock (franky-sim under load); within [1 ms, 2 control periods].
+        """
         nominal = self.config.control_period_s
         last = self._last_command_robot_time_s
         self._last_command_robot_time_s = snap.robot_time_s

@@ -543,7 +543,7 @@ def run_streams(host: str, n_streams: int, seed: int, duration_s: float) -> list
                 executor.wait_stopped(10.0)
                 executor.recover()
                 executor.enable(True)
-            if i % 50 == 49:  # back to the start pose now and then (in between, each stream starts where the last ended)
+            if i % 50 == 49:  # back to the start pose now and then (otherwise each stream starts where the last ended)
                 executor.stop()
                 executor.wait_stopped(10.0)
                 executor.enable(True)

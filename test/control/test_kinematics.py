@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from gpc_ros.control.kinematics import CHECK_POINT_LINKS, FR3Kinematics, LINK_NAMES
+from gpc_ros.control.kinematics import CHECK_POINT_LINKS, LINK_NAMES, FR3Kinematics
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,7 +3,6 @@ enable/stop/recover services, a chunk published from the test moving the arm, di
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
