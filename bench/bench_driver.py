@@ -17,6 +17,7 @@ runs at a load-dependent pace (0.1-4x real time on a shared 2-core machine); fig
 from __future__ import annotations
 
 import argparse
+import gc
 import threading
 import time
 
@@ -95,6 +96,9 @@ def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig)
 
 
 def start_executor(host: str, logs: list, **overrides) -> FrankaExecutor:
+    logs.clear()  # drop the previous executor's robot: franky-sim takes one client, released when the Robot goes
+    gc.collect()
+
     def factory(h: str):
         import franky
 

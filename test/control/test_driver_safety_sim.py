@@ -216,11 +216,17 @@ def ramp_joint4(executor: FrankaExecutor, until_rad: float, timeout_s: float = 1
 
 
 def move_joint4_away(executor: FrankaExecutor, by_rad: float) -> None:
-    q_now = executor.state.joint_positions_rad.copy()
-    rows = np.tile(q_now, (10, 1))
-    rows[:, 3] = np.linspace(q_now[3], q_now[3] - by_rad, 10)
-    executor.execute(joint_chunk(time.monotonic(), rows))
-    wait_for(lambda: executor.state.joint_positions_rad[3] < q_now[3] - 0.8 * by_rad, 60.0, "joint 4 moving away")
+    """Chunks (re-sent like a policy would, franky-sim may run at 0.05x real time) moving joint 4 away."""
+    q_start = executor.state.joint_positions_rad.copy()
+    goal = q_start[3] - by_rad
+    t_end = time.monotonic() + 90.0
+    while executor.state.joint_positions_rad[3] > q_start[3] - 0.8 * by_rad:
+        assert time.monotonic() < t_end, f"joint 4 did not move away: {executor.state.joint_positions_rad[3]:.3f} rad"
+        q_now = executor.state.joint_positions_rad.copy()
+        rows = np.tile(q_now, (10, 1))
+        rows[:, 3] = np.linspace(q_now[3], max(goal, q_now[3] - 0.4), 10)
+        executor.execute(joint_chunk(time.monotonic(), rows))
+        time.sleep(0.2)
 
 
 #: Boxes wide enough for joint 4 to reach its limit from franky-sim's start pose; no singularity margin (it stops
