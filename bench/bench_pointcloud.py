@@ -136,7 +136,7 @@ def bench_graph(seconds: float) -> None:
             subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.pointcloud_node", *common,
                               str(config_file("pointcloud.yaml")), "-r", f"__ns:=/{qos}", "-p", f"image_qos:={qos}",
                               "-p", f"output_topic:=/gpc/points_{qos}"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / f"{qos}.log", "w"))
             for qos in QOS_VARIANTS
         ]
         try:
@@ -149,12 +149,17 @@ def bench_graph(seconds: float) -> None:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        for qos in QOS_VARIANTS:
+            log_tail = (Path(tmp) / f"{qos}.log").read_text()[-600:]
+            if log_tail.strip():
+                print(f"pointcloud_node ({qos}) log tail:\n{log_tail}")
     print(f"\n3) camera_node -> 2 pointcloud_nodes across processes (640x480 at 30 Hz, N=1024), {seconds:.0f} s")
     images = len(latencies[IMAGE_KEY])
     for name, values in latencies.items():
         if values:
             ms = np.array(values) * 1e3
-            ratio = "" if name == IMAGE_KEY else f"   {len(ms) / max(images, 1):.2f} clouds per depth image"
+            per = "depth images" if name == IMAGE_BE_KEY else "clouds"
+            ratio = "" if name == IMAGE_KEY else f"   {len(ms) / max(images, 1):.2f} {per} per reliable depth image"
             print(f"{name:52s} median {np.median(ms):7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms   "
                   f"({len(ms)} msgs, {len(ms) / seconds:.1f} Hz){ratio}")
         else:
@@ -163,6 +168,7 @@ def bench_graph(seconds: float) -> None:
 
 QOS_VARIANTS = ("reliable", "best_effort")
 IMAGE_KEY = "depth image (camera_node -> here, reliable)"
+IMAGE_BE_KEY = "depth image (camera_node -> here, best_effort)"
 
 
 def measure_latency(domain_id: int, seconds: float) -> dict[str, list[float]]:
@@ -192,8 +198,10 @@ def measure_latency(domain_id: int, seconds: float) -> dict[str, list[float]]:
                 out[key].append(now - stamp_to_seconds(msg.header.stamp))
         return callback
 
-    node.create_subscription(Image, "/camera/camera/aligned_depth_to_color/image_raw",
-                             record(IMAGE_KEY), IMAGE_QOS["reliable"])
+    out[IMAGE_BE_KEY] = []
+    for key, qos in ((IMAGE_KEY, "reliable"), (IMAGE_BE_KEY, "best_effort")):
+        node.create_subscription(Image, "/camera/camera/aligned_depth_to_color/image_raw", record(key),
+                                 IMAGE_QOS[qos])
     for qos, key in cloud_keys.items():
         node.create_subscription(PointCloud2, f"/gpc/points_{qos}", record(key), CLOUD_QOS)
     deadline = time.monotonic() + 60.0
@@ -216,10 +224,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="runs per variant (chain benchmark)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement window of the graph benchmark (s)")
     parser.add_argument("--skip-graph", action="store_true", help="only the in-process chain benchmark")
+    parser.add_argument("--skip-chain", action="store_true", help="only the across-processes benchmark")
     args = parser.parse_args()
     print(f"CPU cores: {os.cpu_count()}, load average (1/5/15 min): {os.getloadavg()}")
-    bench_chain(args.repeats)
-    bench_playback(min(args.seconds, 5.0))
+    if not args.skip_chain:
+        bench_chain(args.repeats)
+        bench_playback(min(args.seconds, 5.0))
     if not args.skip_graph:
         bench_graph(args.seconds)
     print(f"\nload average after: {os.getloadavg()}")

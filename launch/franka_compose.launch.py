@@ -48,15 +48,17 @@ def graph_actions(context, *args, **kwargs):
 
 
 def rviz_actions(context, *args, **kwargs):
-    """robot_state_publisher (urdf/fr3.urdf) and rviz2 (config/gpc.rviz), from the monitoring issue's files."""
+    """robot_state_publisher (urdf/fr3.urdf), the markers (monitor_node) and rviz2 (config/gpc.rviz)."""
+    from gpc_ros.monitor.description import robot_description
     from gpc_ros.paths import share_dir
 
     share = share_dir()
-    urdf_path = share / "urdf" / "fr3.urdf"
-    if not urdf_path.is_file():
-        raise FileNotFoundError(f"rviz:=true needs the FR3 description {urdf_path} (the monitoring part's urdf/)")
-    urdf = urdf_path.read_text()
+    if not (share / "urdf" / "fr3.urdf").is_file():
+        raise FileNotFoundError(f"rviz:=true needs the FR3 description {share / 'urdf' / 'fr3.urdf'} (urdf/)")
+    urdf = robot_description()  # package://franka_description meshes when installed, else franky-sim's copies
     return [
+        Node(package="gpc_ros", executable="monitor_node", name="monitor_node",
+             parameters=[str(share / "config" / "monitor.yaml")], output="screen"),
         Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
              parameters=[{"robot_description": urdf}], output="screen"),
         Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", str(share / "config" / "gpc.rviz")],

@@ -16,6 +16,9 @@ CLEAN_PATHS = [
     "gpc_ros/nodes/camera_node.py", "bench/bench_compose.py", "bench/bench_pointcloud.py", "test/compose",
     "test/perception", "test/nodes/test_pointcloud_node.py", "test/nodes/test_camera_node.py",
     "test/policies/test_objectives.py", "test/test_lint.py",
+    # issue 14 (monitoring)
+    "gpc_ros/monitor", "gpc_ros/nodes/monitor_node.py", "gpc_ros/nodes/viewer_node.py",
+    "gpc_ros/nodes/recorder_node.py", "test/monitor", "bench/bench_monitor.py",
 ]
 
 

@@ -1,5 +1,7 @@
-"""rosbag2 bags with ``rosbags`` (pure Python, no ROS install): the recording topic profile, a writer for raw CDR
-messages (what a raw rclpy subscription hands over), and a validating reader.
+"""rosbag2 bags with ``rosbags`` (pure Python, no ROS install).
+
+The recording topic profile, a writer for raw CDR messages (what a raw rclpy subscription hands over), and a
+validating reader.
 
 Bags are rosbag2 version 9 with the ROS 2 Jazzy type definitions and RIHS01 type hashes (what Jazzy's
 ``ros2 bag info/play`` and Foxglove expect); storage ``mcap`` by default, ``sqlite3`` on request. Every problem with

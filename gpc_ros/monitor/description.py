@@ -144,8 +144,10 @@ VISUAL_LINKS: tuple[str, ...] = tuple(f"fr3_link{i}" for i in range(8)) + (
 
 
 class LinkPoser:
-    """Poses in ``fr3_link0`` of every link of ``urdf/fr3.urdf`` that a 3D view draws, from joint positions and
-    the gripper opening: what ``robot_state_publisher`` computes from ``joint_states``, for views without ROS.
+    """Poses in ``fr3_link0`` of every link of ``urdf/fr3.urdf`` that a 3D view draws.
+
+    From joint positions and the gripper opening: what ``robot_state_publisher`` computes from ``joint_states``,
+    for views without ROS.
 
     The arm's forward kinematics is :class:`gpc_ros.control.kinematics.FR3Kinematics` built from the same URDF;
     each finger slides along its frame's y axis by half the opening width (the URDF's prismatic finger joints).

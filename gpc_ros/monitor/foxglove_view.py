@@ -122,8 +122,7 @@ class LiveView:
     def __init__(self, config: ViewerConfig | None = None, robot_description: str | None = None) -> None:
         import foxglove
         from foxglove import Capability, Parameter
-        from foxglove.channels import (FrameTransformsChannel, JointStatesChannel, PointCloudChannel,
-                                       SceneUpdateChannel)
+        from foxglove.channels import FrameTransformsChannel, JointStatesChannel, PointCloudChannel, SceneUpdateChannel
 
         self.config = config or ViewerConfig()
         self.context = foxglove.Context()  # own channels: several views (and tests) never share them
@@ -163,6 +162,7 @@ class LiveView:
 
     @property
     def url(self) -> str:
+        """``ws://host:port`` of the running server."""
         return f"ws://{self.config.host}:{self.port}"
 
     # ------------------------------------------------------------------ assets (meshes of the URDF)
@@ -175,6 +175,7 @@ class LiveView:
 
     # ------------------------------------------------------------------ logging
     def log_scene(self, primitives: Sequence[Primitive], t_s: float, frame_id: str = "fr3_link0") -> None:
+        """The scene's primitives as one ``foxglove.SceneUpdate`` at ``t_s`` (s)."""
         self._scene.log(scene_update(primitives, t_s, frame_id), log_time=int(t_s * 1e9))
 
     def log_points(self, points_m: np.ndarray, t_s: float, frame_id: str, colors_rgb: np.ndarray | None = None):
@@ -212,6 +213,7 @@ class LiveView:
         channel.log(msg, log_time=int(t_s * 1e9))
 
     def log_joint_states(self, names: Sequence[str], positions: Sequence[float], t_s: float) -> None:
+        """Joint positions (rad, m for fingers) as ``foxglove.JointStates``."""
         from foxglove.messages import JointState, JointStates
 
         joints = [JointState(name=n, position=float(p)) for n, p in zip(names, positions)]
@@ -228,11 +230,13 @@ class LiveView:
         self._tf.log(FrameTransforms(transforms=transforms), log_time=int(t_s * 1e9))
 
     def log_robot_description(self) -> None:
+        """Send the URDF on ``/robot_description`` (if the view has one)."""
         if self.robot_description is not None:
             self._description.log({"data": self.robot_description})
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        """Stop the server (clients are disconnected)."""
         self.server.stop()
 
     def __enter__(self) -> "LiveView":

@@ -1,9 +1,11 @@
-"""Offline replay checks: recorded observations through the real parents and :class:`~gpc_ros.compose.Composer`,
-one report per candidate weight vector (no robot, no ROS).
+"""Offline replay checks: one report per candidate weight vector (no robot, no ROS).
 
-For each *decision time* ``t`` (the stamps of the recorded composed chunks on ``/gpc/action_chunk`` when the bag
-has them, else every ``replan_period_s``), every parent gets the observation a policy host answers an encode
-request for ``t`` with (the host's own window code, :class:`gpc_ros.graph.host.ObservationWindow`, fed with the
+Recorded observations go through the real parents and :class:`~gpc_ros.compose.Composer`.
+
+For each replayed chunk, starting at ``s`` (the stamps of the recorded composed chunks on ``/gpc/action_chunk`` when
+the bag has them, else every ``replan_period_s``) and composed from the observation at its *decision time*
+``t = s - first_action_delay_s`` (the composer's delay), every parent gets the observation a policy host answers an
+encode request for ``t`` with (the host's own window code, :class:`gpc_ros.graph.host.ObservationWindow`, fed with the
 recording: the last ``obs_horizon`` frames stamped at or before ``t``, each with the TCP position measured at or
 before its stamp; see :func:`host_window`), the composer
 samples one chunk per weight vector from the same seed (common random numbers: candidates differ only by their
@@ -13,12 +15,12 @@ weights), and per weight vector the report gives:
 - **envelope interventions**: what :class:`~gpc_ros.control.envelope.SafetyEnvelope` would do to the chunk:
   ``rejected_jump`` (two consecutive targets, or the first one and the previous chunk's target for ``t``, further
   apart than ``max_target_jump_m``), ``clamped_workspace`` and ``clamped_speed`` (the chunk's own steps, ``dt_s``
-  apart, starting from the measured TCP position at ``t``); ``intervention_rate`` = fraction of chunks with any;
+  apart, starting from the TCP position measured at ``s``); ``intervention_rate`` = fraction of chunks with any;
 - **seam smoothness**: distance between the chunk's first target and the previous replayed chunk's target for the
   same instant (linear interpolation; the last target when it ran out) (m; mean and max);
 - **error against recorded actions**: RMSE (m) between the chunk's positions and, per chunk, the recorded composed
   chunk of the same stamp (``error_source = "recorded_chunks"``) or, without recorded chunks, the measured TCP
-  path at the chunk's step times (``"executed_path"``); the mean over chunks is ``error_m``.
+  path at the chunk's step times ``s + i dt_s`` (``"executed_path"``); the mean over chunks is ``error_m``.
 
 A weight vector whose numbers cross a configured threshold is listed in ``violations`` (the CLI then exits 1).
 """
@@ -98,9 +100,11 @@ Observer = Callable[[Recording, float], Any]
 
 
 def host_window(recording: Recording, observing: Any) -> Any:
-    """A policy host's observation window (:class:`gpc_ros.graph.host.ObservationWindow`) holding the whole
-    recording, each frame fitted exactly as the host node fits it (:func:`~gpc_ros.graph.host.fit_image`,
-    :func:`~gpc_ros.graph.host.fit_points`) and the measured TCP positions as the state."""
+    """A policy host's observation window (:class:`gpc_ros.graph.host.ObservationWindow`) holding the recording.
+
+    Each frame is fitted exactly as the host node fits it (:func:`~gpc_ros.graph.host.fit_image`,
+    :func:`~gpc_ros.graph.host.fit_points`); the measured TCP positions are the state.
+    """
     from gpc_ros.graph.host import ObservationWindow, fit_image, fit_points
 
     stream = {"image": "image", "pointcloud": "points", "state": "state"}[observing.modality]
@@ -132,18 +136,18 @@ class ReplayParent:
 
     @classmethod
     def from_host(cls, parent: Any, observing: Any) -> "ReplayParent":
-        """A parent as a policy host serves it (``gpc_ros.graph.host.load_host_parent``): its observation at ``t``
-        is what the host's window returns for an encode request naming ``t``."""
+        """A parent as a policy host serves it (``gpc_ros.graph.host.load_host_parent``).
+
+        Its observation at ``t`` is what the host's window returns for an encode request naming ``t``.
+        """
         needs = ({"image": ("image",), "pointcloud": ("points",), "state": ()}[observing.modality]
                  + (("state",) if observing.state_dim or observing.modality == "state" else ()))
-        cache: dict[int, Any] = {}
+        cache: list[Any] = [None, None]  # (recording, its window); the recording is held so it is never confused
 
         def observe(recording: Recording, t_s: float) -> Any:
-            window = cache.get(id(recording))
-            if window is None:
-                cache.clear()
-                window = cache[id(recording)] = host_window(recording, observing)
-            found = window.at(t_s)
+            if cache[0] is not recording:
+                cache[:] = [recording, host_window(recording, observing)]
+            found = cache[1].at(t_s)
             return None if found is None else found[0]
 
         return cls(parent, observe, needs)
@@ -190,6 +194,9 @@ class ReplayConfig:
     """Spacing of the replayed chunks' steps (s); the recorded chunks' spacing when they exist and this is None."""
     replan_period_s: float = 0.5
     """Time between decision times when the bag has no recorded composed chunks (s)."""
+    first_action_delay_s: float = 0.1
+    """The composer's ``first_action_delay_s``: a chunk's first action is due this long after its observation time,
+    so a recorded chunk stamped ``s`` was composed from the observation at ``s - first_action_delay_s`` (s)."""
     use_recorded_chunk_times: bool = True
     """Decide at the recorded composed chunks' stamps when the bag has them."""
     max_chunks: int | None = None
@@ -205,6 +212,8 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         if self.dt_s is not None and not (math.isfinite(self.dt_s) and 1e-3 <= self.dt_s <= 10.0):
             raise ValueError(f"ReplayConfig.dt_s must be in [0.001, 10] s or None, got {self.dt_s!r}")
+        if not (math.isfinite(self.first_action_delay_s) and self.first_action_delay_s >= 0):
+            raise ValueError(f"ReplayConfig.first_action_delay_s must be >= 0 s, got {self.first_action_delay_s!r}")
         if not (math.isfinite(self.replan_period_s) and self.replan_period_s > 0):
             raise ValueError(f"ReplayConfig.replan_period_s must be > 0 s, got {self.replan_period_s!r}")
         if self.max_chunks is not None and not (isinstance(self.max_chunks, int) and self.max_chunks >= 1):
@@ -255,9 +264,11 @@ def envelope_interventions(envelope_config: SafetyEnvelopeConfig, positions_m: n
 
 
 def default_sampler(parents: Sequence[Any], steps: int = 10) -> SamplerConfig:
-    """DDIM over as many training timesteps as the first VP parent's table (the composer maps every grid level
-    onto each parent's own time), or flow Euler when no parent is a VP parent. The CLI passes the checkpoints'
-    own schedule instead (:func:`gpc_ros.policies.evaluation.default_sampler`)."""
+    """DDIM over the first VP parent's training timesteps, or flow Euler when no parent is a VP parent.
+
+    The composer maps every grid level onto each parent's own time. The CLI passes the checkpoints' own schedule
+    instead (:func:`gpc_ros.policies.evaluation.default_sampler`).
+    """
     for p in parents:
         table = getattr(p.time_convention, "alphas_cumprod", None)
         if table is not None:
@@ -265,16 +276,23 @@ def default_sampler(parents: Sequence[Any], steps: int = 10) -> SamplerConfig:
     return SamplerConfig("flow_euler", steps)
 
 
-def decision_times(recording: Recording, parents: Sequence[ReplayParent], config: ReplayConfig) -> list[float]:
-    """Times at which a chunk is replayed (recorded chunk stamps, else every ``replan_period_s``)."""
+def decision_times(recording: Recording, parents: Sequence[ReplayParent],
+                   config: ReplayConfig) -> list[tuple[float, float]]:
+    """``(observation time, first action time)`` of every replayed chunk (s).
+
+    From the recorded chunks' stamps ``s``: ``(s - first_action_delay_s, s)``; else an observation time every
+    ``replan_period_s`` over the span every needed stream covers, its chunk starting ``first_action_delay_s`` later.
+    """
+    delay = config.first_action_delay_s
     if config.use_recorded_chunk_times and recording.chunks:
-        times = [c.start_time_s for c in recording.chunks]
+        times = [(c.start_time_s - delay, c.start_time_s) for c in recording.chunks]
     else:
         needed = {s for rp in parents for s in rp.needs}
         starts = [recording.streams[s].times_s[0] for s in needed]
         ends = [recording.streams[s].times_s[-1] for s in needed]
         first, last = max(starts), min(ends)
-        times = list(np.arange(first, last + 1e-9, config.replan_period_s)) if last >= first else []
+        obs = np.arange(first, last + 1e-9, config.replan_period_s) if last >= first else []
+        times = [(float(t), float(t) + delay) for t in obs]
     return times[:config.max_chunks] if config.max_chunks else times
 
 
@@ -312,7 +330,7 @@ def replay(recording: Recording, parents: Sequence[ReplayParent], weights: np.nd
 
     observations, kept = [], []
     for t in times:
-        obs = [rp.observe(recording, t) for rp in parents]
+        obs = [rp.observe(recording, t[0]) for rp in parents]
         if any(o is None for o in obs):
             continue
         observations.append(obs)
@@ -336,7 +354,8 @@ def replay(recording: Recording, parents: Sequence[ReplayParent], weights: np.nd
     return {
         "bag": recording.source, "parents": names, "operator": config.operator,
         "sampler": asdict(sampler), "seed": config.seed, "dt_s": dt_s,
-        "decision_times_s": kept, "chunks": len(kept), "skipped_decision_times": skipped,
+        "decision_times_s": [t for t, _ in kept], "chunk_start_times_s": [s for _, s in kept],
+        "first_action_delay_s": config.first_action_delay_s, "chunks": len(kept), "skipped_decision_times": skipped,
         "error_source": error_source, "thresholds": asdict(config.thresholds),
         "envelope": {"workspace_min_m": list(config.envelope.workspace_min_m),
                      "workspace_max_m": list(config.envelope.workspace_max_m),
@@ -346,7 +365,7 @@ def replay(recording: Recording, parents: Sequence[ReplayParent], weights: np.nd
     }
 
 
-def _replay_weight(composer: Composer, names: list[str], w: np.ndarray, times: list[float],
+def _replay_weight(composer: Composer, names: list[str], w: np.ndarray, times: list[tuple[float, float]],
                    observations: list[list[Any]], chunk_by_time: Mapping[float, ActionChunk],
                    state: Stream | None, dt_s: float, config: ReplayConfig) -> dict[str, Any]:
     latencies, seams, errors = [], [], []
@@ -354,7 +373,7 @@ def _replay_weight(composer: Composer, names: list[str], w: np.ndarray, times: l
     with_intervention = 0
     previous: tuple[float, np.ndarray] | None = None
     source = None
-    for i, (t, obs) in enumerate(zip(times, observations)):
+    for i, ((_, t), obs) in enumerate(zip(times, observations)):  # t: when the chunk's first action is due
         start = time.perf_counter()
         encodings = composer.encode(obs)
         out = composer.compose(encodings, w.tolist(), generator=config.seed + i)

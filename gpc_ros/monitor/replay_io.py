@@ -1,5 +1,8 @@
-"""From a rosbag2 bag to a :class:`~gpc_ros.monitor.replay.Recording` (rosbags; messages decoded with the
-package's one conversion module, :mod:`gpc_ros.nodes.conversions`, which imports no rclpy for these)."""
+"""From a rosbag2 bag to a :class:`~gpc_ros.monitor.replay.Recording`.
+
+Read with rosbags; messages decoded with the package's one conversion module, :mod:`gpc_ros.nodes.conversions`,
+which imports no rclpy for these.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""What the live views draw, as plain values (no ROS, no Foxglove): one source for the rviz markers
-(``visualization_msgs/MarkerArray``, built in :mod:`gpc_ros.nodes.conversions`) and the Foxglove scene
-(:mod:`gpc_ros.monitor.foxglove_view`).
+"""What the live views draw, as plain values (no ROS, no Foxglove).
+
+One source for the rviz markers (``visualization_msgs/MarkerArray``, built in :mod:`gpc_ros.nodes.conversions`)
+and the Foxglove scene (:mod:`gpc_ros.monitor.foxglove_view`).
 
 A :class:`Scene` holds the latest state of the graph and turns it into primitives, all in the base frame
 ``fr3_link0`` (m):
@@ -69,7 +70,7 @@ class SceneConfig:
     """Frame of every primitive (the driver's base frame)."""
     line_width_m: float = 0.006
     """Width of the composed and executed paths (m); parents' paths are drawn at 2/3 of it."""
-    executed_history: int = 500
+    executed_history: int = 200
     """Measured TCP poses kept for the executed path (the oldest are dropped)."""
     executed_min_step_m: float = 0.001
     """A measured pose closer than this to the last kept one is not added (m): a still arm adds nothing."""
@@ -119,10 +120,12 @@ class Box:
 
     @property
     def center_m(self) -> np.ndarray:
+        """Centre of the box (m)."""
         return (self.min_m + self.max_m) / 2.0
 
     @property
     def size_m(self) -> np.ndarray:
+        """Edge lengths x, y, z (m)."""
         return self.max_m - self.min_m
 
     def edges_m(self) -> np.ndarray:
@@ -206,10 +209,12 @@ class Scene:
         return np.array(self._executed).reshape(-1, 3)
 
     def set_composition(self, operator: str | None, weights: Mapping[str, float] | None) -> None:
+        """The composer's operator and weights (parent name -> weight); None = unknown."""
         self.operator = operator
         self.weights = {str(k): float(v) for k, v in (weights or {}).items()}
 
     def set_envelope(self, min_m: Sequence[float], max_m: Sequence[float]) -> None:
+        """The workspace box's corners (m, fr3_link0)."""
         lo, hi = np.asarray(min_m, dtype=np.float64), np.asarray(max_m, dtype=np.float64)
         if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
             raise ValueError(f"the envelope box needs min < max on x, y, z (m), got {min_m!r}, {max_m!r}")

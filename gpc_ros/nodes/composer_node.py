@@ -49,6 +49,7 @@ class ComposerNode(Node):
         super().__init__("composer", **kwargs)
         self.fatal: str | None = None
         self.params = ConfigParameters(self, ComposerNodeConfig, dynamic=DYNAMIC, descriptions=DESCRIPTIONS,
+                                       dynamic_typing={"composer.sampler.clip_sample"},  # true | false | auto
                                        on_change=self.on_config)
         config: ComposerNodeConfig = self.params.config
         self.hosts: list[PolicyHostNode] = []

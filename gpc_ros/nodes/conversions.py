@@ -398,10 +398,10 @@ def marker_array_from_primitives(primitives, stamp, frame_id: str = BASE_FRAME):
                             a=float(prim.color[3]))
         if isinstance(prim, LineStrip):
             m.type, m.scale.x = Marker.LINE_STRIP, float(prim.width_m)
-            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.points_m]
+            m.points = [Point(x=x, y=y, z=z) for x, y, z in np.asarray(prim.points_m, np.float64).tolist()]
         elif isinstance(prim, Box):
             m.type, m.scale.x = Marker.LINE_LIST, float(prim.width_m)
-            m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in prim.edges_m()]
+            m.points = [Point(x=x, y=y, z=z) for x, y, z in prim.edges_m().astype(np.float64).tolist()]
         elif isinstance(prim, Text):
             m.type, m.scale.z, m.text = Marker.TEXT_VIEW_FACING, float(prim.height_m), prim.text
             m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in prim.position_m)
@@ -424,8 +424,10 @@ COMPRESSED_FORMATS = ("jpeg", "png")
 
 
 def compressed_image_msg(rgb: np.ndarray, stamp, frame_id: str, fmt: str = "jpeg", jpeg_quality: int = 90):
-    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image; ``format`` is ``"rgb8; jpeg compressed
-    bgr8"`` (or png), what image_transport's compressed plugin writes."""
+    """``sensor_msgs/CompressedImage`` of an (H, W, 3) uint8 RGB image.
+
+    ``format`` is ``"rgb8; jpeg compressed bgr8"`` (or png), what image_transport's compressed plugin writes.
+    """
     import cv2
     from sensor_msgs.msg import CompressedImage
 

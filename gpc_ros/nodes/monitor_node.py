@@ -69,16 +69,19 @@ class MonitorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def on_composed(self, msg: MultiDOFJointTrajectory) -> None:
+        """The composed chunk's TCP path."""
         positions = conversions.chunk_positions_m(msg)
         if len(positions):
             self.scene.set_composed(positions)
 
     def on_parent(self, name: str, msg: MultiDOFJointTrajectory) -> None:
+        """Parent ``name``'s own chunk."""
         positions = conversions.chunk_positions_m(msg)
         if len(positions):
             self.scene.set_parent(name, positions)
 
     def on_pose(self, msg: PoseStamped) -> None:
+        """One measured TCP pose for the executed path."""
         p = msg.pose.position
         self.scene.add_executed((p.x, p.y, p.z))
 
@@ -95,6 +98,7 @@ class MonitorNode(Node):
             self.scene.set_composition(self._composition["operator"], None)
 
     def on_parameter_event(self, msg: ParameterEvent) -> None:
+        """The composer's weights, names or operator changed."""
         if msg.node.rstrip("/") != self.composer.rstrip("/"):
             return
         by_name = {v: k for k, v in self.weight_keys.items()}
@@ -127,12 +131,14 @@ class MonitorNode(Node):
 
     # ------------------------------------------------------------------ output
     def publish(self) -> None:
+        """Publish the scene as markers (when ``publish_markers``)."""
         if self.publish_markers:
             self.marker_pub.publish(conversions.marker_array_from_primitives(
                 self.scene.primitives(), self.get_clock().now().to_msg(), self.scene.config.frame_id))
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run the monitor node until Ctrl-C."""
     spin_node(MonitorNode, args)
 
 

@@ -18,8 +18,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from gpc_ros.monitor.bag import (COMPRESSED_IMAGE, IMAGE, PROFILES, STORAGES, BagError, BagWriter, TopicSpec,
-                                 profile_spec, ros_type_to_bag_type)
+from gpc_ros.monitor.bag import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    PROFILES,
+    STORAGES,
+    BagError,
+    BagWriter,
+    TopicSpec,
+    profile_spec,
+    ros_type_to_bag_type,
+)
 
 COLOR_IMAGE = TopicSpec("/camera/*/color/image_raw", IMAGE, "")
 
@@ -31,6 +40,7 @@ def message_class(msgtype: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gpc-ros record`` argument parser."""
     p = argparse.ArgumentParser(prog="gpc-ros record", description=__doc__.split("\n\n")[0])
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="bag directory to create (default: gpc_<date>_<time>)")

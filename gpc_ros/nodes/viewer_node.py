@@ -1,5 +1,7 @@
-"""viewer_node and ``gpc-ros viewer``: the running graph in the Foxglove app, no ROS install needed on the viewing
-side (a Foxglove WebSocket server from foxglove-sdk, see :mod:`gpc_ros.monitor.foxglove_view`).
+"""viewer_node and ``gpc-ros viewer``: the running graph in the Foxglove app.
+
+No ROS install is needed on the viewing side (a Foxglove WebSocket server from foxglove-sdk, see
+:mod:`gpc_ros.monitor.foxglove_view`).
 
 The node is the monitor node (same scene: paths, envelope box, weights) that also forwards ``/gpc/points``,
 every ``/camera/<n>/color/image_raw``, ``joint_states`` and the FR3's link transforms (forward kinematics of
@@ -39,6 +41,9 @@ class ViewerNode(MonitorNode):
         port = self.declare_parameter("port", ViewerConfig.port, describe("Foxglove WebSocket port")).value
         self.tf_period_s = 1.0 / self.declare_parameter(
             "tf_rate_hz", 30.0, describe("link transforms sent at most this often (Hz)")).value
+        self.image_period_s = 1.0 / self.declare_parameter(
+            "image_rate_hz", 10.0, describe("images forwarded at most this often per camera (Hz)")).value
+        self._last_image: dict[str, float] = {}
         self.view = LiveView(ViewerConfig(host=host, port=int(port)), urdf_for_foxglove())
         self.poser = LinkPoser()
         self._last_tf = 0.0
@@ -56,14 +61,21 @@ class ViewerNode(MonitorNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def publish(self) -> None:
+        """Markers (if enabled) and the Foxglove scene."""
         super().publish()
         self.view.log_scene(self.scene.primitives(), self._now_s(), self.scene.config.frame_id)
 
     def on_points(self, msg: PointCloud2) -> None:
+        """Forward the point cloud."""
         points, colors = conversions.pointcloud2_to_numpy(msg)
         self.view.log_points(points, conversions.stamp_to_seconds(msg.header.stamp), msg.header.frame_id, colors)
 
     def on_image(self, topic: str, msg: Image) -> None:
+        """Forward a colour image (at most ``image_rate_hz``)."""
+        now = time.monotonic()
+        if now - self._last_image.get(topic, -1e9) < self.image_period_s:
+            return  # 640x480 costs ~8 ms per frame to forward (bench/bench_monitor.py): not every one
+        self._last_image[topic] = now
         try:
             rgb = conversions.image_msg_to_rgb(msg)
         except ValueError as exc:
@@ -72,6 +84,7 @@ class ViewerNode(MonitorNode):
         self.view.log_image(topic, rgb, conversions.stamp_to_seconds(msg.header.stamp), msg.header.frame_id)
 
     def on_joints(self, msg: JointState) -> None:
+        """Forward joint states; link transforms at most ``tf_rate_hz``."""
         t_s = conversions.stamp_to_seconds(msg.header.stamp)
         self.view.log_joint_states(list(msg.name), list(msg.position), t_s)
         now = time.monotonic()
@@ -86,6 +99,7 @@ class ViewerNode(MonitorNode):
         self.view.log_transforms(self.poser.poses(q, width), t_s, conversions.BASE_FRAME)
 
     def discover_images(self) -> None:
+        """Subscribe to colour cameras that appeared."""
         for topic, types in self.get_topic_names_and_types():
             if COLOR_IMAGES.matches(topic) and topic not in self._image_subs and "sensor_msgs/msg/Image" in types:
                 self._image_subs[topic] = self.create_subscription(
@@ -93,6 +107,7 @@ class ViewerNode(MonitorNode):
                 self.get_logger().info(f"forwarding {topic}")
 
     def destroy_node(self) -> None:
+        """Stop the Foxglove server, then the node."""
         self.view.close()
         super().destroy_node()
 

@@ -95,6 +95,7 @@ class CameraStreamConfig:
         return RealSenseConfig(self.serial, self.width, self.height, self.fps)
 
     def sim_config(self):
+        """The :class:`~gpc_ros.sim.cameras.SimCameraConfig` of this camera (source "sim")."""
         from gpc_ros.sim.cameras import SimCameraConfig
 
         return SimCameraConfig(self.sim_host, self.camera_name, self.width, self.height, float(self.fps))

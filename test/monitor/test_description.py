@@ -12,8 +12,14 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from gpc_ros.monitor.description import (VISUAL_LINKS, LinkPoser, mesh_path, resolve_mesh_source,
-                                         robot_description, urdf_path)
+from gpc_ros.monitor.description import (
+    VISUAL_LINKS,
+    LinkPoser,
+    mesh_path,
+    resolve_mesh_source,
+    robot_description,
+    urdf_path,
+)
 from gpc_ros.nodes.conversions import ARM_JOINT_NAMES, BASE_FRAME, FINGER_JOINT_NAMES, TCP_FRAME
 
 
@@ -62,6 +68,22 @@ def test_link_poses_place_the_fingers_at_the_gripper_width():
     assert np.linalg.norm(poses["fr3_hand_tcp"][0] - poses["fr3_hand"][0]) == pytest.approx(0.1034, abs=1e-9)
 
 
+def test_fk_from_our_urdf_equals_fk_from_franky_sims_urdf():
+    """Fast check in the default run: the TCP and every arm link of urdf/fr3.urdf coincide with the model built from
+    franky-sim's URDF (which test/control/test_kinematics.py checks against franky-sim's O_T_EE) over 200 random
+    configurations."""
+    from gpc_ros.control.kinematics import FR3Kinematics
+
+    ours, theirs = LinkPoser().kinematics, FR3Kinematics()
+    rng = np.random.default_rng(7)
+    for q in rng.uniform(ours.lower_rad, ours.upper_rad, size=(200, 7)):
+        a, b = ours.link_poses(q), theirs.link_poses(q)
+        for name in b:
+            np.testing.assert_allclose(a[name][0], b[name][0], atol=1e-9, err_msg=name)
+            assert abs(float(np.dot(a[name][1], b[name][1]))) == pytest.approx(1.0, abs=1e-9), name
+
+
+@pytest.mark.slow
 def test_fk_from_our_urdf_matches_franky_sim(franky_sim_fast):
     """FK of urdf/fr3.urdf vs the O_T_EE franky reports while the simulated arm visits random configurations.
 

@@ -22,6 +22,7 @@ CHUNK = np.column_stack([np.linspace(0.4, 0.5, 8), np.linspace(-0.1, 0.1, 8), np
 Q = np.array([0.1, -0.4, 0.05, -2.1, 0.0, 1.7, 0.8])
 WIDTH_M = 0.06
 TIMEOUT_S = 90.0
+SCENE_IDS = {"composed", "parent/rgb", "envelope", "composition"}
 EXPECTED = {"/gpc/scene", "/gpc/points", "/joint_states", "/tf", "/robot_description",
             "/camera/camera/color/image_raw"}
 
@@ -116,8 +117,14 @@ async def watch(port: int) -> dict:
         channels, subs, decoded, assets, params = {}, {}, {}, {}, {}
         asked_asset = asked_params = False
         deadline = time.monotonic() + TIMEOUT_S
+        def complete() -> bool:
+            by_topic = {channels[c]["topic"]: msgs for c, msgs in decoded.items()}
+            if not (EXPECTED <= set(by_topic) and 7 in assets and params):
+                return False  # the parent's topic is discovered within a second: wait for a scene showing it
+            return any(SCENE_IDS <= {e.id for e in m.entities} for m in by_topic["/gpc/scene"])
+
         while time.monotonic() < deadline:
-            if EXPECTED <= {channels[c]["topic"] for c in decoded} and assets and params:
+            if complete():
                 break
             try:
                 raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
@@ -173,7 +180,7 @@ def test_foxglove_client_sees_every_channel(ros_domain, listener):
 
     # the scene: composed and parent paths with the published points, the box, the text
     scenes = [{e.id: e for e in m.entities} for m in by_topic["/gpc/scene"]]
-    full = next(s for s in reversed(scenes) if {"composed", "parent/rgb", "envelope", "composition"} <= set(s))
+    full = next(s for s in reversed(scenes) if SCENE_IDS <= set(s))
     np.testing.assert_allclose([[p.x, p.y, p.z] for p in full["composed"].lines[0].points], CHUNK)
     assert full["composed"].frame_id == "fr3_link0" and len(full["envelope"].lines[0].points) == 24
     assert full["composition"].texts[0].text  # weights unknown here: the text says so

@@ -8,8 +8,18 @@ import time
 import numpy as np
 import pytest
 
-from gpc_ros.monitor.scene import (COMPOSED_COLOR, ENVELOPE_COLOR, EXECUTED_COLOR, PARENT_PALETTE, Box, LineStrip,
-                                   Scene, SceneConfig, Text, parent_colors)
+from gpc_ros.monitor.scene import (
+    COMPOSED_COLOR,
+    ENVELOPE_COLOR,
+    EXECUTED_COLOR,
+    PARENT_PALETTE,
+    Box,
+    LineStrip,
+    Scene,
+    SceneConfig,
+    Text,
+    parent_colors,
+)
 
 CHUNK = np.column_stack([np.linspace(0.4, 0.5, 8), np.linspace(-0.1, 0.1, 8), np.full(8, 0.3)])
 RGB_CHUNK = CHUNK + [0.0, 0.02, 0.0]
@@ -168,11 +178,10 @@ def test_monitor_yaml_holds_exactly_the_nodes_parameters(ros_domain):
     data = yaml.safe_load((share_dir() / "config" / "monitor.yaml").read_text())
     import rclpy
     from rclpy.context import Context
+    from rclpy.parameter import Parameter
 
     from gpc_ros.nodes.monitor_node import MonitorNode
     from gpc_ros.nodes.viewer_node import ViewerNode
-
-    from rclpy.parameter import Parameter
 
     builtin = {"use_sim_time", "start_type_description_service"}  # every rclpy node has these
     context = Context()

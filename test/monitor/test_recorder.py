@@ -69,7 +69,8 @@ def messages():
         stamp = cv.seconds_to_stamp(100.0 + 0.1 * i)
         out["/camera/camera/color/image_raw"].append(
             cv.rgb_to_image_msg(smooth_image(rng), stamp, "camera_color_optical_frame"))
-        snap = type("S", (), {"ee_position_m": rng.uniform(0.3, 0.6, 3), "ee_quaternion_xyzw": np.array([1.0, 0, 0, 0])})
+        snap = type("S", (), {"ee_position_m": rng.uniform(0.3, 0.6, 3),
+                              "ee_quaternion_xyzw": np.array([1.0, 0, 0, 0])})
         out["/ee_pose"].append(cv.pose_stamped_from_snapshot(snap, stamp))
         chunk = ActionChunk.from_arrays(100.0 + 0.1 * i, 0.1, positions_m=rng.uniform(0.3, 0.6, (8, 3)),
                                         quaternions_xyzw=np.tile([1.0, 0, 0, 0], (8, 1)))
@@ -126,6 +127,19 @@ def test_recorder_round_trip_message_for_message(ros_domain, listener, tmp_path)
         assert digests[topic] == hashes[topic], f"{topic}: bag hash differs from the live publisher's"
     meta = (bag / "metadata.yaml").read_text()
     assert "storage_identifier: mcap" in meta and "version: 9" in meta
+
+    # what the recorder wrote replays to a report: one chunk per recorded composed chunk, compared with them
+    from gpc_ros.monitor.replay_cli import main as replay_main
+
+    from .recorded import CHECKPOINTS
+
+    out = tmp_path / "report"
+    # (these chunks are stamped like the frames they follow: no composer delay between observation and chunk)
+    assert replay_main([str(bag), "--parent", f"rgb={CHECKPOINTS / 'diffusion_rgb'}", "--steps", "2",
+                        "--first-action-delay-s", "0", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["chunks"] == len(sent["/gpc/action_chunk"]) and report["error_source"] == "recorded_chunks"
+    assert len(report["results"][0]["per_chunk"]["error_m"]) == report["chunks"]
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])

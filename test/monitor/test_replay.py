@@ -76,12 +76,13 @@ def test_checkpoint_replay_matches_an_independent_computation(session, bag):
                         ComposerConfig(sampler=sampler, return_parent_chunks=False))
     times = session.chunk_times_s[:CHUNKS]
     assert report["chunks"] == CHUNKS and report["error_source"] == "recorded_chunks"
-    np.testing.assert_allclose(report["decision_times_s"], times, atol=1e-6)
+    np.testing.assert_allclose(report["chunk_start_times_s"], times, atol=1e-6)
+    np.testing.assert_allclose(report["decision_times_s"], times - 0.1, atol=1e-6)
     for w, row in zip(WEIGHTS, report["results"]):
         paths = []
         for i, t in enumerate(times):
-            with torch.no_grad():
-                out = composer.compose(composer.encode(expected_observations(session, t)), w.tolist(),
+            with torch.no_grad():  # composed from the observation 0.1 s (first_action_delay_s) before the stamp
+                out = composer.compose(composer.encode(expected_observations(session, t - 0.1)), w.tolist(),
                                        generator=7 + i)
             paths.append(out.actions[0, 0].double().numpy())
         errors = [np.sqrt(np.mean(np.sum((p - c) ** 2, axis=1))) for p, c in zip(paths, session.chunks_m)]
@@ -126,7 +127,7 @@ def test_analytic_parents_without_recorded_chunks_compare_with_the_executed_path
         errors = []
         for t in times:
             current = last(session.state_times_s, session.states_m, t, 1)[0]
-            steps = t + 0.1 * np.arange(8)
+            steps = t + 0.1 + 0.1 * np.arange(8)  # the chunk starts first_action_delay_s after its observation
             executed = np.stack([np.interp(steps, session.state_times_s, session.states_m[:, j], left=np.nan,
                                            right=np.nan) for j in range(3)], axis=1)
             ok = np.all(np.isfinite(executed), axis=1)
@@ -141,7 +142,8 @@ def test_compressed_images_replay_like_raw_ones(session, bag, tmp_path):
     compressed = write_session(session, tmp_path / "compressed", compressed=True)
     policy = load_policy(CHECKPOINTS / "diffusion_rgb")
     config = ReplayConfig(dt_s=None, max_chunks=2, sampler=default_sampler([policy]))
-    reports = [replay(load_recording(b, {"image", "state"}), [ReplayParent.from_checkpoint("rgb", CHECKPOINTS / "diffusion_rgb")],
+    parent = ReplayParent.from_checkpoint("rgb", CHECKPOINTS / "diffusion_rgb")
+    reports = [replay(load_recording(b, {"image", "state"}), [parent],
                       np.array([[1.0]]), config) for b in (bag, compressed)]
     assert reports[0]["results"][0]["per_chunk"]["error_m"] == pytest.approx(
         reports[1]["results"][0]["per_chunk"]["error_m"], rel=1e-6)
@@ -166,3 +168,27 @@ def test_image_topic_is_found_or_named(session, tmp_path):
     from gpc_ros.monitor.bag import BagError
     with pytest.raises(BagError, match=r"no colour image topic /camera/<name>/color/image_raw"):
         load_recording(path, {"image", "state"})
+
+
+def test_cli_replays_with_the_composer_nodes_settings(bag, tmp_path):
+    """--composer-config: the graph's composer.yaml (sampler, operator, dt, seed, weights) drives the replay."""
+    import yaml
+
+    from gpc_ros.paths import share_dir
+
+    data = yaml.safe_load((share_dir() / "config" / "composer.yaml").read_text())
+    block = data["composer"]["ros__parameters"]
+    block.update(parents=["rgb", "pcd"], weights=[0.8, 0.2], seed=5, first_action_delay_s=0.2)
+    block["composer"]["sampler"]["num_inference_steps"] = 3
+    path = tmp_path / "composer.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "report"
+    assert replay_main([str(bag), "--parent", f"rgb={CHECKPOINTS / 'diffusion_rgb'}", "--parent",
+                        f"pcd={CHECKPOINTS / 'flow_pointcloud'}", "--composer-config", str(path),
+                        "--max-chunks", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["sampler"]["num_inference_steps"] == 3 and report["sampler"]["kind"] == "ddim"
+    assert report["seed"] == 5 and report["operator"] == "convex" and report["dt_s"] == 0.1
+    assert report["first_action_delay_s"] == 0.2
+    assert report["decision_times_s"][0] == pytest.approx(report["chunk_start_times_s"][0] - 0.2)
+    assert [r["weights"] for r in report["results"]] == [{"rgb": 0.8, "pcd": 0.2}]
