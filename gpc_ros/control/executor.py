@@ -349,21 +349,29 @@ class FrankaExecutor:
             raise TypeError(f"execute() takes an ActionChunk, got {type(chunk).__name__}")
         return self._submit("chunk", (chunk, self._clock()))
 
-    def stop(self, timeout_s: float = 1.0) -> bool:
+    def stop(self, timeout_s: float = 10.0, wait: bool = True) -> bool:
         """E-stop: disable execution, drop the plan and start franky's planned stop on the next loop tick.
 
-        Returns whether the loop confirmed the stop was sent within ``timeout_s`` (always, while it runs). The stop
-        report (time and distance to rest) appears in ``state.last_stop`` once the arm is at rest; see
-        :meth:`wait_stopped`.
+        With ``wait`` (default) it returns once the arm is at rest (the planned stop finished, or the hard stop
+        fell in): True, or False if that did not happen within ``timeout_s`` (executor-side wall time; franky-sim
+        may run slower than real time). Without ``wait`` it returns once the stop was sent. The stop report (time
+        and distance to rest) is ``state.last_stop`` / :meth:`wait_stopped`.
         """
         with self._lock:
             self._enabled = False
         if not self.loop_alive:
             return not self._connected_event.is_set()
+        deadline = time.monotonic() + timeout_s
         try:
             self._submit("stop", None, timeout_s)
         except ExecutionRefused:
             return False
+        if not wait:
+            return True
+        while self._stop is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
         return True
 
     def wait_stopped(self, timeout_s: float) -> StopReport | None:
@@ -697,8 +705,10 @@ class FrankaExecutor:
         self._pending = None
         self._chunk_arrival_s = None
         robot = self._robot
-        if robot is None:
-            return
+        if robot is None or self._stop is not None:
+            return  # nothing to stop, or a stop is already running (not restarted: it would preempt it)
+        if reason in ("stop", "close") and not robot.is_in_control:
+            return  # no motion running: sending a stop motion would only start one
         snap = self._snapshot
         info = {"reason": reason, "t0": snap.robot_time_s, "p0": snap.measured_tcp_m.copy(),
                 "speed": self._speed_m_s(snap), "kind": "planned"}
