@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Observation-to-chunk latency of the graph: K = 2 policy hosts in separate processes and in-process, against one
 parent alone, plus the per-step exchange overhead, measured side by side in one run (figures: docs/graph.md).
 
@@ -31,11 +30,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 from gpc_ros.compose import Composer  # noqa: E402
-from gpc_ros.graph import protocol  # noqa: E402
 from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost  # noqa: E402
 from gpc_ros.graph.host import HostConfig, HostCore, Observing, load_host_parent  # noqa: E402
 from gpc_ros.graph.parents import GoalParent  # noqa: E402
@@ -83,7 +81,11 @@ class Wire:
         from std_msgs.msg import Float64MultiArray, String
 
         from gpc_ros.nodes import conversions
-        from gpc_ros.nodes.policy_host_node import ANNOUNCE_QOS, EXCHANGE_QOS, host_topics
+        from gpc_ros.nodes.policy_host_node import (
+            ANNOUNCE_QOS,
+            EXCHANGE_QOS,
+            host_topics,
+        )
 
         rclpy.init()
         self.node = Node("bench_graph")
@@ -228,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             slot.event.wait(5.0)
             goal_local.encode(corr, 1.0)
             for step in range(args.steps):
-                exchange.append(timed(lambda: goal_handle.predict(corr, step, 50.0, (0, 0), x, 5.0)))
-                local_predict.append(timed(lambda: goal_local.predict(corr, x, 50.0)))
+                exchange.append(timed(lambda c=corr, k=step: goal_handle.predict(c, k, 50.0, (0, 0), x, 5.0)))
+                local_predict.append(timed(lambda c=corr: goal_local.predict(c, x, 50.0)))
         load_after = os.getloadavg()
         base = statistics.median(times["one parent alone"])
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")

@@ -30,9 +30,9 @@ import torch
 from gpc_ros.compose.parent import repeat_encoding
 from gpc_ros.policies import make_policy, save_policy
 from gpc_ros.policies.ema import EMA
+from gpc_ros.policies.encoders.observation import random_observation
 from gpc_ros.policies.normalization import fit_min_max
 from gpc_ros.policies.presets import policy_config
-from gpc_ros.policies.encoders.observation import random_observation
 
 MODELS = [("diffusion", {}), ("dp3", {}), ("flow", {"modality": "image"})]
 

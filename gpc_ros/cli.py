@@ -15,7 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim-server": ("gpc_ros.sim.franky_sim_server", "serve a franky-sim FR3 on a loopback address"),
     "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
     "collect": ("gpc_ros.sim.collect", "record scripted-expert demonstrations of a simulated cell task"),
-    "dataset": ("gpc_ros.policies.lerobot.dataset_cli", "inspect or convert datasets (npz episodes <-> LeRobotDataset v3.0)"),
+    "dataset": ("gpc_ros.policies.lerobot.dataset_cli", "inspect or convert datasets (npz <-> LeRobotDataset v3.0)"),
     "train": ("gpc_ros.policies.train_cli", "train a parent policy (diffusion, dp3, flow) on episodes or a synthetic task"),
     "record": ("gpc_ros.nodes.recorder_node", "record the graph's topics (documented profile) into an MCAP rosbag2 bag"),
     "viewer": ("gpc_ros.nodes.viewer_node", "serve the running graph to the Foxglove app (WebSocket, 127.0.0.1:8765)"),

@@ -75,8 +75,15 @@ def _mean_offsets(current_m: np.ndarray, goal_m: np.ndarray, cfg: DemoConfig) ->
 
 
 def execute_or_recover(executor: FrankaExecutor, chunk: ActionChunk, faults: list[str]) -> None:
-    """Hand ``chunk`` to the executor; after a latched fault (e.g. a franky planner error) record it, call
-    ``recover()`` as an operator would, and hand the chunk over again."""
+    """Hand ``chunk`` to the executor, recovering once from a latched fault.
+
+    After a latched fault (e.g. a franky planner error) the fault is appended to ``faults``, ``recover()`` is called
+    as an operator would, and the chunk is handed over again.
+
+    Raises:
+        ExecutionRefused: the executor refused the chunk without a latched fault (e.g. execution disabled), or
+            refused it again after the recovery.
+    """
     try:
         executor.execute(chunk)
     except ExecutionRefused:
@@ -90,6 +97,15 @@ def execute_or_recover(executor: FrankaExecutor, chunk: ActionChunk, faults: lis
 
 
 def build_composer(cfg: DemoConfig) -> tuple[Composer, ActionNormalization]:
+    """Build the two analytic Gaussian parents of the demo and the composer over them.
+
+    Parent ``left`` predicts epsilon on a 100-step DDPM squaredcos_cap_v2 schedule, parent ``right`` a
+    rectified-flow velocity; both act on ``(horizon, 3)`` TCP offsets normalised from [-0.2, 0.2] m to [-1, 1],
+    with ``action_std_m`` as their standard deviation. The composer samples with DDIM in ``inference_steps`` steps.
+
+    Returns:
+        The composer and the action normalisation shared by both parents.
+    """
     norm = ActionNormalization.min_max(low=[-0.2] * 3, high=[0.2] * 3)
     var = (cfg.action_std_m / 0.2 * 2.0) ** 2  # std in the normalised space ([-0.2, 0.2] m -> [-1, 1])
     ddpm = make_vp_scheduler("ddpm", num_train_timesteps=100)
@@ -104,6 +120,17 @@ def build_composer(cfg: DemoConfig) -> tuple[Composer, ActionNormalization]:
 def run_episode(executor: FrankaExecutor, composer: Composer, norm: ActionNormalization, weights: tuple[float, float],
                 start_m: np.ndarray, quat_xyzw: np.ndarray, cfg: DemoConfig, generator: torch.Generator,
                 faults: list[str]) -> dict:
+    """Run one receding-horizon episode of ``episode_s`` seconds at one weight vector.
+
+    Every ``replan_period_s`` the composer samples a chunk of TCP offsets from the current position towards the
+    parents' goals (start + ``goal_a_offset_m`` / ``goal_b_offset_m``), and the executor streams it at the start
+    orientation ``quat_xyzw``. Faults recovered on the way are appended to ``faults``.
+
+    Returns:
+        ``weights``; ``reached_m`` and ``expected_m`` (the weighted goal ``w_left A + w_right B``), both ``(3,)``
+        offsets from ``start_m`` in m; ``error_m`` (their distance, m); ``chunks`` (composed chunks) and ``calls``
+        (network calls per parent).
+    """
     goals = [start_m + np.array(cfg.goal_a_offset_m), start_m + np.array(cfg.goal_b_offset_m)]
     chunks = calls = 0
     # Episodes last episode_s on the robot's clock: the driver's limits hold per robot time, and franky-sim runs at
@@ -143,6 +170,11 @@ def return_home(executor: FrankaExecutor, start_m: np.ndarray, quat_xyzw: np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gpc-ros demo``: one episode per weight vector against franky-sim, printing where the arm went.
+
+    Returns:
+        0 if the arm settled within 20 mm of every composed goal, 1 otherwise or if franky-sim is unreachable.
+    """
     parser = argparse.ArgumentParser(prog="gpc-ros demo", description=__doc__.splitlines()[0])
     parser.add_argument("--episode-s", type=float, default=DemoConfig.episode_s, help="seconds per weight vector")
     parser.add_argument("--seed", type=int, default=DemoConfig.seed)

@@ -10,6 +10,11 @@ MODULES = ["numpy", "torch", "diffusers", "rclpy", "open3d", "pyrealsense2", "cv
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Import every module of ``MODULES`` and print its version or why it failed to import.
+
+    Returns:
+        0 if all imports succeeded, 1 otherwise.
+    """
     argparse.ArgumentParser(prog="gpc-ros doctor", description=__doc__).parse_args(argv)
     failed = 0
     for name in MODULES:

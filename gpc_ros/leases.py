@@ -24,6 +24,7 @@ class Lease:
         self.kind, self.value, self._fd = kind, value, fd
 
     def release(self) -> None:
+        """Unlock and close the lease file so another process can take the value; idempotent."""
         if self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

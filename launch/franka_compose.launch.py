@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import sys
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
+
 ARGUMENTS = {
     "use_sim": ("false", "true: start the simulated FR3 (franky-sim) and drive it instead of a real arm"),
     "robot_ip": ("", "FCI address of the arm (empty: the graph file's robot_ip, or sim_robot_ip with use_sim)"),
     "config": ("", "graph description YAML (empty: share/gpc_ros/config/graph.yaml)"),
-    "deployment": ("", "separate (one process per policy host) or in_process (hosts inside the composer); "
-                       "empty: the graph file's"),
+    "deployment": ("", ("separate (one process per policy host) or in_process (hosts inside the composer); "
+                        "empty: the graph file's")),
     "rviz": ("false", "true: also start robot_state_publisher with urdf/fr3.urdf and rviz2 with config/gpc.rviz"),
 }
 
@@ -69,5 +70,5 @@ def rviz_actions(context, *args, **kwargs):
 def generate_launch_description() -> LaunchDescription:
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in ARGUMENTS.items()]
-    return LaunchDescription([*declared, OpaqueFunction(function=graph_actions),
-                              OpaqueFunction(function=rviz_actions, condition=IfCondition(LaunchConfiguration("rviz")))])
+    rviz = OpaqueFunction(function=rviz_actions, condition=IfCondition(LaunchConfiguration("rviz")))
+    return LaunchDescription([*declared, OpaqueFunction(function=graph_actions), rviz])

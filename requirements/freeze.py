@@ -16,7 +16,8 @@ for dist in distributions():
     if (dist.read_text("INSTALLER") or "").strip() != "pip":
         continue
     name = dist.metadata["Name"]
-    if dist.read_text("direct_url.json") or name.lower() in {"torch", "pip", "setuptools", "wheel", "gpc-ros", "gpc_ros"}:
+    unpinned = {"torch", "pip", "setuptools", "wheel", "gpc-ros", "gpc_ros"}
+    if dist.read_text("direct_url.json") or name.lower() in unpinned:
         continue
     is_ros = name.lower().startswith("ros-")
     if is_ros == (which == "ros"):

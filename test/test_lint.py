@@ -13,12 +13,21 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Parts already clean (issue 10): the composition core, perception, their nodes, benches and tests.
 CLEAN_PATHS = [
     "gpc_ros/compose", "gpc_ros/perception", "gpc_ros/policies/objectives.py", "gpc_ros/nodes/pointcloud_node.py",
-    "gpc_ros/nodes/camera_node.py", "bench/bench_compose.py", "bench/bench_pointcloud.py", "test/compose",
-    "test/perception", "test/nodes/test_pointcloud_node.py", "test/nodes/test_camera_node.py",
-    "test/policies/test_objectives.py", "test/test_lint.py",
+    "gpc_ros/nodes/camera_node.py", "test/compose", "test/perception", "test/nodes/test_pointcloud_node.py",
+    "test/nodes/test_camera_node.py", "test/test_lint.py",
     # issue 14 (monitoring)
     "gpc_ros/monitor", "gpc_ros/nodes/monitor_node.py", "gpc_ros/nodes/viewer_node.py",
-    "gpc_ros/nodes/recorder_node.py", "test/monitor", "bench/bench_monitor.py",
+    "gpc_ros/nodes/recorder_node.py", "test/monitor",
+    # issue 10 lint pass: the top-level modules, the policies (except the training / dataset / LeRobot parts),
+    # the test helpers, every bench, the foundation and policy tests, the requirements script
+    "gpc_ros/__init__.py", "gpc_ros/action_space.py", "gpc_ros/demo.py", "gpc_ros/doctor.py", "gpc_ros/leases.py",
+    "gpc_ros/paths.py", "gpc_ros/ros_env.py", "gpc_ros/testing", "gpc_ros/policies/__init__.py",
+    "gpc_ros/policies/adapter.py", "gpc_ros/policies/checkpoint.py", "gpc_ros/policies/chunk_policy.py",
+    "gpc_ros/policies/config_io.py", "gpc_ros/policies/ema.py", "gpc_ros/policies/evaluation.py",
+    "gpc_ros/policies/factory.py", "gpc_ros/policies/normalization.py", "gpc_ros/policies/presets.py",
+    "gpc_ros/policies/synthetic.py", "gpc_ros/policies/unet1d.py", "gpc_ros/policies/diffusion",
+    "gpc_ros/policies/dp3", "gpc_ros/policies/flow", "gpc_ros/policies/encoders", "bench", "test/conftest.py",
+    "test/foundation", "test/policies", "requirements",
 ]
 
 

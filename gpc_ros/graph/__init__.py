@@ -1,3 +1,4 @@
 """The node graph without ROS: the per-step protocol, the policy host's and the composer's cores, the graph
 description (config/graph.yaml) and the process supervisor behind ``gpc-ros bringup``. See docs/graph.md and
-docs/protocol.md."""
+docs/protocol.md.
+"""

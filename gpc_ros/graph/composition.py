@@ -80,6 +80,13 @@ class ComposerNodeConfig:
     """renormalize (weights over the healthy hosts) | fallback (fallback_parent alone) | hold (no chunk)."""
     fallback_parent: str = ""
     """The parent used alone when on_fault is fallback."""
+    # --- online weight search (episode outcomes on /gpc/episode_outcome pick the next episode's weights)
+    search_state_path: str = ""
+    """JSON file of the online weight search (created, resumed, written after every outcome); "" = no search."""
+    search_strategy: Literal["thompson", "grid"] = "thompson"
+    """thompson (Thompson sampling over the arms) | grid (least-tried arm next)."""
+    search_divisions: int = 10
+    """Arms: every weight vector with entries k / search_divisions summing to 1 (10 -> the paper's 11 for K = 2)."""
     # --- output
     publish_parent_chunks: bool = True
     """Also publish each parent's own chunk (same noise) on /gpc/parents/<name>/chunk."""
@@ -94,7 +101,7 @@ class ComposerNodeConfig:
             raise ValueError(f"ComposerNodeConfig.weights must have one value per parent {list(names)}; "
                              f"got {list(self.weights)}")
         if not isinstance(self.composer, ComposerConfig):
-            raise ValueError(f"ComposerNodeConfig.composer must be a ComposerConfig; got {self.composer!r}")
+            raise TypeError(f"ComposerNodeConfig.composer must be a ComposerConfig; got {self.composer!r}")
         operator = make_operator(self.composer.operator, self.composer.allow_unnormalized_weights)
         try:
             operator.check(as_weight_matrix(list(self.weights), names), names)
@@ -117,6 +124,11 @@ class ComposerNodeConfig:
         if len(self.tcp_quat_xyzw) != 4 or not 0.5 < math.sqrt(sum(v * v for v in self.tcp_quat_xyzw)) < 2.0:
             raise ValueError(f"ComposerNodeConfig.tcp_quat_xyzw must be a unit quaternion (x, y, z, w); "
                              f"got {list(self.tcp_quat_xyzw)}")
+        if self.search_strategy not in ("thompson", "grid"):
+            raise ValueError(f"ComposerNodeConfig.search_strategy must be 'thompson' or 'grid'; "
+                             f"got {self.search_strategy!r}")
+        if not (isinstance(self.search_divisions, int) and self.search_divisions >= 1):
+            raise ValueError(f"ComposerNodeConfig.search_divisions must be an int >= 1; got {self.search_divisions!r}")
         if not (isinstance(self.seed, int) and self.seed >= -1):
             raise ValueError(f"ComposerNodeConfig.seed must be an int >= -1; got {self.seed!r}")
 
@@ -200,7 +212,8 @@ class LocalHost(HostHandle):
 
 class RemoteHost(HostHandle):
     """A host in another process: ``send(exchange)`` puts a request on the wire; the transport calls
-    :meth:`deliver` with every reply (from any thread)."""
+    :meth:`deliver` with every reply (from any thread).
+    """
 
     def __init__(self, name: str, send: Callable[[protocol.Exchange], None]) -> None:
         super().__init__(name)
@@ -454,3 +467,25 @@ class GraphComposer:
             composer.close()
         self._composers.clear()
 
+
+
+class EpisodeSearch:
+    """The online weight search of the composer: one arm (weight vector) per episode, outcomes recorded and the
+    state saved to ``path`` after each (resumed on restart). Wraps :class:`gpc_ros.compose.search.WeightSearch`.
+    """
+
+    def __init__(self, path: str, parents: Sequence[str], strategy: str = "thompson", divisions: int = 10,
+                 seed: int = 0) -> None:
+        from gpc_ros.compose.search import SearchConfig, WeightSearch, simplex_grid
+
+        self.path = path
+        arms = simplex_grid(len(parents), divisions)
+        self.search = WeightSearch.load_or_create(path, arms, list(parents), SearchConfig(strategy, seed=seed))
+        self.arm, self.weights = self.search.next_arm()
+
+    def outcome(self, success: bool) -> tuple[float, ...]:
+        """Record the running episode's outcome, save, and return the next episode's weights."""
+        self.search.record(self.arm, success)
+        self.search.save(self.path)
+        self.arm, self.weights = self.search.next_arm()
+        return tuple(float(w) for w in self.weights)

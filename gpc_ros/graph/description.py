@@ -97,7 +97,8 @@ def default_graph_file() -> Path:
 def describe_graph(path: str | Path | None = None, *, use_sim: bool | None = None, robot_ip: str | None = None,
                    deployment: str | None = None) -> GraphDescription:
     """Read a graph file (default ``config/graph.yaml``) and resolve it for ``use_sim`` / ``robot_ip`` /
-    ``deployment`` (None = the file's value). Raises ValueError naming the entry and field at fault."""
+    ``deployment`` (None = the file's value). Raises ValueError naming the entry and field at fault.
+    """
     path = Path(path) if path is not None else default_graph_file()
     if not path.is_file():
         raise ValueError(f"graph file {str(path)!r} does not exist")

@@ -22,7 +22,12 @@ import numpy as np
 import torch
 
 from gpc_ros.compose.parameterization import Parameterization
-from gpc_ros.compose.parent import ActionNormalization, ParentPolicy, encoding_batch_size, repeat_encoding
+from gpc_ros.compose.parent import (
+    ActionNormalization,
+    ParentPolicy,
+    encoding_batch_size,
+    repeat_encoding,
+)
 from gpc_ros.compose.schedule import FlowTime, VPTime
 from gpc_ros.graph import protocol
 
@@ -77,7 +82,8 @@ class HostConfig:
             raise ValueError(f"HostConfig.factory_kwargs must be a JSON object; got {self.factory_kwargs!r} "
                              f"({exc})") from None
         if not isinstance(kwargs, dict):
-            raise ValueError(f"HostConfig.factory_kwargs must be a JSON object; got {self.factory_kwargs!r}")
+            raise ValueError(  # noqa: TRY004 (a value read from a parameter: JSON of the wrong shape)
+                f"HostConfig.factory_kwargs must be a JSON object; got {self.factory_kwargs!r}")
         if self.modality not in MODALITIES:
             raise ValueError(f"HostConfig.modality must be one of {MODALITIES}; got {self.modality!r}")
         if self.factory and self.modality == "auto":
@@ -119,7 +125,7 @@ def load_host_parent(config: HostConfig) -> tuple[ParentPolicy, Observing]:
         raise ValueError(f"HostConfig.factory {config.factory!r} cannot be loaded: {exc}") from None
     parent = factory(name=config.name, **json.loads(config.factory_kwargs))
     if not isinstance(parent, ParentPolicy):
-        raise ValueError(f"HostConfig.factory {config.factory!r} returned {type(parent).__name__}, which does not "
+        raise TypeError(f"HostConfig.factory {config.factory!r} returned {type(parent).__name__}, which does not "
                          f"provide the ParentPolicy contract (name, parameterization, action_horizon, action_dim, "
                          f"normalization, time_convention, encode, predict)")
     observing = Observing(config.modality, config.obs_horizon or 1, 3 if config.state_dim < 0 else config.state_dim,
@@ -137,7 +143,7 @@ def announcement(parent: ParentPolicy, observing: Observing) -> dict[str, Any]:
     elif isinstance(convention, FlowTime):
         time = {"kind": "flow", "time_scale": float(convention.time_scale)}
     else:
-        raise ValueError(f"parent {parent.name!r}: time convention {convention!r} cannot be announced "
+        raise TypeError(f"parent {parent.name!r}: time convention {convention!r} cannot be announced "
                          f"(VPTime and FlowTime can)")
     norm = parent.normalization
     return {"name": parent.name, "parameterization": Parameterization.parse(parent.parameterization).value,

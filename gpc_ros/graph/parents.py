@@ -69,5 +69,6 @@ class GoalParent(GaussianParent):
 
 def goal_parent(name: str, **kwargs) -> GoalParent:
     """Factory for ``policy_host_node`` (``factory: gpc_ros.graph.parents:goal_parent``, ``factory_kwargs``: the
-    :class:`GoalParent` keyword arguments as JSON)."""
+    :class:`GoalParent` keyword arguments as JSON).
+    """
     return GoalParent(name, **kwargs)

@@ -46,10 +46,10 @@ OK, NO_OBSERVATION, UNKNOWN_CORRELATION, NON_FINITE, HOST_ERROR = range(5)
 def split_stamp(stamp_s: float) -> tuple[int, int]:
     """Seconds (float) -> (sec, nanosec)."""
     sec = math.floor(stamp_s)
-    nsec = int(round((stamp_s - sec) * 1e9))
+    nsec = round((stamp_s - sec) * 1e9)
     if nsec >= 1_000_000_000:
         sec, nsec = sec + 1, nsec - 1_000_000_000
-    return int(sec), nsec
+    return sec, nsec
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Exchange:
         return flat
 
     @classmethod
-    def unpack(cls, flat: np.ndarray, shape: tuple[int, ...]) -> "Exchange":
+    def unpack(cls, flat: np.ndarray, shape: tuple[int, ...]) -> Exchange:
         """Inverse of :meth:`pack`; ``shape`` is the tensor's shape from the message layout."""
         flat = np.asarray(flat, dtype=np.float64)
         if flat.size < HEADER_SLOTS:

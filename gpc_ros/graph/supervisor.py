@@ -57,7 +57,7 @@ class Supervisor:
     def _spawn(self, spec: ProcessSpec) -> subprocess.Popen:
         proc = subprocess.Popen(spec.argv(self.python), env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 (prctl only)
         return proc
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
@@ -74,7 +74,7 @@ class Supervisor:
         self._report(f"started {spec.name} (pid {proc.pid})")
         return child
 
-    def start(self) -> "Supervisor":
+    def start(self) -> Supervisor:
         for spec in self.description.processes:
             self._start_child(spec)
         return self
@@ -101,7 +101,8 @@ class Supervisor:
 
     def run(self, poll_period_s: float = 0.2, until: Callable[[], bool] | None = None) -> int:
         """Watch the children until one exit stops the graph, ``until()`` is true, or Ctrl-C; 0 after Ctrl-C or
-        ``until``, 1 when a child's exit stopped the graph."""
+        ``until``, 1 when a child's exit stopped the graph.
+        """
         try:
             while self.poll():
                 if until is not None and until():
@@ -139,7 +140,7 @@ class Supervisor:
             if child.pump is not None:
                 child.pump.join(timeout=2)
 
-    def __enter__(self) -> "Supervisor":
+    def __enter__(self) -> Supervisor:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -9,16 +9,15 @@ A worker thread waits for frames so the executor stays free for the diagnostics 
 from __future__ import annotations
 
 import threading
-from dataclasses import fields
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
 from gpc_ros.perception.camera_stream import CameraStream, CameraStreamConfig
 
@@ -26,38 +25,15 @@ from gpc_ros.perception.camera_stream import CameraStream, CameraStreamConfig
 #: FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (set by gpc_ros.ros_env.graph_env).
 IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
-DESCRIPTIONS = {
-    "camera_name": "topics under /camera/<camera_name>/, frames <camera_name>_color_optical_frame",
-    "source": "'realsense' (a connected camera by serial), 'playback' (a recorded .db3/.bag file) or 'sim' (camera "
-              "camera_name of the simulated cell on sim_host)",
-    "serial": "RealSense serial number (source 'realsense')",
-    "recording_path": "recorded RealSense file .db3/.bag (source 'playback')",
-    "width": "stream width (px) of a live camera",
-    "height": "stream height (px) of a live camera",
-    "fps": "frame rate (Hz) of a live camera: 6, 15, 30, 60 or 90",
-    "playback_loop": "play the recording again after its last frame",
-    "playback_pace_realtime": "play the recording at its recorded rate (false: as fast as it is read)",
-    "depth_encoding": "published depth: '16UC1' (mm, 0 = no data) or '32FC1' (m, NaN = no data)",
-    "frame_timeout_s": "no frame for this long (s) -> WARN on /diagnostics",
-    "reopen_period_s": "retry period (s) for a source that failed to open",
-    "max_clock_drift_s": "re-anchor hardware -> ROS timestamps beyond this drift (s)",
-    "sim_host": "loopback address of the simulated cell (source 'sim'; gpc-ros sim-server --task ... --host)",
-}
-
 
 class CameraNode(Node):
     """One RGB-D camera (live or recorded) published like realsense2_camera, health on /diagnostics."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__("camera_node", **kwargs)
-        defaults = CameraStreamConfig.__dataclass_fields__
-        for f in fields(CameraStreamConfig):
-            # serials are digits: YAML and `-p serial:=123` make them integers, so the serial accepts both
-            self.declare_parameter(f.name, defaults[f.name].default, ParameterDescriptor(
-                description=DESCRIPTIONS[f.name], dynamic_typing=f.name == "serial"))
-        values = {f.name: self.get_parameter(f.name).value for f in fields(CameraStreamConfig)}
-        values["serial"] = str(values["serial"])
-        self.config = CameraStreamConfig(**values)
+        # serials are digits: YAML and `-p serial:=123` make them integers, so the serial accepts both
+        self.params = ConfigParameters(self, CameraStreamConfig, dynamic_typing=("serial",))
+        self.config: CameraStreamConfig = self.params.config
         self.stream = CameraStream(self.config)
         prefix = f"/camera/{self.config.camera_name}"
         self.color_pub = self.create_publisher(Image, f"{prefix}/color/image_raw", IMAGE_QOS)

@@ -4,8 +4,10 @@ Every ``replan_period_s`` it names one observation time, has every host encode f
 :class:`gpc_ros.graph.composition.GraphComposer` (the exchange: docs/protocol.md) and publishes it on
 ``/gpc/action_chunk`` (trajectory_msgs/MultiDOFJointTrajectory, the driver's convention, docs/messages.md) plus each
 parent's own chunk on ``/gpc/parents/<name>/chunk``. Weights, operator, sampler and the fault policy are
-parameters validated on set (the next chunk uses them). ``deployment: in_process`` runs the host nodes inside this
-process (one executor, no serialisation). Health on /diagnostics (``composer_node: composition``).
+parameters validated on set (the next chunk uses them). With ``search_state_path`` set, episode outcomes on
+``/gpc/episode_outcome`` (std_msgs/Bool, true = success) drive an online weight search whose state persists there.
+``deployment: in_process`` runs the host nodes inside this process (one executor, no serialisation). Health on
+/diagnostics (``composer_node: composition``).
 """
 
 from __future__ import annotations
@@ -19,15 +21,28 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from std_msgs.msg import Float64MultiArray, String
+from rclpy.parameter import Parameter
+from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from gpc_ros.compose.errors import CompositionError, IncompatibleParentError
 from gpc_ros.control.chunk import ActionChunk
-from gpc_ros.graph.composition import ChunkResult, ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost
+from gpc_ros.graph.composition import (
+    ChunkResult,
+    ComposerNodeConfig,
+    EpisodeSearch,
+    GraphComposer,
+    LocalHost,
+    RemoteHost,
+)
 from gpc_ros.nodes import conversions
 from gpc_ros.nodes.parameters import ConfigParameters, flat_fields
-from gpc_ros.nodes.policy_host_node import ANNOUNCE_QOS, EXCHANGE_QOS, PolicyHostNode, host_topics
+from gpc_ros.nodes.policy_host_node import (
+    ANNOUNCE_QOS,
+    EXCHANGE_QOS,
+    PolicyHostNode,
+    host_topics,
+)
 from gpc_ros.nodes.spin import spin_node
 
 #: Parameters that may change while the node runs (the others need a restart).
@@ -82,6 +97,13 @@ class ComposerNode(Node):
         self._check_compatible()
         self.quat_xyzw = np.asarray(config.tcp_quat_xyzw, dtype=np.float64)
         self.last: ChunkResult | None = None
+        self.latency_s = float("nan")
+        self.search: EpisodeSearch | None = None
+        if config.search_state_path:
+            self.search = EpisodeSearch(config.search_state_path, config.parents, config.search_strategy,
+                                        config.search_divisions, max(config.seed, 0))
+            self._set_weights(self.search.weights)
+            self.create_subscription(Bool, "/gpc/episode_outcome", self.on_outcome, 10, callback_group=replies)
         self.chunk_pub = self.create_publisher(MultiDOFJointTrajectory, "/gpc/action_chunk", 10)
         self.parent_pubs = {n: self.create_publisher(MultiDOFJointTrajectory, f"/gpc/parents/{n}/chunk", 10)
                             for n in config.parents}
@@ -120,6 +142,19 @@ class ComposerNode(Node):
             self._publish_status("ERROR", self.fatal)
             self.context.try_shutdown()
 
+    def on_outcome(self, msg: Bool) -> None:
+        """An episode ended (true = success): record it for the running weights, save, use the next arm."""
+        previous = list(self.core.config.weights)
+        weights = self.search.outcome(bool(msg.data))
+        self._set_weights(weights)
+        self.get_logger().info(f"episode with weights {previous}: {'success' if msg.data else 'failure'}; "
+                               f"next weights {list(weights)} (state in {self.search.path})")
+
+    def _set_weights(self, weights) -> None:
+        result = self.set_parameters([Parameter("weights", value=[float(w) for w in weights])])[0]
+        if not result.successful:
+            self.get_logger().error(f"weight search picked weights the composer refuses: {result.reason}")
+
     def on_pose(self, msg: PoseStamped) -> None:
         q = msg.pose.orientation
         self.quat_xyzw = np.array([q.x, q.y, q.z, q.w])
@@ -154,6 +189,7 @@ class ComposerNode(Node):
         if result.faults:
             self.get_logger().warning(result.reason, throttle_duration_sec=2.0)
         start_s = result.stamp_s + config.first_action_delay_s
+        self.latency_s = self._now_s() - result.stamp_s  # observation stamp -> chunk out
         self.chunk_pub.publish(self._trajectory(result.actions, start_s, config.dt_s))
         if config.publish_parent_chunks:
             for name, actions in result.parent_actions.items():
@@ -190,7 +226,8 @@ class ComposerNode(Node):
             return
         values.update({"mode": last.mode, "seed": last.seed, "correlation_id": last.correlation_id,
                        "observation_stamp_s": f"{last.stamp_s:.6f}",
-                       "used_weights": json.dumps(last.weights)})
+                       "used_weights": json.dumps(last.weights),
+                       "observation_to_chunk_s": f"{self.latency_s:.4f}"})
         level = "OK" if last.mode == "normal" else "WARN"
         message = last.reason or f"composing ({last.mode})"
         self._publish_status(level, message, values)
@@ -203,7 +240,7 @@ class ComposerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(ComposerNode, args, threads=4, extra_nodes=lambda node: node.hosts)
+    spin_node(ComposerNode, args, threads=4, extra_nodes=lambda node: node.hosts, fast_exit=True)
 
 
 if __name__ == "__main__":

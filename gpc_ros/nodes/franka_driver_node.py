@@ -10,8 +10,6 @@ Conventions: docs/messages.md ("Driver"); behaviour: docs/driver.md.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields, is_dataclass
-
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
@@ -24,48 +22,20 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from gpc_ros.control.chunk import ChunkRejected
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
-
-
-def _flat_fields(cls, prefix: str = "") -> list[tuple[str, object]]:
-    """(parameter name, default) for every field of a config dataclass, nested ones dotted."""
-    out = []
-    for f in fields(cls):
-        if not f.init:
-            continue
-        default = f.default if f.default is not MISSING else f.default_factory()
-        if is_dataclass(default):
-            out += _flat_fields(type(default), f"{prefix}{f.name}.")
-            continue
-        out.append((f"{prefix}{f.name}", list(default) if isinstance(default, tuple) else default))
-    return out
-
-
-def _build(cls, values: dict[str, object], prefix: str = ""):
-    kwargs = {}
-    for f in fields(cls):
-        if not f.init:
-            continue
-        default = f.default if f.default is not MISSING else f.default_factory()
-        if is_dataclass(default):
-            kwargs[f.name] = _build(type(default), values, f"{prefix}{f.name}.")
-        else:
-            value = values[f"{prefix}{f.name}"]
-            kwargs[f.name] = tuple(value) if isinstance(default, tuple) else value
-    return cls(**kwargs)
 
 
 class FrankaDriverNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("franka_driver", **kwargs)
-        for name, default in _flat_fields(ExecutorConfig):
-            self.declare_parameter(name, default, ParameterDescriptor(description=PARAMETER_DOCS.get(name, "")))
+        # descriptions: the docstrings of ExecutorConfig and its nested configs (gpc_ros/control)
+        self.params = ConfigParameters(self, ExecutorConfig, descriptions=DESCRIPTIONS)
         self.declare_parameter("state_publish_rate_hz", 100.0, ParameterDescriptor(
             description="rate (Hz) of joint_states and ee_pose"))
         self.declare_parameter("diagnostics_period_s", 1.0, ParameterDescriptor(
             description="period (s) of the /diagnostics report"))
-        values = {name: self.get_parameter(name).value for name, _ in _flat_fields(ExecutorConfig)}
-        self.config = _build(ExecutorConfig, values)
+        self.config: ExecutorConfig = self.params.config
         self.executor_core = FrankaExecutor(self.config, clock=self._now_s).start()
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", 10)
         self.pose_pub = self.create_publisher(PoseStamped, "ee_pose", 10)
@@ -169,64 +139,8 @@ class FrankaDriverNode(Node):
         super().destroy_node()
 
 
-#: Parameter descriptions (the dataclass docstrings in gpc_ros/control say more).
-PARAMETER_DOCS = {
-    "robot_host": "FCI address of the arm (franky-sim: its loopback address)",
-    "control_rate_hz": "rate (Hz, >= 30) of streamed motion commands",
-    "state_rate_hz": "rate (Hz) at which the robot state is read",
-    "watchdog_timeout_s": "stop the arm when no chunk arrived for this long (s) while executing",
-    "reconnect_period_s": "time (s) between reconnection attempts after losing the robot",
-    "require_enable": "start with execution disabled until ~/enable is called with true",
-    "timing.lookahead_s": "drop chunk steps due before now + this (s)",
-    "timing.blend_mode": "seam blending: replace, crossfade or ensemble",
-    "timing.crossfade_steps": "steps over which crossfade blends the old plan into the new chunk",
-    "timing.ensemble_decay": "m in the temporal-ensembling weights exp(-m i), i = 0 oldest",
-    "timing.ensemble_history": "how many recent chunks ensembling averages",
-    "envelope.workspace_min_m": "lower corner x, y, z (m) of the end-effector box in fr3_link0",
-    "envelope.workspace_max_m": "upper corner x, y, z (m) of the end-effector box in fr3_link0",
-    "envelope.joint_lower_rad": "joint lower limits fr3_joint1..7 (rad)",
-    "envelope.joint_upper_rad": "joint upper limits fr3_joint1..7 (rad)",
-    "envelope.joint_limit_margin_rad": "margin (rad) kept inside the joint limits",
-    "envelope.max_speed_m_s": "largest end-effector speed (m/s); also franky's limit",
-    "envelope.max_rotation_speed_rad_s": "largest commanded end-effector rotation speed (rad/s)",
-    "envelope.max_joint_speed_rad_s": "largest commanded joint speed (rad/s)",
-    "envelope.max_target_jump_m": "consecutive targets further apart than this (m) reject the chunk",
-    "envelope.max_target_jump_rad": "same for orientation / joint targets (rad)",
-    "envelope.gripper_min_width_m": "smallest gripper width target (m)",
-    "envelope.gripper_max_width_m": "largest gripper width target (m)",
-    "envelope.gripper_max_force_n": "largest grasp force (N)",
-    "envelope.gripper_speed_m_s": "gripper finger speed (m/s)",
-    "envelope.relative_dynamics_factor": "franky relative dynamics factor in (0, 1] on top of the limits above",
-    "streaming_mode": "joint (checked joint targets, the safe default) or cartesian",
-    "urdf_path": "FR3 URDF for the kinematics ('' = this package's urdf/fr3.urdf, else franky-sim's)",
-    "state_timeout_s": "no fresh robot state for this long (s): reported stale at once",
-    "link_timeout_s": "no fresh robot state for this long (s): connection lost, reconnect",
-    "max_future_lead_s": "chunks starting more than this (s) in the future are rejected; later ones held until due",
-    "stop_timeout_s": "a planned stop not at rest after this long (s, robot clock) becomes a hard stop",
-    "collision_torque_thresholds_nm": "franky set_collision_behavior joint torque thresholds (Nm)",
-    "collision_force_thresholds_n": "franky set_collision_behavior Cartesian force/torque thresholds (N, Nm)",
-    "load_mass_kg": "payload mass (kg, 0 = none) for franky set_load",
-    "load_center_of_mass_m": "payload centre of mass in the flange frame (m)",
-    "load_inertia_kg_m2": "payload inertia, column-major 3x3 (kg m^2)",
-    "envelope.arm_points_min_m": "lower corner (m) of the box the elbow and wrist must stay in",
-    "envelope.arm_points_max_m": "upper corner (m) of the elbow/wrist box",
-    "envelope.joint_halt_margin_rad": "a measured joint closer than this (rad) to its limit halts with a fault",
-    "envelope.min_manipulability": "commands below this TCP manipulability are not approached further",
-    "envelope.max_acceleration_m_s2": "largest end-effector acceleration (m/s^2); also franky's limit",
-    "envelope.max_jerk_m_s3": "largest end-effector jerk (m/s^3), franky's limit",
-    "envelope.max_rotation_acceleration_rad_s2": "largest end-effector angular acceleration (rad/s^2)",
-    "envelope.max_rotation_jerk_rad_s3": "largest end-effector angular jerk (rad/s^3)",
-    "envelope.max_joint_acceleration_rad_s2": "largest joint acceleration (rad/s^2)",
-    "envelope.max_joint_jerk_rad_s3": "largest joint jerk (rad/s^3)",
-    "envelope.unreachable_policy": "unreachable pose targets: project (nearest reachable) or reject (hold)",
-    "envelope.reachability_tolerance_m": "IK residual (m) above which a pose counts as unreachable",
-    "envelope.measured_box_tolerance_m": "a measured TCP/elbow/wrist this far (m) outside its box halts the arm",
-    "gripper.enabled": "connect to and command the Franka Hand",
-    "gripper.min_period_s": "at most one gripper command per this period (s)",
-    "gripper.deadband_m": "width changes smaller than this (m) are not sent",
-    "gripper.grasp_below_m": "width targets at or below this (m) become a force-limited grasp",
-    "gripper.grasp_force_n": "grasp force (N), clamped to envelope.gripper_max_force_n",
-}
+#: Descriptions of the fields whose dataclass docstring is missing.
+DESCRIPTIONS = {"envelope.gripper_min_width_m": "smallest gripper width target (m)"}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,11 @@ class ParameterField:
     default: Any
     description: str
     kind: str
-    """``bool | int | float | str | tuple``: how a ROS value is turned back into the field's type."""
+    """``bool | int | float | str | tuple``: how a ROS value is turned back into the field's type; ``any`` for a
+    union-typed field (e.g. ``bool | Literal["auto"]``): its ROS type is free and the dataclass validates it."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module_classes(path: str) -> dict[str, ast.ClassDef]:
     """Every class definition (nested ones too) of a source file, by name."""
     try:
@@ -42,14 +43,45 @@ def _module_classes(path: str) -> dict[str, ast.ClassDef]:
     return {node.name: node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
 
 
-@lru_cache(maxsize=None)
+def _attributes_section(docstring: str) -> dict[str, str]:
+    """Google-style ``Attributes:`` entries (``name: text`` or ``a, b: text``, continuation lines indented)."""
+    out: dict[str, str] = {}
+    lines = docstring.expandtabs().splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return out
+    indent, names = None, []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        width = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = width
+        if width < indent:
+            break
+        if width == indent and ":" in line:
+            head, text = line.strip().split(":", 1)
+            names = [n.strip() for n in head.split(",")]
+            for name in names:
+                out[name] = text.strip()
+        else:
+            for name in names:
+                out[name] = f"{out[name]} {line.strip()}"
+    return out
+
+
+@cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its docstring (the string literal under the field) for a dataclass and its bases."""
+    """Field name -> its description: the string literal under the field, else the class docstring's
+    ``Attributes:`` entry (Google style), for a dataclass and its bases.
+    """
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         module = sys.modules.get(klass.__module__)
         if klass is object or not is_dataclass(klass) or not getattr(module, "__file__", None):
             continue
+        docs.update(_attributes_section(klass.__doc__ or ""))
         node = _module_classes(module.__file__).get(klass.__name__)
         body = node.body if node is not None else []
         for item, after in zip(body, body[1:] + [None]):
@@ -96,9 +128,11 @@ def flat_fields(cls: type, descriptions: Mapping[str, str] | None = None, prefix
         if is_dataclass(default):
             out += flat_fields(type(default), descriptions, f"{name}.", default)
             continue
-        kind = _kind(default)
+        annotation = f.type if isinstance(f.type, str) else repr(f.type)
+        kind = "any" if ("|" in annotation or "Union" in annotation) else _kind(default)
         description = descriptions.get(name) or docs.get(f.name) or ""
-        out.append(ParameterField(name, list(default) if kind == "tuple" else default, description, kind))
+        ros_default = list(default) if isinstance(default, tuple) else default
+        out.append(ParameterField(name, ros_default, description, kind))
     return out
 
 
@@ -106,6 +140,8 @@ def _convert(field: ParameterField, value: Any) -> Any:
     """A ROS parameter value -> the field's python type (ints accepted for floats; arrays -> tuples)."""
     if field.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if field.kind == "str" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # digits written without quotes (serial numbers) under dynamic_typing
     if field.kind == "tuple":
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise ValueError(f"parameter {field.name!r} must be an array; got {value!r}")
@@ -171,7 +207,7 @@ class ConfigParameters:
         for f in self.fields:
             self.node.declare_parameter(prefix + f.name, f.default, ParameterDescriptor(
                 description=f.description, read_only=f.name not in self.dynamic,
-                dynamic_typing=f.name in free or f.kind == "float" or (f.kind == "tuple" and not f.default)))
+                dynamic_typing=f.name in free or f.kind in ("float", "any") or (f.kind == "tuple" and not f.default)))
         values = {f.name: self.node.get_parameter(prefix + f.name).value for f in self.fields}
         self.config = self._build(values)
         self.node.add_on_set_parameters_callback(self._on_set)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import fields
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
@@ -24,6 +23,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
 from gpc_ros.perception.pointcloud import PointCloudConfig, PointCloudPipeline, transform_from_xyz_quat
 from gpc_ros.perception.view_assembly import CameraViewAssembler
@@ -37,21 +37,6 @@ IMAGE_QOS = {
 }
 #: A problem that persists is logged again at most this often (s); a change of level is logged at once.
 REPEAT_LOG_S = 5.0
-
-DESCRIPTIONS = {
-    "num_points": "points per cloud after farthest-point sampling (DP3: 512 or 1024)",
-    "crop_min_m": "workspace box min corner [x, y, z] in base_frame (m)",
-    "crop_max_m": "workspace box max corner [x, y, z] in base_frame (m)",
-    "voxel_size_m": "voxel edge before FPS (m); 0 = off",
-    "min_depth_m": "depth at or below this is no data (m)",
-    "max_depth_m": "depth at or beyond this is no data (m)",
-    "shortfall": "fewer than num_points points: 'pad' (repeat points, WARN) or 'skip' (publish nothing)",
-    "min_points": "fewer points than this always skips the frame",
-    "backend": "back-projection/crop/voxel in 'numpy' (precomputed rays) or 'open3d' (legacy API)",
-    "fps_backend": "farthest-point sampling in 'open3d' (legacy) or 'numpy' (reference)",
-    "with_color": "add packed rgb to every point (subscribes the colour images)",
-    "pixel_stride": "use every k-th pixel row and column (1 = all; 2 quarters the cost at 640x480)",
-}
 
 
 class PointCloudNode(Node):
@@ -73,13 +58,8 @@ class PointCloudNode(Node):
                                               "'best_effort' (sensor data QoS; drops large images)")).value
         if image_qos not in IMAGE_QOS:
             raise ValueError(f"parameter image_qos must be one of {sorted(IMAGE_QOS)}; got {image_qos!r}")
-        defaults = PointCloudConfig.__dataclass_fields__
-        values = {}
-        for f in fields(PointCloudConfig):
-            default = defaults[f.name].default
-            default = list(default) if isinstance(default, tuple) else default
-            values[f.name] = self.declare_parameter(f.name, default, describe(DESCRIPTIONS[f.name])).value
-        self.config = PointCloudConfig(**values)
+        self.params = ConfigParameters(self, PointCloudConfig)  # descriptions: PointCloudConfig's docstring
+        self.config: PointCloudConfig = self.params.config
         camera_to_base = {}
         for name in self.camera_names:
             xyz = self.declare_parameter(f"{name}.camera_to_base_xyz_m", [0.0, 0.0, 0.0],

@@ -24,7 +24,13 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 
-from gpc_ros.graph.host import HostConfig, HostCore, fit_image, fit_points, load_host_parent
+from gpc_ros.graph.host import (
+    HostConfig,
+    HostCore,
+    fit_image,
+    fit_points,
+    load_host_parent,
+)
 from gpc_ros.nodes import conversions
 from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
@@ -121,7 +127,7 @@ class PolicyHostNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(PolicyHostNode, args, threads=2)
+    spin_node(PolicyHostNode, args, threads=2, fast_exit=True)
 
 
 if __name__ == "__main__":

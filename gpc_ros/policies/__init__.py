@@ -1,6 +1,9 @@
-"""Parent policies for GPC (plain Python + torch, no ROS): RGB Diffusion Policy, DP3-style point-cloud policy,
-flow-matching policy; their encoders and 1-D U-Net head, checkpoints, dataset, training, and the adapter that turns
-any torch denoiser into the core's parent. See docs/policies.md."""
+"""Parent policies for GPC (plain Python + torch, no ROS).
+
+RGB Diffusion Policy, DP3-style point-cloud policy, flow-matching policy; their encoders and 1-D U-Net head,
+checkpoints, dataset, training, and the adapter that turns any torch denoiser into the core's parent. See
+docs/policies.md.
+"""
 
 from gpc_ros.policies.adapter import ModuleParent
 from gpc_ros.policies.checkpoint import CheckpointError, load_parent, load_policy, save_policy

@@ -120,7 +120,8 @@ def read_description(directory: str | os.PathLike) -> dict[str, Any]:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise _fail(path, f"{CONFIG_FILE} 'format' must be {FORMAT!r}; got {got!r}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise _fail(path, f"{CONFIG_FILE} 'format_version' must be {FORMAT_VERSION}; got {meta.get('format_version')!r}")
+        raise _fail(path, f"{CONFIG_FILE} 'format_version' must be {FORMAT_VERSION}; "
+                          f"got {meta.get('format_version')!r}")
     return meta
 
 

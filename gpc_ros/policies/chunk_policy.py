@@ -25,8 +25,7 @@ from torch import nn
 from gpc_ros.compose.parameterization import Parameterization
 from gpc_ros.compose.parent import ActionNormalization
 from gpc_ros.compose.schedule import TimeConvention
-from gpc_ros.policies.encoders.observation import (STATE_KEY, ObservationConfig, ObservationEncoder,
-                                                   observation_tensors)
+from gpc_ros.policies.encoders.observation import STATE_KEY, ObservationConfig, ObservationEncoder, observation_tensors
 from gpc_ros.policies.objectives import Objective
 from gpc_ros.policies.unet1d import ConditionalUnet1D, UnetConfig
 
@@ -76,6 +75,14 @@ class ChunkPolicyConfig:
 
 
 def check_normalization(what: str, normalization: ActionNormalization, dim: int) -> None:
+    """Check that ``normalization`` fits the ``what`` (``"action"`` or ``"state"``) vectors of ``dim`` dims.
+
+    The identity normalisation (``dim`` None) fits any width.
+
+    Raises:
+        TypeError: ``normalization`` is not an :class:`ActionNormalization`.
+        ValueError: it was fitted on vectors of another width than ``dim``.
+    """
     if not isinstance(normalization, ActionNormalization):
         raise TypeError(f"{what} normalization must be an ActionNormalization; got {type(normalization).__name__}")
     if normalization.dim is not None and normalization.dim != dim:
@@ -103,23 +110,28 @@ class ChunkPolicy(nn.Module):
     # ------------------------------------------------------------------ family hook
     @classmethod
     def make_objective(cls, config: ChunkPolicyConfig) -> Objective:
+        """The family's training objective and noise schedule for ``config``; every family overrides this."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ properties of the contract
     @property
     def parameterization(self) -> Parameterization:
+        """What :meth:`denoise` predicts (epsilon, sample, v_prediction or flow velocity)."""
         return self.objective.parameterization
 
     @property
     def time_convention(self) -> TimeConvention:
+        """How the composer's time maps to this network's ``network_time`` input (VP timestep or flow time)."""
         return self.objective.time_convention
 
     @property
     def expected_keys(self) -> tuple[str, ...]:
+        """The observation keys :meth:`encode` requires (state plus image or point cloud)."""
         return self.config.observation.expected_keys
 
     @property
     def encoding_dim(self) -> int:
+        """Width of the encoding :meth:`encode` returns, ``(B, encoding_dim)``."""
         return self.observation_encoder.output_dim
 
     # ------------------------------------------------------------------ forward

@@ -106,8 +106,10 @@ class EpisodeDataset:
         return int(self._row.size)
 
     def batch(self, indices: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
-        """Samples ``indices`` -> ``{obs key: (B, T_obs, ...), "action": (B, H, D)}`` plus LeRobot's padding
-        flags ``{key}_is_pad`` (``(B, T_obs)`` / ``(B, H)`` bool)."""
+        """Samples ``indices`` -> ``{obs key: (B, T_obs, ...), "action": (B, H, D)}``.
+
+        Plus LeRobot's padding flags ``{key}_is_pad`` (``(B, T_obs)`` / ``(B, H)`` bool).
+        """
         idx = np.asarray(indices, dtype=np.int64)
         row, first, last = self._row[idx], self._first[idx], self._last[idx]
         obs_want = row[:, None] + np.arange(1 - self.obs_horizon, 1)[None, :]

@@ -23,10 +23,15 @@ class EMA:
         self.updates = 0
 
     def decay(self) -> float:
+        """The decay the next :meth:`update` applies: ``min(max_decay, 1 - (1 + updates) ** -power)``, >= 0."""
         return min(self.max_decay, max(0.0, 1.0 - (1.0 + self.updates) ** -self.power))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s current weights by ``1 - decay()``.
+
+        Floating-point parameters and buffers are blended; integer buffers (e.g. batch-norm counters) are copied.
+        """
         d = self.decay()
         pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
         floats = [(e, p.detach()) for e, p in pairs if e.is_floating_point()]
@@ -39,8 +44,10 @@ class EMA:
         self.updates += 1
 
     def state_dict(self) -> dict:
+        """The averaged model's state dict and the update count, for resuming training."""
         return {"model": self.model.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the averaged weights and update count saved by :meth:`state_dict`."""
         self.model.load_state_dict(state["model"])
         self.updates = int(state["updates"])

@@ -52,9 +52,12 @@ def default_sampler(policies: Sequence[ChunkPolicy], steps: int | None = None) -
 def sample_chunks(policies: Sequence[ChunkPolicy], weights: Sequence[float] | np.ndarray,
                   datasets: Sequence[EpisodeDataset], indices: np.ndarray, sampler: SamplerConfig | None = None,
                   seed: int = 0, batch_size: int = 64) -> np.ndarray:
-    """Composed chunks (physical units) for the samples ``indices`` of ``datasets`` (one per parent, same
-    episodes): ``(n, H, D)`` for one weight vector ``(K,)``, ``(N, n, H, D)`` for ``N`` candidates ``(N, K)``
-    (all candidates in the same forward passes, from the same noise)."""
+    """Composed chunks (physical units) for the samples ``indices`` of ``datasets`` (one per parent, same episodes).
+
+    Returns:
+        ``(n, H, D)`` for one weight vector ``(K,)``, ``(N, n, H, D)`` for ``N`` candidates ``(N, K)`` (all
+        candidates in the same forward passes, from the same noise).
+    """
     composer = Composer([p.as_parent(f"{p.policy_type}{i}") for i, p in enumerate(policies)],
                         ComposerConfig(sampler=sampler or default_sampler(policies), return_parent_chunks=False))
     out = []
@@ -79,7 +82,8 @@ def evaluate(policies: Sequence[ChunkPolicy], weights: Sequence[float], datasets
     actions = truth[ACTION_KEY]
     predicted = sample_chunks(policies, weights, datasets, indices, sampler, seed)
     hold = (np.repeat(truth[STATE_KEY][:, -1:, :], actions.shape[1], axis=1)
-            if STATE_KEY in truth and truth[STATE_KEY].shape[-1] == actions.shape[-1] else np.full_like(actions, np.nan))
+            if STATE_KEY in truth and truth[STATE_KEY].shape[-1] == actions.shape[-1]
+            else np.full_like(actions, np.nan))
     rmse = lambda a: float(np.sqrt(np.mean((a - actions) ** 2)))  # noqa: E731
     result = ActionError(rmse(predicted), rmse(np.broadcast_to(mean_chunk, actions.shape)), rmse(hold), n)
     logger.info("held-out RMSE: policy %.4f, mean chunk %.4f, hold state %.4f (%d samples)", result.policy_rmse,
@@ -95,8 +99,10 @@ def mean_chunk(dataset: EpisodeDataset, max_samples: int = 4096) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gpc_ros.policies.evaluation --checkpoint A [--checkpoint B ...] --weights ... --dataset D``:
-    held-out RMSE of the (composed) checkpoints on the dataset's validation episodes."""
+    """Print the held-out RMSE of the (composed) checkpoints on the dataset's validation episodes.
+
+    ``python -m gpc_ros.policies.evaluation --checkpoint A [--checkpoint B ...] --weights ... --dataset D``.
+    """
     import argparse
     import json
     from pathlib import Path

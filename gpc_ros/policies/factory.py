@@ -14,6 +14,7 @@ POLICY_TYPES = tuple(POLICY_CLASSES)
 
 
 def policy_class(policy_type: str) -> type[ChunkPolicy]:
+    """The model class of the family ``policy_type``; ``ValueError`` naming the known types otherwise."""
     try:
         return POLICY_CLASSES[policy_type]
     except KeyError:

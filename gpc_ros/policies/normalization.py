@@ -32,6 +32,7 @@ def fit_min_max(values: np.ndarray, min_range: float = 1e-4) -> ActionNormalizat
 
 
 def normalization_to_dict(normalization: ActionNormalization) -> dict[str, Any]:
+    """JSON-ready form of ``normalization``: its ``kind`` and per-dimension ``offset`` and ``scale`` lists."""
     return {"kind": normalization.kind, "offset": list(normalization.offset), "scale": list(normalization.scale)}
 
 

@@ -33,9 +33,11 @@ def _parts(size: str) -> tuple[ImageEncoderConfig, PointCloudEncoderConfig, Stat
 
 def policy_config(policy_type: str, size: str = "small", keys: Mapping[str, Sequence[int]] | None = None,
                   modality: str | None = None, parameterization: str | None = None) -> ChunkPolicyConfig:
-    """The ``policy_type`` config at ``size``; ``keys`` (``dataset.json`` ``"keys"``: name -> per-step shape) sets
-    action/state dims, image size and point count. ``modality`` applies to ``flow``; ``parameterization`` to
-    ``dp3``."""
+    """The ``policy_type`` config at ``size``.
+
+    ``keys`` (``dataset.json`` ``"keys"``: name -> per-step shape) sets action/state dims, image size and point
+    count. ``modality`` applies to ``flow``; ``parameterization`` to ``dp3``.
+    """
     cls = policy_class(policy_type).config_class
     image, cloud, state, unet, horizon = _parts(size)
     default = cls()

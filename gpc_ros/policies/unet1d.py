@@ -41,6 +41,11 @@ class UnetConfig:
             raise ValueError(f"UnetConfig.time_embed_dim must be an even int >= 2; got {self.time_embed_dim!r}")
 
     def check_horizon(self, horizon: int) -> None:
+        """Check that an action chunk of ``horizon`` steps survives the ``len(down_dims) - 1`` halvings.
+
+        Raises:
+            ValueError: ``horizon`` is not divisible by ``2 ** (len(down_dims) - 1)``.
+        """
         factor = 2 ** (len(self.down_dims) - 1)
         if horizon % factor:
             raise ValueError(f"action_horizon must be divisible by 2**(len(down_dims)-1) = {factor} for "
@@ -55,6 +60,7 @@ class SinusoidalTimeEmbedding(nn.Module):
         self.dim = dim
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """Embed ``(B,)`` times as ``[sin(t f_i), cos(t f_i)]``, ``f_i`` geometric from 1 to 1e-4: ``(B, dim)``."""
         half = self.dim // 2
         freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1
                                                                                                            or 1)))
@@ -81,6 +87,7 @@ class FiLMResidualBlock(nn.Module):
         self.residual = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, in_ch, H)`` to ``(B, out_ch, H)``, modulated by the ``(B, cond_dim)`` conditioning."""
         scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
         out = self.block1(x) * scale + bias
         return self.block2(out) + self.residual(x)
@@ -118,6 +125,7 @@ class ConditionalUnet1D(nn.Module):
         self.final = nn.Sequential(Conv1dBlock(start, start, k, g), nn.Conv1d(start, action_dim, 1))
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Predict ``(B, H, D)`` from the ``(B, H, D)`` noisy chunk, ``(B,)`` network time and ``(B, cond_dim)``."""
         film = torch.cat([self.time_embedding(time), cond], dim=-1)
         h = x.transpose(1, 2)  # (B, D, H)
         skips = []

@@ -15,6 +15,7 @@ from gpc_ros.sim.franky_sim_process import FrankySimProcess, reset_scheduling
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``slow`` marker (tests over ~30 s), so ``-m 'not slow'`` and ``--strict-markers`` work."""
     config.addinivalue_line("markers", "slow: takes more than ~30 s; deselect with -m 'not slow'")
 
 
@@ -43,6 +44,7 @@ class RosDomain:
         return proc
 
     def spawn_python(self, *args: str, **kwargs) -> subprocess.Popen:
+        """Start ``sys.executable *args`` (e.g. ``"-m", "gpc_ros.nodes.x"``) in this domain, as :meth:`spawn`."""
         return self.spawn([sys.executable, *args], **kwargs)
 
 

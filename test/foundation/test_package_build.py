@@ -15,14 +15,16 @@ REPO = Path(__file__).resolve().parents[2]
 def _console_scripts() -> list[str]:
     """Executables declared in setup.py (the NODES dict + gpc-ros), read without running setup()."""
     tree = ast.parse((REPO / "setup.py").read_text())
-    nodes = next(n.value for n in ast.walk(tree) if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "NODES")
+    nodes = next(n.value for n in ast.walk(tree)
+                 if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "NODES")
     return [k.value for k in nodes.keys] + ["gpc-ros"]
 
 
 @pytest.fixture(scope="module")
 def colcon_install(tmp_path_factory) -> Path:
     if shutil.which("colcon", path=str(Path(sys.executable).parent)) is None and shutil.which("colcon") is None:
-        pytest.fail("colcon is not installed in this environment (requirements/python.in lists colcon-common-extensions)")
+        pytest.fail("colcon is not installed in this environment "
+                    "(requirements/python.in lists colcon-common-extensions)")
     ws = tmp_path_factory.mktemp("colcon_ws")
     src = ws / "src" / "gpc_ros"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
@@ -33,7 +35,8 @@ def colcon_install(tmp_path_factory) -> Path:
             shutil.copy2(REPO / rel, src / rel)
     colcon = shutil.which("colcon", path=str(Path(sys.executable).parent)) or "colcon"
     listed = subprocess.run([colcon, "list", "--base-paths", "src"], cwd=ws, capture_output=True, text=True)
-    assert "(ros.ament_python)" in listed.stdout, f"colcon does not see an ament_python package:\n{listed.stdout}{listed.stderr}"
+    assert "(ros.ament_python)" in listed.stdout, \
+        f"colcon does not see an ament_python package:\n{listed.stdout}{listed.stderr}"
     build = subprocess.run([colcon, "build", "--base-paths", "src", "--event-handlers", "console_direct-"],
                            cwd=ws, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout + build.stderr
@@ -45,7 +48,8 @@ def test_share_and_lib_layout(colcon_install):
     assert (share / "package.xml").is_file()
     assert (share / "config" / "fastdds_profile.xml").is_file()
     for folder in ("launch", "config", "urdf"):
-        expected = sorted(p.name for p in (REPO / folder).glob("*") if p.is_file() and (folder != "launch" or p.suffix == ".py"))
+        expected = sorted(p.name for p in (REPO / folder).glob("*")
+                          if p.is_file() and (folder != "launch" or p.suffix == ".py"))
         assert sorted(p.name for p in (share / folder).glob("*")) == expected, folder
     index = colcon_install / "gpc_ros" / "share" / "ament_index" / "resource_index" / "packages" / "gpc_ros"
     assert index.is_file()

@@ -21,8 +21,10 @@ def test_domains_are_isolated(ros_domain):
     ping = ros_domain.spawn_python(str(HERE / "ros_pingpong.py"), "ping")
     # ping gives up after its own 30 s timeout; 3 s is plenty to show no reply comes when domains differ
     ping_short = ros_domain.spawn_python("-c", f"import runpy,sys; sys.argv=['x','ping']; "
-                                         f"import importlib.util as u; s=u.spec_from_file_location('p', r'{HERE / 'ros_pingpong.py'}'); "
-                                         f"m=u.module_from_spec(s); s.loader.exec_module(m); sys.exit(m.main('ping', 3.0))")
+                                         f"import importlib.util as u; "
+                                         f"s=u.spec_from_file_location('p', r'{HERE / 'ros_pingpong.py'}'); "
+                                         f"m=u.module_from_spec(s); s.loader.exec_module(m); "
+                                         f"sys.exit(m.main('ping', 3.0))")
     ping.kill()
     out, _ = ping_short.communicate(timeout=60)
     assert ping_short.returncode == 1, out

@@ -56,7 +56,8 @@ def test_whole_stack_imports_in_the_set_up_environment():
     code = "import rclpy, torch, open3d, pyrealsense2, franky, franky_sim, rosbags, cv2, diffusers; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
-    doctor = subprocess.run([sys.executable, "-m", "gpc_ros.cli", "doctor"], capture_output=True, text=True, timeout=300)
+    doctor = subprocess.run([sys.executable, "-m", "gpc_ros.cli", "doctor"], capture_output=True, text=True,
+                            timeout=300)
     assert doctor.returncode == 0 and "all imports ok" in doctor.stdout, doctor.stdout
 
 

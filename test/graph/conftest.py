@@ -107,8 +107,8 @@ class Probe:
 
         client = self.node.create_client(SetParametersAtomically, "/composer/set_parameters_atomically")
         assert client.wait_for_service(timeout_sec=30.0), "composer's parameter service missing"
-        request = SetParametersAtomically.Request(parameters=[Parameter(k.replace("__", "."), value=v).to_parameter_msg()
-                                                    for k, v in values.items()])
+        parameters = [Parameter(k.replace("__", "."), value=v).to_parameter_msg() for k, v in values.items()]
+        request = SetParametersAtomically.Request(parameters=parameters)
         future = client.call_async(request)
         assert spin_until(self.executor, future.done, 30.0), "no answer to set_parameters"
         self.node.destroy_client(client)

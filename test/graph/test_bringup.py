@@ -82,9 +82,8 @@ def launched_processes(monkeypatch, arguments: dict[str, str]) -> list[dict]:
     context = {"defaults": {k: v["default_value"] for k, v in declared.items()}}
     out = []
     for opaque in (e for e in entities if type(e).__name__ == "OpaqueFunction"):
-        if "condition" in opaque.kwargs:  # the rviz group: only when rviz is true
-            if context["defaults"]["rviz"] if "rviz" not in arguments else arguments["rviz"] != "true":
-                continue
+        if "condition" in opaque.kwargs and arguments.get("rviz", context["defaults"]["rviz"]) != "true":
+            continue  # the rviz group: only when rviz is true
         for action in opaque.kwargs["function"](context):
             kind = type(action).__name__
             if kind == "Node":
@@ -147,7 +146,7 @@ def test_bad_graph_files_are_refused_naming_the_entry(tmp_path) -> None:
     with pytest.raises(ValueError, match="on_child_exit must be one of"):
         describe_graph(bad)
     assert subprocess.run([sys.executable, "-m", "gpc_ros.cli", "bringup", "--config", str(tmp_path / "none.yaml")],
-                          capture_output=True, text=True).stdout.strip().endswith("does not exist")
+                          capture_output=True, text=True, check=False).stdout.strip().endswith("does not exist")
 
 
 # ------------------------------------------------------------------------------------------ processes for real
@@ -186,7 +185,7 @@ def test_bringup_sim_runs_the_whole_graph_on_franky_sim_and_ctrl_c_stops_everyth
     node, executor = listener
     poses: list[PoseStamped] = []
     node.create_subscription(PoseStamped, "/ee_pose", poses.append, 10)
-    lease, host = lease_loopback_host()
+    lease, _host = lease_loopback_host()
     lease.release()  # bringup takes its own; it only has to be free now
     proc = ros_domain.spawn_python("-m", "gpc_ros.cli", "bringup", "--sim", "--domain-id",
                                    str(ros_domain.domain_id), start_new_session=True)

@@ -15,7 +15,12 @@ import torch
 
 from gpc_ros.compose import Composer
 from gpc_ros.graph import protocol
-from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost
+from gpc_ros.graph.composition import (
+    ComposerNodeConfig,
+    GraphComposer,
+    LocalHost,
+    RemoteHost,
+)
 from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent
 from gpc_ros.graph.parents import GoalParent
 
@@ -218,3 +223,17 @@ def test_host_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="cannot be loaded"):
         load_host_parent(HostConfig(name="a", factory="gpc_ros.nope:f", modality="state"))
     assert math.isnan(protocol.encode_request(1, 0.0, 32).value)
+
+
+def test_episode_search_records_outcomes_and_resumes_from_its_file(tmp_path) -> None:
+    from gpc_ros.graph.composition import EpisodeSearch
+
+    path = str(tmp_path / "search.json")
+    search = EpisodeSearch(path, ["left", "right"], "grid", divisions=2)
+    first = search.weights.tolist()
+    nxt = search.outcome(True)
+    assert nxt != tuple(first) and sum(nxt) == pytest.approx(1.0)
+    resumed = EpisodeSearch(path, ["left", "right"], "grid", divisions=2)
+    assert resumed.search.trials.sum() == 1 and resumed.search.successes.sum() == 1
+    with pytest.raises(ValueError, match="not this one"):
+        EpisodeSearch(path, ["left", "right", "third"], "grid", divisions=2)

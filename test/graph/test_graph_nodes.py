@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import GOAL_HOSTS, START_M, chunk_positions, composer_params, used_weights, write_params
+from .conftest import (
+    GOAL_HOSTS,
+    START_M,
+    chunk_positions,
+    composer_params,
+    used_weights,
+    write_params,
+)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -182,8 +189,24 @@ def test_host_faults_trigger_each_configured_fallback_and_recover(ros_domain, pr
 
 
 def test_run_time_weight_change_takes_effect_and_bad_values_are_refused(ros_domain, probe, tmp_path) -> None:
-    goal_graph(ros_domain, tmp_path)
+    from std_msgs.msg import Bool
+
+    from gpc_ros.graph.composition import EpisodeSearch
+
+    state = tmp_path / "search.json"
+    goal_graph(ros_domain, tmp_path, search_state_path=str(state))
     wait_mode(probe, "normal", 180.0)
+    # an episode outcome feeds the online weight search: recorded, saved, the next arm's weights used
+    replay = EpisodeSearch(str(tmp_path / "replay.json"), ["left", "right"])
+    expected = list(replay.outcome(True))
+    outcome = probe.node.create_publisher(Bool, "/gpc/episode_outcome", 10)
+    assert probe.spin_until(lambda: outcome.get_subscription_count() > 0, 30.0)
+    outcome.publish(Bool(data=True))
+    assert probe.spin_until(lambda: state.exists() and json.loads(probe.last_status().get("weights", "[]")
+                                                                  .replace("'", '"')) == expected, 60.0,
+                            every=probe.publish_pose), (state.exists(), probe.last_status())
+    saved = json.loads(state.read_text())
+    assert sum(saved["trials"]) == 1 and sum(saved["successes"]) == 1
     bad = probe.set_parameters(weights=[0.5, 0.6])
     assert not bad[0].successful and "sum to 1.1" in bad[0].reason
     fixed = probe.set_parameters(deployment="in_process")

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from gpc_ros.policies.encoders.observation import random_observation
 import torch
 
 from gpc_ros.policies.dataset import write_episodes
+from gpc_ros.policies.encoders.observation import random_observation
 from gpc_ros.policies.presets import policy_config
 from gpc_ros.policies.synthetic import ReachTaskConfig, make_episode
 

@@ -102,8 +102,9 @@ CASES = {
     "missing tensors": (lambda p: rewrite_weights(p, lambda t: t.pop(sorted(t)[0])), ["missing tensors ["]),
     "extra tensors": (lambda p: rewrite_weights(p, lambda t: t.__setitem__("head.bias", torch.zeros(3))),
                       ["unexpected tensors ['head.bias']"]),
-    "non-finite weights": (lambda p: rewrite_weights(p, lambda t: t[sorted(t)[0]].view(-1).__setitem__(0, float("nan"))),
-                           ["contains NaN or inf"]),
+    "non-finite weights": (
+        lambda p: rewrite_weights(p, lambda t: t[sorted(t)[0]].view(-1).__setitem__(0, float("nan"))),
+        ["contains NaN or inf"]),
     "float16 weights": (lambda p: rewrite_weights(p, lambda t: t.update({k: v.half() for k, v in t.items()})),
                         ["dtype torch.float16"]),
     "bad normalisation": (lambda p: edit_config(p, lambda m: m["normalization"]["action"].__setitem__(

@@ -9,8 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from gpc_ros.compose import (ActionNormalization, Composer, ComposerConfig, FlowTime, IncompatibleParentError,
-                             NonFinitePredictionError, SamplerConfig, VPTime, make_vp_scheduler)
+from gpc_ros.compose import (
+    ActionNormalization,
+    Composer,
+    ComposerConfig,
+    FlowTime,
+    IncompatibleParentError,
+    NonFinitePredictionError,
+    SamplerConfig,
+    VPTime,
+    make_vp_scheduler,
+)
 from gpc_ros.compose.search import paper_grid
 from gpc_ros.policies import ModuleParent, make_policy
 from gpc_ros.policies.normalization import fit_min_max
@@ -28,7 +37,8 @@ def policy(policy_type: str, seed: int = 0, **kwargs):
 
 
 SAMPLERS = {"ddim": SamplerConfig("ddim", 5), "ddpm": SamplerConfig("ddpm", 5),
-            "flow_euler": SamplerConfig("flow_euler", 5, flow_t_start=0.999), "flow_heun": SamplerConfig("flow_heun", 3)}
+            "flow_euler": SamplerConfig("flow_euler", 5, flow_t_start=0.999),
+            "flow_heun": SamplerConfig("flow_heun", 3)}
 
 
 @pytest.mark.parametrize("policy_type,kwargs,sampler", [

@@ -11,8 +11,8 @@ import torch
 
 from gpc_ros.cli import main as gpc_ros_main
 from gpc_ros.policies import load_policy
-from gpc_ros.policies.evaluation import main as evaluation_main
 from gpc_ros.policies.dataset import EpisodeDataset, split_episodes, write_episodes
+from gpc_ros.policies.evaluation import main as evaluation_main
 from gpc_ros.policies.training import TrainConfig, Trainer
 
 from .conftest import tiny_config, write_tiny_dataset

@@ -15,4 +15,5 @@ class DiffusionPolicy(ChunkPolicy):
 
     @classmethod
     def make_objective(cls, config: VPScheduleConfig) -> VPDiffusionObjective:
+        """The DDPM objective on ``config``'s VP schedule, predicting ``config.parameterization``."""
         return VPDiffusionObjective.from_config(config)

@@ -11,8 +11,11 @@ from gpc_ros.policies.encoders.observation import ObservationConfig
 
 @dataclass(frozen=True)
 class DP3Config(VPScheduleConfig):
-    """DP3: PointNet-like encoder on 512-1024 points; predicts the clean chunk (``sample``, DP3's choice),
-    ``epsilon`` or ``v_prediction`` — configurable, so the composer is exercised on all of them."""
+    """DP3 config: a PointNet-like encoder on 512-1024 points and a VP-diffusion head.
+
+    It predicts the clean chunk (``sample``, DP3's choice), ``epsilon`` or ``v_prediction`` — configurable, so the
+    composer is exercised on all of them.
+    """
 
     observation: ObservationConfig = field(default_factory=lambda: ObservationConfig(modality="pointcloud"))
     parameterization: str = "sample"

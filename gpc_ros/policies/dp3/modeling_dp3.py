@@ -15,4 +15,5 @@ class DP3Policy(ChunkPolicy):
 
     @classmethod
     def make_objective(cls, config: DP3Config) -> VPDiffusionObjective:
+        """The DDPM objective on ``config``'s VP schedule, predicting ``config.parameterization``."""
         return VPDiffusionObjective.from_config(config)

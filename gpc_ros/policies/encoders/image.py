@@ -50,6 +50,7 @@ class SpatialSoftmax(nn.Module):
         self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Softmax each ``(H, W)`` map into a distribution and return its expected ``(x, y)``: ``(B, 2K)``."""
         b, k, h, w = features.shape
         attention = torch.softmax(features.reshape(b, k, h * w), dim=-1)  # (B, K, HW)
         return (attention @ self.grid).reshape(b, 2 * k)
@@ -75,6 +76,7 @@ class ImageEncoder(nn.Module):
         self.out = nn.Linear(2 * config.num_keypoints, config.feature_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode ``(N, C, H, W)`` float images in [0, 1] into ``(N, feature_dim)`` features."""
         # Centre to [-1, 1]: the conv stack sees zero-mean inputs.
         features = self.keypoints(self.backbone(images * 2.0 - 1.0))
         return self.out(self.spatial_softmax(features))

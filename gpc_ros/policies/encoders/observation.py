@@ -62,6 +62,7 @@ class ObservationConfig:
 
     @property
     def frame_key(self) -> str:
+        """The observation key of the configured modality (``observation.image`` or ``observation.pointcloud``)."""
         return IMAGE_KEY if self.modality == "image" else POINTCLOUD_KEY
 
     @property
@@ -77,9 +78,12 @@ class ObservationConfig:
 
 
 def random_observation(config: ObservationConfig, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """A random observation window of the keys, shapes and dtypes ``config`` expects (for smoke tests and benches):
-    ``observation.state`` ``(B, T, state_dim)`` float32 and ``observation.image`` ``(B, T, S, S, 3)`` uint8 or
-    ``observation.pointcloud`` ``(B, T, N, 3)`` float32 (m)."""
+    """A random observation window of the keys, shapes and dtypes ``config`` expects (for smoke tests and benches).
+
+    Returns:
+        ``observation.state`` ``(B, T, state_dim)`` float32 and ``observation.image`` ``(B, T, S, S, 3)`` uint8 or
+        ``observation.pointcloud`` ``(B, T, N, 3)`` float32 (m), with ``B = batch`` and ``T = obs_horizon``.
+    """
     rng = np.random.default_rng(seed)
     shape = (batch, config.obs_horizon)
     out = {"observation.state": rng.uniform(0.2, 0.6, (*shape, config.state_dim)).astype(np.float32)}
@@ -163,6 +167,11 @@ class ObservationEncoder(nn.Module):
         self.output_dim = config.obs_horizon * (frame_dim + state_dim)
 
     def forward(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Encode a window from :func:`observation_tensors` (state normalised) into ``(B, output_dim)``.
+
+        Each of the ``T_obs`` frames (and states) is encoded separately; the features are concatenated in time
+        order, oldest first.
+        """
         frames = tensors[self.config.frame_key]
         b, t = frames.shape[:2]
         features = [self.frame_encoder(frames.flatten(0, 1)).reshape(b, t, -1)]

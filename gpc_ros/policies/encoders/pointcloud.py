@@ -28,7 +28,8 @@ class PointCloudEncoderConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
         if not (isinstance(self.num_points, int) and 64 <= self.num_points <= 4096):
-            raise ValueError(f"PointCloudEncoderConfig.num_points must be an int in [64, 4096]; got {self.num_points!r}")
+            raise ValueError(f"PointCloudEncoderConfig.num_points must be an int in [64, 4096]; "
+                             f"got {self.num_points!r}")
         if self.point_dim not in (3, 6):
             raise ValueError(f"PointCloudEncoderConfig.point_dim must be 3 or 6; got {self.point_dim!r}")
         if not self.hidden_dims or not all(isinstance(d, int) and d >= 1 for d in self.hidden_dims):
@@ -52,5 +53,6 @@ class PointCloudEncoder(nn.Module):
         self.projection = nn.Sequential(nn.Linear(in_dim, config.feature_dim), nn.LayerNorm(config.feature_dim))
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """Encode ``(N_clouds, P, point_dim)`` clouds (xyz in m) into ``(N_clouds, feature_dim)`` features."""
         per_point = self.point_mlp(points)  # (N, P, C)
         return self.projection(per_point.max(dim=1).values)

@@ -36,4 +36,5 @@ class StateEncoder(nn.Module):
             self.output_dim = config.feature_dim
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """Map the ``(N, state_dim)`` normalised state to ``(N, output_dim)`` features."""
         return self.mlp(state)

@@ -15,4 +15,5 @@ class FlowMatchingPolicy(ChunkPolicy):
 
     @classmethod
     def make_objective(cls, config: FlowConfig) -> FlowMatchingObjective:
+        """The velocity objective; the network sees ``time_scale * t``, training draws ``t`` by ``time_sampling``."""
         return FlowMatchingObjective(float(config.time_scale), config.time_sampling)

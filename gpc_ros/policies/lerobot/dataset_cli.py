@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gpc-ros dataset`` argument parser."""
     p = argparse.ArgumentParser(prog="gpc-ros dataset", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -63,6 +64,7 @@ def summary(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gpc-ros dataset``; 0 on success, 2 on bad input (one sentence on stderr)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from gpc_ros.policies.lerobot.format import LeRobotFormatError

@@ -96,8 +96,10 @@ def to_arrow(values: np.ndarray, feature: dict[str, Any]):
 
 
 def from_arrow(column, feature: dict[str, Any], where: str) -> np.ndarray:
-    """A data column (list / fixed-size-list / plain) -> ``(T, *shape)`` numpy; ``LeRobotFormatError`` when the
-    stored values do not have the shape ``features`` declares."""
+    """A data column (list / fixed-size-list / plain) -> ``(T, *shape)`` numpy.
+
+    Raises ``LeRobotFormatError`` when the stored values do not have the shape ``features`` declares.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -105,6 +105,7 @@ class LeRobotReader:
     # ------------------------------------------------------------------ meta
     @property
     def num_episodes(self) -> int:
+        """Episodes in the dataset."""
         return len(self.episodes)
 
     def _load_tasks(self) -> list[str]:
@@ -164,11 +165,13 @@ class LeRobotReader:
 
     # ------------------------------------------------------------------ data
     def data_path(self, episode: int) -> Path:
+        """The data parquet holding ``episode``."""
         row = self.episodes[episode]
         return self.root / self.info["data_path"].format(chunk_index=row["data/chunk_index"],
                                                          file_index=row["data/file_index"])
 
     def video_path(self, episode: int, key: str) -> Path:
+        """The mp4 holding ``episode``'s frames of video feature ``key``."""
         row = self.episodes[episode]
         return self.root / self.info["video_path"].format(video_key=key, chunk_index=row[f"videos/{key}/chunk_index"],
                                                           file_index=row[f"videos/{key}/file_index"])
@@ -250,8 +253,11 @@ class LeRobotReader:
                         f"{needed} ({end:.4f} s at {self.fps:g} fps): the video is shorter than its episodes")
 
     def episode_arrays(self, episode: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """Non-video ``keys`` of one episode -> ``{key: (T, *shape)}`` (LeRobot's scalar columns -> ``(T,)``;
-        a feature of shape ``[1]`` -> ``(T, 1)``; image features decoded to ``(T, H, W, 3)`` uint8)."""
+        """Non-video ``keys`` of one episode -> ``{key: (T, *shape)}``.
+
+        LeRobot's scalar columns -> ``(T,)``; a feature of shape ``[1]`` -> ``(T, 1)``; image features decoded to
+        ``(T, H, W, 3)`` uint8.
+        """
         path = self.data_path(episode)
         table = self._table(path)
         row = self.episodes[episode]

@@ -32,6 +32,7 @@ class RunningQuantileStats:
         self._quantile_keys = [f"q{int(q * 100):02d}" for q in self._quantile_list]
 
     def update(self, batch: np.ndarray) -> None:
+        """Add a batch of vectors (every axis but the last is a batch axis)."""
         batch = batch.reshape(-1, batch.shape[-1])
         num_elements, vector_length = batch.shape
         if self._count == 0:
@@ -59,6 +60,7 @@ class RunningQuantileStats:
             self._histograms[i] += hist
 
     def get_statistics(self) -> dict[str, np.ndarray]:
+        """min, max, mean, std, count and the quantiles of everything seen so far."""
         if self._count < 2:
             raise ValueError("Cannot compute statistics for less than 2 vectors.")
         stats = {"min": self._min.copy(), "max": self._max.copy(), "mean": self._mean.copy(),

@@ -98,7 +98,8 @@ def resolve_keys(reader: LeRobotReader, parent_keys: Sequence[str], key_map: Map
                                      f"feature of meta/info.json ({sorted(reader.features)})")
         dtype = reader.features[feature]["dtype"]
         if parent == IMAGE_KEY and dtype not in ("video", "image"):
-            raise LeRobotFormatError(f"{reader.root}: {parent!r} needs a video or image feature; {feature!r} is {dtype}")
+            raise LeRobotFormatError(f"{reader.root}: {parent!r} needs a video or image feature; {feature!r} is "
+                                     f"{dtype}")
         if parent != IMAGE_KEY and dtype in ("video", "image", "string"):
             raise LeRobotFormatError(f"{reader.root}: {parent!r} needs a numeric feature; {feature!r} is {dtype}")
         out[parent] = feature
@@ -107,9 +108,11 @@ def resolve_keys(reader: LeRobotReader, parent_keys: Sequence[str], key_map: Map
 
 def feature_shapes(directory: str | os.PathLike, parent_keys: Sequence[str], key_map: Mapping[str, str],
                    image_size: int | None = None) -> dict[str, list[int]]:
-    """``{parent key: per-step shape}`` the policy will see (for :func:`~gpc_ros.policies.presets.policy_config`):
-    the mapped features' shapes, images as ``S x S x 3`` (``image_size``; default the stored size if square and
-    <= 96, else 96)."""
+    """``{parent key: per-step shape}`` the policy will see (for :func:`~gpc_ros.policies.presets.policy_config`).
+
+    The mapped features' shapes; images as ``S x S x 3`` (``image_size``; default the stored size if square and
+    <= 96, else 96).
+    """
     reader = LeRobotReader(directory, check_videos=False)
     cameras = reader.video_keys + reader.image_keys
     present = [k for k in parent_keys
@@ -125,6 +128,7 @@ def feature_shapes(directory: str | os.PathLike, parent_keys: Sequence[str], key
 
 
 def default_image_size(shape: Sequence[int]) -> int:
+    """The policy resolution for stored frames of ``shape``: their size if square and <= 96, else 96."""
     height, width = int(shape[0]), int(shape[1])
     return height if height == width and height <= 96 else 96
 

@@ -76,8 +76,11 @@ def video_info(path: str | os.PathLike) -> dict:
 
 
 def decode_video(path: str | os.PathLike, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All frames of ``path`` -> ``(frames (N, H, W, 3) uint8 RGB, pts_seconds (N,))``; with ``size``, each frame
-    is resized to ``size x size`` (``cv2.INTER_AREA``) as it is decoded, so only the small frames are kept."""
+    """All frames of ``path`` -> ``(frames (N, H, W, 3) uint8 RGB, pts_seconds (N,))``.
+
+    With ``size``, each frame is resized to ``size x size`` (``cv2.INTER_AREA``) as it is decoded, so only the small
+    frames are kept.
+    """
     import av
 
     frames, pts = [], []
@@ -104,4 +107,5 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def video_path(root: Path, template: str, key: str, chunk: int, file: int) -> Path:
+    """``root / template`` filled in (LeRobot's ``video_path`` of ``meta/info.json``)."""
     return root / template.format(video_key=key, chunk_index=chunk, file_index=file)

@@ -155,8 +155,9 @@ def write_lerobot_dataset(root: str | os.PathLike, episodes: Iterable[Mapping[st
                           max_video_file_frames: int | None = None, codec: str = DEFAULT_CODEC, crf: int = 18,
                           gop: int = 2, chunks_size: int = DEFAULT_CHUNK_SIZE, overwrite: bool = False,
                           progress: bool = False, total: int | None = None) -> Path:
-    """Write ``episodes`` (mappings of ``(T, *shape)`` arrays with the same keys, plus an optional ``"task"``
-    string) as a LeRobotDataset v3.0 at ``root``; returns ``root``.
+    """Write ``episodes`` as a LeRobotDataset v3.0 at ``root``; returns ``root``.
+
+    ``episodes``: mappings of ``(T, *shape)`` arrays with the same keys, plus an optional ``"task"`` string.
 
     ``video_keys`` are stored as mp4, ``image_keys`` as PNG bytes in the parquet, every other array as a numeric
     feature (float64 is stored as float32). A new data (video) file starts when the next episode would take the
@@ -286,6 +287,8 @@ def _write(root: Path, episodes: Iterable[Mapping[str, Any]], fps: int, video_ke
             ep_stats = {}
             for key, feature in all_features.items():
                 values = defaults[key] if key in defaults else arrays[key]
+                if key == "timestamp":  # LeRobot's stats see the float64 frame_index / fps, the parquet float32
+                    values = frame_index / fps
                 if feature["dtype"] in ("video", "image"):
                     ep_stats[key] = lrstats.image_stats(values)
                 else:
