@@ -133,7 +133,7 @@ class ComposerNodeConfig:
             raise ValueError(f"ComposerNodeConfig.seed must be an int >= -1; got {self.seed!r}")
 
 
-class HostFault(Exception):
+class HostFaultError(Exception):
     """A host did not answer in time, answered with an error or with NaN; ``host`` names it."""
 
     def __init__(self, host: str, reason: str) -> None:
@@ -206,7 +206,7 @@ class LocalHost(HostHandle):
                 x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
         status, prediction = self.core.predict(correlation_id, x_t, parent_time)
         if status != protocol.OK:
-            raise HostFault(self.name, f"step {step}: {protocol.STATUS[status]}")
+            raise HostFaultError(self.name, f"step {step}: {protocol.STATUS[status]}")
         return prediction.to(x_t.dtype)
 
 
@@ -253,12 +253,12 @@ class RemoteHost(HostHandle):
         if not slot.event.wait(timeout_s):
             with self._lock:
                 self._pending.pop((protocol.KIND_PREDICT, correlation_id, step), None)
-            raise HostFault(self.name, f"no reply to step {step} within {timeout_s} s (stalled or gone)")
+            raise HostFaultError(self.name, f"no reply to step {step} within {timeout_s} s (stalled or gone)")
         reply = slot.reply
         if reply.status != protocol.OK:
-            raise HostFault(self.name, f"step {step}: {protocol.STATUS.get(reply.status, reply.status)}")
+            raise HostFaultError(self.name, f"step {step}: {protocol.STATUS.get(reply.status, reply.status)}")
         if tuple(reply.tensor.shape) != tuple(x.shape):
-            raise HostFault(self.name, f"step {step}: reply of shape {reply.tensor.shape}, expected {x.shape}")
+            raise HostFaultError(self.name, f"step {step}: reply of shape {reply.tensor.shape}, expected {x.shape}")
         return torch.from_numpy(reply.tensor).to(x_t.dtype)
 
 
@@ -405,7 +405,7 @@ class GraphComposer:
             names, w, mode = plan
             try:
                 return self._sample(result, names, w, mode, seed, stamps, faults)
-            except HostFault as fault:
+            except HostFaultError as fault:
                 self.handles[fault.host].mark_down(fault.reason)
                 faults[fault.host] = fault.reason
                 healthy = [n for n in healthy if n != fault.host]
