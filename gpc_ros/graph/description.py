@@ -44,6 +44,7 @@ class ProcessSpec:
 
     @property
     def is_node(self) -> bool:
+        """True for a ROS node (it has an executable), False for a plain process such as the simulator."""
         return bool(self.executable)
 
     def argv(self, python: str = sys.executable) -> list[str]:
@@ -91,6 +92,7 @@ def _substitute(value: Any, variables: dict[str, Any]) -> Any:
 
 
 def default_graph_file() -> Path:
+    """The installed ``config/graph.yaml`` (the graph used when none is given)."""
     return share_dir() / "config" / "graph.yaml"
 
 

@@ -75,6 +75,7 @@ class Supervisor:
         return child
 
     def start(self) -> Supervisor:
+        """Start every process of the description; returns self."""
         for spec in self.description.processes:
             self._start_child(spec)
         return self

@@ -190,12 +190,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def batch_indices(self, step: int) -> np.ndarray:
+        """The training-set indices of batch ``step``: a seeded permutation per epoch, ``(batch_size,)`` int."""
         epoch, position = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.train_set))
         bs = self.config.batch_size
         return order[position * bs:(position + 1) * bs]
 
     def train_step(self) -> float:
+        """One optimizer step (clipped gradients, scheduler, EMA update); returns the batch loss."""
         self.policy.train()
         batch = self.train_set.batch(self.batch_indices(self.step))
         loss = self.policy.compute_loss(batch, _step_generator(self.config.seed, self.step))
