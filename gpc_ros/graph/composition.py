@@ -251,8 +251,10 @@ class LocalHost(HostHandle):
 
 
 class RemoteHost(HostHandle):
-    """A host in another process: ``send(exchange)`` puts a request on the wire; the transport calls
-    :meth:`deliver` with every reply (from any thread).
+    """A host in another process, reached over the exchange topics.
+
+    ``send(exchange)`` puts a request on the wire; the transport calls :meth:`deliver` with every reply (from any
+    thread).
     """
 
     def __init__(self, name: str, send: Callable[[protocol.Exchange], None]) -> None:
@@ -289,7 +291,10 @@ class RemoteHost(HostHandle):
                 del self._pending[key]
 
     def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
-        """Send an encode request; the slot is set when :meth:`deliver` gets its reply. See :meth:`HostHandle.encode`."""
+        """Send an encode request; the slot is set when :meth:`deliver` gets its reply.
+
+        See :meth:`HostHandle.encode`.
+        """
         return self._submit(protocol.encode_request(correlation_id, time_s, dtype_bits))
 
     def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
@@ -544,8 +549,10 @@ class GraphComposer:
 
 
 class EpisodeSearch:
-    """The online weight search of the composer: one arm (weight vector) per episode, outcomes recorded and the
-    state saved to ``path`` after each (resumed on restart). Wraps :class:`gpc_ros.compose.search.WeightSearch`.
+    """The online weight search of the composer: one arm (weight vector) per episode.
+
+    Outcomes are recorded and the state saved to ``path`` after each (resumed on restart). Wraps
+    :class:`gpc_ros.compose.search.WeightSearch`.
     """
 
     def __init__(self, path: str, parents: Sequence[str], strategy: str = "thompson", divisions: int = 10,

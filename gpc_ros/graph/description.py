@@ -98,8 +98,19 @@ def default_graph_file() -> Path:
 
 def describe_graph(path: str | Path | None = None, *, use_sim: bool | None = None, robot_ip: str | None = None,
                    deployment: str | None = None) -> GraphDescription:
-    """Read a graph file (default ``config/graph.yaml``) and resolve it for ``use_sim`` / ``robot_ip`` /
-    ``deployment`` (None = the file's value). Raises ValueError naming the entry and field at fault.
+    """Read a graph file and resolve it for ``use_sim`` / ``robot_ip`` / ``deployment``.
+
+    Args:
+        path: The graph file (default: ``config/graph.yaml``).
+        use_sim: Drive the simulated FR3 (None = the file's value).
+        robot_ip: The FCI address (None = the file's value).
+        deployment: ``separate`` or ``in_process`` policy hosts (None = the file's value).
+
+    Returns:
+        The resolved description: every process with its command line, parameters and remappings.
+
+    Raises:
+        ValueError: The file is missing or invalid; the message names the entry and field at fault.
     """
     path = Path(path) if path is not None else default_graph_file()
     if not path.is_file():

@@ -117,7 +117,10 @@ class ComposerNode(Node):
 
     # -- hosts ------------------------------------------------------------------------------------------------------
     def on_reply(self, handle: RemoteHost, msg: Float64MultiArray) -> None:
-        """A reply from host ``handle`` on its exchange topic: hand it to the waiting call (malformed ones are logged)."""
+        """A reply from host ``handle`` on its exchange topic: hand it to the waiting call.
+
+        Malformed replies are logged (throttled) and dropped.
+        """
         try:
             handle.deliver(conversions.exchange_from_msg(msg))
         except ValueError as exc:

@@ -230,8 +230,8 @@ class Trainer:
         """Train until ``config.steps``; validate and checkpoint on schedule and at the end."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.config
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc=f"train {self.policy.policy_type}",
-                   unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress,
+                   desc=f"train {self.policy.policy_type}", unit="step", dynamic_ncols=True)
         running: list[float] = []
         try:
             while self.step < cfg.steps:
