@@ -34,6 +34,8 @@ setup(
         share("launch", "*.py"),
         share("config"),
         share("urdf"),
+        # shipped parents: parents/<name>/ -> share/gpc_ros/parents/<name>/ (gpc_ros.policies.registry finds them)
+        *[share(folder) for folder in sorted(glob("parents/*")) if glob(f"{folder}/config.json")],
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -1,123 +1,309 @@
-"""Benchmark of the Franka driver core against a paced franky-sim FR3 (all figures from one run, side by side).
+"""Benchmark of the Franka driver against franky-sim: all figures from one run, side by side, as ratios.
 
-1. Smoothness vs chunk rate: chunks along a 0.1 m/s line at 10..200 Hz; the lowest mid-path speed over 0.1 s
-   windows as a fraction of nominal (>= 0.5 = no stop-and-go) and the fraction of chunks the executor accepted.
-2. Tracking error vs the commanded path at 10 and 30 Hz chunk rates: distance between the measured TCP position
-   and the plan at the same instant (includes the lag of the arm behind the plan), and the cross-track part.
-3. Time from accepting a chunk to sending its first motion command (bounded by one control period).
+1. Limits per unit time at 10, 30 and 100 Hz chunk rates (a 0.2 m/s line, streamed for a few seconds): measured
+   peak TCP speed / ``max_speed_m_s``, peak commanded acceleration / ``max_acceleration_m_s2``, and the largest
+   velocity step between two consecutive 1 kHz commands (franky's motion callbacks: every command the robot got)
+   / its bound ``max_acceleration_m_s2 * 1 ms``; all on the robot's clock.
+2. Streaming modes (joint vs cartesian) towards the unreachable in-box corner (0.75, 0.40, 0.05) of issue 9: how far
+   the *measured* TCP / elbow / wrist left their boxes, joints past their hardware limits, peak speed / limit.
+3. Stops from 0.1, 0.3 and 0.5 m/s (limits raised to 0.6 m/s for this part): time and distance to rest.
+4. Chunk accepted -> first motion command (executor clock), and the time to build one command with the joint-space
+   check (IK + containment) vs the Cartesian clamp alone, measured in-process side by side.
 
-Run: ``.venv/bin/python bench/bench_driver.py [--duration-s 2.5] [--latency-trials 20]``.
+Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_driver.py [--duration-s 3] [--latency-trials 20]``. franky-sim
+runs at a load-dependent pace (0.1-4x real time on a shared 2-core machine); figures are on the robot's clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import threading
 import time
 
 import numpy as np
 
-from gpc_ros.control.chunk import ActionChunk
+from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.command_gate import CommandGate
+from gpc_ros.control.envelope import SafetyEnvelope, SafetyEnvelopeConfig
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
 from gpc_ros.control.gripper import GripperConfig
+from gpc_ros.control.joint_guard import JointSpaceGuard, box_excess_m
+from gpc_ros.control.kinematics import FR3Kinematics
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
 from gpc_ros.sim.franky_sim_process import FrankySimProcess
 
-NOMINAL_M_S = 0.1
+CORNER = np.array([0.75, 0.40, 0.05])
 
 
-def stream(executor: FrankaExecutor, rate_hz: float, duration_s: float, direction: float):
-    """Stream a line along y; returns (t, measured positions, plan positions, accepted fraction)."""
-    snaps = []
-    lock = threading.Lock()
+class CommandLog:
+    """A real franky.Robot whose motions get a 1 kHz callback recording (robot time, commanded TCP)."""
 
-    def record(snap):
-        with lock:
-            snaps.append((snap.time_s, snap.ee_position_m))
+    def __init__(self, robot, kinematics: FR3Kinematics) -> None:
+        object.__setattr__(self, "_robot", robot)
+        object.__setattr__(self, "_kin", FR3Kinematics(kinematics.urdf_path))
+        object.__setattr__(self, "rows", [])
+        object.__setattr__(self, "lock", threading.Lock())
+        object.__setattr__(self, "recording", False)
 
-    executor.add_state_listener(record)
+    def move(self, motion, *args, **kwargs):
+        if self.recording and hasattr(motion, "register_callback"):
+            def callback(state, dt, rel, abs_time, signal) -> None:
+                if hasattr(signal, "q"):
+                    p = self._kin.forward(np.array(signal.q))[0]
+                else:
+                    p = np.array(signal.O_T_EE)[12:15]
+                with self.lock:
+                    self.rows.append((abs_time.to_sec(), p))
+            motion.register_callback(callback)
+        return self._robot.move(motion, *args, **kwargs)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            rows, self.rows[:] = list(self.rows), []
+        t = np.array([r[0] for r in rows])
+        p = np.array([r[1] for r in rows]).reshape(-1, 3)
+        order = np.argsort(t, kind="stable")
+        t, p = t[order], p[order]
+        keep = np.concatenate([[True], np.diff(t) > 0]) if len(t) else np.zeros(0, bool)
+        return t[keep], p[keep]
+
+    def __getattr__(self, name):
+        return getattr(self._robot, name)
+
+    def __setattr__(self, name, value):
+        if name in ("recording", "rows", "lock"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._robot, name, value)
+
+
+def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig) -> tuple[float, float, float]:
+    """(peak commanded speed / limit, peak acceleration over 10 ms / limit, largest 1 ms velocity step / bound)."""
+    if len(t) < 30:
+        return float("nan"), float("nan"), float("nan")
+    dt = np.diff(t)
+    v = np.diff(p, axis=0) / dt[:, None]
+    one_ms = np.abs(dt - 1e-3) < 2e-4  # consecutive 1 kHz commands
+    steps = np.linalg.norm(np.diff(v, axis=0), axis=1)[one_ms[1:] & one_ms[:-1]]
+    speed = windowed_speed_m_s(t, p, 0.01)
+    vt = (t[1:] + t[:-1]) / 2
+    idx = np.searchsorted(vt, vt + 0.01)
+    ok = idx < len(vt)
+    acc = np.linalg.norm(v[idx[ok]] - v[ok], axis=1) / (vt[idx[ok]] - vt[ok])
+    return (float(speed.max()) / e.max_speed_m_s, float(acc.max()) / e.max_acceleration_m_s2,
+            float(steps.max()) / (e.max_acceleration_m_s2 * 1e-3))
+
+
+def start_executor(host: str, logs: list, **overrides) -> FrankaExecutor:
+    logs.clear()  # drop the previous executor's robot: franky-sim takes one client, released when the Robot goes
+    gc.collect()
+
+    def factory(h: str):
+        import franky
+
+        log = CommandLog(franky.Robot(h, realtime_config=franky.RealtimeConfig.Ignore), FR3Kinematics())
+        logs.append(log)
+        return log
+
+    overrides.setdefault("gripper", GripperConfig(enabled=False))
+    executor = FrankaExecutor(ExecutorConfig(robot_host=host, require_enable=False, watchdog_timeout_s=2.0,
+                                             **overrides), robot_factory=factory).start()
+    if not executor.wait_connected(30.0):
+        raise SystemExit(f"no connection to franky-sim at {host}")
+    time.sleep(0.3)
+    return executor
+
+
+def record(executor: FrankaExecutor) -> tuple[list, callable]:
+    snaps: list = []
+    executor.add_state_listener(snaps.append)
+    return snaps, lambda: executor.remove_state_listener(snaps.append)
+
+
+def stream_line(executor: FrankaExecutor, rate_hz: float, duration_s: float, direction: float,
+                speed_m_s: float = 0.2) -> None:
     s = executor.state
-    p0, q0 = s.ee_position_m.copy(), s.ee_quaternion_xyzw.copy()
-    velocity = np.array([0.0, direction * NOMINAL_M_S, 0.0])
+    p0, q0 = s.measured_tcp_m.copy(), s.ee_quaternion_xyzw.copy()
+    velocity = np.array([0.0, direction * speed_m_s, 0.0])
     t_start = time.monotonic()
-    sent = accepted = 0
+    k = 0
     while time.monotonic() - t_start < duration_s:
         now = time.monotonic()
         times = now + 0.05 * np.arange(16)
-        chunk = ActionChunk.from_arrays(now, 0.05, positions_m=p0 + np.outer(times - t_start, velocity),
-                                        quaternions_xyzw=np.tile(q0, (16, 1)))
-        sent += 1
         try:
-            accepted += executor.execute(chunk) is not None
-        except ExecutionRefused:
+            executor.execute(ActionChunk.from_arrays(now, 0.05, positions_m=p0 + np.outer(times - t_start, velocity),
+                                                     quaternions_xyzw=np.tile(q0, (16, 1))))
+        except (ChunkRejected, ExecutionRefused):
             pass
-        time.sleep(max(0.0, t_start + sent / rate_hz - time.monotonic()))
-    executor.stop()
-    executor._state_listeners.remove(record)  # noqa: SLF001 (bench-only detach)
-    executor.enable(True)
-    with lock:
-        t = np.array([a for a, _ in snaps]) - t_start
-        p = np.array([b for _, b in snaps])
-    plan = p0 + np.outer(t, velocity)
-    return t, p, plan, accepted / max(sent, 1)
+        k += 1
+        time.sleep(max(0.0, t_start + k / rate_hz - time.monotonic()))
+
+
+def measured_extremes(executor: FrankaExecutor, snaps: list) -> dict[str, float]:
+    e = executor.config.envelope
+    t = np.array([s.robot_time_s for s in snaps])
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    tcp = np.array([s.measured_tcp_m for s in snaps])[keep]
+    q = np.array([s.joint_positions_rad for s in snaps])
+    return {
+        "tcp_out_mm": 1e3 * max(box_excess_m(s.measured_tcp_m, e.lower_m, e.upper_m) for s in snaps),
+        "elbow_wrist_out_mm": 1e3 * max(max(box_excess_m(s.measured_elbow_m, e.arm_lower_m, e.arm_upper_m),
+                                            box_excess_m(s.measured_wrist_m, e.arm_lower_m, e.arm_upper_m))
+                                        for s in snaps),
+        "joint_past_hw_mrad": 1e3 * float(np.max(np.maximum(executor.guard.hard_lower_rad - q, 0)
+                                                 + np.maximum(q - executor.guard.hard_upper_rad, 0))),
+        "speed_ratio": float(windowed_speed_m_s(t[keep], tcp, 0.05).max(initial=0.0)) / e.max_speed_m_s,
+        "closest_to_corner_mm": 1e3 * float(np.linalg.norm(tcp - CORNER, axis=1).min()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=2.5)
+    parser.add_argument("--duration-s", type=float, default=3.0)
+    parser.add_argument("--corner-s", type=float, default=15.0)
     parser.add_argument("--latency-trials", type=int, default=20)
-    parser.add_argument("--rates-hz", type=float, nargs="+", default=[10, 30, 60, 100, 200])
+    parser.add_argument("--rates-hz", type=float, nargs="+", default=[10, 30, 100])
     args = parser.parse_args(argv)
     with FrankySimProcess(pace="realtime") as sim:
-        config = ExecutorConfig(robot_host=sim.host, gripper=GripperConfig(enabled=False), require_enable=False)
-        with FrankaExecutor(config) as executor:
-            if not executor.wait_connected(20.0):
-                raise SystemExit(f"no connection to franky-sim at {sim.host}")
-            time.sleep(0.2)
-            print(f"control_rate_hz={config.control_rate_hz} state_rate_hz={config.state_rate_hz} "
-                  f"nominal speed {NOMINAL_M_S} m/s, paced franky-sim\n")
-            print("1) smoothness vs chunk rate")
-            print(f"{'chunk Hz':>9} {'min speed/nominal':>18} {'mean speed/nominal':>19} {'accepted':>9}")
-            tracking = {}
-            direction = 1.0
-            for rate in args.rates_hz:
-                t, p, plan, accepted = stream(executor, rate, args.duration_s, direction)
-                mid = (t > 0.7) & (t < args.duration_s - 0.3)
-                speed = windowed_speed_m_s(t[mid], p[mid])
-                print(f"{rate:9.0f} {speed.min() / NOMINAL_M_S:18.2f} {speed.mean() / NOMINAL_M_S:19.2f} "
-                      f"{accepted:9.2f}")
-                err = np.linalg.norm(p[mid] - plan[mid], axis=1)
-                cross = np.linalg.norm((p[mid] - plan[mid])[:, [0, 2]], axis=1)
-                tracking[rate] = (err, cross)
-                direction = -direction  # go back and forth so the arm stays in the workspace
-                time.sleep(0.3)
-            print("\n2) tracking error vs commanded path (measured TCP vs plan at the same instant)")
-            print(f"{'chunk Hz':>9} {'mean mm':>8} {'max mm':>7} {'cross-track max mm':>19} {'lag ms':>7}")
-            for rate in (10.0, 30.0):
-                if rate in tracking:
-                    err, cross = tracking[rate]
-                    print(f"{rate:9.0f} {1e3 * err.mean():8.1f} {1e3 * err.max():7.1f} {1e3 * cross.max():19.2f} "
-                          f"{1e3 * err.mean() / NOMINAL_M_S:7.0f}")
-            print("\n3) chunk accepted -> first motion command")
-            latencies = []
+        logs: list = []
+        executor = start_executor(sim.host, logs)
+        e = executor.config.envelope
+        print(f"control_rate_hz={executor.config.control_rate_hz} streaming_mode={executor.config.streaming_mode} "
+              f"max_speed_m_s={e.max_speed_m_s} max_acceleration_m_s2={e.max_acceleration_m_s2}; paced franky-sim\n")
+        print("1) limits per unit time (0.2 m/s line; ratios to the configured limits, robot clock)")
+        print(f"{'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} {'1 ms dv/bound':>14}")
+        direction = 1.0
+        for rate in args.rates_hz:
+            snaps, detach = record(executor)
+            logs[-1].recording = True
+            stream_line(executor, rate, args.duration_s, direction)
+            logs[-1].recording = False
+            detach()
+            executor.stop()
+            executor.wait_stopped(30.0)
+            executor.enable(True)
+            t, p = logs[-1].take()
+            v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e)
+            rt = np.array([s.robot_time_s for s in snaps])
+            wall = np.array([s.time_s for s in snaps])
+            pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
+            meas = measured_extremes(executor, snaps)["speed_ratio"]
+            print(f"{rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} {step_ratio:14.2f}")
+            direction = -direction
+        executor.close()
+
+        print("\n2) streaming modes, towards the unreachable in-box corner (0.75, 0.40, 0.05), measured arm")
+        print(f"{'mode':>10} {'TCP out mm':>11} {'elbow/wrist out mm':>19} {'joint past hw mrad':>19} "
+              f"{'speed/limit':>12} {'closest to corner mm':>21} {'fault':>6}")
+        for mode in ("joint", "cartesian"):
+            executor = start_executor(sim.host, logs, streaming_mode=mode)
+            snaps, detach = record(executor)
+            q0 = executor.state.ee_quaternion_xyzw.copy()
+            t_end = time.monotonic() + args.corner_s
+            while time.monotonic() < t_end:
+                s = executor.state
+                d = CORNER - s.measured_tcp_m
+                steps = s.measured_tcp_m + np.outer(np.linspace(0.0, 1.0, 10), d * min(1.0, 0.09 / max(
+                    np.linalg.norm(d), 1e-9)))
+                try:
+                    executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=steps,
+                                                             quaternions_xyzw=np.tile(q0, (10, 1))))
+                except (ChunkRejected, ExecutionRefused):
+                    pass
+                time.sleep(0.05)
+            detach()
+            m = measured_extremes(executor, snaps)
+            print(f"{mode:>10} {m['tcp_out_mm']:11.1f} {m['elbow_wrist_out_mm']:19.1f} {m['joint_past_hw_mrad']:19.1f} "
+                  f"{m['speed_ratio']:12.2f} {m['closest_to_corner_mm']:21.0f} "
+                  f"{str(executor.state.fault is not None):>6}")
+            executor.close()
+
+        print("\n3) stops (max_speed_m_s 0.6 for this part): franky's planned stop, robot clock")
+        print(f"{'from m/s':>9} {'kind':>8} {'speed at stop':>14} {'time to rest s':>15} {'distance mm':>12}")
+        executor = start_executor(sim.host, logs, envelope=SafetyEnvelopeConfig(
+            max_speed_m_s=0.6, max_acceleration_m_s2=4.0, max_joint_speed_rad_s=2.5,
+            max_joint_acceleration_rad_s2=10.0))
+        for target in (0.1, 0.3, 0.5):
+            q0 = executor.state.ee_quaternion_xyzw.copy()
+            home = executor.state.measured_tcp_m.copy()
+            home[1] = -0.25
+            deadline = time.monotonic() + 60.0
+            while np.linalg.norm(executor.state.measured_tcp_m - home) > 0.01 and time.monotonic() < deadline:
+                d = home - executor.state.measured_tcp_m
+                steps = executor.state.measured_tcp_m + np.outer(np.linspace(0.0, 1.0, 10), d * min(
+                    1.0, 0.09 / max(np.linalg.norm(d), 1e-9)))
+                executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=steps,
+                                                         quaternions_xyzw=np.tile(q0, (10, 1))))
+                time.sleep(0.05)
+            snaps, detach = record(executor)
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline and executor.state.measured_tcp_m[1] < 0.3:
+                p = executor.state.measured_tcp_m
+                lead = 0.05 + target * 0.05 * np.arange(10)
+                executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05,
+                                                         positions_m=p + np.outer(lead, [0.0, 1.0, 0.0]),
+                                                         quaternions_xyzw=np.tile(q0, (10, 1))))
+                recent = snaps[-400:]
+                speed = windowed_speed_m_s(np.array([x.robot_time_s for x in recent]),
+                                           np.array([x.measured_tcp_m for x in recent]), 0.05)
+                if speed.size and speed[-1] >= 0.9 * target:
+                    break
+                time.sleep(0.02)
+            detach()
+            executor.stop()
+            report = executor.wait_stopped(60.0)
+            executor.enable(True)
+            if report is None:
+                print(f"{target:9.1f}   (no stop report)")
+                continue
+            print(f"{target:9.1f} {report.kind:>8} {report.speed_at_stop_m_s:14.3f} {report.time_to_rest_s:15.3f} "
+                  f"{1e3 * report.distance_to_rest_m:12.1f}")
+
+        print("\n4) latency")
+        latencies = []
+        for _ in range(args.latency_trials):
+            executor.stop()
+            executor.wait_stopped(30.0)
+            executor.enable(True)
+            executor.first_command_latency_s = None
             s = executor.state
-            for _ in range(args.latency_trials):
-                executor.stop()
-                executor.enable(True)
-                executor.first_command_latency_s = None
-                now = time.monotonic()
-                p = executor.state.ee_position_m
-                executor.execute(ActionChunk.from_arrays(now, 0.05, positions_m=np.tile(p, (4, 1)),
-                                                         quaternions_xyzw=np.tile(s.ee_quaternion_xyzw, (4, 1))))
-                deadline = time.monotonic() + 2.0
-                while executor.first_command_latency_s is None and time.monotonic() < deadline:
-                    time.sleep(0.001)
-                if executor.first_command_latency_s is not None:
-                    latencies.append(executor.first_command_latency_s)
-            lat = 1e3 * np.array(latencies)
-            print(f"trials {len(lat)}: median {np.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms, "
-                  f"max {lat.max():.1f} ms (control period {1e3 / config.control_rate_hz:.0f} ms)")
-            print(f"\ninterventions: {executor.interventions.snapshot()}")
+            executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05,
+                                                     positions_m=np.tile(s.measured_tcp_m, (4, 1)),
+                                                     quaternions_xyzw=np.tile(s.ee_quaternion_xyzw, (4, 1))))
+            deadline = time.monotonic() + 5.0
+            while executor.first_command_latency_s is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if executor.first_command_latency_s is not None:
+                latencies.append(executor.first_command_latency_s)
+        executor.close()
+        lat = 1e3 * np.array(latencies)
+        print(f"chunk accepted -> first motion command (IK check on), {len(lat)} trials: "
+              f"median {np.median(lat):.1f} ms, "
+              f"p95 {np.percentile(lat, 95):.1f} ms (control period {1e3 / executor.config.control_rate_hz:.0f} ms)")
+        # The command build itself, with and without the joint-space check, side by side in this process.
+        cfg = SafetyEnvelopeConfig()
+        env = SafetyEnvelope(cfg)
+        kin = FR3Kinematics()
+        gate = CommandGate(env, JointSpaceGuard(cfg, kin, env.counter), "joint")
+        q_home = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])
+        gate.reset_to(q_home)
+        p0, quat = kin.forward(q_home)
+        previous = gate.last.tcp
+        on, off = [], []
+        for k in range(300):
+            target = p0 + np.array([0.0, 0.1 * np.sin(k / 30.0), 0.0])
+            t0 = time.perf_counter()
+            env.clamp_cartesian(target, quat, previous, 0.02)
+            off.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            gate.pose_motion(target, quat, 0.02)
+            on.append(time.perf_counter() - t0)
+            previous = gate.last.tcp
+        on_ms, off_ms = 1e3 * np.median(on), 1e3 * np.median(off)
+        print(f"one command: with the joint-space check (IK + containment + motion) {on_ms:.2f} ms median, "
+              f"Cartesian clamp alone {off_ms:.3f} ms; ratio {on_ms / off_ms:.0f}x; "
+              f"latency without the check would be about {np.median(lat) - on_ms + off_ms:.1f} ms median")
     return 0
 
 

@@ -133,8 +133,10 @@ def run_episode(executor: FrankaExecutor, composer: Composer, norm: ActionNormal
     """
     goals = [start_m + np.array(cfg.goal_a_offset_m), start_m + np.array(cfg.goal_b_offset_m)]
     chunks = calls = 0
-    t_end = time.monotonic() + cfg.episode_s
-    while time.monotonic() < t_end:
+    # Episodes last episode_s on the robot's clock: the driver's limits hold per robot time, and franky-sim runs at
+    # a load-dependent pace (0.05-1x real time on a shared machine).
+    t_end = executor.state.robot_time_s + cfg.episode_s
+    while executor.state.robot_time_s < t_end:
         tick = time.monotonic()
         current = executor.state.ee_position_m.copy()
         means = [norm.normalize(torch.as_tensor(_mean_offsets(current, g, cfg))) for g in goals]
@@ -156,8 +158,8 @@ def run_episode(executor: FrankaExecutor, composer: Composer, norm: ActionNormal
 def return_home(executor: FrankaExecutor, start_m: np.ndarray, quat_xyzw: np.ndarray, cfg: DemoConfig,
                 faults: list[str], duration_s: float = 2.5) -> None:
     """Stream straight lines back to the start pose (through the same envelope) so every episode starts alike."""
-    t_end = time.monotonic() + duration_s
-    while time.monotonic() < t_end:
+    t_end = executor.state.robot_time_s + duration_s  # robot clock, as in run_episode
+    while executor.state.robot_time_s < t_end:
         tick = time.monotonic()
         current = executor.state.ee_position_m.copy()
         path = current + _mean_offsets(current, start_m, cfg)

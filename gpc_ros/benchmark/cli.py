@@ -1,4 +1,4 @@
-"""``gpc-ros benchmark``: does the composed policy beat both parents on the simulated cell? (docs/results.md)
+r"""``gpc-ros benchmark``: does the composed policy beat both parents on the simulated cell (docs/results.md)?
 
     gpc-ros benchmark run --parent rgb=push_red_diffusion_rgb --parent pcd=push_red_dp3_pcd \\
         --arms parents grid:rgb+pcd --seeds 100000:100100 --out results/push_red [--shard 0/4]
@@ -6,6 +6,7 @@
         --seeds 300000:300200 --out results/push_red
     gpc-ros benchmark report --results results/push_red [more folders] --plots docs/results
     gpc-ros benchmark latency --parent rgb=... --parent pcd=... --pair rgb+pcd --dataset DIR
+    gpc-ros benchmark ship --checkpoint RUN/checkpoint --name NAME --dataset DIR --command "gpc-ros train ..."
 
 ``run`` evaluates arms (parents alone, weight grids, operators; see :mod:`gpc_ros.benchmark.plan`) on fixed layout
 seeds, one episode per ``(arm, seed)``, through the real path (:mod:`gpc_ros.benchmark.episode`); each finished
@@ -79,6 +80,7 @@ def _add_episode_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gpc-ros benchmark`` parser (verbs run, bandit, report, latency, ship)."""
     parser = argparse.ArgumentParser(prog="gpc-ros benchmark", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -107,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--sampler-steps", type=int, default=10)
     latency.add_argument("--threads", type=int, default=1)
     latency.add_argument("--out", type=Path, default=None, help="write latency.json here")
+    ship = sub.add_parser("ship", help="copy a trained checkpoint to parents/<name>/ with provenance + reference")
+    ship.add_argument("--checkpoint", type=Path, required=True, help="the run's checkpoint folder")
+    ship.add_argument("--name", required=True, help="shipped name (found by gpc_ros.policies.registry)")
+    ship.add_argument("--dataset", type=Path, required=True, help="the (frozen) dataset it was trained on")
+    ship.add_argument("--command", required=True, help="the exact command that regenerates the checkpoint")
+    ship.add_argument("--dest", type=Path, default=Path("parents"), help="folder of shipped parents")
+    ship.add_argument("--code-commit", default=None, help="git commit of the code the run trained with")
     return parser
 
 
@@ -174,6 +183,7 @@ def _latency(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``gpc-ros benchmark VERB ...``; exit 0, or 2 with one sentence on stderr for bad input."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -185,20 +195,29 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.verb == "latency":
             return _latency(args)
+        if args.verb == "ship":
+            from gpc_ros.benchmark.ship import ship
+            from gpc_ros.sim.collect import dataset_hash
+
+            print(ship(args.checkpoint, args.name, args.dataset, args.command, args.dest, dataset_hash(args.dataset),
+                       args.code_commit))
+            return 0
         policies, parents_identity = load_parents(args.parent)
         settings = _settings(args)
-        out = open_results(args.out, _identity(args, parents_identity, settings))
-        opener = _open_sim(policies, settings, args.pace)
-        t0 = time.monotonic()
-        if args.verb == "run":
+        if args.verb == "run":  # every input checked before anything is written
             arms: list[Arm] = parse_arms(args.arms, list(policies))
-            n = run_arms(out, arms, args.seeds, opener, args.shard, args.max_episodes, not args.no_progress)
-            print(f"{out}: {n} new episodes in {(time.monotonic() - t0) / 60:.1f} min "
-                  f"(shard {args.shard[0]}/{args.shard[1]}, {len(arms)} arms x {len(args.seeds)} seeds)")
         else:
             for name in args.pair:
                 if name not in policies:
                     raise ValueError(f"--pair names unknown parent {name!r}; the parents are {list(policies)}")
+        out = open_results(args.out, _identity(args, parents_identity, settings))
+        opener = _open_sim(policies, settings, args.pace)
+        t0 = time.monotonic()
+        if args.verb == "run":
+            n = run_arms(out, arms, args.seeds, opener, args.shard, args.max_episodes, not args.no_progress)
+            print(f"{out}: {n} new episodes in {(time.monotonic() - t0) / 60:.1f} min "
+                  f"(shard {args.shard[0]}/{args.shard[1]}, {len(arms)} arms x {len(args.seeds)} seeds)")
+        else:
             search = run_bandit(out, args.pair, args.seeds, args.episodes, opener, args.search_seed,
                                 not args.no_progress)
             best = search.best()

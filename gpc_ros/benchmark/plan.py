@@ -68,6 +68,7 @@ class Arm:
 
     @property
     def id(self) -> str:
+        """The canonical arm id (see the module docstring)."""
         if self.alone:
             return self.parents[0]
         return f"{self.operator}:{'+'.join(self.parents)}@{','.join(_fmt(w) for w in self.weights)}"
@@ -91,6 +92,7 @@ class Arm:
         return cls(tuple(names.split("+")), values, operator)
 
     def to_dict(self) -> dict:
+        """The arm as JSON-able fields."""
         return {"id": self.id, "parents": list(self.parents), "weights": list(self.weights),
                 "operator": self.operator}
 
@@ -108,6 +110,7 @@ def _pair(spec: str, rest: str, parents: Sequence[str]) -> tuple[str, str]:
 
 
 def convex_arms(a: str, b: str, w_a: Iterable[float]) -> list[Arm]:
+    """Convex arms ``(w, 1 - w)`` of the pair ``a+b``."""
     return [Arm((a, b), (w, 1.0 - w), "convex") for w in w_a]
 
 

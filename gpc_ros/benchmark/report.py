@@ -20,8 +20,10 @@ def _order(arm_ids: list[str]) -> list[Arm]:
 
 
 def plot_pair(results: Sequence[ArmResult], pair: tuple[str, str], path: Path) -> bool:
-    """Success rate vs ``w_A`` (convex arms) with 95 % Wilson intervals, the parents alone as bands; False if the
-    pair has no convex arm measured."""
+    """Plot success rate vs ``w_A`` (convex arms, 95 % Wilson intervals), the parents alone as bands.
+
+    Returns False (and writes nothing) if the pair has no convex arm measured.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,8 +65,10 @@ def plot_pair(results: Sequence[ArmResult], pair: tuple[str, str], path: Path) -
 
 
 def bandit_summary(directories: Sequence[Path], results: Sequence[ArmResult]) -> list[dict]:
-    """Per bandit file: episodes run, its current best arm, and after how many episodes it settled on the grid's
-    best arm (compare: the grid spent ``grid_episodes``)."""
+    """Per bandit file: episodes run, its current best arm, and its episodes-to-best.
+
+    Episodes-to-best: after how many episodes it settled on the grid's best arm (the grid spent ``grid_episodes``).
+    """
     out = []
     for d in directories:
         for path in sorted(Path(d).glob("bandit.*.jsonl")):

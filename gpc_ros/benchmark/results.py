@@ -32,11 +32,12 @@ IDENTITY_FILE = "benchmark.json"
 EPISODES_GLOB = "episodes.*.jsonl"
 
 
-class ResultsMismatch(ValueError):
+class ResultsMismatch(ValueError):  # noqa: N818 - named like collect's DatasetMismatch
     """A results folder holds a benchmark of something else."""
 
 
 def episodes_file(directory: Path, shard: tuple[int, int]) -> Path:
+    """The episodes file of ``shard`` (i, n) in ``directory``."""
     return Path(directory) / f"episodes.shard-{shard[0]}-of-{shard[1]}.jsonl"
 
 
@@ -105,8 +106,10 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
-    """Every episode row of the folders, each ``(arm, seed)`` once (first file in name order wins); the folders'
-    ``benchmark.json`` must agree."""
+    """Every episode row of the folders, each ``(arm, seed)`` once (first file in name order wins).
+
+    The folders' ``benchmark.json`` must agree (else :class:`ResultsMismatch`).
+    """
     identity = None
     seen: set[tuple[str, int]] = set()
     rows = []
@@ -131,6 +134,7 @@ def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
 
 
 def done_keys(directory: Path) -> set[tuple[str, int]]:
+    """The ``(arm id, seed)`` pairs already stored in ``directory``."""
     return {(r["arm"], int(r["seed"])) for r in episode_rows([directory])} if (directory / IDENTITY_FILE).is_file() \
         else set()
 
@@ -151,6 +155,7 @@ class ArmResult:
 
     @property
     def rate(self) -> float:
+        """Success rate (nan without episodes)."""
         return self.successes / self.episodes if self.episodes else float("nan")
 
     def stats(self) -> tuple:

@@ -64,6 +64,7 @@ def run_arms(directory: Path, arms: Sequence[Arm], seeds: Sequence[int], open_ep
 
 
 def bandit_file(directory: Path, pair: tuple[str, str]) -> Path:
+    """The bandit file of ``pair`` in ``directory``."""
     return Path(directory) / f"bandit.{pair[0]}+{pair[1]}.jsonl"
 
 
@@ -73,8 +74,11 @@ def bandit_arms(pair: tuple[str, str]) -> list[Arm]:
 
 
 def replay_search(rows: Sequence[dict], pair: tuple[str, str], search_seed: int) -> WeightSearch:
-    """The Thompson search state after ``rows`` (its random draws replayed, so a resumed search continues exactly
-    as an uninterrupted one); raises if the rows were not produced by this search."""
+    """The Thompson search state after ``rows``, its random draws replayed.
+
+    A resumed search therefore continues exactly as an uninterrupted one; raises :class:`ResultsMismatch` if the
+    rows were not produced by this search.
+    """
     search = WeightSearch(paper_grid(), list(pair), SearchConfig("thompson", seed=search_seed))
     for n, row in enumerate(rows):
         index, _ = search.next_arm()
@@ -88,8 +92,10 @@ def replay_search(rows: Sequence[dict], pair: tuple[str, str], search_seed: int)
 
 def run_bandit(directory: Path, pair: tuple[str, str], seeds: Sequence[int], episodes: int,
                open_episode: OpenEpisode, search_seed: int = 0, progress: bool = True) -> WeightSearch:
-    """Thompson sampling over the pair's 11 grid arms for ``episodes`` episodes in all (episode ``n`` uses layout
-    ``seeds[n]``), resumed from ``bandit.<pair>.jsonl``."""
+    """Thompson sampling over the pair's 11 grid arms for ``episodes`` episodes in all.
+
+    Episode ``n`` uses layout ``seeds[n]``; resumed from ``bandit.<pair>.jsonl``.
+    """
     from tqdm import tqdm
 
     if len(seeds) < episodes:
@@ -114,8 +120,11 @@ def run_bandit(directory: Path, pair: tuple[str, str], seeds: Sequence[int], epi
 
 def episodes_to_best(rows: Sequence[dict], pair: tuple[str, str], best_index: int, search_seed: int = 0
                      ) -> int | None:
-    """After how many bandit episodes the search's best arm (highest posterior mean) became ``best_index`` and
-    stayed it until the last recorded episode; None if it is not the best at the end."""
+    """After how many bandit episodes the search's best arm became ``best_index`` for good.
+
+    Best = highest posterior mean; "for good" = until the last recorded episode. None if it is not the best at the
+    end.
+    """
     search = WeightSearch(paper_grid(), list(pair), SearchConfig("thompson", seed=search_seed))
     settled: int | None = None
     for n, row in enumerate(rows, start=1):
@@ -128,8 +137,10 @@ def episodes_to_best(rows: Sequence[dict], pair: tuple[str, str], best_index: in
 
 
 def grid_best(results, pair: tuple[str, str]) -> int | None:
-    """Index (``w_A = i / 10``) of the grid arm with the highest success rate among the pair's convex arms measured
-    (ties: the lower bound of the Wilson interval, then more episodes); None if none measured."""
+    """Index (``w_A = i / 10``) of the pair's measured grid arm with the highest success rate.
+
+    Ties: the lower bound of the Wilson interval, then more episodes. None if no grid arm was measured.
+    """
     ids = {a.id: i for i, a in enumerate(bandit_arms(pair))}
     measured = [r for r in results if r.arm in ids and r.episodes]
     if not measured:
@@ -139,4 +150,5 @@ def grid_best(results, pair: tuple[str, str]) -> int | None:
 
 
 def arm_weights(rows: Sequence[dict]) -> np.ndarray:
+    """``(n, K)`` weights of ``rows``."""
     return np.asarray([r["weights"] for r in rows], dtype=np.float64)

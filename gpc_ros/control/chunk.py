@@ -118,7 +118,8 @@ class ActionChunk:
         gripper_width_m: Any = None,
     ) -> "ActionChunk":
         """Validate loose input (lists, arrays of any dtype) into a chunk; quaternions are renormalised and made
-        sign-continuous (q and -q are the same rotation; consecutive ones are flipped to the same hemisphere)."""
+        sign-continuous (q and -q are the same rotation; consecutive ones are flipped to the same hemisphere).
+        """
         try:
             start = float(start_time_s)
             dt = float(dt_s)

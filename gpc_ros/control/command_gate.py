@@ -16,9 +16,8 @@ Streaming modes (``ExecutorConfig.streaming_mode``):
 
 from __future__ import annotations
 
-import numpy as np
-
 import franky
+import numpy as np
 
 from gpc_ros.control.envelope import CartesianCommand, SafetyEnvelope
 from gpc_ros.control.joint_guard import JointCommand, JointSpaceGuard
@@ -84,7 +83,8 @@ class CommandGate:
     def joint_motion(self, joints_rad: np.ndarray, period_s: float,
                      velocity_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion towards the checked joint target (``velocity_rad_s``: the plan's slope, for the
-        feed-forward; none = stop at the target)."""
+        feed-forward; none = stop at the target).
+        """
         last = self._require_seed()
         q = np.asarray(joints_rad, dtype=np.float64)
         if q.shape != (7,) or not np.all(np.isfinite(q)):
@@ -114,8 +114,9 @@ class CommandGate:
         return franky.CartesianWaypointMotion([franky.CartesianWaypoint(state)], return_when_finished=False)
 
     def stop_motion(self, relative_dynamics_factor: float = 1.0):
-        """franky's planned stop for the streaming mode (``JointStopMotion`` / ``CartesianStopMotion``): decelerates
-        within the robot's acceleration and jerk limits (set from the envelope) times ``relative_dynamics_factor``."""
+        """Franky's planned stop for the streaming mode (``JointStopMotion`` / ``CartesianStopMotion``): decelerates
+        within the robot's acceleration and jerk limits (set from the envelope) times ``relative_dynamics_factor``.
+        """
         factor = franky.RelativeDynamicsFactor(relative_dynamics_factor, relative_dynamics_factor,
                                                relative_dynamics_factor)
         self.motions_built += 1

@@ -206,7 +206,8 @@ def quaternion_angle_rad(q_a: np.ndarray, q_b: np.ndarray) -> float:
 def braking_speed(distance, acceleration, period_s):
     """Largest speed from which steps of one period, each slowing by ``acceleration * period_s``, stop within
     ``distance`` (this step included): ``a (sqrt(2.25 T^2 + 2 d / a) - 1.5 T)``. Consecutive values along a braking
-    approach differ by less than ``a T``, so braking by it never exceeds the acceleration limit."""
+    approach differ by less than ``a T``, so braking by it never exceeds the acceleration limit.
+    """
     t = period_s
     return acceleration * (np.sqrt(2.25 * t * t + 2.0 * np.asarray(distance) / acceleration) - 1.5 * t)
 
@@ -247,7 +248,8 @@ class SafetyEnvelope:
                     reference_quaternion_xyzw: np.ndarray | None = None,
                     reference_joints_rad: np.ndarray | None = None) -> None:
         """Raise :class:`ChunkRejected` (and count ``rejected_jump``) if the chunk jumps; ``reference_*`` is the
-        target commanded now (the chunk's first step must be near it)."""
+        target commanded now (the chunk's first step must be near it).
+        """
         c = self.config
         try:
             if chunk.is_cartesian:
@@ -290,7 +292,8 @@ class SafetyEnvelope:
         In order: the target is clipped into the box; the commanded velocity ``(p - previous) / period`` changes by
         at most ``max_acceleration_m_s2 * period``, is at most ``max_speed_m_s``, slows down towards the target so
         that it can stop there (``|v| <= hypot(v_ff, braking_speed(d))``) and, per axis, towards a wall it could not
-        stop before (``braking_speed(d_wall)``). Containment never overrides these limits: a ``previous`` outside the box (an
+        stop before (``braking_speed(d_wall)``). Containment never overrides these limits: a ``previous`` outside
+        the box (an
         arm switched on outside it, a measured pose after a stop) moves back in at the limited rate; one inside
         stays inside (a final clip only removes the discretisation overshoot at a wall, counted).
         """

@@ -17,7 +17,8 @@ classified by exception type: ``franky.NetworkException`` = link lost (the loop 
 ``reconnect_period_s`` with a new ``franky.Robot``); other ``franky`` exceptions and franky's ``RuntimeError``
 (e.g. ``Motion planner failed``) = control fault, connection kept; anything else = ``internal: ...`` fault (the
 arm is stopped). A failing state *read* (a dead ``franky.Robot`` raises ``RuntimeError`` there) or a state whose
-robot clock stops advancing for ``link_timeout_s`` also means link lost. A state-listener exception is logged and counted, never a fault. If the loop thread ends for any
+robot clock stops advancing for ``link_timeout_s`` also means link lost. A state-listener exception is logged and
+counted, never a fault. If the loop thread ends for any
 reason, ``state.connected`` turns false and chunks are refused. Execution starts disabled when ``require_enable``.
 """
 
@@ -28,6 +29,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -75,7 +77,7 @@ class ExecutorConfig:
     """``joint`` (checked joint targets as JointWaypointMotions, the safe default) or ``cartesian`` (the same
     checked targets as poses in CartesianWaypointMotions); docs/driver.md compares them."""
     urdf_path: str = ""
-    """FR3 URDF for the kinematics ("" = the one franky-sim ships)."""
+    """FR3 URDF for the kinematics ("" = this package's urdf/fr3.urdf, else the one franky-sim ships)."""
     watchdog_timeout_s: float = 0.5
     """Stop the arm when no chunk arrived for this long while executing (s)."""
     reconnect_period_s: float = 1.0
@@ -92,7 +94,8 @@ class ExecutorConfig:
     """A chunk whose first step is due more than this after now is rejected (s); one due later than the next
     control period but within this lead is held until due."""
     stop_timeout_s: float = 2.0
-    """A planned stop (franky's stop motion) not at rest within this long falls back to the hard stop (s)."""
+    """A planned stop (franky's stop motion) not at rest within this long (robot clock) falls back to the hard
+    stop (s)."""
     collision_torque_thresholds_nm: tuple[float, ...] = DEFAULT_COLLISION_TORQUES_NM
     """Joint torque collision thresholds fr3_joint1..7 (Nm), given to franky's set_collision_behavior."""
     collision_force_thresholds_n: tuple[float, ...] = DEFAULT_COLLISION_FORCES_N
@@ -147,7 +150,7 @@ class StopReport:
     speed_at_stop_m_s: float
     """Measured TCP speed when the stop was sent (m/s, robot clock)."""
     time_to_rest_s: float
-    """From sending the stop until franky reported the stop motion finished (s; NaN while stopping)."""
+    """From sending the stop until franky reported the stop motion finished (s, robot clock)."""
     distance_to_rest_m: float
     """Measured TCP travel from sending the stop until then (m)."""
 
@@ -215,7 +218,8 @@ def _default_gripper_factory(host: str):
 
 def _call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
     """Run ``fn`` in a helper thread; raise TimeoutError if it does not return within ``timeout_s`` (the helper
-    is left to finish on its own: used for connects that can block forever)."""
+    is left to finish on its own: used for connects that can block forever).
+    """
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -273,6 +277,7 @@ class FrankaExecutor:
         self._last_command_robot_time_s: float | None = None
         self._last_sent_joints: np.ndarray | None = None
         self._last_fresh_s = -np.inf
+        self._tcp_history: deque[tuple[float, np.ndarray]] = deque()
         self._state_listeners: list[Callable[[RobotSnapshot], None]] = []
         self._listener_errors_logged = 0
         self.first_command_latency_s: float | None = None
@@ -307,7 +312,8 @@ class FrankaExecutor:
 
     def add_state_listener(self, callback: Callable[[RobotSnapshot], None]) -> None:
         """Call ``callback(snapshot)`` from the loop thread after every state reading (keep it short; an exception
-        in it is logged and counted as ``listener_errors``, it never stops the loop)."""
+        in it is logged and counted as ``listener_errors``, it never stops the loop).
+        """
         self._state_listeners.append(callback)
 
     def remove_state_listener(self, callback: Callable[[RobotSnapshot], None]) -> None:
@@ -343,29 +349,39 @@ class FrankaExecutor:
             raise TypeError(f"execute() takes an ActionChunk, got {type(chunk).__name__}")
         return self._submit("chunk", (chunk, self._clock()))
 
-    def stop(self, timeout_s: float = 1.0) -> bool:
+    def stop(self, timeout_s: float = 10.0, wait: bool = True) -> bool:
         """E-stop: disable execution, drop the plan and start franky's planned stop on the next loop tick.
 
-        Returns whether the loop confirmed the stop was sent within ``timeout_s`` (always, while it runs). The stop
-        report (time and distance to rest) appears in ``state.last_stop`` once the arm is at rest; see
-        :meth:`wait_stopped`."""
+        With ``wait`` (default) it returns once the arm is at rest (the planned stop finished, or the hard stop
+        fell in): True, or False if that did not happen within ``timeout_s`` (executor-side wall time; franky-sim
+        may run slower than real time). Without ``wait`` it returns once the stop was sent. The stop report (time
+        and distance to rest) is ``state.last_stop`` / :meth:`wait_stopped`.
+        """
         with self._lock:
             self._enabled = False
         if not self.loop_alive:
             return not self._connected_event.is_set()
+        deadline = time.monotonic() + timeout_s
         try:
             self._submit("stop", None, timeout_s)
         except ExecutionRefused:
             return False
+        if not wait:
+            return True
+        while self._stop is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
         return True
 
     def wait_stopped(self, timeout_s: float) -> StopReport | None:
-        """Block until no stop is running; returns the last stop's report (None if none within ``timeout_s``)."""
+        """Block until no stop is running (call after :meth:`stop`, which returns once the stop was sent); returns
+        the last stop's report (None if the stop did not end within ``timeout_s`` or there never was one).
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            snap = self.state
-            if not snap.stopping and snap.last_stop is not None and math.isfinite(snap.last_stop.time_to_rest_s):
-                return snap.last_stop
+            if self._stop is None:
+                return self._last_stop
             time.sleep(0.005)
         return None
 
@@ -379,14 +395,16 @@ class FrankaExecutor:
 
     def recover(self, timeout_s: float = 5.0) -> None:
         """Clear a latched fault: franky ``recover_from_errors`` on the connected robot. Raises
-        :class:`ExecutionRefused` if the robot is not connected (yet) or recovery failed."""
+        :class:`ExecutionRefused` if the robot is not connected (yet) or recovery failed.
+        """
         self._submit("recover", None, timeout_s)
 
     # -- read-only state --------------------------------------------------------------------------------------------
     @property
     def state(self) -> RobotSnapshot:
         """The latest reading and status; ``connected`` is False when the reading is older than
-        ``state_timeout_s`` (``stale``) or the loop thread is not running."""
+        ``state_timeout_s`` (``stale``) or the loop thread is not running.
+        """
         with self._lock:
             snap = replace(self._snapshot, fault=self._fault, enabled=self._enabled)
         if self._thread is not None and not self._thread.is_alive():
@@ -479,7 +497,8 @@ class FrankaExecutor:
 
     def _check_jump(self, chunk: ActionChunk, now: float) -> None:
         """Reject a chunk whose due steps jump, or whose first due step is far from both the measured arm and the
-        plan's current target (so a chunk re-anchored at a lagging arm is accepted)."""
+        plan's current target (so a chunk re-anchored at a lagging arm is accepted).
+        """
         c = self.config.envelope
         due = [i for i, t in enumerate(chunk.times_s) if t >= now - 1e-9]
         first = due[0] if due else chunk.n_steps - 1
@@ -565,7 +584,7 @@ class FrankaExecutor:
 
     # -- loop: robot ------------------------------------------------------------------------------------------------
     def _configure_robot(self, robot) -> None:
-        """franky's own limits from the envelope, collision behaviour and load from the config."""
+        """Franky's own limits from the envelope, collision behaviour and load from the config."""
         import franky
 
         c, e = self.config, self.config.envelope
@@ -671,10 +690,12 @@ class FrankaExecutor:
 
     # -- loop: stops ------------------------------------------------------------------------------------------------
     def _speed_m_s(self, snap: RobotSnapshot) -> float:
-        prev = self._previous_snap
-        if prev is None or not (snap.robot_time_s > prev.robot_time_s):
+        """Measured TCP speed over the last ~20 ms of the robot's clock (m/s)."""
+        history = self._tcp_history
+        if not history or not snap.robot_time_s > history[0][0]:
             return 0.0
-        return float(np.linalg.norm(snap.measured_tcp_m - prev.measured_tcp_m) / (snap.robot_time_s - prev.robot_time_s))
+        t0, p0 = history[0]
+        return float(np.linalg.norm(snap.measured_tcp_m - p0) / (snap.robot_time_s - t0))
 
     def _begin_stop(self, reason: str, now: float) -> None:
         """Drop the plan and send franky's planned stop (a hard stop if even sending it fails)."""
@@ -684,11 +705,13 @@ class FrankaExecutor:
         self._pending = None
         self._chunk_arrival_s = None
         robot = self._robot
-        if robot is None:
-            return
+        if robot is None or self._stop is not None:
+            return  # nothing to stop, or a stop is already running (not restarted: it would preempt it)
+        if reason in ("stop", "close") and not robot.is_in_control:
+            return  # no motion running: sending a stop motion would only start one
         snap = self._snapshot
-        info = {"reason": reason, "t0": now, "p0": snap.measured_tcp_m.copy(), "speed": self._speed_m_s(snap),
-                "kind": "planned"}
+        info = {"reason": reason, "t0": snap.robot_time_s, "p0": snap.measured_tcp_m.copy(),
+                "speed": self._speed_m_s(snap), "kind": "planned"}
         try:
             robot.move(self.gate.stop_motion(), asynchronous=True)
         except Exception as exc:  # the planned stop could not even start: last resort
@@ -726,12 +749,13 @@ class FrankaExecutor:
             logger.warning("planned stop ended with %s: hard stop", exc)
             self._hard_stop()
             info["kind"], finished = "hard", True
-        if not finished and now - info["t0"] > self.config.stop_timeout_s:
-            logger.warning("planned stop not at rest after %.2f s: hard stop", now - info["t0"])
+        elapsed = snap.robot_time_s - info["t0"]  # the robot's clock: a slowed-down simulator is not a slow stop
+        if not finished and elapsed > self.config.stop_timeout_s:
+            logger.warning("planned stop not at rest after %.2f s: hard stop", elapsed)
             self._hard_stop()
             info["kind"], finished = "hard", True
         if finished:
-            report = StopReport(info["kind"], info["reason"], info["speed"], now - info["t0"],
+            report = StopReport(info["kind"], info["reason"], info["speed"], snap.robot_time_s - info["t0"],
                                 float(np.linalg.norm(snap.measured_tcp_m - info["p0"])))
             self._stop = None
             self._last_stop = report
@@ -758,7 +782,8 @@ class FrankaExecutor:
 
     def _check_measured(self, now: float, snap: RobotSnapshot) -> None:
         """Halt with a fault when the measured arm passes a halt threshold further than it was at the last recovery
-        (so after a recovery the arm may move back in; only getting worse halts again)."""
+        (so after a recovery the arm may move back in; only getting worse halts again).
+        """
         if self._fault is not None:
             return  # already faulted (and stopped if it was a halt)
         excess = self._measured_excess(snap)
@@ -787,7 +812,8 @@ class FrankaExecutor:
     def _limits_period_s(self, snap: RobotSnapshot) -> float:
         """Robot-clock time since the last command: the period the per-command limits are computed for, so speed
         and acceleration are bounded per unit of the *robot's* time even when it runs slower than the executor's
-        clock (franky-sim under load); within [1 ms, 2 control periods]."""
+        clock (franky-sim under load); within [1 ms, 2 control periods].
+        """
         nominal = self.config.control_period_s
         last = self._last_command_robot_time_s
         self._last_command_robot_time_s = snap.robot_time_s
@@ -919,6 +945,9 @@ class FrankaExecutor:
                     next_command = max(next_command + self.config.control_period_s, now)
                     self._command(now, snap)
                 self._previous_snap = snap
+                self._tcp_history.append((snap.robot_time_s, snap.measured_tcp_m))
+                while len(self._tcp_history) > 1 and snap.robot_time_s - self._tcp_history[1][0] >= 0.02:
+                    self._tcp_history.popleft()
             except franky.NetworkException as exc:
                 self._link_lost(exc)
                 continue

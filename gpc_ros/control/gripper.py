@@ -88,7 +88,8 @@ class GripperCommander:
 
     def release(self) -> None:
         """Drop the connection to the hand (the ``franky.Gripper`` and any pending command), so another client can
-        connect; the commander is unusable afterwards."""
+        connect; the commander is unusable afterwards.
+        """
         self._pending = None
         self._gripper = None
 

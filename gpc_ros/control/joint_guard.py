@@ -108,7 +108,8 @@ class JointSpaceGuard:
     # -- commands --------------------------------------------------------------------------------------------------
     def limit_joint_step(self, target_rad: np.ndarray, previous: JointCommand, period_s: float) -> np.ndarray:
         """The joint target clipped into the command limits (unless moving in from outside), then limited in speed,
-        acceleration and braking distance to those limits relative to ``previous``; the step keeps its direction."""
+        acceleration and braking distance to those limits relative to ``previous``; the step keeps its direction.
+        """
         c = self.config
         q_prev = previous.joint_positions_rad
         q = np.asarray(target_rad, dtype=np.float64)
@@ -137,7 +138,8 @@ class JointSpaceGuard:
     def _tcp_limited_fraction(self, q_prev: np.ndarray, step: np.ndarray, tcp_prev: CartesianCommand,
                               period_s: float) -> float:
         """Largest fraction (<= 1) of the joint step whose TCP moves at most ``max_speed_m_s * period`` and turns at
-        most ``max_rotation_speed_rad_s * period`` (a joint step can swing the TCP faster than the joints move)."""
+        most ``max_rotation_speed_rad_s * period`` (a joint step can swing the TCP faster than the joints move).
+        """
         c = self.config
         fraction = 1.0
         for _ in range(6):
@@ -154,7 +156,8 @@ class JointSpaceGuard:
 
     def contain(self, candidate_rad: np.ndarray, previous: JointCommand, period_s: float) -> JointCommand:
         """The largest fraction of the step ``previous -> candidate`` (TCP speed limited) whose every violation
-        part is zero or not larger than the previous command's (bisection; fraction 0 = hold the previous)."""
+        part is zero or not larger than the previous command's (bisection; fraction 0 = hold the previous).
+        """
         q_prev = previous.joint_positions_rad
         step = np.asarray(candidate_rad, dtype=np.float64) - q_prev
         step = step * self._tcp_limited_fraction(q_prev, step, previous.tcp, period_s)
@@ -187,7 +190,8 @@ class JointSpaceGuard:
 
     def pose_command(self, target: CartesianCommand, previous: JointCommand, period_s: float) -> JointCommand:
         """A checked command towards a pose (already limited by the envelope's Cartesian clamp): IK from the last
-        command, reachability per ``unreachable_policy``, then :meth:`joint_command`'s limits and containment."""
+        command, reachability per ``unreachable_policy``, then :meth:`joint_command`'s limits and containment.
+        """
         c = self.config
         res = self.kinematics.inverse(target.position_m, target.quaternion_xyzw, previous.joint_positions_rad,
                                       lower_rad=np.minimum(self.command_lower_rad, previous.joint_positions_rad),

@@ -1,7 +1,8 @@
 """FR3 kinematics from the URDF with pinocchio: forward kinematics, Jacobian, damped-least-squares IK, limits.
 
-The model is built from a URDF path (default: the FR3 that franky-sim ships, ``franky_sim.urdf.URDF_PATH``; a
-franka_description-style URDF with ``fr3_``-prefixed names and a hand works too). Conventions (docs/driver.md,
+The model is built from a URDF path (default: this package's ``urdf/fr3.urdf``, else the FR3 that franky-sim ships,
+``franky_sim.urdf.URDF_PATH``; franka_description-style ``fr3_``-prefixed names and finger joints work too).
+Conventions (docs/driver.md,
 "Kinematics"):
 
 - base frame ``fr3_link0``; joint vectors are fr3_joint1..7 in rad (any finger joints in the URDF are locked at 0);
@@ -40,7 +41,17 @@ LINK_NAMES: tuple[str, ...] = tuple(f"fr3_link{i}" for i in range(9)) + ("fr3_ha
 
 
 def default_urdf_path() -> Path:
-    """The FR3 URDF shipped with franky-sim (``franky_sim.urdf.URDF_PATH``)."""
+    """This package's ``urdf/fr3.urdf`` when installed with it, else the FR3 URDF franky-sim ships
+    (``franky_sim.urdf.URDF_PATH``); both give the same kinematics (tested).
+    """
+    try:
+        from gpc_ros.paths import share_dir
+
+        own = share_dir() / "urdf" / "fr3.urdf"
+        if own.is_file():
+            return own
+    except (ImportError, OSError, RuntimeError):
+        pass
     from franky_sim.urdf import URDF_PATH
 
     return Path(URDF_PATH)
@@ -74,7 +85,8 @@ def _rotation_from_quat_xyzw(quaternion_xyzw: np.ndarray) -> np.ndarray:
     q = np.asarray(quaternion_xyzw, dtype=np.float64)
     norm = np.linalg.norm(q)
     if q.shape != (4,) or not np.isfinite(norm) or norm < 1e-9:
-        raise ValueError(f"a quaternion must be 4 finite numbers x, y, z, w with a non-zero norm, got {quaternion_xyzw!r}")
+        raise ValueError(f"a quaternion must be 4 finite numbers x, y, z, w with a non-zero norm, "
+                         f"got {quaternion_xyzw!r}")
     q = q / norm
     return pin.Quaternion(q[3], q[0], q[1], q[2]).toRotationMatrix()
 
@@ -187,7 +199,8 @@ class FR3Kinematics:
         """Joint positions that put the TCP at the target pose, starting from ``seed_rad`` (7,).
 
         Damped least squares on the weighted 6-D error (position in m; rotation in rad times ``rotation_weight_m``,
-        so 1 rad counts like 0.2 m): ``dq = J^T (J J^T + l^2 I)^-1 e`` with ``l = min(damping, |e|)``, each step at most ``max_step_rad`` per
+        so 1 rad counts like 0.2 m): ``dq = J^T (J J^T + l^2 I)^-1 e`` with ``l = min(damping, |e|)``, each step at
+        most ``max_step_rad`` per
         joint and projected into [``lower_rad``, ``upper_rad``] (default: the model's limits). Near a singularity
         or for an unreachable target the damping keeps steps small and the result is the closest pose found
         (``converged`` False); never raises for an unreachable target. Raises ValueError for non-finite input.

@@ -146,7 +146,8 @@ class SeamBlender:
 
     def add(self, chunk: ActionChunk, now_s: float) -> ActionChunk | None:
         """Trim ``chunk`` to what is still due and blend it into the plan; returns the new plan (None if every
-        step was past due: the plan is then unchanged). Raises :class:`ChunkRejected` on a mode change."""
+        step was past due: the plan is then unchanged). Raises :class:`ChunkRejected` on a mode change.
+        """
         trimmed = drop_past_due(chunk, now_s, self.config.lookahead_s)
         if trimmed is None:
             logger.debug("chunk %r entirely past due at %.3f s: dropped", chunk, now_s)

@@ -110,8 +110,9 @@ def load_host_parent(config: HostConfig) -> tuple[ParentPolicy, Observing]:
     """The configured parent and what it observes."""
     if config.checkpoint:
         from gpc_ros.policies import load_policy
+        from gpc_ros.policies.registry import resolve_checkpoint
 
-        policy = load_policy(config.checkpoint, config.device)
+        policy = load_policy(resolve_checkpoint(config.checkpoint), config.device)  # a folder or a shipped name
         obs = policy.config.observation
         modality = obs.modality if config.modality == "auto" else config.modality
         observing = Observing(modality, config.obs_horizon or obs.obs_horizon,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
@@ -39,9 +40,12 @@ class FrankaDriverNode(Node):
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", 10)
         self.pose_pub = self.create_publisher(PoseStamped, "ee_pose", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(Trigger, "~/stop", self.on_stop)
-        self.create_service(Trigger, "~/recover", self.on_recover)
-        self.create_service(SetBool, "~/enable", self.on_enable)
+        # Services in their own callback groups (spun by a MultiThreadedExecutor): a stop never waits behind a
+        # recover, and neither waits behind chunk callbacks or timers.
+        self.create_service(Trigger, "~/stop", self.on_stop, callback_group=MutuallyExclusiveCallbackGroup())
+        control = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/recover", self.on_recover, callback_group=control)
+        self.create_service(SetBool, "~/enable", self.on_enable, callback_group=control)
         self.create_timer(1.0 / self.get_parameter("state_publish_rate_hz").value, self.publish_state)
         self.create_timer(self.get_parameter("diagnostics_period_s").value, self.publish_diagnostics)
         self.create_subscription(MultiDOFJointTrajectory, "/gpc/action_chunk", self.on_cartesian_chunk, 10)
@@ -80,10 +84,17 @@ class FrankaDriverNode(Node):
     def publish_diagnostics(self) -> None:
         values = self.executor_core.diagnostics()
         snap = self.executor_core.state
+        sources = {topic: self.count_publishers(topic) for topic in ("/gpc/action_chunk", "/gpc/action_chunk_joint")}
+        values.update({f"publishers{topic}": str(n) for topic, n in sources.items()})
+        crowded = [f"{n} publishers on {topic}" for topic, n in sources.items() if n > 1]
         if snap.fault:
             level, message = "ERROR", f"fault: {snap.fault} (call ~/recover)"
+        elif snap.stale:
+            level, message = "ERROR", f"robot state stale (no fresh reading from {self.config.robot_host})"
         elif not snap.connected:
             level, message = "ERROR", f"not connected to {self.config.robot_host}"
+        elif crowded:
+            level, message = "WARN", "; ".join(crowded) + " (chunks from several sources: older stamps are rejected)"
         elif snap.watchdog_tripped:
             level, message = "WARN", "watchdog: no fresh chunk, holding"
         else:
@@ -95,8 +106,16 @@ class FrankaDriverNode(Node):
 
     # -- services ---------------------------------------------------------------------------------------------------
     def on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """E-stop: franky's planned stop (hard stop as last resort); answers once at rest, with time and distance."""
         response.success = self.executor_core.stop()
-        response.message = "stopped; execution disabled" if response.success else "stop not confirmed by the loop"
+        if not response.success:
+            response.message = "stop not confirmed by the loop"
+        else:
+            report = self.executor_core.wait_stopped(self.config.stop_timeout_s * 10.0 + 5.0)
+            response.message = ("stop sent; execution disabled" if report is None else
+                                f"stopped ({report.kind}) in {report.time_to_rest_s:.3f} s over "
+                                f"{report.distance_to_rest_m * 1e3:.1f} mm from {report.speed_at_stop_m_s:.3f} m/s; "
+                                f"execution disabled")
         self.get_logger().warning("e-stop requested: " + response.message)
         return response
 
@@ -125,7 +144,7 @@ DESCRIPTIONS = {"envelope.gripper_min_width_m": "smallest gripper width target (
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(FrankaDriverNode, args)
+    spin_node(FrankaDriverNode, args, threads=4)
 
 
 if __name__ == "__main__":

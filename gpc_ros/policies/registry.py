@@ -101,8 +101,10 @@ def load_named_policy(spec: str | os.PathLike, device: str = "cpu"):
 
 
 def load_named_parent(spec: str | os.PathLike, name: str | None = None, device: str = "cpu"):
-    """:func:`~gpc_ros.policies.checkpoint.load_parent` of a shipped name or a checkpoint folder (``name``
-    defaults to the shipped name for a shipped parent, to the policy type for a folder)."""
+    """:func:`~gpc_ros.policies.checkpoint.load_parent` of a shipped name or a checkpoint folder.
+
+    ``name`` defaults to the shipped name for a shipped parent, to the policy type for a folder.
+    """
     folder = resolve_checkpoint(spec)
     default = folder.name if folder.parent.name == "parents" else None
     return load_policy(folder, device).as_parent(name or default)

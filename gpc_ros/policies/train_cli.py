@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop with a checkpoint after STEP of the --steps run (same LR schedule; --resume continues)")
     p.add_argument("--evaluate", action="store_true",
                    help="afterwards, sample held-out chunks through the GPC core and compare with baselines")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in trainer.policy.parameters())
     print(f"training {args.policy} ({params / 1e6:.2f} M parameters) on {len(trainer.train_set)} samples "
           f"from {len(trainer.train_set.episodes)} episodes; steps {trainer.step} -> {train.steps}")
-    policy = trainer.run()
+    policy = trainer.run(stop_at=args.stop_at)
     last = trainer.history[-1] if trainer.history else {}
     print(f"done: step {trainer.step}, train loss {last.get('train_loss', float('nan')):.5f}, "
           f"val loss {last.get('val_loss', float('nan')):.5f}; policy in {args.output / CHECKPOINT_DIR}")

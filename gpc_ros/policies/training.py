@@ -226,18 +226,27 @@ class Trainer:
             total += float(policy.compute_loss(self.val_set.batch(chunk), generator)) * len(chunk)
         return total / n
 
-    def run(self) -> ChunkPolicy:
-        """Train until ``config.steps``; validate and checkpoint on schedule and at the end."""
+    def run(self, stop_at: int | None = None) -> ChunkPolicy:
+        """Train until ``config.steps``; validate and checkpoint on schedule and at the end.
+
+        Args:
+            stop_at: Stop earlier, after step ``stop_at``, with a checkpoint. The run stays the one planned for
+                ``config.steps`` (same LR schedule), so resuming it later continues exactly.
+
+        Returns:
+            The EMA policy.
+        """
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.config
+        end = cfg.steps if stop_at is None else min(cfg.steps, int(stop_at))
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress,
                    desc=f"train {self.policy.policy_type}", unit="step", dynamic_ncols=True)
         running: list[float] = []
         try:
-            while self.step < cfg.steps:
+            while self.step < end:
                 running.append(self.train_step())
                 bar.update(1)
-                last = self.step == cfg.steps
+                last = self.step == end
                 if self.step % cfg.val_every == 0 or last:
                     entry = {"step": self.step, "train_loss": float(np.mean(running)),
                              "val_loss": self.validation_loss(), "lr": self.scheduler.get_last_lr()[0]}

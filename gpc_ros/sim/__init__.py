@@ -1,5 +1,8 @@
-"""The simulated FR3 cell: franky-sim (MuJoCo, libfranka protocol on a loopback address), the task scene, sim
-cameras, the scripted expert and demo collection (docs/sim.md)."""
+"""The simulated FR3 cell.
+
+franky-sim (MuJoCo, libfranka protocol on a loopback address), the task scene, sim cameras, the scripted expert and
+demo collection (docs/sim.md).
+"""
 
 import os
 

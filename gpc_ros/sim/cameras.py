@@ -37,6 +37,7 @@ MAX_DEPTH_M = 4.0
 
 
 def camera_mount(name: str) -> CameraMount:
+    """The mount of cell camera ``name``; ``ValueError`` naming the cameras otherwise."""
     if name not in CAMERAS:
         raise ValueError(f"unknown cell camera {name!r}; the cell has {', '.join(CAMERAS)}")
     return CAMERAS[name]
@@ -58,8 +59,10 @@ def camera_to_parent(name: str) -> np.ndarray:
 
 
 def camera_to_base(name: str = "front") -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Pose of a world-mounted camera's optical frame in fr3_link0 as (xyz m, quaternion x, y, z, w): the
-    ``<name>.camera_to_base_*`` parameters of pointcloud_node."""
+    """Pose of a world-mounted camera's optical frame in fr3_link0 as (xyz m, quaternion x, y, z, w).
+
+    These are the ``<name>.camera_to_base_*`` parameters of pointcloud_node.
+    """
     from gpc_ros.action_space import _matrix_to_quat
 
     if camera_mount(name).body != "world":
@@ -73,9 +76,11 @@ ARM_RGBA = (0.92, 0.92, 0.90, 1.0)
 
 
 def _light_arm_meshes(model) -> None:
-    """Draw the arm links 0..7 with their collision meshes (3.2 k triangles) instead of the visual ones (240 k):
-    llvmpipe transforms every triangle per frame, 2.6 ms instead of 115 ms for a 96x96 frame here. The hand and
-    fingers keep their visual meshes (what the wrist camera sees up close)."""
+    """Draw the arm links 0..7 with their collision meshes (3.2 k triangles) instead of the visual ones (240 k).
+
+    llvmpipe transforms every triangle per frame: 2.6 ms instead of 115 ms for a 96x96 frame here. The hand and
+    fingers keep their visual meshes (what the wrist camera sees up close).
+    """
     import mujoco
 
     for g in range(model.ngeom):
@@ -92,6 +97,8 @@ def _light_arm_meshes(model) -> None:
 
 @dataclass(frozen=True)
 class RenderedFrame:
+    """One camera's render."""
+
     rgb: np.ndarray
     """(H, W, 3) uint8."""
     depth_m: np.ndarray
@@ -180,6 +187,7 @@ class CellRenderer:
         return out
 
     def close(self) -> None:
+        """Release the GL contexts (idempotent)."""
         for r in self._renderers.values():
             try:
                 r.close()
@@ -227,6 +235,7 @@ class SimFrameSource(FrameSource):
         self.intrinsics = camera_intrinsics(config.camera, config.width, config.height)
 
     def start(self) -> None:
+        """Attach to the served cell's shared state and start the renderer (``FrameSourceError`` if neither)."""
         from gpc_ros.sim.shared_state import SharedStateReader, cell_paths, read_meta
 
         state_path, meta_path, _ = cell_paths(self.config.host)
@@ -249,6 +258,7 @@ class SimFrameSource(FrameSource):
         self._reader = reader
 
     def read(self, timeout_s: float) -> RgbdFrame | None:
+        """The next frame once ``1 / fps`` simulated seconds passed, or None after ``timeout_s`` wall seconds."""
         if self._reader is None or self._renderer is None:
             raise FrameSourceError("SimFrameSource.read() before start()")
         deadline = time.monotonic() + timeout_s
@@ -268,6 +278,7 @@ class SimFrameSource(FrameSource):
                          f"sim-{self.config.host}-{self.config.camera}")
 
     def stop(self) -> None:
+        """Release renderer and shared state (idempotent)."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

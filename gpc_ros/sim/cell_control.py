@@ -175,6 +175,7 @@ class CellController:
                 f.flush()
 
     def close(self) -> None:
+        """Stop serving and remove the socket file."""
         self._closing.set()
         self._sock.close()
         self.socket_path.unlink(missing_ok=True)
@@ -199,6 +200,7 @@ class CellClient:
         self._file = self._sock.makefile("rwb")
 
     def request(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send one request; the reply, or :class:`CellControlError` with the cell's sentence."""
         self._file.write((json.dumps({"op": op, **args}) + "\n").encode())
         self._file.flush()
         line = self._file.readline()
@@ -218,10 +220,12 @@ class CellClient:
         return self.request("objects")
 
     def set_objects(self, poses: dict[str, ObjectPose]) -> dict[str, Any]:
+        """Place objects at rest; returns every object's pose afterwards."""
         return self.request("set_objects", poses={n: {"position_m": list(p.position_m), "yaw_rad": p.yaw_rad}
                                                   for n, p in poses.items()})["objects"]
 
     def close(self) -> None:
+        """Close the connection."""
         try:
             self._file.close()
         finally:

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 COLLECTOR = "gpc_ros.sim.collect"
 
 
-class DatasetMismatch(ValueError):
+class DatasetMismatchError(ValueError):
     """The output folder holds another dataset (or other files)."""
 
 
@@ -59,7 +59,8 @@ def _atomic_write_bytes(path: Path, write) -> None:
 
 
 def _identity(args: argparse.Namespace, cell_config) -> dict:
-    return {"collector": COLLECTOR, "task": args.task, "seed": args.seed, "cell": dataclasses.asdict(cell_config)}
+    identity = {"collector": COLLECTOR, "task": args.task, "seed": args.seed, "cell": dataclasses.asdict(cell_config)}
+    return json.loads(json.dumps(identity))  # as stored in dataset.json (tuples become lists)
 
 
 def _load_progress(out: Path, identity: dict) -> dict | None:
@@ -68,23 +69,25 @@ def _load_progress(out: Path, identity: dict) -> dict | None:
     if not out.exists():
         return None
     if not out.is_dir():
-        raise DatasetMismatch(f"--out {out} is a file, not a folder")
+        raise DatasetMismatchError(f"--out {out} is a file, not a folder")
     if not meta_path.is_file():
         foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
         if foreign:
-            raise DatasetMismatch(f"--out {out} is not empty and holds no {META_FILE} ({len(foreign)} other "
+            raise DatasetMismatchError(f"--out {out} is not empty and holds no {META_FILE} ({len(foreign)} other "
                                   f"files, e.g. {foreign[0]}); choose an empty or new folder")
         return None
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as exc:
-        raise DatasetMismatch(f"{meta_path} is not valid JSON ({exc}); choose another --out") from None
+        raise DatasetMismatchError(f"{meta_path} is not valid JSON ({exc}); choose another --out") from None
     info = meta.get("info", {})
     theirs = {k: info.get(k) for k in identity}
     if meta.get("format") != FORMAT or theirs != identity:
-        raise DatasetMismatch(f"--out {out} holds a different dataset (task {info.get('task')!r}, seed "
-                              f"{info.get('seed')!r}, collector {info.get('collector')!r}); this run is task "
-                              f"{identity['task']!r} seed {identity['seed']!r}: choose another --out")
+        differ = [k for k in identity if theirs[k] != identity[k]]
+        raise DatasetMismatchError(f"--out {out} holds a different dataset (task {info.get('task')!r}, seed "
+                              f"{info.get('seed')!r}, collector {info.get('collector')!r}; differs in "
+                              f"{', '.join(differ) or 'format'}); this run is task {identity['task']!r} seed "
+                              f"{identity['seed']!r}: choose another --out")
     return meta
 
 
@@ -115,6 +118,7 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``gpc-ros collect``."""
     from gpc_ros.sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(prog="gpc-ros collect", description=__doc__.splitlines()[0])
@@ -151,17 +155,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def collect(args: argparse.Namespace) -> int:
+    """Run the collection described by parsed arguments; 0 when the folder holds the episodes asked for."""
     from tqdm import tqdm
 
-    from gpc_ros.sim.cell import CellConfig, ExpertPolicy, SimCell
     from gpc_ros.sim.cameras import RendererError
+    from gpc_ros.sim.cell import CellConfig, ExpertPolicy, SimCell
 
     cell_config = CellConfig(task=args.task, pace=args.pace)
     identity = _identity(args, cell_config)
     out: Path = args.out
     try:
         meta = _load_progress(out, identity)
-    except DatasetMismatch as exc:
+    except DatasetMismatchError as exc:
         print(f"gpc-ros collect: error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)

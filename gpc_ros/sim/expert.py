@@ -1,5 +1,7 @@
-"""The scripted expert of ``push_red``: a privileged planner (it reads the cube poses from the simulator) whose
-targets go through the real path (action chunks -> FrankaExecutor -> franky -> franky-sim).
+"""The scripted expert of ``push_red``.
+
+A privileged planner (it reads the cube poses from the simulator) whose targets go through the real path (action
+chunks -> FrankaExecutor -> franky -> franky-sim).
 
 Per episode it draws, from its own random generator, what a human demonstrator varies:
 
@@ -48,6 +50,7 @@ class ExpertPlan:
 
     @property
     def duration_s(self) -> float:
+        """Time the plan ends (s from the episode start)."""
         return float(self.times_s[-1])
 
 
@@ -63,6 +66,7 @@ class PushExpert:
         self.plan: ExpertPlan | None = None
 
     def plan_episode(self, target_position_m: np.ndarray) -> ExpertPlan:
+        """Draw this episode's variations and plan the push of the cube at ``target_position_m``."""
         rng, task = self.rng, self.task
         cube = np.asarray(target_position_m, dtype=np.float64)
         h = task.cube_half_size_m

@@ -70,8 +70,10 @@ class FrankySimProcess:
     """
 
     def __init__(self, pace: str = "realtime", startup_timeout_s: float = 60.0, task: str = "") -> None:
-        """``task``: serve that task's cell (scene, shared state, reset channel; :mod:`gpc_ros.sim.cell_control`)
-        instead of the bare arm."""
+        """Lease an address; ``task`` serves that task's cell instead of the bare arm.
+
+        The cell has its scene, shared state and reset channel (:mod:`gpc_ros.sim.cell_control`).
+        """
         if task:
             from gpc_ros.sim.tasks import get_task
 
@@ -122,19 +124,23 @@ class FrankySimProcess:
                 self.kill()
 
     def restart(self) -> "FrankySimProcess":
+        """Stop the server politely and start it again on the same address."""
         self.stop()
         return self.start()
 
     def close(self) -> None:
+        """Stop the server, release the address and remove the log."""
         self.stop()
         self._lease.release()
         self._log.unlink(missing_ok=True)
 
     @property
     def alive(self) -> bool:
+        """The server process is running."""
         return self._proc is not None and self._proc.poll() is None
 
     def log_text(self) -> str:
+        """The last 4000 characters of the server's log."""
         return self._log.read_text(errors="replace")[-4000:] if self._log.exists() else ""
 
     def __enter__(self) -> "FrankySimProcess":

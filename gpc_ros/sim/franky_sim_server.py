@@ -156,6 +156,7 @@ def _share_cell(sim, server, task, host: str) -> tuple[list[Callable[[], None]],
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``gpc-ros sim-server``."""
     parser = argparse.ArgumentParser(prog="gpc-ros sim-server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=FrankySimConfig.host, help="loopback address to bind (default %(default)s)")
     parser.add_argument("--pace", choices=["realtime", "fast"], default="realtime", help="simulation pace")

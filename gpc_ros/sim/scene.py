@@ -78,8 +78,10 @@ def _fmt(values) -> str:
 
 
 def build_cell(sim, task: PushTaskConfig) -> None:
-    """Add table, goal line, the task's free cubes and the cameras to a franky-sim ``MujocoSimulator`` whose robot
-    was already added (before the server starts). Cubes start at the layout of seed 0."""
+    """Add table, goal line, the task's free cubes and the cameras to a franky-sim ``MujocoSimulator``.
+
+    The robot must already be added and the server not yet started. Cubes start at the layout of seed 0.
+    """
     world = sim.worldbody
     for geom in world.findall("geom"):
         if geom.get("name") == "ground":

@@ -62,12 +62,14 @@ class SharedStateWriter:
         return time_s < self._run_until[0]
 
     def write(self, time_s: float, qpos: np.ndarray) -> None:
+        """Publish one consistent (time, qpos) pair."""
         self._seq[0] += 1  # odd: writing
         self._time[0] = time_s
         self._qpos[:] = qpos
         self._seq[0] += 1  # even: consistent
 
     def close(self) -> None:
+        """Unmap and remove the file."""
         del self._seq, self._time, self._qpos, self._run_until
         self._mm.close()
         self._file.close()
@@ -103,6 +105,7 @@ class SharedStateReader:
         self._qpos = np.frombuffer(self._mm, dtype="<f8", count=self.nq, offset=_HEADER)
 
     def snapshot(self, timeout_s: float = 1.0) -> StateSnapshot:
+        """A consistent copy (retries while the writer is mid-write; ``TimeoutError`` if it never finishes)."""
         deadline = time.monotonic() + timeout_s
         while True:
             s1 = int(self._seq[0])
@@ -122,6 +125,7 @@ class SharedStateReader:
         self._run_until[0] = time_s
 
     def close(self) -> None:
+        """Unmap the file (it stays for other readers)."""
         try:
             del self._seq, self._time, self._qpos, self._run_until
             self._mm.close()
@@ -131,10 +135,12 @@ class SharedStateReader:
 
 
 def write_meta(path: Path, meta: dict) -> None:
+    """Write the cell's meta JSON atomically."""
     tmp = path.with_suffix(".jsontmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, path)
 
 
 def read_meta(path: Path) -> dict:
+    """Read a cell's meta JSON."""
     return json.loads(Path(path).read_text())

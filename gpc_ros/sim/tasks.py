@@ -91,6 +91,7 @@ class PushTaskConfig:
         return ("target", *(f"distractor{i + 1}" for i in range(self.num_distractors)))
 
     def object_rgba(self, name: str) -> tuple[float, float, float, float]:
+        """Colour of object ``name``."""
         return TARGET_RGBA if name == "target" else DISTRACTOR_RGBA[int(name.removeprefix("distractor")) - 1]
 
     @property

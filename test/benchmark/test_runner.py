@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 from gpc_ros.benchmark.plan import Arm, jobs, parse_arms, parse_seeds, parse_shard
-from gpc_ros.benchmark.results import (ResultsMismatch, append_row, episode_rows, open_results, read_rows,
-                                       table)
+from gpc_ros.benchmark.results import ResultsMismatch, append_row, episode_rows, open_results, read_rows, table
 from gpc_ros.benchmark.runner import episodes_to_best, replay_search, run_arms, run_bandit
 from gpc_ros.compose.search import wilson_interval
 
@@ -79,8 +78,8 @@ def test_arm_specs() -> None:
     assert ids[13:] == ["mixture:a+b@0.6,0.4", "linear:a+b@1.2,-0.2", "linear:a+b@-0.2,1.2",
                         "convex:a+b@0.25,0.75", "convex:a+b@0.75,0.25"]
     assert all(Arm.parse(i).id == i for i in ids)
-    for bad, message in [("grid:a+c", "unknown parent"), ("grid:a", "exactly two"), ("weights:a+b@1.5", "in \\[0, 1\\]"),
-                         ("nonsense", "unknown arm spec")]:
+    for bad, message in [("grid:a+c", "unknown parent"), ("grid:a", "exactly two"),
+                         ("weights:a+b@1.5", "in \\[0, 1\\]"), ("nonsense", "unknown arm spec")]:
         with pytest.raises(ValueError, match=message):
             parse_arms([bad], ["a", "b"])
 
@@ -225,3 +224,43 @@ def test_bandit_resumes_exactly_and_reports_episodes_to_best(tmp_path: Path) -> 
     n = episodes_to_best(a, ("a", "b"), best, 3)
     assert n is not None and 1 <= n <= 40
     assert episodes_to_best(a, ("a", "b"), (best + 5) % 11, 3) is None
+
+
+# --------------------------------------------------------------------------- bad input on the command line
+def test_cli_bad_input_is_one_sentence_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from gpc_ros.cli import main
+
+    out = tmp_path / "results"
+    code = main(["benchmark", "run", "--parent", "rgb=no_such_parent", "--arms", "parents", "--seeds", "1:3",
+                 "--out", str(out)])
+    assert code == 2 and "no shipped parent named 'no_such_parent'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "run", "--parent", "rgb=x", "--arms", "parents", "--seeds", "a:b", "--out", str(out)])
+    assert "--seeds must be START:STOP" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "run", "--parent", "rgb", "--arms", "parents", "--seeds", "1", "--out", str(out)])
+    assert "--parent must be NAME=CHECKPOINT" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_report_merges_folders_plots_each_pair_and_summarises_the_bandit(tmp_path: Path) -> None:
+    from gpc_ros.benchmark.report import report
+
+    arms = parse_arms(["parents", "grid:a+b"], ["a", "b"])
+    seeds = list(range(100, 120))
+    for i in range(2):
+        run_arms(open_results(tmp_path / f"s{i}", IDENTITY), arms, seeds, fake_backend, (i, 2), progress=False)
+    run_bandit(tmp_path / "s0", ("a", "b"), list(range(500, 530)), 30, fake_backend, progress=False)
+    text = report([tmp_path / "s0", tmp_path / "s1"], tmp_path / "plots", tmp_path / "table.json")
+    lines = text.splitlines()
+    assert lines[2].startswith("| `a` |") and lines[3].startswith("| `b` |")  # parents first, then w_a descending
+    assert lines[4].startswith("| `convex:a+b@1,0` |") and lines[14].startswith("| `convex:a+b@0,1` |")
+    single = table(episode_rows([tmp_path / "s0", tmp_path / "s1"]), arms)
+    row = next(r for r in single if r.arm == "convex:a+b@0.8,0.2")
+    assert f"| `convex:a+b@0.8,0.2` | {100 * row.rate:.0f} % ({row.successes}/20) |" in text
+    assert (tmp_path / "plots" / "success_vs_weight_a+b.png").stat().st_size > 1000
+    (bandit,) = json.loads((tmp_path / "table.json").read_text())["bandits"]
+    assert bandit["episodes"] == 30 and bandit["grid_episodes"] == 220
+    assert bandit["grid_best"] == max((r for r in single if r.arm.startswith("convex")),
+                                      key=lambda r: (r.rate, r.wilson_low, r.episodes)).arm
+    assert "bandit a+b: 30 episodes" in text

@@ -13,8 +13,13 @@ from hypothesis import strategies as st
 
 from gpc_ros.control.chunk import ActionChunk, ChunkRejected
 from gpc_ros.control.command_gate import CommandGate
-from gpc_ros.control.envelope import (CartesianCommand, InterventionCounter, SafetyEnvelope, SafetyEnvelopeConfig,
-                                      quaternion_angle_rad)
+from gpc_ros.control.envelope import (
+    CartesianCommand,
+    InterventionCounter,
+    SafetyEnvelope,
+    SafetyEnvelopeConfig,
+    quaternion_angle_rad,
+)
 from gpc_ros.control.joint_guard import JointSpaceGuard
 from gpc_ros.control.kinematics import FR3Kinematics
 from gpc_ros.control.timing import SeamBlender, TimingConfig, sample
@@ -35,7 +40,7 @@ def at(position, quat=Q_DOWN) -> CartesianCommand:
 @pytest.mark.parametrize("target, speed, expected, counter", [
     ([0.55, 0.0, 0.5], 0.0, [0.55, 0.0, 0.5], None),
     ([0.55, 0.0, 0.504], 0.2, [0.55, 0.0, 0.504], None),                  # 4 mm in 20 ms = 0.2 m/s: allowed
-    ([0.55, 0.0, 0.6], 0.25, [0.55, 0.0, 0.505], "clamped_acceleration+clamped_speed"),  # 0.25 m/s * 20 ms = 5 mm per period
+    ([0.55, 0.0, 0.6], 0.25, [0.55, 0.0, 0.505], "clamped_acceleration+clamped_speed"),  # 0.25 m/s * 20 ms = 5 mm
     ([0.55, 0.0, 0.6], 0.0, [0.55, 0.0, 0.5008], "clamped_acceleration"),  # from rest: 2 m/s^2 * 20 ms = 0.04 m/s
     ([0.55, 0.0, -5.0], -0.25, [0.55, 0.0, 0.495], "clamped_workspace+clamped_acceleration+clamped_speed"),
 ])
@@ -257,7 +262,8 @@ def _check_commands(chunks, period_s, start, mode):
             if mode == "joint":
                 sent_q = np.array(sent.position)
                 sent_pos, sent_quat = KINEMATICS.forward(sent_q)
-                assert np.all(sent_q >= guard.command_lower_rad - 1e-9) and np.all(sent_q <= guard.command_upper_rad + 1e-9)
+                assert np.all(sent_q >= guard.command_lower_rad - 1e-9)
+                assert np.all(sent_q <= guard.command_upper_rad + 1e-9)
                 assert np.abs(sent_q - previous_joints).max() <= cfg.max_joint_speed_rad_s * period_s + 1e-9
                 assert np.abs(np.array(sent.velocity)).max() <= cfg.max_joint_speed_rad_s + 1e-9
                 sent_vel = np.zeros(3)

@@ -17,8 +17,8 @@ import pytest
 from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor, RobotSnapshot
 from gpc_ros.control.gripper import GripperConfig
-from gpc_ros.control.timing import TimingConfig
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
+from gpc_ros.control.timing import TimingConfig
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from gpc_ros.control.kinematics import CHECK_POINT_LINKS, FR3Kinematics, LINK_NAMES
+from gpc_ros.control.kinematics import CHECK_POINT_LINKS, LINK_NAMES, FR3Kinematics
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,3 +115,18 @@ def test_limits_points_and_links_come_from_the_model(kin):
         kin.forward(np.full(7, np.nan))
     with pytest.raises(FileNotFoundError, match="URDF"):
         FR3Kinematics("/no/such/fr3.urdf")
+
+
+def test_the_package_urdf_and_franky_sims_give_the_same_kinematics(kin):
+    from pathlib import Path
+
+    from franky_sim.urdf import URDF_PATH
+
+    own = FR3Kinematics(Path(__file__).resolve().parents[2] / "urdf" / "fr3.urdf")
+    sim = FR3Kinematics(URDF_PATH)
+    for q in random_configurations(kin, 10, seed=5):
+        for name, (p, quat) in own.link_poses(q).items():
+            p2, quat2 = sim.link_poses(q)[name]
+            assert np.linalg.norm(p - p2) < 1e-9 and quat_angle(quat, quat2) < 1e-6, name  # arccos near 1: ~1e-8
+    np.testing.assert_allclose(own.lower_rad, sim.lower_rad)
+    np.testing.assert_allclose(own.upper_rad, sim.upper_rad)

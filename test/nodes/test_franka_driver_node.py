@@ -3,7 +3,6 @@ enable/stop/recover services, a chunk published from the test moving the arm, di
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -52,10 +51,10 @@ def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, li
     q0 = np.array([o.x, o.y, o.z, o.w])
     goal = p0 + np.array([0.0, 0.04, -0.03])
 
-    def publish_goal_chunk() -> None:
+    def publish_goal_chunk(hold: bool = False) -> None:
         now_s = node.get_clock().now().nanoseconds * 1e-9
         n = 10
-        pos = p0 + np.linspace(0.0, 1.0, n)[:, None] * (goal - p0)
+        pos = np.tile(goal, (n, 1)) if hold else p0 + np.linspace(0.0, 1.0, n)[:, None] * (goal - p0)
         chunk = ActionChunk.from_arrays(now_s, 0.05, positions_m=pos, quaternions_xyzw=np.tile(q0, (n, 1)),
                                         gripper_width_m=np.full(n, 0.03))
         chunk_pub.publish(conversions.multi_dof_trajectory_from_chunk(chunk))
@@ -79,8 +78,11 @@ def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, li
     stop = node.create_client(Trigger, "/franka_driver/stop")
     recover = node.create_client(Trigger, "/franka_driver/recover")
     assert call(executor, enable, SetBool.Request(data=True)).success
+    # Like a policy, keep sending (the same) chunk: franky-sim under load runs at 0.1-0.3x real time, and the
+    # limits hold on the robot's clock, so one 0.45 s chunk plus the 5 s watchdog may not be enough to arrive.
     publish_goal_chunk()
-    assert spin_until(executor, lambda: np.linalg.norm(position() - goal) < 0.003, 30.0), position() - goal
+    node.create_timer(0.5, lambda: publish_goal_chunk(hold=True))
+    assert spin_until(executor, lambda: np.linalg.norm(position() - goal) < 0.003, 60.0), position() - goal
     assert spin_until(executor, lambda: abs(2 * joints[-1].position[7] - 0.03) < 0.003, 20.0)
 
     # A malformed chunk is rejected with a reason and counted; the arm stays put.
@@ -92,7 +94,18 @@ def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, li
 
     assert spin_until(executor, lambda: counter("rejected_messages") >= 1, 20.0)
 
-    # Stop: disables execution; recover answers (nothing to recover from, still succeeds while connected).
+    # A second chunk publisher: a WARN on /diagnostics naming the count.
+    second = node.create_publisher(MultiDOFJointTrajectory, "/gpc/action_chunk", 10)
+    assert spin_until(executor, lambda: any("2 publishers on /gpc/action_chunk" in s.message
+                                            for s in diags[-1].status), 20.0), diags[-1].status[0].message
+    node.destroy_publisher(second)
+
+    # Stop (a planned stop, answered at rest with time and distance) and recover can be called at the same time:
+    # the services sit in their own callback groups on a MultiThreadedExecutor, a stop never waits for a recover.
+    futures = [stop.call_async(Trigger.Request()), recover.call_async(Trigger.Request())]
+    assert spin_until(executor, lambda: all(f.done() for f in futures), 30.0)
+    answer = futures[0].result()
+    assert answer.success and "stopped (planned)" in answer.message, answer.message
     answer = call(executor, stop, Trigger.Request())
     assert answer.success, answer.message
     assert spin_until(executor, lambda: any("disabled" in s.message for s in diags[-1].status), 20.0)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpc_ros.action_space import (ACTION_DIM, action_to_pose, actions_to_chunk, pose_to_action,
-                                  quaternion_from_rotation_6d, rotation_6d_from_quaternion)
+from gpc_ros.action_space import (
+    ACTION_DIM,
+    action_to_pose,
+    actions_to_chunk,
+    pose_to_action,
+    quaternion_from_rotation_6d,
+    rotation_6d_from_quaternion,
+)
 
 
 def _random_quats(n: int, seed: int = 0) -> np.ndarray:

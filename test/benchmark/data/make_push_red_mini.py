@@ -8,6 +8,7 @@ clouds cut to their first 64 points (the pipeline's farthest-point order, so the
 (names and bytes, as ``gpc-ros collect --hash`` hashes a whole dataset).
 """
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -15,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from gpc_ros.policies.dataset import write_episodes
-import hashlib
 from gpc_ros.sim.observation import policy_image
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])

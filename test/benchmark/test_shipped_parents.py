@@ -1,0 +1,70 @@
+"""Shipped parents (``parents/<name>/``): found by name, loadable, and they reproduce their stored fixed-seed chunk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gpc_ros.benchmark.ship import reference_chunk
+from gpc_ros.policies.checkpoint import CONFIG_FILE
+from gpc_ros.policies.registry import (
+    ENV_VAR,
+    PROVENANCE_FILE,
+    REFERENCE_FILE,
+    find_parent,
+    list_parents,
+    load_named_parent,
+    load_named_policy,
+    provenance,
+    resolve_checkpoint,
+)
+
+SOURCE = Path(__file__).resolve().parents[2] / "parents"
+SHIPPED = sorted(p.name for p in SOURCE.iterdir() if (p / CONFIG_FILE).is_file()) if SOURCE.is_dir() else []
+
+
+def test_the_package_ships_parents_for_each_family() -> None:
+    assert SHIPPED, f"no shipped parent in {SOURCE}"
+    for name in SHIPPED:
+        assert find_parent(name) == SOURCE / name or find_parent(name).name == name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_parent_loads_by_name_and_reproduces_its_reference_chunk(name: str) -> None:
+    torch.set_num_threads(1)
+    prov = provenance(name)
+    for key in ("command", "seed", "dataset_sha256", "step", "weights_sha256"):
+        assert prov.get(key) is not None, f"{name}: provenance.json lacks {key}"
+    assert prov["command"].startswith("gpc-ros train") and len(prov["dataset_sha256"]) == 64
+    policy = load_named_policy(name)
+    assert policy.config.action_dim == 10
+    with np.load(resolve_checkpoint(name) / REFERENCE_FILE) as ref:
+        observation = {k: ref[k] for k in ref.files if k != "chunk"}
+        expected = ref["chunk"]
+    chunk = reference_chunk(policy, observation, name)
+    assert chunk.shape == (policy.config.action_horizon, 10)
+    np.testing.assert_allclose(chunk, expected, rtol=0, atol=1e-5)
+    # a different seed-free input (another observation) gives another chunk: the reference is not a constant
+    other = {k: (v[..., ::-1, :].copy() if v.ndim >= 4 else v + 0.05) for k, v in observation.items()}
+    assert np.abs(reference_chunk(policy, other, name) - expected).max() > 1e-4
+    parent = load_named_parent(name)
+    assert parent.name == name
+
+
+def test_registry_errors_and_search_path(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ValueError, match="no shipped parent named 'nope'"):
+        find_parent("nope")
+    with pytest.raises(ValueError, match="not a policy checkpoint folder"):
+        resolve_checkpoint(tmp_path)
+    if SHIPPED:  # a lab's own folder in GPC_ROS_PARENTS comes first
+        own = tmp_path / "mine" / SHIPPED[0]
+        shutil.copytree(SOURCE / SHIPPED[0], own)
+        (own / PROVENANCE_FILE).write_text(json.dumps({"command": "mine"}))
+        monkeypatch.setenv(ENV_VAR, str(tmp_path / "mine"))
+        assert find_parent(SHIPPED[0]) == own and list_parents()[SHIPPED[0]] == own
+        assert provenance(SHIPPED[0]) == {"command": "mine"}
