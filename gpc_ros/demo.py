@@ -37,6 +37,11 @@ from gpc_ros.sim.franky_sim_process import FrankySimProcess
 
 logger = logging.getLogger(__name__)
 
+#: The demo streams Cartesian poses (every command still checked in joint space, docs/driver.md): with host-side
+#: joint streaming the wrist drifted from the commanded orientation on franky-sim, and after a fault the next chunk
+#: was rejected as an orientation jump (seen in the test run of 2026-12-01); the simulated cell does the same.
+DEMO_STREAMING_MODE = "cartesian"
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with FrankySimProcess(pace="realtime") as sim:
         print(f"  franky-sim ready on {sim.host} after {time.monotonic() - t0:.1f} s")
-        with FrankaExecutor(ExecutorConfig(robot_host=sim.host)) as executor:
+        with FrankaExecutor(ExecutorConfig(robot_host=sim.host, streaming_mode=DEMO_STREAMING_MODE)) as executor:
             if not executor.wait_connected(30.0):
                 print(f"ERROR: could not connect to franky-sim at {sim.host}")
                 return 1
