@@ -67,7 +67,7 @@ class CommandGate:
                     velocity_m_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion (holds its target, returns at once) towards the checked pose target.
 
-        Raises ChunkRejected for a non-finite target (nothing is built) and RuntimeError if not seeded.
+        Raises ChunkRejectedError for a non-finite target (nothing is built) and RuntimeError if not seeded.
         """
         last = self._require_seed()
         clamped = self.envelope.clamp_cartesian(position_m, quaternion_xyzw, last.tcp, period_s, velocity_m_s)
@@ -88,9 +88,9 @@ class CommandGate:
         last = self._require_seed()
         q = np.asarray(joints_rad, dtype=np.float64)
         if q.shape != (7,) or not np.all(np.isfinite(q)):
-            from gpc_ros.control.chunk import ChunkRejected
+            from gpc_ros.control.chunk import ChunkRejectedError
 
-            raise ChunkRejected(f"a joint command needs 7 finite values (rad), got {q!r}")
+            raise ChunkRejectedError(f"a joint command needs 7 finite values (rad), got {q!r}")
         cmd = self.guard.joint_command(q, last, period_s)
         scale = 0.0
         if velocity_rad_s is not None and np.all(np.isfinite(velocity_rad_s)):

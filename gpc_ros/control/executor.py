@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 from gpc_ros.control.command_gate import STREAMING_MODES, CommandGate
 from gpc_ros.control.envelope import InterventionCounter, SafetyEnvelope, SafetyEnvelopeConfig
 from gpc_ros.control.gripper import GripperCommander, GripperConfig
@@ -53,7 +53,7 @@ DEFAULT_COLLISION_TORQUES_NM: tuple[float, ...] = (20.0, 20.0, 18.0, 18.0, 16.0,
 DEFAULT_COLLISION_FORCES_N: tuple[float, ...] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
 
 
-class ExecutionRefused(RuntimeError):
+class ExecutionRefusedError(RuntimeError):
     """The executor cannot take chunks now (disabled, faulted, not connected); the message says what to do."""
 
 
@@ -329,11 +329,11 @@ class FrankaExecutor:
     def _submit(self, kind: str, payload: Any = None, timeout_s: float = 2.0) -> Any:
         if not self.loop_alive:
             self.interventions.add("refused_disconnected")
-            raise ExecutionRefused("the executor loop is not running (start() it, or it ended: see the log)")
+            raise ExecutionRefusedError("the executor loop is not running (start() it, or it ended: see the log)")
         request = _Request(kind, payload)
         self._queue.put(request)
         if not request.done.wait(timeout_s):
-            raise ExecutionRefused(f"{kind} not answered by the executor loop within {timeout_s} s")
+            raise ExecutionRefusedError(f"{kind} not answered by the executor loop within {timeout_s} s")
         if request.error is not None:
             raise request.error
         return request.result
@@ -342,8 +342,8 @@ class FrankaExecutor:
         """Blend ``chunk`` into the plan; returns the new plan (None when the whole chunk was already past due, or
         the pending chunk when it starts later and is held until due).
 
-        Raises :class:`ExecutionRefused` when disabled/faulted/disconnected and :class:`ChunkRejected` when the
-        chunk is rejected (jump, stale stamp, too far in the future, mode change); the plan then continues.
+        Raises :class:`ExecutionRefusedError` when disabled/faulted/disconnected and :class:`ChunkRejectedError` when
+        the chunk is rejected (jump, stale stamp, too far in the future, mode change); the plan then continues.
         """
         if not isinstance(chunk, ActionChunk):
             raise TypeError(f"execute() takes an ActionChunk, got {type(chunk).__name__}")
@@ -364,7 +364,7 @@ class FrankaExecutor:
         deadline = time.monotonic() + timeout_s
         try:
             self._submit("stop", None, timeout_s)
-        except ExecutionRefused:
+        except ExecutionRefusedError:
             return False
         if not wait:
             return True
@@ -395,7 +395,7 @@ class FrankaExecutor:
 
     def recover(self, timeout_s: float = 5.0) -> None:
         """Clear a latched fault: franky ``recover_from_errors`` on the connected robot. Raises
-        :class:`ExecutionRefused` if the robot is not connected (yet) or recovery failed.
+        :class:`ExecutionRefusedError` if the robot is not connected (yet) or recovery failed.
         """
         self._submit("recover", None, timeout_s)
 
@@ -450,28 +450,28 @@ class FrankaExecutor:
             fault, enabled = self._fault, self._enabled
         if fault is not None:
             self.interventions.add("refused_faulted")
-            raise ExecutionRefused(f"faulted ({fault}): call recover() first")
+            raise ExecutionRefusedError(f"faulted ({fault}): call recover() first")
         if self._robot is None or not self._connected_event.is_set():
             self.interventions.add("refused_disconnected")
-            raise ExecutionRefused(f"not connected to the robot at {c.robot_host}")
+            raise ExecutionRefusedError(f"not connected to the robot at {c.robot_host}")
         if not enabled:
             self.interventions.add("refused_disabled")
-            raise ExecutionRefused("execution is disabled: call enable(True) (the ~/enable service) first")
+            raise ExecutionRefusedError("execution is disabled: call enable(True) (the ~/enable service) first")
         try:
             if chunk.start_time_s > now + c.max_future_lead_s:
                 self.interventions.add("rejected_future")
-                raise ChunkRejected(f"chunk starts {chunk.start_time_s - now:.3f} s in the future, more than "
-                                    f"max_future_lead_s {c.max_future_lead_s} s (clock or stamp wrong?)")
+                raise ChunkRejectedError(f"chunk starts {chunk.start_time_s - now:.3f} s in the future, more than "
+                                         f"max_future_lead_s {c.max_future_lead_s} s (clock or stamp wrong?)")
             if chunk.start_time_s < self._latest_stamp_s - 1e-9:
                 self.interventions.add("rejected_stale_stamp")
-                raise ChunkRejected(f"chunk stamped {self._latest_stamp_s - chunk.start_time_s:.3f} s older than the "
-                                    f"newest accepted one (out of order, or a second source)")
+                raise ChunkRejectedError(f"chunk stamped {self._latest_stamp_s - chunk.start_time_s:.3f} s older "
+                                         f"than the newest accepted one (out of order, or a second source)")
             self._check_jump(chunk, now)
             if chunk.start_time_s > now + c.control_period_s:
                 plan = self._blender.plan
                 if plan is not None and plan.is_cartesian != chunk.is_cartesian:
-                    raise ChunkRejected("a chunk cannot switch between Cartesian and joint targets while a plan of "
-                                        "the other kind runs: stop first")
+                    raise ChunkRejectedError("a chunk cannot switch between Cartesian and joint targets while a "
+                                             "plan of the other kind runs: stop first")
                 self._pending = chunk
                 self._latest_stamp_s = chunk.start_time_s
                 self.interventions.add("held_until_due")
@@ -479,7 +479,7 @@ class FrankaExecutor:
                 return chunk
             with self._lock:
                 plan = self._blender.add(chunk, now)
-        except ChunkRejected:
+        except ChunkRejectedError:
             self.interventions.add("rejected_chunks")
             raise
         self._latest_stamp_s = chunk.start_time_s
@@ -522,9 +522,9 @@ class FrankaExecutor:
             if refs:
                 self.interventions.add("rejected_jump")
                 d = min(float(np.linalg.norm(tail.positions_m[0] - p)) for p, _ in refs)
-                raise ChunkRejected(f"jump: the first due target is {d:.3f} m (or its orientation more than "
-                                    f"{c.max_target_jump_rad} rad) from both the measured TCP and the plan, "
-                                    f"max_target_jump_m is {c.max_target_jump_m} m")
+                raise ChunkRejectedError(f"jump: the first due target is {d:.3f} m (or its orientation more than "
+                                         f"{c.max_target_jump_rad} rad) from both the measured TCP and the plan, "
+                                         f"max_target_jump_m is {c.max_target_jump_m} m")
         else:
             joint_refs = []
             if np.all(np.isfinite(snap.joint_positions_rad)):
@@ -537,17 +537,18 @@ class FrankaExecutor:
             if joint_refs:
                 self.interventions.add("rejected_jump")
                 d = min(float(np.abs(tail.joint_positions_rad[0] - q).max()) for q in joint_refs)
-                raise ChunkRejected(f"jump: the first due joint target differs by {d:.3f} rad from both the measured "
-                                    f"joints and the plan, max_target_jump_rad is {c.max_target_jump_rad} rad")
+                raise ChunkRejectedError(f"jump: the first due joint target differs by {d:.3f} rad from both the "
+                                         f"measured joints and the plan, max_target_jump_rad is "
+                                         f"{c.max_target_jump_rad} rad")
 
     def _handle_recover(self) -> None:
         if self._robot is None:
-            raise ExecutionRefused(f"robot {self.config.robot_host} not connected; it is retried every "
-                                   f"{self.config.reconnect_period_s} s, call recover() again once it is up")
+            raise ExecutionRefusedError(f"robot {self.config.robot_host} not connected; it is retried every "
+                                        f"{self.config.reconnect_period_s} s, call recover() again once it is up")
         try:
             self._robot.recover_from_errors()
         except Exception as exc:
-            raise ExecutionRefused(f"recovery failed: {type(exc).__name__}: {exc}") from exc
+            raise ExecutionRefusedError(f"recovery failed: {type(exc).__name__}: {exc}") from exc
         snap = self._snapshot
         self.gate.reset_to(snap.joint_positions_rad)
         self._halt_baseline = self._measured_excess(snap)
@@ -574,7 +575,7 @@ class FrankaExecutor:
                     self._handle_recover()
                 else:
                     raise ValueError(f"unknown executor request {request.kind!r}")
-            except (ChunkRejected, ExecutionRefused) as exc:
+            except (ChunkRejectedError, ExecutionRefusedError) as exc:
                 request.error = exc
             except BaseException as exc:
                 request.error = exc
@@ -875,7 +876,7 @@ class FrankaExecutor:
         if target.gripper_width_m is not None and self._gripper is not None:
             try:
                 self._gripper.command(target.gripper_width_m)
-            except ChunkRejected:
+            except ChunkRejectedError:
                 raise
             except Exception as exc:  # the hand is optional: never fault the arm for it
                 logger.warning("gripper command failed: %s", exc)
@@ -905,7 +906,7 @@ class FrankaExecutor:
                     request = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                request.error = ExecutionRefused("the executor is closed")
+                request.error = ExecutionRefusedError("the executor is closed")
                 request.done.set()
 
     def _shutdown_robot(self) -> None:
@@ -996,13 +997,13 @@ class FrankaExecutor:
             if request.kind == "stop":
                 request.result = None
             elif request.kind == "recover":
-                request.error = ExecutionRefused(
+                request.error = ExecutionRefusedError(
                     f"robot {self.config.robot_host} not connected; it is retried every "
                     f"{self.config.reconnect_period_s} s, call recover() again once it is up")
             else:
                 with self._lock:
                     fault = self._fault
                 self.interventions.add("refused_faulted" if fault else "refused_disconnected")
-                request.error = ExecutionRefused(f"faulted ({fault}): call recover() first" if fault
-                                                 else f"not connected to the robot at {self.config.robot_host}")
+                request.error = ExecutionRefusedError(f"faulted ({fault}): call recover() first" if fault
+                                                      else f"not connected to the robot at {self.config.robot_host}")
             request.done.set()

@@ -19,8 +19,8 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
-from gpc_ros.control.chunk import ChunkRejected
-from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
+from gpc_ros.control.chunk import ChunkRejectedError
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor
 from gpc_ros.nodes import conversions
 from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
@@ -66,10 +66,10 @@ class FrankaDriverNode(Node):
     def _execute(self, convert, msg) -> None:
         try:
             self.executor_core.execute(convert(msg))
-        except ChunkRejected as exc:
+        except ChunkRejectedError as exc:
             self.executor_core.interventions.add("rejected_messages")
             self.get_logger().warning(f"chunk rejected: {exc}", throttle_duration_sec=1.0)
-        except ExecutionRefused as exc:
+        except ExecutionRefusedError as exc:
             self.get_logger().warning(f"chunk not executed: {exc}", throttle_duration_sec=1.0)
 
     # -- state and health -------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class FrankaDriverNode(Node):
         try:
             self.executor_core.recover()
             response.success, response.message = True, "recovered"
-        except ExecutionRefused as exc:
+        except ExecutionRefusedError as exc:
             response.success, response.message = False, str(exc)
         return response
 
