@@ -118,8 +118,25 @@ class ActionChunk:
         joint_positions_rad: Any = None,
         gripper_width_m: Any = None,
     ) -> "ActionChunk":
-        """Validate loose input (lists, arrays of any dtype) into a chunk; quaternions are renormalised and made
-        sign-continuous (q and -q are the same rotation; consecutive ones are flipped to the same hemisphere).
+        """Validate loose input (lists, arrays of any dtype) into a chunk.
+
+        Quaternions are renormalised and made sign-continuous (q and -q are the same rotation; consecutive ones are
+        flipped to the same hemisphere).
+
+        Args:
+            start_time_s: When the first step is due (s, driver clock).
+            dt_s: Time between steps (s).
+            positions_m: (N, 3) TCP positions (m, base frame); Cartesian chunks only, with ``quaternions_xyzw``.
+            quaternions_xyzw: (N, 4) TCP orientations (x, y, z, w); Cartesian chunks only.
+            joint_positions_rad: (N, 7) arm joint targets (rad); joint chunks only.
+            gripper_width_m: Optional (N,) gripper width targets (m).
+
+        Returns:
+            The validated chunk.
+
+        Raises:
+            ChunkRejectedError: an input is not numeric, has the wrong shape, is not finite, or the chunk is neither
+                or both of Cartesian and joint.
         """
         try:
             start = float(start_time_s)
@@ -146,6 +163,7 @@ class ActionChunk:
     # -- queries ---------------------------------------------------------------------------------------------------
     @property
     def is_cartesian(self) -> bool:
+        """True for a Cartesian chunk (TCP poses), False for a joint chunk."""
         return self.positions_m is not None
 
     @property

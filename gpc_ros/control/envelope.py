@@ -185,10 +185,12 @@ class InterventionCounter:
         self._counts: Counter[str] = Counter()
 
     def add(self, name: str, n: int = 1) -> None:
+        """Count ``n`` more interventions of kind ``name``."""
         with self._lock:
             self._counts[name] += n
 
     def snapshot(self) -> dict[str, int]:
+        """A consistent copy of every counter (name -> count)."""
         with self._lock:
             return dict(self._counts)
 
@@ -204,9 +206,19 @@ def quaternion_angle_rad(q_a: np.ndarray, q_b: np.ndarray) -> float:
 
 
 def braking_speed(distance, acceleration, period_s):
-    """Largest speed from which steps of one period, each slowing by ``acceleration * period_s``, stop within
-    ``distance`` (this step included): ``a (sqrt(2.25 T^2 + 2 d / a) - 1.5 T)``. Consecutive values along a braking
-    approach differ by less than ``a T``, so braking by it never exceeds the acceleration limit.
+    """Largest speed from which discrete braking still stops within ``distance``.
+
+    Steps of one period ``T``, each slowing by ``a T``, stop within ``d`` (this step included) from
+    ``a (sqrt(2.25 T^2 + 2 d / a) - 1.5 T)``. Consecutive values along a braking approach differ by less than
+    ``a T``, so braking by it never exceeds the acceleration limit.
+
+    Args:
+        distance: Room left before the limit, ``d`` (m or rad; scalar or array, elementwise).
+        acceleration: Deceleration limit ``a`` (m/s^2 or rad/s^2).
+        period_s: Control period ``T`` (s).
+
+    Returns:
+        The speed bound (m/s or rad/s), shaped like ``distance``.
     """
     t = period_s
     return acceleration * (np.sqrt(2.25 * t * t + 2.0 * np.asarray(distance) / acceleration) - 1.5 * t)
@@ -247,8 +259,17 @@ class SafetyEnvelope:
     def check_chunk(self, chunk: ActionChunk, reference_position_m: np.ndarray | None = None,
                     reference_quaternion_xyzw: np.ndarray | None = None,
                     reference_joints_rad: np.ndarray | None = None) -> None:
-        """Raise :class:`ChunkRejectedError` (and count ``rejected_jump``) if the chunk jumps; ``reference_*`` is the
-        target commanded now (the chunk's first step must be near it).
+        """Reject a chunk whose consecutive targets jump (and count ``rejected_jump``).
+
+        Args:
+            chunk: The chunk to check.
+            reference_position_m: Optional (3,) TCP position commanded now (m); the first step must be near it.
+            reference_quaternion_xyzw: Optional (4,) TCP orientation commanded now (x, y, z, w).
+            reference_joints_rad: Optional (7,) joints commanded now (rad), for joint chunks.
+
+        Raises:
+            ChunkRejectedError: two consecutive targets differ by more than ``max_target_jump_m`` (position) or
+                ``max_target_jump_rad`` (orientation or joint).
         """
         c = self.config
         try:
@@ -375,6 +396,11 @@ class SafetyEnvelope:
         return np.clip(limited, c.joint_min_rad, c.joint_max_rad)
 
     def clamp_gripper_width(self, width_m: float) -> float:
+        """Gripper width target clamped to [``gripper_min_width_m``, ``gripper_max_width_m``] (m).
+
+        Raises:
+            ChunkRejectedError: ``width_m`` is not finite.
+        """
         c = self.config
         w = float(width_m)
         if not np.isfinite(w):

@@ -136,6 +136,7 @@ class ExecutorConfig:
 
     @property
     def control_period_s(self) -> float:
+        """Period of the control loop (s), ``1 / control_rate_hz``."""
         return 1.0 / self.control_rate_hz
 
 
@@ -217,8 +218,9 @@ def _default_gripper_factory(host: str):
 
 
 def _call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Run ``fn`` in a helper thread; raise TimeoutError if it does not return within ``timeout_s`` (the helper
-    is left to finish on its own: used for connects that can block forever).
+    """Run ``fn`` in a helper thread; raise TimeoutError if it does not return within ``timeout_s``.
+
+    The helper is left to finish on its own: used for connects that can block forever.
     """
     box: dict[str, Any] = {}
 
@@ -288,6 +290,7 @@ class FrankaExecutor:
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def start(self) -> "FrankaExecutor":
+        """Start the loop thread (connects to the robot and streams the plan); idempotent, returns ``self``."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run_guarded, name="franka-executor", daemon=True)
             self._thread.start()
@@ -311,8 +314,9 @@ class FrankaExecutor:
         return self._connected_event.wait(timeout_s)
 
     def add_state_listener(self, callback: Callable[[RobotSnapshot], None]) -> None:
-        """Call ``callback(snapshot)`` from the loop thread after every state reading (keep it short; an exception
-        in it is logged and counted as ``listener_errors``, it never stops the loop).
+        """Call ``callback(snapshot)`` from the loop thread after every state reading.
+
+        Keep it short; an exception in it is logged and counted as ``listener_errors``, it never stops the loop.
         """
         self._state_listeners.append(callback)
 
@@ -339,11 +343,16 @@ class FrankaExecutor:
         return request.result
 
     def execute(self, chunk: ActionChunk) -> ActionChunk | None:
-        """Blend ``chunk`` into the plan; returns the new plan (None when the whole chunk was already past due, or
-        the pending chunk when it starts later and is held until due).
+        """Blend ``chunk`` into the plan.
 
-        Raises :class:`ExecutionRefusedError` when disabled/faulted/disconnected and :class:`ChunkRejectedError` when
-        the chunk is rejected (jump, stale stamp, too far in the future, mode change); the plan then continues.
+        Returns:
+            The new plan; None when the whole chunk was already past due; the pending chunk when it starts later and
+            is held until due.
+
+        Raises:
+            ExecutionRefusedError: execution is disabled, faulted or disconnected.
+            ChunkRejectedError: the chunk is rejected (jump, stale stamp, too far in the future, mode change); the
+                plan then continues.
         """
         if not isinstance(chunk, ActionChunk):
             raise TypeError(f"execute() takes an ActionChunk, got {type(chunk).__name__}")
@@ -375,8 +384,10 @@ class FrankaExecutor:
         return True
 
     def wait_stopped(self, timeout_s: float) -> StopReport | None:
-        """Block until no stop is running (call after :meth:`stop`, which returns once the stop was sent); returns
-        the last stop's report (None if the stop did not end within ``timeout_s`` or there never was one).
+        """Block until no stop is running (call after :meth:`stop`, which returns once the stop was sent).
+
+        Returns:
+            The last stop's report; None if the stop did not end within ``timeout_s`` (s) or there never was one.
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -394,16 +405,20 @@ class FrankaExecutor:
             self._enabled = True
 
     def recover(self, timeout_s: float = 5.0) -> None:
-        """Clear a latched fault: franky ``recover_from_errors`` on the connected robot. Raises
-        :class:`ExecutionRefusedError` if the robot is not connected (yet) or recovery failed.
+        """Clear a latched fault: franky ``recover_from_errors`` on the connected robot.
+
+        Raises:
+            ExecutionRefusedError: the robot is not connected (yet) or recovery failed.
         """
         self._submit("recover", None, timeout_s)
 
     # -- read-only state --------------------------------------------------------------------------------------------
     @property
     def state(self) -> RobotSnapshot:
-        """The latest reading and status; ``connected`` is False when the reading is older than
-        ``state_timeout_s`` (``stale``) or the loop thread is not running.
+        """The latest reading and status.
+
+        ``connected`` is False when the reading is older than ``state_timeout_s`` (``stale``) or the loop thread is
+        not running.
         """
         with self._lock:
             snap = replace(self._snapshot, fault=self._fault, enabled=self._enabled)
@@ -416,6 +431,7 @@ class FrankaExecutor:
 
     @property
     def plan(self) -> ActionChunk | None:
+        """The plan being executed (the blended chunks still due), None when idle."""
         with self._lock:
             return self._blender.plan
 
@@ -496,8 +512,10 @@ class FrankaExecutor:
         return plan
 
     def _check_jump(self, chunk: ActionChunk, now: float) -> None:
-        """Reject a chunk whose due steps jump, or whose first due step is far from both the measured arm and the
-        plan's current target (so a chunk re-anchored at a lagging arm is accepted).
+        """Reject a chunk whose due steps jump, or whose first due step is far from the arm and the plan.
+
+        Far means from both the measured arm and the plan's current target, so a chunk re-anchored at a lagging arm
+        is accepted.
         """
         c = self.config.envelope
         due = [i for i, t in enumerate(chunk.times_s) if t >= now - 1e-9]
@@ -782,8 +800,9 @@ class FrankaExecutor:
                              - c.measured_box_tolerance_m)}
 
     def _check_measured(self, now: float, snap: RobotSnapshot) -> None:
-        """Halt with a fault when the measured arm passes a halt threshold further than it was at the last recovery
-        (so after a recovery the arm may move back in; only getting worse halts again).
+        """Halt with a fault when the measured arm passes a halt threshold further than at the last recovery.
+
+        After a recovery the arm may move back in; only getting worse halts again.
         """
         if self._fault is not None:
             return  # already faulted (and stopped if it was a halt)
@@ -811,9 +830,10 @@ class FrankaExecutor:
 
     # -- loop: streaming --------------------------------------------------------------------------------------------
     def _limits_period_s(self, snap: RobotSnapshot) -> float:
-        """Robot-clock time since the last command: the period the per-command limits are computed for, so speed
-        and acceleration are bounded per unit of the *robot's* time even when it runs slower than the executor's
-        clock (franky-sim under load); within [1 ms, 2 control periods].
+        """Robot-clock time since the last command (s), within [1 ms, 2 control periods].
+
+        It is the period the per-command limits are computed for, so speed and acceleration are bounded per unit of
+        the *robot's* time even when it runs slower than the executor's clock (franky-sim under load).
         """
         nominal = self.config.control_period_s
         last = self._last_command_robot_time_s

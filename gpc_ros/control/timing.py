@@ -145,8 +145,13 @@ class SeamBlender:
         self.plan = None
 
     def add(self, chunk: ActionChunk, now_s: float) -> ActionChunk | None:
-        """Trim ``chunk`` to what is still due and blend it into the plan; returns the new plan (None if every
-        step was past due: the plan is then unchanged). Raises :class:`ChunkRejectedError` on a mode change.
+        """Trim ``chunk`` to what is still due at ``now_s`` (s) and blend it into the plan.
+
+        Returns:
+            The new plan; None if every step was past due (the plan is then unchanged).
+
+        Raises:
+            ChunkRejectedError: the chunk switches between Cartesian and joint targets while a plan runs.
         """
         trimmed = drop_past_due(chunk, now_s, self.config.lookahead_s)
         if trimmed is None:
