@@ -28,6 +28,9 @@ CLEAN_PATHS = [
     "gpc_ros/policies/synthetic.py", "gpc_ros/policies/unet1d.py", "gpc_ros/policies/diffusion",
     "gpc_ros/policies/dp3", "gpc_ros/policies/flow", "gpc_ros/policies/encoders", "bench", "test/conftest.py",
     "test/foundation", "test/policies", "requirements",
+    # issue 10 lint pass: the driver core and node, the benchmark, the policy registry and their tests
+    "gpc_ros/control", "gpc_ros/benchmark", "gpc_ros/nodes/franka_driver_node.py", "gpc_ros/policies/registry.py",
+    "test/control", "test/benchmark", "test/nodes/test_franka_driver_node.py",
 ]
 
 
