@@ -68,6 +68,7 @@ def rviz_actions(context, *args, **kwargs):
 
 
 def generate_launch_description() -> LaunchDescription:
+    """The launch description: the graph of config/graph.yaml and, with ``rviz:=true``, RViz."""
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in ARGUMENTS.items()]
     rviz = OpaqueFunction(function=rviz_actions, condition=IfCondition(LaunchConfiguration("rviz")))

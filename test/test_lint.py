@@ -28,6 +28,14 @@ CLEAN_PATHS = [
     "gpc_ros/policies/synthetic.py", "gpc_ros/policies/unet1d.py", "gpc_ros/policies/diffusion",
     "gpc_ros/policies/dp3", "gpc_ros/policies/flow", "gpc_ros/policies/encoders", "bench", "test/conftest.py",
     "test/foundation", "test/policies", "requirements",
+    # issue 10 lint pass: the simulated cell and its tests (gpc_ros/action_space.py is listed above)
+    "gpc_ros/sim", "test/sim",
+    # issue 10 lint pass 2: the node graph, its nodes (except the Franka driver), the CLI, the launch file, the
+    # training / dataset / LeRobot parts of the policies and the graph tests
+    "gpc_ros/graph", "gpc_ros/nodes/__init__.py", "gpc_ros/nodes/composer_node.py", "gpc_ros/nodes/conversions.py",
+    "gpc_ros/nodes/parameters.py", "gpc_ros/nodes/policy_host_node.py", "gpc_ros/nodes/spin.py", "gpc_ros/cli.py",
+    "launch", "gpc_ros/policies/training.py", "gpc_ros/policies/train_cli.py", "gpc_ros/policies/dataset.py",
+    "gpc_ros/policies/lerobot", "test/graph",
     # issue 10 lint pass: the driver core and node, the benchmark, the policy registry and their tests
     "gpc_ros/control", "gpc_ros/benchmark", "gpc_ros/nodes/franka_driver_node.py", "gpc_ros/policies/registry.py",
     "test/control", "test/benchmark", "test/nodes/test_franka_driver_node.py",

@@ -24,6 +24,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gpc-ros bringup``: start every process of the graph and supervise them until one exit stops it or Ctrl-C.
+
+    Args:
+        argv: The command-line arguments after ``bringup`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 after ``--print`` or Ctrl-C, 1 when a child's exit stopped the graph, 2 for an invalid graph description.
+    """
     parser = argparse.ArgumentParser(prog="gpc-ros bringup", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="graph description (default: config/graph.yaml)")
     parser.add_argument("--sim", action="store_true", help="start the simulated FR3 and drive it")

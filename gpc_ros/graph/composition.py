@@ -133,7 +133,7 @@ class ComposerNodeConfig:
             raise ValueError(f"ComposerNodeConfig.seed must be an int >= -1; got {self.seed!r}")
 
 
-class HostFault(Exception):
+class HostFaultError(Exception):
     """A host did not answer in time, answered with an error or with NaN; ``host`` names it."""
 
     def __init__(self, host: str, reason: str) -> None:
@@ -160,29 +160,67 @@ class HostHandle:
 
     @property
     def up(self) -> bool:
+        """True once the host has announced and has not been marked down since."""
         return self.announced is not None and self.down_reason is None
 
     def mark_down(self, reason: str) -> None:
+        """Mark the host down (logged once per outage); it is skipped until it answers again.
+
+        Args:
+            reason: Why, e.g. the missed deadline or the error status; kept in ``down_reason``.
+        """
         if self.down_reason is None:
             logger.warning("host %s is down: %s", self.name, reason)
         self.down_reason = reason
 
     def mark_up(self) -> None:
+        """Mark the host as answering again and note the time it was last seen (monotonic s)."""
         if self.down_reason is not None:
             logger.warning("host %s answers again", self.name)
         self.down_reason = None
         self.last_seen_s = time.monotonic()
 
     def announce(self, announced: dict[str, Any]) -> None:
+        """Record the host's announcement (docs/protocol.md) and mark it up.
+
+        Args:
+            announced: The JSON-decoded announcement: parameterization, time convention, horizon, action dim, ...
+        """
         self.announced = announced
         self.mark_up()
 
     # transport ------------------------------------------------------------------------------------------------------
     def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
+        """Ask the host to encode its observation window at ``time_s`` for chunk ``correlation_id``.
+
+        Args:
+            correlation_id: The chunk's id; the replies to this chunk carry it.
+            time_s: The chunk's time (s, ROS clock); the host uses its frames at or before it.
+            dtype_bits: 32 or 64, the float width of the chunk's tensors.
+
+        Returns:
+            A slot whose ``event`` is set once the reply (status, observation stamp) is in ``reply``.
+        """
         raise NotImplementedError
 
     def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
                 x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        """One denoising step: the host's parent prediction for ``x_t`` at ``parent_time``.
+
+        Args:
+            correlation_id: The chunk's id (the host must have encoded for it).
+            step: Index of the step within the chunk (0, 1, ...).
+            parent_time: The time in the parent's own convention.
+            stamp: ``(sec, nanosec)`` of the chunk's observation.
+            x_t: ``(B, H, D)`` noisy normalised actions.
+            timeout_s: How long to wait for the answer (s).
+
+        Returns:
+            The prediction, same shape and dtype as ``x_t``.
+
+        Raises:
+            HostFaultError: No answer within ``timeout_s``, an error status or a reply of the wrong shape.
+        """
         raise NotImplementedError
 
 
@@ -195,6 +233,7 @@ class LocalHost(HostHandle):
         self.announce(core.announcement())
 
     def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
+        """Encode directly in the host core; the returned slot is already set. See :meth:`HostHandle.encode`."""
         slot = _Slot()
         status, stamp = self.core.encode(correlation_id, time_s)
         slot.reply = protocol.Exchange(protocol.KIND_ENCODE, correlation_id, -1, float(status), stamp[0], stamp[1],
@@ -204,15 +243,18 @@ class LocalHost(HostHandle):
 
     def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
                 x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        """Predict directly in the host core. See :meth:`HostHandle.predict`."""
         status, prediction = self.core.predict(correlation_id, x_t, parent_time)
         if status != protocol.OK:
-            raise HostFault(self.name, f"step {step}: {protocol.STATUS[status]}")
+            raise HostFaultError(self.name, f"step {step}: {protocol.STATUS[status]}")
         return prediction.to(x_t.dtype)
 
 
 class RemoteHost(HostHandle):
-    """A host in another process: ``send(exchange)`` puts a request on the wire; the transport calls
-    :meth:`deliver` with every reply (from any thread).
+    """A host in another process, reached over the exchange topics.
+
+    ``send(exchange)`` puts a request on the wire; the transport calls :meth:`deliver` with every reply (from any
+    thread).
     """
 
     def __init__(self, name: str, send: Callable[[protocol.Exchange], None]) -> None:
@@ -222,6 +264,11 @@ class RemoteHost(HostHandle):
         self._lock = threading.Lock()
 
     def deliver(self, reply: protocol.Exchange) -> None:
+        """Hand one reply from the wire to the call waiting for it (late or unknown replies are dropped).
+
+        Args:
+            reply: The unpacked reply; matched to its request by ``(kind, correlation_id, step)``.
+        """
         if self.announced is not None:
             self.mark_up()
         with self._lock:
@@ -244,21 +291,26 @@ class RemoteHost(HostHandle):
                 del self._pending[key]
 
     def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
+        """Send an encode request; the slot is set when :meth:`deliver` gets its reply.
+
+        See :meth:`HostHandle.encode`.
+        """
         return self._submit(protocol.encode_request(correlation_id, time_s, dtype_bits))
 
     def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
                 x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
+        """Send a predict request and wait for its reply. See :meth:`HostHandle.predict`."""
         x = x_t.detach().contiguous().numpy()
         slot = self._submit(protocol.predict_request(correlation_id, step, parent_time, stamp, x))
         if not slot.event.wait(timeout_s):
             with self._lock:
                 self._pending.pop((protocol.KIND_PREDICT, correlation_id, step), None)
-            raise HostFault(self.name, f"no reply to step {step} within {timeout_s} s (stalled or gone)")
+            raise HostFaultError(self.name, f"no reply to step {step} within {timeout_s} s (stalled or gone)")
         reply = slot.reply
         if reply.status != protocol.OK:
-            raise HostFault(self.name, f"step {step}: {protocol.STATUS.get(reply.status, reply.status)}")
+            raise HostFaultError(self.name, f"step {step}: {protocol.STATUS.get(reply.status, reply.status)}")
         if tuple(reply.tensor.shape) != tuple(x.shape):
-            raise HostFault(self.name, f"step {step}: reply of shape {reply.tensor.shape}, expected {x.shape}")
+            raise HostFaultError(self.name, f"step {step}: reply of shape {reply.tensor.shape}, expected {x.shape}")
         return torch.from_numpy(reply.tensor).to(x_t.dtype)
 
 
@@ -280,12 +332,26 @@ class ProxyParent:
         self.step = 0
 
     def begin(self, correlation_id: int, stamp: tuple[int, int]) -> None:
+        """Start a new chunk: the following :meth:`predict` calls belong to it, counted from step 0.
+
+        Args:
+            correlation_id: The chunk's id.
+            stamp: ``(sec, nanosec)`` of the chunk's observation.
+        """
         self.correlation_id, self.stamp, self.step = correlation_id, stamp, 0
 
     def encode(self, observation: Any) -> torch.Tensor:  # the host holds the real encoding
+        """A ``(1, 1)`` placeholder: the host holds the real encoding (made by :meth:`HostHandle.encode`)."""
         return torch.zeros(1, 1)
 
     def predict(self, x_t: torch.Tensor, timestep: float, encoding: Any) -> torch.Tensor:
+        """Forward one step to the host and return its ``(B, H, D)`` prediction for ``x_t``.
+
+        Args:
+            x_t: ``(B, H, D)`` noisy normalised actions.
+            timestep: The time in the parent's convention.
+            encoding: Unused (the host encoded already).
+        """
         step, self.step = self.step, self.step + 1
         return self.handle.predict(self.correlation_id, step, float(timestep), self.stamp, x_t, self.step_timeout_s)
 
@@ -348,6 +414,18 @@ class GraphComposer:
 
     # ------------------------------------------------------------------------------------------------------ compose
     def compose(self, now_s: float) -> ChunkResult:
+        """Compose one chunk at ``now_s``: encode on every host with a non-zero weight, then sample.
+
+        Refuses (``mode="refused"``) without an announced host, when a host has no observation, or when the observations
+        are older than ``max_observation_age_s`` or further apart than ``max_observation_skew_s``. A host that fails
+        is handled per ``on_fault`` (renormalize, fallback or hold).
+
+        Args:
+            now_s: The chunk's time (s, ROS clock).
+
+        Returns:
+            The chunk (``actions`` ``(H, D)`` physical) or, with ``actions`` None, the reason there is none.
+        """
         cfg = self.config
         self._correlation += 1
         corr = self._correlation
@@ -405,7 +483,7 @@ class GraphComposer:
             names, w, mode = plan
             try:
                 return self._sample(result, names, w, mode, seed, stamps, faults)
-            except HostFault as fault:
+            except HostFaultError as fault:
                 self.handles[fault.host].mark_down(fault.reason)
                 faults[fault.host] = fault.reason
                 healthy = [n for n in healthy if n != fault.host]
@@ -463,6 +541,7 @@ class GraphComposer:
         return result
 
     def close(self) -> None:
+        """Close the cached composers (they are rebuilt on the next chunk)."""
         for composer, *_ in self._composers.values():
             composer.close()
         self._composers.clear()
@@ -470,8 +549,10 @@ class GraphComposer:
 
 
 class EpisodeSearch:
-    """The online weight search of the composer: one arm (weight vector) per episode, outcomes recorded and the
-    state saved to ``path`` after each (resumed on restart). Wraps :class:`gpc_ros.compose.search.WeightSearch`.
+    """The online weight search of the composer: one arm (weight vector) per episode.
+
+    Outcomes are recorded and the state saved to ``path`` after each (resumed on restart). Wraps
+    :class:`gpc_ros.compose.search.WeightSearch`.
     """
 
     def __init__(self, path: str, parents: Sequence[str], strategy: str = "thompson", divisions: int = 10,

@@ -44,6 +44,7 @@ class ProcessSpec:
 
     @property
     def is_node(self) -> bool:
+        """True for a ROS node (it has an executable), False for a plain process such as the simulator."""
         return bool(self.executable)
 
     def argv(self, python: str = sys.executable) -> list[str]:
@@ -91,13 +92,25 @@ def _substitute(value: Any, variables: dict[str, Any]) -> Any:
 
 
 def default_graph_file() -> Path:
+    """The installed ``config/graph.yaml`` (the graph used when none is given)."""
     return share_dir() / "config" / "graph.yaml"
 
 
 def describe_graph(path: str | Path | None = None, *, use_sim: bool | None = None, robot_ip: str | None = None,
                    deployment: str | None = None) -> GraphDescription:
-    """Read a graph file (default ``config/graph.yaml``) and resolve it for ``use_sim`` / ``robot_ip`` /
-    ``deployment`` (None = the file's value). Raises ValueError naming the entry and field at fault.
+    """Read a graph file and resolve it for ``use_sim`` / ``robot_ip`` / ``deployment``.
+
+    Args:
+        path: The graph file (default: ``config/graph.yaml``).
+        use_sim: Drive the simulated FR3 (None = the file's value).
+        robot_ip: The FCI address (None = the file's value).
+        deployment: ``separate`` or ``in_process`` policy hosts (None = the file's value).
+
+    Returns:
+        The resolved description: every process with its command line, parameters and remappings.
+
+    Raises:
+        ValueError: The file is missing or invalid; the message names the entry and field at fault.
     """
     path = Path(path) if path is not None else default_graph_file()
     if not path.is_file():

@@ -155,6 +155,17 @@ def announcement(parent: ParentPolicy, observing: Observing) -> dict[str, Any]:
 
 
 def time_convention_from(announced: dict[str, Any]):
+    """Rebuild a parent's time convention from its announcement.
+
+    Args:
+        announced: The announcement's ``time_convention`` entry (``kind`` ``vp`` or ``flow``).
+
+    Returns:
+        A :class:`VPTime` or :class:`FlowTime`.
+
+    Raises:
+        ValueError: An unknown ``kind``.
+    """
     if announced["kind"] == "vp":
         return VPTime(np.asarray(announced["alphas_cumprod"], dtype=np.float64), announced["integer_timesteps"])
     if announced["kind"] == "flow":
@@ -163,6 +174,7 @@ def time_convention_from(announced: dict[str, Any]):
 
 
 def normalization_from(announced: dict[str, Any]) -> ActionNormalization:
+    """Rebuild a parent's action normalization from the announcement's ``normalization`` entry."""
     return ActionNormalization(announced["kind"], tuple(announced["offset"]), tuple(announced["scale"]))
 
 
@@ -177,10 +189,12 @@ class ObservationWindow:
         self._lock = threading.Lock()
 
     def add_frame(self, stamp_s: float, frame: np.ndarray) -> None:
+        """Add one frame (image ``(S, S, 3)`` uint8 or points ``(N, 3)`` m) stamped ``stamp_s`` (s)."""
         with self._lock:
             self.frames.append((stamp_s, frame))
 
     def add_state(self, stamp_s: float, state: np.ndarray) -> None:
+        """Add one robot state (TCP position, m) stamped ``stamp_s`` (s); with modality ``state`` it is also a frame."""
         with self._lock:
             self.states.append((stamp_s, np.asarray(state, dtype=np.float32)))
             if self.observing.modality == "state":
@@ -249,9 +263,11 @@ class HostCore:
 
     @property
     def name(self) -> str:
+        """The hosted parent's name."""
         return self.parent.name
 
     def announcement(self) -> dict[str, Any]:
+        """What this host tells the composer about its parent (see :func:`announcement`)."""
         return announcement(self.parent, self.observing)
 
     def encode(self, correlation_id: int, time_s: float) -> tuple[int, tuple[int, int]]:

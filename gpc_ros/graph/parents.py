@@ -1,6 +1,7 @@
-"""Analytic goal-reaching parents for the graph (no network): the parents of ``gpc-ros bringup --sim`` until trained
-sim-task parents exist, and an example of the bring-your-own-parent factory path (``factory:
-gpc_ros.graph.parents:goal_parent``).
+"""Analytic goal-reaching parents for the graph (no network).
+
+The parents of ``gpc-ros bringup --sim`` until trained sim-task parents exist, and an example of the
+bring-your-own-parent factory path (``factory: gpc_ros.graph.parents:goal_parent``).
 
 The parent observes the TCP position (``observation.state``, ``(B, T, 3)`` m in ``fr3_link0``, the newest frame
 last) and wants a chunk of absolute TCP positions that head from there to its ``goal_m`` at ``speed_m_s`` and stay
@@ -68,7 +69,10 @@ class GoalParent(GaussianParent):
 
 
 def goal_parent(name: str, **kwargs) -> GoalParent:
-    """Factory for ``policy_host_node`` (``factory: gpc_ros.graph.parents:goal_parent``, ``factory_kwargs``: the
-    :class:`GoalParent` keyword arguments as JSON).
+    """Factory for ``policy_host_node`` (``factory: gpc_ros.graph.parents:goal_parent``).
+
+    Args:
+        name: The parent's name.
+        **kwargs: The :class:`GoalParent` keyword arguments (the node's ``factory_kwargs``, JSON).
     """
     return GoalParent(name, **kwargs)

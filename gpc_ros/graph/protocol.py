@@ -69,10 +69,12 @@ class Exchange:
 
     @property
     def stamp_s(self) -> float:
+        """The observation stamp in seconds."""
         return self.stamp_sec + self.stamp_nsec * 1e-9
 
     @property
     def status(self) -> int:
+        """The reply status code (``value`` as an int; see ``STATUS``)."""
         return int(self.value)
 
     def pack(self) -> np.ndarray:
@@ -102,6 +104,7 @@ class Exchange:
 
 
 def encode_request(correlation_id: int, observation_time_s: float, dtype_bits: int, batch: int = 1) -> Exchange:
+    """An encode request for chunk ``correlation_id`` at ``observation_time_s`` (s), with an empty tensor."""
     sec, nsec = split_stamp(observation_time_s)
     return Exchange(KIND_ENCODE, correlation_id, -1, math.nan, sec, nsec, dtype_bits, batch,
                     np.zeros((0, 0, 0)))
@@ -109,6 +112,10 @@ def encode_request(correlation_id: int, observation_time_s: float, dtype_bits: i
 
 def predict_request(correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
                     x_t: np.ndarray) -> Exchange:
+    """A predict request: step ``step`` of chunk ``correlation_id`` at ``parent_time`` on ``x_t`` ``(B, H, D)``.
+
+    The dtype bits (32 or 64) and the batch size come from ``x_t``; ``stamp`` is the observation's ``(sec, nanosec)``.
+    """
     bits = 32 if x_t.dtype == np.float32 else 64
     return Exchange(KIND_PREDICT, correlation_id, step, float(parent_time), stamp[0], stamp[1], bits,
                     int(x_t.shape[0]), x_t)

@@ -75,6 +75,7 @@ class Supervisor:
         return child
 
     def start(self) -> Supervisor:
+        """Start every process of the description; returns self."""
         for spec in self.description.processes:
             self._start_child(spec)
         return self
@@ -100,8 +101,14 @@ class Supervisor:
         return True
 
     def run(self, poll_period_s: float = 0.2, until: Callable[[], bool] | None = None) -> int:
-        """Watch the children until one exit stops the graph, ``until()`` is true, or Ctrl-C; 0 after Ctrl-C or
-        ``until``, 1 when a child's exit stopped the graph.
+        """Watch the children until one exit stops the graph, ``until()`` is true, or Ctrl-C.
+
+        Args:
+            poll_period_s: Seconds between checks of the children.
+            until: Optional condition; the graph is stopped once it returns true.
+
+        Returns:
+            0 after Ctrl-C or ``until``, 1 when a child's exit stopped the graph.
         """
         try:
             while self.poll():

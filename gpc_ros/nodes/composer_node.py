@@ -117,6 +117,10 @@ class ComposerNode(Node):
 
     # -- hosts ------------------------------------------------------------------------------------------------------
     def on_reply(self, handle: RemoteHost, msg: Float64MultiArray) -> None:
+        """A reply from host ``handle`` on its exchange topic: hand it to the waiting call.
+
+        Malformed replies are logged (throttled) and dropped.
+        """
         try:
             handle.deliver(conversions.exchange_from_msg(msg))
         except ValueError as exc:
@@ -124,6 +128,7 @@ class ComposerNode(Node):
                                       throttle_duration_sec=1.0)
 
     def on_announce(self, handle: RemoteHost, msg: String) -> None:
+        """A host's announcement: record it and check the announced parents can be composed (fatal if not)."""
         announced = json.loads(msg.data)
         if announced.get("name") != handle.name:
             self.get_logger().error(f"host on /gpc/hosts/{handle.name}/ announces parent {announced.get('name')!r}")
@@ -156,10 +161,12 @@ class ComposerNode(Node):
             self.get_logger().error(f"weight search picked weights the composer refuses: {result.reason}")
 
     def on_pose(self, msg: PoseStamped) -> None:
+        """The TCP pose (``ee_pose``): its orientation is used for every pose of the published chunks."""
         q = msg.pose.orientation
         self.quat_xyzw = np.array([q.x, q.y, q.z, q.w])
 
     def on_config(self, config: ComposerNodeConfig) -> None:
+        """New validated parameters: the composer core takes them from the next chunk on."""
         with self._compose_lock:
             self.core.reconfigure(config)
         self.get_logger().info(f"new parameters: weights {list(config.weights)}, operator "
@@ -170,6 +177,7 @@ class ComposerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def on_replan(self) -> None:
+        """Timer callback: compose one chunk and publish it (and each parent's, if enabled) as a trajectory."""
         if self.fatal:
             return
         with self._compose_lock:
@@ -212,6 +220,7 @@ class ComposerNode(Node):
             self.get_clock().now().to_msg()))
 
     def publish_diagnostics(self) -> None:
+        """Publish the composer's health: counters, weights, each host's state and the last chunk."""
         if self.fatal:
             self._publish_status("ERROR", self.fatal)
             return
@@ -233,6 +242,7 @@ class ComposerNode(Node):
         self._publish_status(level, message, values)
 
     def destroy_node(self) -> None:
+        """Close the composer core and destroy the host-facing nodes, then this node."""
         self.core.close()
         for host in self.hosts:
             host.destroy_node()
@@ -240,6 +250,7 @@ class ComposerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run the composer node (``python -m gpc_ros.nodes.composer_node``) until shutdown."""
     spin_node(ComposerNode, args, threads=4, extra_nodes=lambda node: node.hosts, fast_exit=True)
 
 

@@ -288,8 +288,10 @@ def multi_dof_trajectory_from_chunk(chunk):
 
 
 def chunk_from_joint_trajectory(msg):
-    """Joint :class:`~gpc_ros.control.chunk.ActionChunk` from ``trajectory_msgs/JointTrajectory``: joint_names
-    fr3_joint1..7 in any order, optionally fr3_gripper_width (m); positions in rad."""
+    """Joint :class:`~gpc_ros.control.chunk.ActionChunk` from ``trajectory_msgs/JointTrajectory``.
+
+    joint_names fr3_joint1..7 in any order, optionally fr3_gripper_width (m); positions in rad.
+    """
     from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 
     names = list(msg.joint_names)
@@ -306,8 +308,10 @@ def chunk_from_joint_trajectory(msg):
 
 
 def joint_state_from_snapshot(snapshot, stamp):
-    """``sensor_msgs/JointState`` like franka_ros2: fr3_joint1..7 (rad, rad/s) and, with a gripper,
-    fr3_finger_joint1/2 at half the opening width each (m)."""
+    """``sensor_msgs/JointState`` of a robot snapshot, named like franka_ros2.
+
+    fr3_joint1..7 (rad, rad/s) and, with a gripper, fr3_finger_joint1/2 at half the opening width each (m).
+    """
     from sensor_msgs.msg import JointState
 
     msg = JointState()
@@ -342,8 +346,11 @@ EXCHANGE_LABELS = ("rows", "horizon", "action_dim")
 
 
 def exchange_to_msg(exchange):
-    """``std_msgs/Float64MultiArray`` of one :class:`gpc_ros.graph.protocol.Exchange`: the header in the first
-    ``layout.data_offset`` values, the ``(rows, horizon, action_dim)`` tensor after it (row-major)."""
+    """``std_msgs/Float64MultiArray`` of one :class:`gpc_ros.graph.protocol.Exchange`.
+
+    The header is in the first ``layout.data_offset`` values, the ``(rows, horizon, action_dim)`` tensor after it
+    (row-major).
+    """
     import array
 
     from std_msgs.msg import Float64MultiArray, MultiArrayDimension

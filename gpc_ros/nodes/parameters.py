@@ -73,8 +73,10 @@ def _attributes_section(docstring: str) -> dict[str, str]:
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its description: the string literal under the field, else the class docstring's
-    ``Attributes:`` entry (Google style), for a dataclass and its bases.
+    """Field name -> its description, for a dataclass and its bases.
+
+    The description is the string literal under the field, else the class docstring's ``Attributes:`` entry
+    (Google style).
     """
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):

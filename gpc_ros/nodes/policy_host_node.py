@@ -83,16 +83,19 @@ class PolicyHostNode(Node):
 
     # -- observations -----------------------------------------------------------------------------------------------
     def on_pose(self, msg: PoseStamped) -> None:
+        """The TCP pose (``ee_pose``): add its position (m) to the observation window as the robot state."""
         p = msg.pose.position
         self.core.window.add_state(conversions.stamp_to_seconds(msg.header.stamp), np.array([p.x, p.y, p.z]))
 
     def on_image(self, msg: Image) -> None:
+        """A camera image: crop and resize it to the parent's input size and add it as a frame."""
         rgb = conversions.image_msg_to_rgb(msg)
         self.core.window.add_frame(conversions.stamp_to_seconds(msg.header.stamp),
                                    fit_image(rgb, self.core.observing.image_size))
         self.frames += 1
 
     def on_points(self, msg: PointCloud2) -> None:
+        """A point cloud: subsample it to the parent's number of points and add it as a frame."""
         points, _ = conversions.pointcloud2_to_numpy(msg)
         self.core.window.add_frame(conversions.stamp_to_seconds(msg.header.stamp),
                                    fit_points(np.asarray(points, np.float32), self.core.observing.num_points))
@@ -100,6 +103,7 @@ class PolicyHostNode(Node):
 
     # -- the exchange -----------------------------------------------------------------------------------------------
     def on_request(self, msg: Float64MultiArray) -> None:
+        """An exchange request from the composer: answer it on the reply topic (malformed ones are logged)."""
         try:
             request = conversions.exchange_from_msg(msg)
         except ValueError as exc:
@@ -109,6 +113,7 @@ class PolicyHostNode(Node):
         self.answered += 1
 
     def on_inject_nan(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """``~/inject_nan`` (fault drill): while true, every prediction is answered with NaN."""
         self.core.nan_injection = bool(request.data)
         response.success = True
         response.message = "answering NaN" if request.data else "answering normally"
@@ -116,6 +121,7 @@ class PolicyHostNode(Node):
         return response
 
     def publish_diagnostics(self) -> None:
+        """Publish the host's health: serving, no observation yet, or answering NaN (drill)."""
         level = "WARN" if self.core.nan_injection or not self.core.window.frames else "OK"
         message = ("fault drill: answering NaN" if self.core.nan_injection
                    else "no observation yet" if not self.core.window.frames else "serving")
@@ -127,6 +133,7 @@ class PolicyHostNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run the policy host node (``python -m gpc_ros.nodes.policy_host_node``) until shutdown."""
     spin_node(PolicyHostNode, args, threads=2, fast_exit=True)
 
 

@@ -36,6 +36,7 @@ META_FILE = "dataset.json"
 
 
 def episode_path(directory: Path, index: int) -> Path:
+    """The file of episode ``index`` in ``directory`` (``episode_000042.npz``)."""
     return directory / f"episode_{index:06d}.npz"
 
 

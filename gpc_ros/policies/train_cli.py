@@ -26,6 +26,7 @@ from gpc_ros.policies.training import CHECKPOINT_DIR, TrainConfig, Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``gpc-ros train``."""
     p = argparse.ArgumentParser(prog="gpc-ros train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", required=True, choices=POLICY_TYPES, help="policy family")
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gpc-ros train``: train one parent policy and write its checkpoint.
+
+    Args:
+        argv: The command-line arguments after ``train`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 2 for invalid arguments.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.modality and args.policy != "flow":

@@ -190,12 +190,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def batch_indices(self, step: int) -> np.ndarray:
+        """The training-set indices of batch ``step``: a seeded permutation per epoch, ``(batch_size,)`` int."""
         epoch, position = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.train_set))
         bs = self.config.batch_size
         return order[position * bs:(position + 1) * bs]
 
     def train_step(self) -> float:
+        """One optimizer step (clipped gradients, scheduler, EMA update); returns the batch loss."""
         self.policy.train()
         batch = self.train_set.batch(self.batch_indices(self.step))
         loss = self.policy.compute_loss(batch, _step_generator(self.config.seed, self.step))
@@ -227,13 +229,18 @@ class Trainer:
     def run(self, stop_at: int | None = None) -> ChunkPolicy:
         """Train until ``config.steps``; validate and checkpoint on schedule and at the end.
 
-        ``stop_at``: stop earlier, after step ``stop_at``, with a checkpoint (the run stays the one planned for
-        ``config.steps``: same LR schedule, so resuming it later continues exactly)."""
+        Args:
+            stop_at: Stop earlier, after step ``stop_at``, with a checkpoint. The run stays the one planned for
+                ``config.steps`` (same LR schedule), so resuming it later continues exactly.
+
+        Returns:
+            The EMA policy.
+        """
         self.output_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.config
         end = cfg.steps if stop_at is None else min(cfg.steps, int(stop_at))
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc=f"train {self.policy.policy_type}",
-                   unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress,
+                   desc=f"train {self.policy.policy_type}", unit="step", dynamic_ncols=True)
         running: list[float] = []
         try:
             while self.step < end:

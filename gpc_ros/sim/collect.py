@@ -118,7 +118,15 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``gpc-ros collect``."""
+    """``gpc-ros collect``: record expert demonstrations of a cell task into a resumable ``.npz`` folder.
+
+    Args:
+        argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
+
+    Returns:
+        Exit code: 0 when ``--out`` holds the episodes asked for (or ``--hash`` printed), 1 when the attempt budget
+        ran out first, 2 when ``--out`` holds another dataset or the renderer cannot start.
+    """
     from gpc_ros.sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(prog="gpc-ros collect", description=__doc__.splitlines()[0])

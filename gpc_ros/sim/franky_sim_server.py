@@ -57,7 +57,16 @@ class FrankySimConfig:
 
 
 def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run the simulator and its servers until ``stop`` is set."""
+    """Run the simulator and its servers until ``stop`` is set.
+
+    Args:
+        config: address, pace and task of the served cell.
+        stop: set it (from any thread) to stop serving; the call then returns.
+        on_ready: called once with ``config.host`` when the servers listen and the control loop runs.
+
+    Raises:
+        RuntimeError: the control loop thread died while serving.
+    """
     import franky_sim  # heavy import (MuJoCo, pinocchio): only when a server really starts
     from franky_sim.mujoco_simulator import MujocoSimulator
 
@@ -156,7 +165,16 @@ def _share_cell(sim, server, task, host: str) -> tuple[list[Callable[[], None]],
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``gpc-ros sim-server``."""
+    """``gpc-ros sim-server``: serve the simulated FR3 (and the task's cell) until SIGINT or SIGTERM.
+
+    Prints ``READY <host>`` once the servers listen and the control loop runs (see :func:`serve`).
+
+    Args:
+        argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
+
+    Returns:
+        Exit code 0 after a clean stop (bad arguments exit with 2 through argparse).
+    """
     parser = argparse.ArgumentParser(prog="gpc-ros sim-server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=FrankySimConfig.host, help="loopback address to bind (default %(default)s)")
     parser.add_argument("--pace", choices=["realtime", "fast"], default="realtime", help="simulation pace")
