@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 from gpc_ros.control.command_gate import CommandGate
 from gpc_ros.control.envelope import SafetyEnvelope, SafetyEnvelopeConfig
-from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.joint_guard import JointSpaceGuard, box_excess_m
 from gpc_ros.control.kinematics import FR3Kinematics
@@ -134,7 +134,7 @@ def stream_line(executor: FrankaExecutor, rate_hz: float, duration_s: float, dir
         try:
             executor.execute(ActionChunk.from_arrays(now, 0.05, positions_m=p0 + np.outer(times - t_start, velocity),
                                                      quaternions_xyzw=np.tile(q0, (16, 1))))
-        except (ChunkRejected, ExecutionRefused):
+        except (ChunkRejectedError, ExecutionRefusedError):
             pass
         k += 1
         time.sleep(max(0.0, t_start + k / rate_hz - time.monotonic()))
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=steps,
                                                              quaternions_xyzw=np.tile(q0, (10, 1))))
-                except (ChunkRejected, ExecutionRefused):
+                except (ChunkRejectedError, ExecutionRefusedError):
                     pass
                 time.sleep(0.05)
             detach()

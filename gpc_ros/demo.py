@@ -32,7 +32,7 @@ from gpc_ros.compose import ActionNormalization, Composer, ComposerConfig, FlowT
 from gpc_ros.compose.analytic import GaussianParent
 from gpc_ros.compose.schedule import make_vp_scheduler
 from gpc_ros.control import ActionChunk
-from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor
 from gpc_ros.sim.franky_sim_process import FrankySimProcess
 
 logger = logging.getLogger(__name__)
@@ -86,12 +86,12 @@ def execute_or_recover(executor: FrankaExecutor, chunk: ActionChunk, faults: lis
     as an operator would, and the chunk is handed over again.
 
     Raises:
-        ExecutionRefused: the executor refused the chunk without a latched fault (e.g. execution disabled), or
+        ExecutionRefusedError: the executor refused the chunk without a latched fault (e.g. execution disabled), or
             refused it again after the recovery.
     """
     try:
         executor.execute(chunk)
-    except ExecutionRefused:
+    except ExecutionRefusedError:
         fault = executor.state.fault
         if fault is None:
             raise

@@ -36,6 +36,9 @@ CLEAN_PATHS = [
     "gpc_ros/nodes/parameters.py", "gpc_ros/nodes/policy_host_node.py", "gpc_ros/nodes/spin.py", "gpc_ros/cli.py",
     "launch", "gpc_ros/policies/training.py", "gpc_ros/policies/train_cli.py", "gpc_ros/policies/dataset.py",
     "gpc_ros/policies/lerobot", "test/graph",
+    # issue 10 lint pass: the driver core and node, the benchmark, the policy registry and their tests
+    "gpc_ros/control", "gpc_ros/benchmark", "gpc_ros/nodes/franka_driver_node.py", "gpc_ros/policies/registry.py",
+    "test/control", "test/benchmark", "test/nodes/test_franka_driver_node.py",
 ]
 
 

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from gpc_ros.benchmark.results import ResultsMismatch, open_results
+    from gpc_ros.benchmark.results import ResultsMismatchError, open_results
     from gpc_ros.benchmark.runner import run_arms, run_bandit
 
     try:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             best = search.best()
             print(f"{out}: bandit {'+'.join(args.pair)} after {int(search.trials.sum())} episodes: best w = "
                   f"{best.weights} ({best.successes}/{best.trials})")
-    except (ValueError, FileNotFoundError, ResultsMismatch) as exc:
+    except (ValueError, FileNotFoundError, ResultsMismatchError) as exc:
         print(f"gpc-ros benchmark: error: {exc}", file=sys.stderr)
         return 2
     return 0

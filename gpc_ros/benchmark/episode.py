@@ -33,8 +33,8 @@ import torch
 
 from gpc_ros.benchmark.plan import Arm
 from gpc_ros.compose import Composer, ComposerConfig, SamplerConfig
-from gpc_ros.control.chunk import ChunkRejected
-from gpc_ros.control.executor import ExecutionRefused
+from gpc_ros.control.chunk import ChunkRejectedError
+from gpc_ros.control.executor import ExecutionRefusedError
 from gpc_ros.policies.chunk_policy import ChunkPolicy
 from gpc_ros.policies.evaluation import default_sampler
 from gpc_ros.sim.cell_control import CellControlError
@@ -179,11 +179,11 @@ class SimBackend:
         def execute_or_keep_plan(actions, observation_time_s, faults=None):
             try:
                 execute(actions, observation_time_s, faults)
-            except ChunkRejected as exc:
+            except ChunkRejectedError as exc:
                 logger.debug("chunk rejected: %s", exc)
                 if self._current is not None:
                     self._current.on_rejected()
-            except ExecutionRefused as exc:  # faulted twice or link lost: the cell's failure, not the policy's
+            except ExecutionRefusedError as exc:  # faulted twice or link lost: the cell's failure, not the policy's
                 raise CellError(f"the driver refused a chunk: {exc}") from exc
         self.cell.execute = execute_or_keep_plan  # the driver keeps its plan when it rejects a chunk
         if self.settings.time_limit_s is not None:

@@ -32,7 +32,7 @@ IDENTITY_FILE = "benchmark.json"
 EPISODES_GLOB = "episodes.*.jsonl"
 
 
-class ResultsMismatch(ValueError):  # noqa: N818 - named like collect's DatasetMismatch
+class ResultsMismatchError(ValueError):
     """A results folder holds a benchmark of something else."""
 
 
@@ -54,8 +54,8 @@ def open_results(directory: str | os.PathLike, identity: dict) -> Path:
         theirs = json.loads(path.read_text())
         if theirs != json.loads(json.dumps(identity)):
             diff = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
-            raise ResultsMismatch(f"{out} holds results of another benchmark (differs in {diff}); use another "
-                                  f"--out or the exact parents and settings of {path}")
+            raise ResultsMismatchError(f"{out} holds results of another benchmark (differs in {diff}); use another "
+                                       f"--out or the exact parents and settings of {path}")
         return out
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
@@ -108,7 +108,7 @@ def read_rows(path: Path) -> list[dict]:
 def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
     """Every episode row of the folders, each ``(arm, seed)`` once (first file in name order wins).
 
-    The folders' ``benchmark.json`` must agree (else :class:`ResultsMismatch`).
+    The folders' ``benchmark.json`` must agree (else :class:`ResultsMismatchError`).
     """
     identity = None
     seen: set[tuple[str, int]] = set()
@@ -122,8 +122,8 @@ def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
         if identity is None:
             identity = mine
         elif mine != identity:
-            raise ResultsMismatch(f"{d} holds results of another benchmark than {directories[0]}; merge only "
-                                  f"folders with the same {IDENTITY_FILE}")
+            raise ResultsMismatchError(f"{d} holds results of another benchmark than {directories[0]}; merge only "
+                                       f"folders with the same {IDENTITY_FILE}")
         for path in sorted(d.glob(EPISODES_GLOB)):
             for row in read_rows(path):
                 key = (row["arm"], int(row["seed"]))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gpc_ros.benchmark.plan import Arm, convex_arms, jobs
-from gpc_ros.benchmark.results import ResultsMismatch, append_row, done_keys, episodes_file, read_rows
+from gpc_ros.benchmark.results import ResultsMismatchError, append_row, done_keys, episodes_file, read_rows
 from gpc_ros.compose.search import SearchConfig, WeightSearch, paper_grid
 
 logger = logging.getLogger(__name__)
@@ -76,16 +76,16 @@ def bandit_arms(pair: tuple[str, str]) -> list[Arm]:
 def replay_search(rows: Sequence[dict], pair: tuple[str, str], search_seed: int) -> WeightSearch:
     """The Thompson search state after ``rows``, its random draws replayed.
 
-    A resumed search therefore continues exactly as an uninterrupted one; raises :class:`ResultsMismatch` if the
+    A resumed search therefore continues exactly as an uninterrupted one; raises :class:`ResultsMismatchError` if the
     rows were not produced by this search.
     """
     search = WeightSearch(paper_grid(), list(pair), SearchConfig("thompson", seed=search_seed))
     for n, row in enumerate(rows):
         index, _ = search.next_arm()
         if index != int(row["arm_index"]) or int(row["episode"]) != n:
-            raise ResultsMismatch(f"bandit row {n} (arm {row['arm_index']}, episode {row['episode']}) is not what "
-                                  f"a Thompson search with seed {search_seed} picks (arm {index}); wrong "
-                                  f"--search-seed or a damaged file")
+            raise ResultsMismatchError(f"bandit row {n} (arm {row['arm_index']}, episode {row['episode']}) is not what "
+                                       f"a Thompson search with seed {search_seed} picks (arm {index}); wrong "
+                                       f"--search-seed or a damaged file")
         search.record(index, bool(row["success"]))
     return search
 

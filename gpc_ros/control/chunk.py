@@ -6,7 +6,7 @@ Each step carries either an end-effector pose target in the base frame ``fr3_lin
 x, y, z, w) or a joint position target (rad, fr3_joint1..7), plus an optional gripper width (m).
 
 Malformed input (wrong shapes, non-finite values, non-positive dt, degenerate quaternions) is rejected with
-:class:`ChunkRejected`, whose message names the field, what is allowed and what was received.
+:class:`ChunkRejectedError`, whose message names the field, what is allowed and what was received.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ MIN_DT_S = 1e-3
 MAX_CHUNK_STEPS = 1024
 
 
-class ChunkRejected(ValueError):
+class ChunkRejectedError(ValueError):
     """An action chunk (or one of its targets) cannot be executed; the message says why."""
 
 
@@ -34,7 +34,8 @@ def _as_float_array(name: str, value: Any, shape_hint: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ChunkRejected(f"{name} must be a float array of shape {shape_hint}, got {type(value).__name__}: {exc}")
+        raise ChunkRejectedError(f"{name} must be a float array of shape {shape_hint}, "
+                                 f"got {type(value).__name__}: {exc}")
     return arr
 
 
@@ -42,12 +43,12 @@ def _require_shape(name: str, arr: np.ndarray, n_steps: int | None, width: int |
     want = f"(N, {width})" if width is not None else "(N,)"
     ok_ndim = arr.ndim == (2 if width is not None else 1)
     if not ok_ndim or (width is not None and arr.shape[1] != width):
-        raise ChunkRejected(f"{name} must have shape {want}, got shape {arr.shape}")
+        raise ChunkRejectedError(f"{name} must have shape {want}, got shape {arr.shape}")
     if n_steps is not None and arr.shape[0] != n_steps:
-        raise ChunkRejected(f"{name} must have {n_steps} rows like the other targets, got {arr.shape[0]}")
+        raise ChunkRejectedError(f"{name} must have {n_steps} rows like the other targets, got {arr.shape[0]}")
     if not np.all(np.isfinite(arr)):
         bad = int(np.argwhere(~np.isfinite(arr))[0][0])
-        raise ChunkRejected(f"{name} must be finite, got a non-finite value at step {bad}")
+        raise ChunkRejectedError(f"{name} must be finite, got a non-finite value at step {bad}")
     return int(arr.shape[0])
 
 
@@ -74,31 +75,31 @@ class ActionChunk:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.start_time_s, (int, float)) and np.isfinite(self.start_time_s)):
-            raise ChunkRejected(f"start_time_s must be a finite number of seconds, got {self.start_time_s!r}")
+            raise ChunkRejectedError(f"start_time_s must be a finite number of seconds, got {self.start_time_s!r}")
         if not (isinstance(self.dt_s, (int, float)) and np.isfinite(self.dt_s) and MIN_DT_S <= self.dt_s <= 10.0):
-            raise ChunkRejected(f"dt_s must be in [{MIN_DT_S}, 10] s, got {self.dt_s!r}")
+            raise ChunkRejectedError(f"dt_s must be in [{MIN_DT_S}, 10] s, got {self.dt_s!r}")
         cartesian = self.positions_m is not None or self.quaternions_xyzw is not None
         if cartesian == (self.joint_positions_rad is not None):
-            raise ChunkRejected("a chunk needs either positions_m + quaternions_xyzw (Cartesian) or "
-                                "joint_positions_rad (joint), got "
-                                + ("both" if cartesian else "neither"))
+            raise ChunkRejectedError("a chunk needs either positions_m + quaternions_xyzw (Cartesian) or "
+                                     "joint_positions_rad (joint), got "
+                                     + ("both" if cartesian else "neither"))
         if cartesian:
             if self.positions_m is None or self.quaternions_xyzw is None:
-                raise ChunkRejected("a Cartesian chunk needs both positions_m (N, 3) and quaternions_xyzw (N, 4)")
+                raise ChunkRejectedError("a Cartesian chunk needs both positions_m (N, 3) and quaternions_xyzw (N, 4)")
             n = _require_shape("positions_m", self.positions_m, None, 3)
             _require_shape("quaternions_xyzw", self.quaternions_xyzw, n, 4)
             norms = np.linalg.norm(self.quaternions_xyzw, axis=1)
             lo, hi = QUATERNION_NORM_RANGE
             if np.any((norms < lo) | (norms > hi)):
                 bad = int(np.argmax((norms < lo) | (norms > hi)))
-                raise ChunkRejected(f"quaternions_xyzw must be unit quaternions (norm in [{lo}, {hi}] is "
-                                    f"renormalised), got norm {norms[bad]:.3g} at step {bad}")
+                raise ChunkRejectedError(f"quaternions_xyzw must be unit quaternions (norm in [{lo}, {hi}] is "
+                                         f"renormalised), got norm {norms[bad]:.3g} at step {bad}")
         else:
             n = _require_shape("joint_positions_rad", self.joint_positions_rad, None, ARM_DOF)
         if self.gripper_width_m is not None:
             _require_shape("gripper_width_m", self.gripper_width_m, n, None)
         if not 1 <= n <= MAX_CHUNK_STEPS:
-            raise ChunkRejected(f"a chunk must have 1..{MAX_CHUNK_STEPS} steps, got {n}")
+            raise ChunkRejectedError(f"a chunk must have 1..{MAX_CHUNK_STEPS} steps, got {n}")
         object.__setattr__(self, "n_steps", n)
         for name in ("positions_m", "quaternions_xyzw", "joint_positions_rad", "gripper_width_m"):
             arr = getattr(self, name)
@@ -117,14 +118,31 @@ class ActionChunk:
         joint_positions_rad: Any = None,
         gripper_width_m: Any = None,
     ) -> "ActionChunk":
-        """Validate loose input (lists, arrays of any dtype) into a chunk; quaternions are renormalised and made
-        sign-continuous (q and -q are the same rotation; consecutive ones are flipped to the same hemisphere).
+        """Validate loose input (lists, arrays of any dtype) into a chunk.
+
+        Quaternions are renormalised and made sign-continuous (q and -q are the same rotation; consecutive ones are
+        flipped to the same hemisphere).
+
+        Args:
+            start_time_s: When the first step is due (s, driver clock).
+            dt_s: Time between steps (s).
+            positions_m: (N, 3) TCP positions (m, base frame); Cartesian chunks only, with ``quaternions_xyzw``.
+            quaternions_xyzw: (N, 4) TCP orientations (x, y, z, w); Cartesian chunks only.
+            joint_positions_rad: (N, 7) arm joint targets (rad); joint chunks only.
+            gripper_width_m: Optional (N,) gripper width targets (m).
+
+        Returns:
+            The validated chunk.
+
+        Raises:
+            ChunkRejectedError: an input is not numeric, has the wrong shape, is not finite, or the chunk is neither
+                or both of Cartesian and joint.
         """
         try:
             start = float(start_time_s)
             dt = float(dt_s)
         except (TypeError, ValueError):
-            raise ChunkRejected(f"start_time_s and dt_s must be numbers, got {start_time_s!r}, {dt_s!r}") from None
+            raise ChunkRejectedError(f"start_time_s and dt_s must be numbers, got {start_time_s!r}, {dt_s!r}") from None
         arrays: dict[str, np.ndarray | None] = {}
         for name, value, hint in (("positions_m", positions_m, "(N, 3)"),
                                   ("quaternions_xyzw", quaternions_xyzw, "(N, 4)"),
@@ -145,6 +163,7 @@ class ActionChunk:
     # -- queries ---------------------------------------------------------------------------------------------------
     @property
     def is_cartesian(self) -> bool:
+        """True for a Cartesian chunk (TCP poses), False for a joint chunk."""
         return self.positions_m is not None
 
     @property

@@ -55,6 +55,7 @@ class CommandGate:
 
     @property
     def last_joints_rad(self) -> np.ndarray | None:
+        """(7,) joints of the last command issued (rad, a copy), None before the gate is seeded."""
         return None if self._last is None else self._last.joint_positions_rad.copy()
 
     def _require_seed(self) -> JointCommand:
@@ -67,7 +68,7 @@ class CommandGate:
                     velocity_m_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion (holds its target, returns at once) towards the checked pose target.
 
-        Raises ChunkRejected for a non-finite target (nothing is built) and RuntimeError if not seeded.
+        Raises ChunkRejectedError for a non-finite target (nothing is built) and RuntimeError if not seeded.
         """
         last = self._require_seed()
         clamped = self.envelope.clamp_cartesian(position_m, quaternion_xyzw, last.tcp, period_s, velocity_m_s)
@@ -82,15 +83,26 @@ class CommandGate:
 
     def joint_motion(self, joints_rad: np.ndarray, period_s: float,
                      velocity_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
-        """A streaming motion towards the checked joint target (``velocity_rad_s``: the plan's slope, for the
-        feed-forward; none = stop at the target).
+        """A streaming motion towards the checked joint target.
+
+        Args:
+            joints_rad: (7,) joint target (rad).
+            period_s: Control period the per-command limits are computed for (s).
+            velocity_rad_s: Optional (7,) plan slope (rad/s) used as feed-forward; None = stop at the target.
+
+        Returns:
+            The franky motion and the checked command it encodes.
+
+        Raises:
+            ChunkRejectedError: the target is not 7 finite values (nothing is built).
+            RuntimeError: the gate was not seeded with :meth:`reset_to`.
         """
         last = self._require_seed()
         q = np.asarray(joints_rad, dtype=np.float64)
         if q.shape != (7,) or not np.all(np.isfinite(q)):
-            from gpc_ros.control.chunk import ChunkRejected
+            from gpc_ros.control.chunk import ChunkRejectedError
 
-            raise ChunkRejected(f"a joint command needs 7 finite values (rad), got {q!r}")
+            raise ChunkRejectedError(f"a joint command needs 7 finite values (rad), got {q!r}")
         cmd = self.guard.joint_command(q, last, period_s)
         scale = 0.0
         if velocity_rad_s is not None and np.all(np.isfinite(velocity_rad_s)):
@@ -114,8 +126,10 @@ class CommandGate:
         return franky.CartesianWaypointMotion([franky.CartesianWaypoint(state)], return_when_finished=False)
 
     def stop_motion(self, relative_dynamics_factor: float = 1.0):
-        """Franky's planned stop for the streaming mode (``JointStopMotion`` / ``CartesianStopMotion``): decelerates
-        within the robot's acceleration and jerk limits (set from the envelope) times ``relative_dynamics_factor``.
+        """Franky's planned stop for the streaming mode (``JointStopMotion`` / ``CartesianStopMotion``).
+
+        It decelerates within the robot's acceleration and jerk limits (set from the envelope) scaled by
+        ``relative_dynamics_factor`` (in (0, 1]).
         """
         factor = franky.RelativeDynamicsFactor(relative_dynamics_factor, relative_dynamics_factor,
                                                relative_dynamics_factor)

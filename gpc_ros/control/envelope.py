@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpc_ros.control.chunk import ARM_DOF, ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ARM_DOF, ActionChunk, ChunkRejectedError
 
 #: FR3 joint position limits (rad), from Franka's published robot specifications.
 FR3_JOINT_LOWER_RAD: tuple[float, ...] = (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
@@ -185,10 +185,12 @@ class InterventionCounter:
         self._counts: Counter[str] = Counter()
 
     def add(self, name: str, n: int = 1) -> None:
+        """Count ``n`` more interventions of kind ``name``."""
         with self._lock:
             self._counts[name] += n
 
     def snapshot(self) -> dict[str, int]:
+        """A consistent copy of every counter (name -> count)."""
         with self._lock:
             return dict(self._counts)
 
@@ -204,9 +206,19 @@ def quaternion_angle_rad(q_a: np.ndarray, q_b: np.ndarray) -> float:
 
 
 def braking_speed(distance, acceleration, period_s):
-    """Largest speed from which steps of one period, each slowing by ``acceleration * period_s``, stop within
-    ``distance`` (this step included): ``a (sqrt(2.25 T^2 + 2 d / a) - 1.5 T)``. Consecutive values along a braking
-    approach differ by less than ``a T``, so braking by it never exceeds the acceleration limit.
+    """Largest speed from which discrete braking still stops within ``distance``.
+
+    Steps of one period ``T``, each slowing by ``a T``, stop within ``d`` (this step included) from
+    ``a (sqrt(2.25 T^2 + 2 d / a) - 1.5 T)``. Consecutive values along a braking approach differ by less than
+    ``a T``, so braking by it never exceeds the acceleration limit.
+
+    Args:
+        distance: Room left before the limit, ``d`` (m or rad; scalar or array, elementwise).
+        acceleration: Deceleration limit ``a`` (m/s^2 or rad/s^2).
+        period_s: Control period ``T`` (s).
+
+    Returns:
+        The speed bound (m/s or rad/s), shaped like ``distance``.
     """
     t = period_s
     return acceleration * (np.sqrt(2.25 * t * t + 2.0 * np.asarray(distance) / acceleration) - 1.5 * t)
@@ -247,8 +259,17 @@ class SafetyEnvelope:
     def check_chunk(self, chunk: ActionChunk, reference_position_m: np.ndarray | None = None,
                     reference_quaternion_xyzw: np.ndarray | None = None,
                     reference_joints_rad: np.ndarray | None = None) -> None:
-        """Raise :class:`ChunkRejected` (and count ``rejected_jump``) if the chunk jumps; ``reference_*`` is the
-        target commanded now (the chunk's first step must be near it).
+        """Reject a chunk whose consecutive targets jump (and count ``rejected_jump``).
+
+        Args:
+            chunk: The chunk to check.
+            reference_position_m: Optional (3,) TCP position commanded now (m); the first step must be near it.
+            reference_quaternion_xyzw: Optional (4,) TCP orientation commanded now (x, y, z, w).
+            reference_joints_rad: Optional (7,) joints commanded now (rad), for joint chunks.
+
+        Raises:
+            ChunkRejectedError: two consecutive targets differ by more than ``max_target_jump_m`` (position) or
+                ``max_target_jump_rad`` (orientation or joint).
         """
         c = self.config
         try:
@@ -262,15 +283,15 @@ class SafetyEnvelope:
                 steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
                 if steps.size and steps.max() > c.max_target_jump_m:
                     i = int(np.argmax(steps))
-                    raise ChunkRejected(f"jump: targets {i} and {i + 1} (counting the current target as 0 when "
-                                        f"given) are {steps[i]:.3f} m apart, max_target_jump_m is "
-                                        f"{c.max_target_jump_m} m")
+                    raise ChunkRejectedError(f"jump: targets {i} and {i + 1} (counting the current target as 0 when "
+                                             f"given) are {steps[i]:.3f} m apart, max_target_jump_m is "
+                                             f"{c.max_target_jump_m} m")
                 dots = np.clip(np.abs(np.einsum("nd,nd->n", quat[:-1], quat[1:])), 0.0, 1.0)
                 angles = 2.0 * np.arccos(dots)
                 if angles.size and angles.max() > c.max_target_jump_rad:
                     i = int(np.argmax(angles))
-                    raise ChunkRejected(f"jump: orientations {i} and {i + 1} differ by {angles[i]:.3f} rad, "
-                                        f"max_target_jump_rad is {c.max_target_jump_rad} rad")
+                    raise ChunkRejectedError(f"jump: orientations {i} and {i + 1} differ by {angles[i]:.3f} rad, "
+                                             f"max_target_jump_rad is {c.max_target_jump_rad} rad")
             else:
                 q = chunk.joint_positions_rad
                 if reference_joints_rad is not None:
@@ -278,9 +299,9 @@ class SafetyEnvelope:
                 steps = np.abs(np.diff(q, axis=0)).max(axis=1) if len(q) > 1 else np.zeros(0)
                 if steps.size and steps.max() > c.max_target_jump_rad:
                     i = int(np.argmax(steps))
-                    raise ChunkRejected(f"jump: joint targets {i} and {i + 1} differ by {steps[i]:.3f} rad, "
-                                        f"max_target_jump_rad is {c.max_target_jump_rad} rad")
-        except ChunkRejected:
+                    raise ChunkRejectedError(f"jump: joint targets {i} and {i + 1} differ by {steps[i]:.3f} rad, "
+                                             f"max_target_jump_rad is {c.max_target_jump_rad} rad")
+        except ChunkRejectedError:
             self.counter.add("rejected_jump")
             raise
 
@@ -301,10 +322,11 @@ class SafetyEnvelope:
         pos = np.asarray(position_m, dtype=np.float64)
         quat = np.asarray(quaternion_xyzw, dtype=np.float64)
         if pos.shape != (3,) or quat.shape != (4,) or not (np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
-            raise ChunkRejected(f"a command needs a finite (3,) position and (4,) quaternion, got {pos!r}, {quat!r}")
+            raise ChunkRejectedError(f"a command needs a finite (3,) position and (4,) quaternion, "
+                                     f"got {pos!r}, {quat!r}")
         norm = np.linalg.norm(quat)
         if norm < 0.5:
-            raise ChunkRejected(f"a command quaternion must be a unit quaternion, got norm {norm:.3g}")
+            raise ChunkRejectedError(f"a command quaternion must be a unit quaternion, got norm {norm:.3g}")
         quat = quat / norm
         vel_ff = np.zeros(3) if velocity_m_s is None else np.asarray(velocity_m_s, dtype=np.float64)
         if vel_ff.shape != (3,) or not np.all(np.isfinite(vel_ff)):
@@ -362,7 +384,7 @@ class SafetyEnvelope:
         c = self.config
         q = np.asarray(joints_rad, dtype=np.float64)
         if q.shape != (ARM_DOF,) or not np.all(np.isfinite(q)):
-            raise ChunkRejected(f"a joint command needs {ARM_DOF} finite values (rad), got {q!r}")
+            raise ChunkRejectedError(f"a joint command needs {ARM_DOF} finite values (rad), got {q!r}")
         limited = np.clip(q, c.joint_min_rad, c.joint_max_rad)
         if np.any(limited != q):
             self.counter.add("clamped_joint_limit")
@@ -374,10 +396,15 @@ class SafetyEnvelope:
         return np.clip(limited, c.joint_min_rad, c.joint_max_rad)
 
     def clamp_gripper_width(self, width_m: float) -> float:
+        """Gripper width target clamped to [``gripper_min_width_m``, ``gripper_max_width_m``] (m).
+
+        Raises:
+            ChunkRejectedError: ``width_m`` is not finite.
+        """
         c = self.config
         w = float(width_m)
         if not np.isfinite(w):
-            raise ChunkRejected(f"a gripper width must be finite (m), got {width_m!r}")
+            raise ChunkRejectedError(f"a gripper width must be finite (m), got {width_m!r}")
         clamped = min(max(w, c.gripper_min_width_m), c.gripper_max_width_m)
         if clamped != w:
             self.counter.add("clamped_gripper_width")

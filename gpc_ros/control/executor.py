@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 from gpc_ros.control.command_gate import STREAMING_MODES, CommandGate
 from gpc_ros.control.envelope import InterventionCounter, SafetyEnvelope, SafetyEnvelopeConfig
 from gpc_ros.control.gripper import GripperCommander, GripperConfig
@@ -53,7 +53,7 @@ DEFAULT_COLLISION_TORQUES_NM: tuple[float, ...] = (20.0, 20.0, 18.0, 18.0, 16.0,
 DEFAULT_COLLISION_FORCES_N: tuple[float, ...] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
 
 
-class ExecutionRefused(RuntimeError):
+class ExecutionRefusedError(RuntimeError):
     """The executor cannot take chunks now (disabled, faulted, not connected); the message says what to do."""
 
 
@@ -136,6 +136,7 @@ class ExecutorConfig:
 
     @property
     def control_period_s(self) -> float:
+        """Period of the control loop (s), ``1 / control_rate_hz``."""
         return 1.0 / self.control_rate_hz
 
 
@@ -217,8 +218,9 @@ def _default_gripper_factory(host: str):
 
 
 def _call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Run ``fn`` in a helper thread; raise TimeoutError if it does not return within ``timeout_s`` (the helper
-    is left to finish on its own: used for connects that can block forever).
+    """Run ``fn`` in a helper thread; raise TimeoutError if it does not return within ``timeout_s``.
+
+    The helper is left to finish on its own: used for connects that can block forever.
     """
     box: dict[str, Any] = {}
 
@@ -288,6 +290,7 @@ class FrankaExecutor:
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def start(self) -> "FrankaExecutor":
+        """Start the loop thread (connects to the robot and streams the plan); idempotent, returns ``self``."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run_guarded, name="franka-executor", daemon=True)
             self._thread.start()
@@ -311,8 +314,9 @@ class FrankaExecutor:
         return self._connected_event.wait(timeout_s)
 
     def add_state_listener(self, callback: Callable[[RobotSnapshot], None]) -> None:
-        """Call ``callback(snapshot)`` from the loop thread after every state reading (keep it short; an exception
-        in it is logged and counted as ``listener_errors``, it never stops the loop).
+        """Call ``callback(snapshot)`` from the loop thread after every state reading.
+
+        Keep it short; an exception in it is logged and counted as ``listener_errors``, it never stops the loop.
         """
         self._state_listeners.append(callback)
 
@@ -329,21 +333,26 @@ class FrankaExecutor:
     def _submit(self, kind: str, payload: Any = None, timeout_s: float = 2.0) -> Any:
         if not self.loop_alive:
             self.interventions.add("refused_disconnected")
-            raise ExecutionRefused("the executor loop is not running (start() it, or it ended: see the log)")
+            raise ExecutionRefusedError("the executor loop is not running (start() it, or it ended: see the log)")
         request = _Request(kind, payload)
         self._queue.put(request)
         if not request.done.wait(timeout_s):
-            raise ExecutionRefused(f"{kind} not answered by the executor loop within {timeout_s} s")
+            raise ExecutionRefusedError(f"{kind} not answered by the executor loop within {timeout_s} s")
         if request.error is not None:
             raise request.error
         return request.result
 
     def execute(self, chunk: ActionChunk) -> ActionChunk | None:
-        """Blend ``chunk`` into the plan; returns the new plan (None when the whole chunk was already past due, or
-        the pending chunk when it starts later and is held until due).
+        """Blend ``chunk`` into the plan.
 
-        Raises :class:`ExecutionRefused` when disabled/faulted/disconnected and :class:`ChunkRejected` when the
-        chunk is rejected (jump, stale stamp, too far in the future, mode change); the plan then continues.
+        Returns:
+            The new plan; None when the whole chunk was already past due; the pending chunk when it starts later and
+            is held until due.
+
+        Raises:
+            ExecutionRefusedError: execution is disabled, faulted or disconnected.
+            ChunkRejectedError: the chunk is rejected (jump, stale stamp, too far in the future, mode change); the
+                plan then continues.
         """
         if not isinstance(chunk, ActionChunk):
             raise TypeError(f"execute() takes an ActionChunk, got {type(chunk).__name__}")
@@ -364,7 +373,7 @@ class FrankaExecutor:
         deadline = time.monotonic() + timeout_s
         try:
             self._submit("stop", None, timeout_s)
-        except ExecutionRefused:
+        except ExecutionRefusedError:
             return False
         if not wait:
             return True
@@ -375,8 +384,10 @@ class FrankaExecutor:
         return True
 
     def wait_stopped(self, timeout_s: float) -> StopReport | None:
-        """Block until no stop is running (call after :meth:`stop`, which returns once the stop was sent); returns
-        the last stop's report (None if the stop did not end within ``timeout_s`` or there never was one).
+        """Block until no stop is running (call after :meth:`stop`, which returns once the stop was sent).
+
+        Returns:
+            The last stop's report; None if the stop did not end within ``timeout_s`` (s) or there never was one.
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -394,16 +405,20 @@ class FrankaExecutor:
             self._enabled = True
 
     def recover(self, timeout_s: float = 5.0) -> None:
-        """Clear a latched fault: franky ``recover_from_errors`` on the connected robot. Raises
-        :class:`ExecutionRefused` if the robot is not connected (yet) or recovery failed.
+        """Clear a latched fault: franky ``recover_from_errors`` on the connected robot.
+
+        Raises:
+            ExecutionRefusedError: the robot is not connected (yet) or recovery failed.
         """
         self._submit("recover", None, timeout_s)
 
     # -- read-only state --------------------------------------------------------------------------------------------
     @property
     def state(self) -> RobotSnapshot:
-        """The latest reading and status; ``connected`` is False when the reading is older than
-        ``state_timeout_s`` (``stale``) or the loop thread is not running.
+        """The latest reading and status.
+
+        ``connected`` is False when the reading is older than ``state_timeout_s`` (``stale``) or the loop thread is
+        not running.
         """
         with self._lock:
             snap = replace(self._snapshot, fault=self._fault, enabled=self._enabled)
@@ -416,6 +431,7 @@ class FrankaExecutor:
 
     @property
     def plan(self) -> ActionChunk | None:
+        """The plan being executed (the blended chunks still due), None when idle."""
         with self._lock:
             return self._blender.plan
 
@@ -450,28 +466,28 @@ class FrankaExecutor:
             fault, enabled = self._fault, self._enabled
         if fault is not None:
             self.interventions.add("refused_faulted")
-            raise ExecutionRefused(f"faulted ({fault}): call recover() first")
+            raise ExecutionRefusedError(f"faulted ({fault}): call recover() first")
         if self._robot is None or not self._connected_event.is_set():
             self.interventions.add("refused_disconnected")
-            raise ExecutionRefused(f"not connected to the robot at {c.robot_host}")
+            raise ExecutionRefusedError(f"not connected to the robot at {c.robot_host}")
         if not enabled:
             self.interventions.add("refused_disabled")
-            raise ExecutionRefused("execution is disabled: call enable(True) (the ~/enable service) first")
+            raise ExecutionRefusedError("execution is disabled: call enable(True) (the ~/enable service) first")
         try:
             if chunk.start_time_s > now + c.max_future_lead_s:
                 self.interventions.add("rejected_future")
-                raise ChunkRejected(f"chunk starts {chunk.start_time_s - now:.3f} s in the future, more than "
-                                    f"max_future_lead_s {c.max_future_lead_s} s (clock or stamp wrong?)")
+                raise ChunkRejectedError(f"chunk starts {chunk.start_time_s - now:.3f} s in the future, more than "
+                                         f"max_future_lead_s {c.max_future_lead_s} s (clock or stamp wrong?)")
             if chunk.start_time_s < self._latest_stamp_s - 1e-9:
                 self.interventions.add("rejected_stale_stamp")
-                raise ChunkRejected(f"chunk stamped {self._latest_stamp_s - chunk.start_time_s:.3f} s older than the "
-                                    f"newest accepted one (out of order, or a second source)")
+                raise ChunkRejectedError(f"chunk stamped {self._latest_stamp_s - chunk.start_time_s:.3f} s older "
+                                         f"than the newest accepted one (out of order, or a second source)")
             self._check_jump(chunk, now)
             if chunk.start_time_s > now + c.control_period_s:
                 plan = self._blender.plan
                 if plan is not None and plan.is_cartesian != chunk.is_cartesian:
-                    raise ChunkRejected("a chunk cannot switch between Cartesian and joint targets while a plan of "
-                                        "the other kind runs: stop first")
+                    raise ChunkRejectedError("a chunk cannot switch between Cartesian and joint targets while a "
+                                             "plan of the other kind runs: stop first")
                 self._pending = chunk
                 self._latest_stamp_s = chunk.start_time_s
                 self.interventions.add("held_until_due")
@@ -479,7 +495,7 @@ class FrankaExecutor:
                 return chunk
             with self._lock:
                 plan = self._blender.add(chunk, now)
-        except ChunkRejected:
+        except ChunkRejectedError:
             self.interventions.add("rejected_chunks")
             raise
         self._latest_stamp_s = chunk.start_time_s
@@ -496,8 +512,10 @@ class FrankaExecutor:
         return plan
 
     def _check_jump(self, chunk: ActionChunk, now: float) -> None:
-        """Reject a chunk whose due steps jump, or whose first due step is far from both the measured arm and the
-        plan's current target (so a chunk re-anchored at a lagging arm is accepted).
+        """Reject a chunk whose due steps jump, or whose first due step is far from the arm and the plan.
+
+        Far means from both the measured arm and the plan's current target, so a chunk re-anchored at a lagging arm
+        is accepted.
         """
         c = self.config.envelope
         due = [i for i, t in enumerate(chunk.times_s) if t >= now - 1e-9]
@@ -522,9 +540,9 @@ class FrankaExecutor:
             if refs:
                 self.interventions.add("rejected_jump")
                 d = min(float(np.linalg.norm(tail.positions_m[0] - p)) for p, _ in refs)
-                raise ChunkRejected(f"jump: the first due target is {d:.3f} m (or its orientation more than "
-                                    f"{c.max_target_jump_rad} rad) from both the measured TCP and the plan, "
-                                    f"max_target_jump_m is {c.max_target_jump_m} m")
+                raise ChunkRejectedError(f"jump: the first due target is {d:.3f} m (or its orientation more than "
+                                         f"{c.max_target_jump_rad} rad) from both the measured TCP and the plan, "
+                                         f"max_target_jump_m is {c.max_target_jump_m} m")
         else:
             joint_refs = []
             if np.all(np.isfinite(snap.joint_positions_rad)):
@@ -537,17 +555,18 @@ class FrankaExecutor:
             if joint_refs:
                 self.interventions.add("rejected_jump")
                 d = min(float(np.abs(tail.joint_positions_rad[0] - q).max()) for q in joint_refs)
-                raise ChunkRejected(f"jump: the first due joint target differs by {d:.3f} rad from both the measured "
-                                    f"joints and the plan, max_target_jump_rad is {c.max_target_jump_rad} rad")
+                raise ChunkRejectedError(f"jump: the first due joint target differs by {d:.3f} rad from both the "
+                                         f"measured joints and the plan, max_target_jump_rad is "
+                                         f"{c.max_target_jump_rad} rad")
 
     def _handle_recover(self) -> None:
         if self._robot is None:
-            raise ExecutionRefused(f"robot {self.config.robot_host} not connected; it is retried every "
-                                   f"{self.config.reconnect_period_s} s, call recover() again once it is up")
+            raise ExecutionRefusedError(f"robot {self.config.robot_host} not connected; it is retried every "
+                                        f"{self.config.reconnect_period_s} s, call recover() again once it is up")
         try:
             self._robot.recover_from_errors()
         except Exception as exc:
-            raise ExecutionRefused(f"recovery failed: {type(exc).__name__}: {exc}") from exc
+            raise ExecutionRefusedError(f"recovery failed: {type(exc).__name__}: {exc}") from exc
         snap = self._snapshot
         self.gate.reset_to(snap.joint_positions_rad)
         self._halt_baseline = self._measured_excess(snap)
@@ -574,7 +593,7 @@ class FrankaExecutor:
                     self._handle_recover()
                 else:
                     raise ValueError(f"unknown executor request {request.kind!r}")
-            except (ChunkRejected, ExecutionRefused) as exc:
+            except (ChunkRejectedError, ExecutionRefusedError) as exc:
                 request.error = exc
             except BaseException as exc:
                 request.error = exc
@@ -781,8 +800,9 @@ class FrankaExecutor:
                              - c.measured_box_tolerance_m)}
 
     def _check_measured(self, now: float, snap: RobotSnapshot) -> None:
-        """Halt with a fault when the measured arm passes a halt threshold further than it was at the last recovery
-        (so after a recovery the arm may move back in; only getting worse halts again).
+        """Halt with a fault when the measured arm passes a halt threshold further than at the last recovery.
+
+        After a recovery the arm may move back in; only getting worse halts again.
         """
         if self._fault is not None:
             return  # already faulted (and stopped if it was a halt)
@@ -810,9 +830,10 @@ class FrankaExecutor:
 
     # -- loop: streaming --------------------------------------------------------------------------------------------
     def _limits_period_s(self, snap: RobotSnapshot) -> float:
-        """Robot-clock time since the last command: the period the per-command limits are computed for, so speed
-        and acceleration are bounded per unit of the *robot's* time even when it runs slower than the executor's
-        clock (franky-sim under load); within [1 ms, 2 control periods].
+        """Robot-clock time since the last command (s), within [1 ms, 2 control periods].
+
+        It is the period the per-command limits are computed for, so speed and acceleration are bounded per unit of
+        the *robot's* time even when it runs slower than the executor's clock (franky-sim under load).
         """
         nominal = self.config.control_period_s
         last = self._last_command_robot_time_s
@@ -875,7 +896,7 @@ class FrankaExecutor:
         if target.gripper_width_m is not None and self._gripper is not None:
             try:
                 self._gripper.command(target.gripper_width_m)
-            except ChunkRejected:
+            except ChunkRejectedError:
                 raise
             except Exception as exc:  # the hand is optional: never fault the arm for it
                 logger.warning("gripper command failed: %s", exc)
@@ -905,7 +926,7 @@ class FrankaExecutor:
                     request = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                request.error = ExecutionRefused("the executor is closed")
+                request.error = ExecutionRefusedError("the executor is closed")
                 request.done.set()
 
     def _shutdown_robot(self) -> None:
@@ -996,13 +1017,13 @@ class FrankaExecutor:
             if request.kind == "stop":
                 request.result = None
             elif request.kind == "recover":
-                request.error = ExecutionRefused(
+                request.error = ExecutionRefusedError(
                     f"robot {self.config.robot_host} not connected; it is retried every "
                     f"{self.config.reconnect_period_s} s, call recover() again once it is up")
             else:
                 with self._lock:
                     fault = self._fault
                 self.interventions.add("refused_faulted" if fault else "refused_disconnected")
-                request.error = ExecutionRefused(f"faulted ({fault}): call recover() first" if fault
-                                                 else f"not connected to the robot at {self.config.robot_host}")
+                request.error = ExecutionRefusedError(f"faulted ({fault}): call recover() first" if fault
+                                                      else f"not connected to the robot at {self.config.robot_host}")
             request.done.set()

@@ -87,8 +87,9 @@ class GripperCommander:
         return True
 
     def release(self) -> None:
-        """Drop the connection to the hand (the ``franky.Gripper`` and any pending command), so another client can
-        connect; the commander is unusable afterwards.
+        """Drop the connection to the hand (the ``franky.Gripper`` and any pending command).
+
+        Another client can then connect; the commander is unusable afterwards.
         """
         self._pending = None
         self._gripper = None

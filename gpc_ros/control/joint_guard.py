@@ -107,8 +107,18 @@ class JointSpaceGuard:
 
     # -- commands --------------------------------------------------------------------------------------------------
     def limit_joint_step(self, target_rad: np.ndarray, previous: JointCommand, period_s: float) -> np.ndarray:
-        """The joint target clipped into the command limits (unless moving in from outside), then limited in speed,
-        acceleration and braking distance to those limits relative to ``previous``; the step keeps its direction.
+        """The joint target clipped into the command limits, then limited in speed, acceleration and braking.
+
+        Clipping is skipped for a joint moving in from outside the limits; speed, acceleration and braking distance
+        are limited relative to ``previous`` over ``period_s`` (s). The step keeps its direction.
+
+        Args:
+            target_rad: (7,) joint target (rad).
+            previous: The last command issued.
+            period_s: Control period (s).
+
+        Returns:
+            (7,) limited joint target (rad).
         """
         c = self.config
         q_prev = previous.joint_positions_rad
@@ -137,8 +147,10 @@ class JointSpaceGuard:
 
     def _tcp_limited_fraction(self, q_prev: np.ndarray, step: np.ndarray, tcp_prev: CartesianCommand,
                               period_s: float) -> float:
-        """Largest fraction (<= 1) of the joint step whose TCP moves at most ``max_speed_m_s * period`` and turns at
-        most ``max_rotation_speed_rad_s * period`` (a joint step can swing the TCP faster than the joints move).
+        """Largest fraction (<= 1) of the joint step whose TCP stays within the Cartesian speed limits.
+
+        The TCP may move at most ``max_speed_m_s * period`` and turn at most ``max_rotation_speed_rad_s * period``
+        (a joint step can swing the TCP faster than the joints move).
         """
         c = self.config
         fraction = 1.0
@@ -155,8 +167,18 @@ class JointSpaceGuard:
         return 0.0  # not found in a few shrinks (never seen): do not move
 
     def contain(self, candidate_rad: np.ndarray, previous: JointCommand, period_s: float) -> JointCommand:
-        """The largest fraction of the step ``previous -> candidate`` (TCP speed limited) whose every violation
-        part is zero or not larger than the previous command's (bisection; fraction 0 = hold the previous).
+        """The command at the largest safe fraction of the step ``previous -> candidate``.
+
+        The step is first TCP-speed limited; the fraction is then found by bisection so that every violation part is
+        zero or not larger than the previous command's (fraction 0 = hold the previous).
+
+        Args:
+            candidate_rad: (7,) joint candidate (rad).
+            previous: The last command issued.
+            period_s: Control period (s).
+
+        Returns:
+            The contained joint command.
         """
         q_prev = previous.joint_positions_rad
         step = np.asarray(candidate_rad, dtype=np.float64) - q_prev
@@ -189,8 +211,18 @@ class JointSpaceGuard:
         return self.contain(self.limit_joint_step(target_rad, previous, period_s), previous, period_s)
 
     def pose_command(self, target: CartesianCommand, previous: JointCommand, period_s: float) -> JointCommand:
-        """A checked command towards a pose (already limited by the envelope's Cartesian clamp): IK from the last
-        command, reachability per ``unreachable_policy``, then :meth:`joint_command`'s limits and containment.
+        """A checked joint command towards a pose already limited by the envelope's Cartesian clamp.
+
+        IK is solved from the last command, reachability handled per ``unreachable_policy``, then
+        :meth:`joint_command`'s limits and containment apply.
+
+        Args:
+            target: TCP target (m, base frame; quaternion x, y, z, w).
+            previous: The last command issued.
+            period_s: Control period (s).
+
+        Returns:
+            The checked joint command.
         """
         c = self.config
         res = self.kinematics.inverse(target.position_m, target.quaternion_xyzw, previous.joint_positions_rad,

@@ -41,7 +41,9 @@ LINK_NAMES: tuple[str, ...] = tuple(f"fr3_link{i}" for i in range(9)) + ("fr3_ha
 
 
 def default_urdf_path() -> Path:
-    """This package's ``urdf/fr3.urdf`` when installed with it, else the FR3 URDF franky-sim ships
+    """Path of the FR3 URDF used for kinematics.
+
+    This package's ``urdf/fr3.urdf`` when installed with it, else the one franky-sim ships
     (``franky_sim.urdf.URDF_PATH``); both give the same kinematics (tested).
     """
     try:

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,13 @@ class SeamBlender:
         self.plan = None
 
     def add(self, chunk: ActionChunk, now_s: float) -> ActionChunk | None:
-        """Trim ``chunk`` to what is still due and blend it into the plan; returns the new plan (None if every
-        step was past due: the plan is then unchanged). Raises :class:`ChunkRejected` on a mode change.
+        """Trim ``chunk`` to what is still due at ``now_s`` (s) and blend it into the plan.
+
+        Returns:
+            The new plan; None if every step was past due (the plan is then unchanged).
+
+        Raises:
+            ChunkRejectedError: the chunk switches between Cartesian and joint targets while a plan runs.
         """
         trimmed = drop_past_due(chunk, now_s, self.config.lookahead_s)
         if trimmed is None:
@@ -154,8 +159,8 @@ class SeamBlender:
             return None
         old = self.plan
         if old is not None and old.is_cartesian != trimmed.is_cartesian:
-            raise ChunkRejected("a chunk cannot switch between Cartesian and joint targets while a plan of the "
-                                "other kind runs: stop first")
+            raise ChunkRejectedError("a chunk cannot switch between Cartesian and joint targets while a plan of the "
+                                     "other kind runs: stop first")
         if old is not None and (old.gripper_width_m is None) != (trimmed.gripper_width_m is None):
             old = None  # gripper presence changed: nothing meaningful to blend with
         mode = self.config.blend_mode

@@ -39,7 +39,7 @@ import torch
 
 from gpc_ros.compose import Composer, ComposerConfig, SamplerConfig
 from gpc_ros.compose.operators import as_weight_matrix
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 from gpc_ros.control.envelope import CartesianCommand, SafetyEnvelope, SafetyEnvelopeConfig
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def envelope_interventions(envelope_config: SafetyEnvelopeConfig, positions_m: n
     chunk = ActionChunk.from_arrays(0.0, dt_s, positions_m=positions_m, quaternions_xyzw=quaternions_xyzw)
     try:
         envelope.check_chunk(chunk, reference_position_m=reference_m)
-    except ChunkRejected:
+    except ChunkRejectedError:
         pass
     start = measured_m if measured_m is not None and np.all(np.isfinite(measured_m)) else positions_m[0]
     start = np.clip(start, envelope_config.lower_m, envelope_config.upper_m)

@@ -221,10 +221,10 @@ CHUNK_SPACING_TOLERANCE_S = 1e-3
 
 def _chunk_timing(points, stamp) -> tuple[float, float]:
     """(start_time_s, dt_s) from header.stamp + time_from_start of evenly spaced points."""
-    from gpc_ros.control.chunk import ChunkRejected
+    from gpc_ros.control.chunk import ChunkRejectedError
 
     if len(points) == 0:
-        raise ChunkRejected("an action chunk message needs at least one point")
+        raise ChunkRejectedError("an action chunk message needs at least one point")
     offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in points])
     if len(points) == 1:
         dt = 0.1  # a single target: the spacing is irrelevant, any valid dt works
@@ -232,8 +232,8 @@ def _chunk_timing(points, stamp) -> tuple[float, float]:
         steps = np.diff(offsets)
         dt = float(steps.mean())
         if np.abs(steps - dt).max() > CHUNK_SPACING_TOLERANCE_S:
-            raise ChunkRejected(f"points[i].time_from_start must be evenly spaced (within "
-                                f"{CHUNK_SPACING_TOLERANCE_S} s), got steps {np.round(steps, 4).tolist()}")
+            raise ChunkRejectedError(f"points[i].time_from_start must be evenly spaced (within "
+                                     f"{CHUNK_SPACING_TOLERANCE_S} s), got steps {np.round(steps, 4).tolist()}")
     return stamp_to_seconds(stamp) + float(offsets[0]), dt
 
 
@@ -242,20 +242,20 @@ def chunk_from_multi_dof_trajectory(msg):
 
     header.stamp = time of points[0] minus its time_from_start, header.frame_id = fr3_link0,
     joint_names[0] = fr3_hand_tcp (transforms[0] = TCP pose), optional joint_names[1] = fr3_gripper_width
-    (transforms[1].translation.x = width in m). Raises ChunkRejected with the reason otherwise.
+    (transforms[1].translation.x = width in m). Raises ChunkRejectedError with the reason otherwise.
     """
-    from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+    from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 
     if msg.header.frame_id not in ("", BASE_FRAME):
-        raise ChunkRejected(f"header.frame_id must be {BASE_FRAME!r}, got {msg.header.frame_id!r}")
+        raise ChunkRejectedError(f"header.frame_id must be {BASE_FRAME!r}, got {msg.header.frame_id!r}")
     names = list(msg.joint_names)
     if names not in ([TCP_FRAME], [TCP_FRAME, GRIPPER_WIDTH_NAME]):
-        raise ChunkRejected(f"joint_names must be [{TCP_FRAME!r}] or [{TCP_FRAME!r}, {GRIPPER_WIDTH_NAME!r}], "
-                            f"got {names}")
+        raise ChunkRejectedError(f"joint_names must be [{TCP_FRAME!r}] or [{TCP_FRAME!r}, {GRIPPER_WIDTH_NAME!r}], "
+                                 f"got {names}")
     start_s, dt_s = _chunk_timing(msg.points, msg.header.stamp)
     n_tf = len(names)
     if any(len(p.transforms) != n_tf for p in msg.points):
-        raise ChunkRejected(f"every point needs {n_tf} transforms (one per joint_names entry)")
+        raise ChunkRejectedError(f"every point needs {n_tf} transforms (one per joint_names entry)")
     pos = np.array([[p.transforms[0].translation.x, p.transforms[0].translation.y, p.transforms[0].translation.z]
                     for p in msg.points])
     quat = np.array([[p.transforms[0].rotation.x, p.transforms[0].rotation.y, p.transforms[0].rotation.z,
@@ -292,15 +292,15 @@ def chunk_from_joint_trajectory(msg):
 
     joint_names fr3_joint1..7 in any order, optionally fr3_gripper_width (m); positions in rad.
     """
-    from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+    from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 
     names = list(msg.joint_names)
     if sorted(set(names) - {GRIPPER_WIDTH_NAME}) != sorted(ARM_JOINT_NAMES) or len(set(names)) != len(names):
-        raise ChunkRejected(f"joint_names must be {list(ARM_JOINT_NAMES)} (any order, each once) plus optionally "
-                            f"{GRIPPER_WIDTH_NAME!r}, got {names}")
+        raise ChunkRejectedError(f"joint_names must be {list(ARM_JOINT_NAMES)} (any order, each once) plus optionally "
+                                 f"{GRIPPER_WIDTH_NAME!r}, got {names}")
     start_s, dt_s = _chunk_timing(msg.points, msg.header.stamp)
     if any(len(p.positions) != len(names) for p in msg.points):
-        raise ChunkRejected(f"every point needs {len(names)} positions (one per joint name)")
+        raise ChunkRejectedError(f"every point needs {len(names)} positions (one per joint name)")
     table = np.array([list(p.positions) for p in msg.points], dtype=np.float64)
     order = [names.index(n) for n in ARM_JOINT_NAMES]
     width = table[:, names.index(GRIPPER_WIDTH_NAME)] if GRIPPER_WIDTH_NAME in names else None

@@ -19,14 +19,20 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
-from gpc_ros.control.chunk import ChunkRejected
-from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
+from gpc_ros.control.chunk import ChunkRejectedError
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor
 from gpc_ros.nodes import conversions
 from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
 
 
 class FrankaDriverNode(Node):
+    """ROS front of :class:`~gpc_ros.control.executor.FrankaExecutor` (topics and services: see the module docstring).
+
+    Parameters are the fields of :class:`~gpc_ros.control.executor.ExecutorConfig` plus ``state_publish_rate_hz``
+    (Hz) and ``diagnostics_period_s`` (s). Destroying the node stops the arm and closes the executor.
+    """
+
     def __init__(self, **kwargs) -> None:
         super().__init__("franka_driver", **kwargs)
         # descriptions: the docstrings of ExecutorConfig and its nested configs (gpc_ros/control)
@@ -58,22 +64,25 @@ class FrankaDriverNode(Node):
 
     # -- chunks -----------------------------------------------------------------------------------------------------
     def on_cartesian_chunk(self, msg: MultiDOFJointTrajectory) -> None:
+        """Execute an end-effector chunk; a rejected or refused one is logged (throttled) and dropped."""
         self._execute(conversions.chunk_from_multi_dof_trajectory, msg)
 
     def on_joint_chunk(self, msg: JointTrajectory) -> None:
+        """Execute a joint chunk; a rejected or refused one is logged (throttled) and dropped."""
         self._execute(conversions.chunk_from_joint_trajectory, msg)
 
     def _execute(self, convert, msg) -> None:
         try:
             self.executor_core.execute(convert(msg))
-        except ChunkRejected as exc:
+        except ChunkRejectedError as exc:
             self.executor_core.interventions.add("rejected_messages")
             self.get_logger().warning(f"chunk rejected: {exc}", throttle_duration_sec=1.0)
-        except ExecutionRefused as exc:
+        except ExecutionRefusedError as exc:
             self.get_logger().warning(f"chunk not executed: {exc}", throttle_duration_sec=1.0)
 
     # -- state and health -------------------------------------------------------------------------------------------
     def publish_state(self) -> None:
+        """Publish ``joint_states`` and ``ee_pose`` stamped with the reading's time; nothing while disconnected."""
         snap = self.executor_core.state
         if not snap.connected:
             return
@@ -82,6 +91,11 @@ class FrankaDriverNode(Node):
         self.pose_pub.publish(conversions.pose_stamped_from_snapshot(snap, stamp))
 
     def publish_diagnostics(self) -> None:
+        """Publish the executor's health on ``/diagnostics``.
+
+        ERROR on a fault, stale state or no connection; WARN when several nodes publish chunks or the watchdog
+        holds; else OK (executing, idle or disabled). The values carry every counter and the publisher counts.
+        """
         values = self.executor_core.diagnostics()
         snap = self.executor_core.state
         sources = {topic: self.count_publishers(topic) for topic in ("/gpc/action_chunk", "/gpc/action_chunk_joint")}
@@ -120,14 +134,16 @@ class FrankaDriverNode(Node):
         return response
 
     def on_recover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Clear a latched fault (``~/recover``); on failure ``success`` is False and the message says why."""
         try:
             self.executor_core.recover()
             response.success, response.message = True, "recovered"
-        except ExecutionRefused as exc:
+        except ExecutionRefusedError as exc:
             response.success, response.message = False, str(exc)
         return response
 
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """Enable (``data`` true) or disable execution (``~/enable``); disabling stops the arm."""
         self.executor_core.enable(bool(request.data))
         response.success = True
         response.message = "execution enabled" if request.data else "execution disabled (arm stopped)"
@@ -135,6 +151,7 @@ class FrankaDriverNode(Node):
         return response
 
     def destroy_node(self) -> None:
+        """Close the executor (planned stop, loop thread ended, robot released), then destroy the node."""
         self.executor_core.close()
         super().destroy_node()
 
@@ -144,6 +161,7 @@ DESCRIPTIONS = {"envelope.gripper_min_width_m": "smallest gripper width target (
 
 
 def main(args: list[str] | None = None) -> None:
+    """Run the driver node until Ctrl-C (a 4-thread executor, so services never wait behind chunks)."""
     spin_node(FrankaDriverNode, args, threads=4)
 
 

@@ -25,9 +25,9 @@ import numpy as np
 
 import gpc_ros.sim  # noqa: F401  (MUJOCO_GL before mujoco)
 from gpc_ros.action_space import actions_to_chunk, pose_to_action
-from gpc_ros.control.chunk import ChunkRejected
+from gpc_ros.control.chunk import ChunkRejectedError
 from gpc_ros.control.envelope import SafetyEnvelopeConfig
-from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor
 from gpc_ros.sim import observation as obs_keys
 from gpc_ros.sim.tasks import PushTaskConfig, TaskOutcome, get_task
 
@@ -298,7 +298,7 @@ class SimCell:
         chunk = actions_to_chunk(actions, observation_time_s, 1.0 / self.task.fps)
         try:
             self.executor.execute(chunk)
-        except ExecutionRefused:
+        except ExecutionRefusedError:
             fault = self.executor.state.fault
             if fault is None:
                 raise
@@ -331,7 +331,8 @@ class SimCell:
                 actions = np.asarray(policy(obs), dtype=np.float64)
                 try:
                     self.execute(actions, obs.time_s, faults)
-                except (ChunkRejected, ExecutionRefused) as exc:  # e.g. a second planner fault: a failed episode
+                # e.g. a second planner fault: a failed episode
+                except (ChunkRejectedError, ExecutionRefusedError) as exc:
                     logger.warning("episode %d: the driver refused a chunk at step %d: %s", seed, k, exc)
                     outcome = TaskOutcome(False, f"driver refused a chunk at step {k}: {exc}")
                     break

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from gpc_ros.benchmark.plan import Arm, jobs, parse_arms, parse_seeds, parse_shard
-from gpc_ros.benchmark.results import ResultsMismatch, append_row, episode_rows, open_results, read_rows, table
+from gpc_ros.benchmark.results import ResultsMismatchError, append_row, episode_rows, open_results, read_rows, table
 from gpc_ros.benchmark.runner import episodes_to_best, replay_search, run_arms, run_bandit
 from gpc_ros.compose.search import wilson_interval
 
@@ -115,7 +115,7 @@ def test_rows_are_whole_lines_and_a_torn_last_line_is_dropped(tmp_path: Path) ->
 def test_results_folder_refuses_another_benchmark(tmp_path: Path) -> None:
     open_results(tmp_path, IDENTITY)
     open_results(tmp_path, IDENTITY)  # same benchmark: fine
-    with pytest.raises(ResultsMismatch, match="another benchmark"):
+    with pytest.raises(ResultsMismatchError, match="another benchmark"):
         open_results(tmp_path, {**IDENTITY, "parents": {"a": 1, "b": 3}})
 
 
@@ -139,7 +139,7 @@ def test_two_shards_merge_to_the_same_table_as_one_run(tmp_path: Path) -> None:
     assert [r.stats() for r in table(episode_rows([both]), arms)] == [r.stats() for r in single]
     # a folder of another benchmark is not merged
     open_results(tmp_path / "other", {"format": "other"})
-    with pytest.raises(ResultsMismatch, match="another benchmark"):
+    with pytest.raises(ResultsMismatchError, match="another benchmark"):
         episode_rows([one, tmp_path / "other"])
 
 
@@ -217,7 +217,7 @@ def test_bandit_resumes_exactly_and_reports_episodes_to_best(tmp_path: Path) -> 
     assert [(r["arm_index"], r["seed"], r["success"]) for r in a] == [(r["arm_index"], r["seed"], r["success"])
                                                                       for r in b]
     assert [r["episode"] for r in b] == list(range(40))
-    with pytest.raises(ResultsMismatch, match="search-seed"):
+    with pytest.raises(ResultsMismatchError, match="search-seed"):
         replay_search(a, ("a", "b"), 4)
     search = replay_search(a, ("a", "b"), 3)
     best = search.best().index

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 from gpc_ros.control.timing import SeamBlender, TimingConfig, drop_past_due, sample
 
 Q_DOWN = np.array([1.0, 0.0, 0.0, 0.0])
@@ -33,14 +33,14 @@ def line_chunk(start_s: float, n: int, y0: float, dy: float, dt_s: float = 0.1, 
     (dict(positions_m=[["a", 1, 2]], quaternions_xyzw=[Q_DOWN]), "float array"),
 ])
 def test_malformed_chunks_are_rejected_with_the_field_named(kwargs, fragment):
-    with pytest.raises(ChunkRejected, match=None) as info:
+    with pytest.raises(ChunkRejectedError, match=None) as info:
         ActionChunk.from_arrays(0.0, 0.1, **kwargs)
     assert fragment in str(info.value)
 
 
 @pytest.mark.parametrize("dt", [0.0, 1e-300, -0.1, float("nan"), float("inf"), 11.0])
 def test_bad_dt_is_rejected(dt):
-    with pytest.raises(ChunkRejected, match="dt_s"):
+    with pytest.raises(ChunkRejectedError, match="dt_s"):
         line_chunk(0.0, 3, 0.0, 0.01, dt_s=dt)
 
 
@@ -99,7 +99,8 @@ def test_crossfade_blends_quaternions_on_the_short_arc():
     q_a = np.array([0.0, 0.0, 0.0, 1.0])
     q_b = -np.array([0.0, 0.0, np.sin(0.2), np.cos(0.2)])  # same small rotation, opposite sign
     n = 4
-    blender.add(ActionChunk.from_arrays(0.0, 0.1, positions_m=np.zeros((n, 3)), quaternions_xyzw=np.tile(q_a, (n, 1))), 0.0)
+    blender.add(ActionChunk.from_arrays(0.0, 0.1, positions_m=np.zeros((n, 3)),
+                                        quaternions_xyzw=np.tile(q_a, (n, 1))), 0.0)
     plan = blender.add(ActionChunk.from_arrays(0.1, 0.1, positions_m=np.zeros((n, 3)),
                                                quaternions_xyzw=np.tile(q_b, (n, 1))), 0.1)
     angle = 2 * np.arccos(abs(plan.quaternions_xyzw[0] @ q_a))
@@ -129,7 +130,7 @@ def test_a_late_chunk_leaves_the_plan_unchanged():
 def test_switching_between_cartesian_and_joint_targets_is_rejected():
     blender = SeamBlender(TimingConfig())
     blender.add(line_chunk(0.0, 10, 0.0, 0.01), now_s=0.0)
-    with pytest.raises(ChunkRejected, match="switch"):
+    with pytest.raises(ChunkRejectedError, match="switch"):
         blender.add(ActionChunk.from_arrays(0.1, 0.1, joint_positions_rad=np.zeros((3, 7))), now_s=0.1)
 
 

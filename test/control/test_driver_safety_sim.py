@@ -16,9 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 from gpc_ros.control.envelope import SafetyEnvelopeConfig
-from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor, RobotSnapshot
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor, RobotSnapshot
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.joint_guard import box_excess_m
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
@@ -128,7 +128,7 @@ def stream_towards(executor: FrankaExecutor, goal: np.ndarray, quat: np.ndarray,
         s = np.minimum((now - t_start + 0.05 * np.arange(12)) * speed_m_s, length)
         try:
             executor.execute(pose_chunk(now, p0 + np.outer(s / max(length, 1e-9), direction), quat))
-        except ChunkRejected:
+        except ChunkRejectedError:
             rejected += 1
         k += 1
         time.sleep(max(0.0, t_start + k / rate_hz - time.monotonic()))
@@ -193,7 +193,7 @@ def test_joint_chunks_are_kept_in_the_workspace(franky_sim_fast):
             step = np.clip(goal - q_now, -0.4, 0.4)
             try:
                 executor.execute(joint_chunk(time.monotonic(), q_now + np.linspace(0, 1, 10)[:, None] * step))
-            except ChunkRejected:
+            except ChunkRejectedError:
                 pass
             time.sleep(0.1)
         report = measured_report(executor, recorder.since(n0))
@@ -326,7 +326,7 @@ def test_chunk_time_and_sources(franky_sim_fast):
         s = executor.state
         p0, quat = s.measured_tcp_m.copy(), s.ee_quaternion_xyzw.copy()
         target = p0 + np.array([0.0, 0.066, 0.0])
-        with pytest.raises(ChunkRejected, match="future"):
+        with pytest.raises(ChunkRejectedError, match="future"):
             executor.execute(pose_chunk(time.monotonic() + 1000.0, np.tile(target, (5, 1)), quat))
         assert executor.interventions["rejected_future"] == 1 and executor.plan is None
         # Within the lead: held until due (the arm does not start early).
@@ -341,7 +341,7 @@ def test_chunk_time_and_sources(franky_sim_fast):
         now = time.monotonic()
         p1 = executor.state.measured_tcp_m.copy()
         executor.execute(pose_chunk(now, np.tile(p1, (10, 1)), quat))
-        with pytest.raises(ChunkRejected, match="older"):
+        with pytest.raises(ChunkRejectedError, match="older"):
             executor.execute(pose_chunk(now - 0.2, np.tile(p1 + np.array([0.0, -0.05, 0.0]), (10, 1)), quat))
         assert executor.interventions["rejected_stale_stamp"] == 1
         # Two sources alternating every 50 ms, each stamping its chunks 0.1 s "late": whichever is older loses,
@@ -352,7 +352,7 @@ def test_chunk_time_and_sources(franky_sim_fast):
             goal = p1 + np.array([0.0, 0.03 if k % 2 == 0 else -0.03, 0.0])
             try:
                 executor.execute(pose_chunk(stamp, np.tile(goal, (10, 1)), quat))
-            except ChunkRejected:
+            except ChunkRejectedError:
                 rejected += 1
             time.sleep(0.05)
         assert rejected >= 9 and executor.interventions["rejected_stale_stamp"] >= 10
@@ -378,7 +378,7 @@ def test_the_jump_check_measures_from_the_arm(franky_sim_fast):
         assert np.linalg.norm(plan_target - arm) > executor.config.envelope.max_target_jump_m or \
             np.linalg.norm(far - arm) > 0.1
         executor.execute(pose_chunk(time.monotonic(), np.tile(arm, (10, 1)), quat))  # re-anchored at the arm
-        with pytest.raises(ChunkRejected, match="jump"):  # far from both the arm and the plan
+        with pytest.raises(ChunkRejectedError, match="jump"):  # far from both the arm and the plan
             executor.execute(pose_chunk(time.monotonic(), np.tile(arm + np.array([0.0, -0.3, 0.0]), (10, 1)), quat))
 
 
@@ -402,7 +402,7 @@ def test_loop_robustness(franky_sim_fast):
         wait_for(lambda: not executor.loop_alive, 10.0, "the loop to end")
         state = executor.state
         assert not state.connected and state.fault.startswith("internal")
-        with pytest.raises(ExecutionRefused, match="not running"):
+        with pytest.raises(ExecutionRefusedError, match="not running"):
             executor.execute(pose_chunk(time.monotonic(), np.tile(state.measured_tcp_m, (3, 1)),
                                         state.ee_quaternion_xyzw))
 
@@ -523,7 +523,7 @@ def adversarial_stream(executor: FrankaExecutor, rng: np.random.Generator, kind:
                 steps = s.measured_tcp_m + np.outer(np.linspace(0.0, 1.0, 10), d * min(1.0, 0.09 / max(
                     np.linalg.norm(d), 1e-9)))
                 executor.execute(pose_chunk(now - (0.05 if k % 2 else 0.0), steps, quat))
-        except (ChunkRejected, ExecutionRefused):
+        except (ChunkRejectedError, ExecutionRefusedError):
             pass
         k += 1
         time.sleep(0.04)
@@ -555,7 +555,7 @@ def run_streams(host: str, n_streams: int, seed: int, duration_s: float) -> list
                 executor.enable(True)
                 try:
                     go_to_joints(executor, ready)
-                except (ChunkRejected, AssertionError):
+                except (ChunkRejectedError, AssertionError):
                     pass
         executor.stop()
         executor.wait_stopped(10.0)

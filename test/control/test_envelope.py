@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejected
+from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
 from gpc_ros.control.command_gate import CommandGate
 from gpc_ros.control.envelope import (
     CartesianCommand,
@@ -113,7 +113,7 @@ def test_feed_forward_velocity_is_limited_and_never_points_out_of_the_box():
 
 @pytest.mark.parametrize("bad", [np.array([np.nan, 0, 0]), np.array([np.inf, 0, 0]), np.zeros(4)])
 def test_non_finite_or_misshapen_commands_are_refused(bad):
-    with pytest.raises(ChunkRejected):
+    with pytest.raises(ChunkRejectedError):
         envelope().clamp_cartesian(bad, Q_DOWN, at(HOME), PERIOD_S)
 
 
@@ -125,7 +125,8 @@ def test_joint_targets_stay_inside_limits_minus_margin_and_speed():
     assert q[0] == pytest.approx(cfg.max_joint_speed_rad_s * PERIOD_S)
     q = env.clamp_joints(np.array(cfg.joint_upper_rad) + 1.0, np.array(cfg.joint_upper_rad) - 0.1, 10.0)
     np.testing.assert_allclose(q, np.array(cfg.joint_upper_rad) - cfg.joint_limit_margin_rad)
-    assert env.counter["clamped_joint_limit"] == 2 and env.counter["clamped_joint_speed"] == 1  # 10 rad is beyond it too
+    # 10 rad is beyond the speed limit too
+    assert env.counter["clamped_joint_limit"] == 2 and env.counter["clamped_joint_speed"] == 1
 
 
 def test_measured_joints_beyond_the_margin_are_reported():
@@ -146,11 +147,11 @@ def test_a_jump_inside_a_chunk_or_from_the_current_target_rejects_the_chunk():
     pos = np.tile(HOME, (4, 1))
     pos[2, 0] += 0.2
     chunk = ActionChunk.from_arrays(0.0, 0.1, positions_m=pos, quaternions_xyzw=np.tile(Q_DOWN, (4, 1)))
-    with pytest.raises(ChunkRejected, match="jump: targets 2 and 3"):
+    with pytest.raises(ChunkRejectedError, match="jump: targets 2 and 3"):
         env.check_chunk(chunk, HOME, Q_DOWN)
     far = ActionChunk.from_arrays(0.0, 0.1, positions_m=np.tile(HOME + [0, 0.3, 0], (2, 1)),
                                   quaternions_xyzw=np.tile(Q_DOWN, (2, 1)))
-    with pytest.raises(ChunkRejected, match="jump: targets 0 and 1"):
+    with pytest.raises(ChunkRejectedError, match="jump: targets 0 and 1"):
         env.check_chunk(far, HOME, Q_DOWN)
     assert env.counter["rejected_jump"] == 2
 
@@ -248,7 +249,7 @@ def _check_commands(chunks, period_s, start, mode):
             chunk = ActionChunk.from_arrays(now, dt, positions_m=pos, quaternions_xyzw=quat, gripper_width_m=width)
             env.check_chunk(chunk, gate.last_cartesian.position_m, gate.last_cartesian.quaternion_xyzw)
             blender.add(chunk, now)
-        except ChunkRejected as exc:
+        except ChunkRejectedError as exc:
             assert str(exc)  # rejected, and it says why
             continue
         for _ in range(3):

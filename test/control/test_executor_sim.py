@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gpc_ros.control.chunk import ActionChunk
-from gpc_ros.control.executor import ExecutionRefused, ExecutorConfig, FrankaExecutor, RobotSnapshot
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor, RobotSnapshot
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
 from gpc_ros.control.timing import TimingConfig
@@ -169,7 +169,7 @@ def test_e_stop_halts_within_one_control_period_and_refuses_chunks(franky_sim_fa
         samples_per_period = executor.config.state_rate_hz / executor.config.control_rate_hz
         assert executor.stop_handled_at_sample - samples_before <= samples_per_period
         sent_at_stop = executor.state.commands_sent
-        with pytest.raises(ExecutionRefused, match="disabled"):
+        with pytest.raises(ExecutionRefusedError, match="disabled"):
             executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
         n_now = len(recorder.snaps)
         wait_for(lambda: len(recorder.snaps) > n_now + 100, 10.0, "100 more state samples")
@@ -213,14 +213,14 @@ def test_losing_the_robot_faults_refuses_and_recovers_on_a_new_server(franky_sim
         wait_for(lambda: not executor.state.connected, 10.0, "the stale state report")
         wait_for(lambda: "lost" in (executor.state.fault or ""), 15.0, "the link-lost fault")
         assert not executor.state.connected
-        with pytest.raises(ExecutionRefused, match="faulted"):
+        with pytest.raises(ExecutionRefusedError, match="faulted"):
             executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
-        with pytest.raises(ExecutionRefused):
+        with pytest.raises(ExecutionRefusedError):
             executor.recover(timeout_s=2.0)  # nothing to recover with yet
         franky_sim_fast.start()
         assert executor.wait_connected(30.0)
         wait_for(lambda: executor.state.connected, 5.0, "fresh state from the new server")
-        with pytest.raises(ExecutionRefused, match="faulted"):  # reconnected, but motion needs recover()
+        with pytest.raises(ExecutionRefusedError, match="faulted"):  # reconnected, but motion needs recover()
             executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
         executor.recover()
         wait_for(lambda: executor.state.fault is None, 5.0, "the fault to clear")
@@ -274,7 +274,7 @@ def test_a_planner_error_latches_a_control_fault_but_keeps_the_connection(franky
         wait_for(lambda: executor.state.fault is not None, 10.0, "the fault report")
         assert executor.state.fault.startswith("control error") and "-111" in executor.state.fault
         assert executor.state.connected and len(connections) == 1  # not mistaken for a lost link
-        with pytest.raises(ExecutionRefused, match="faulted"):
+        with pytest.raises(ExecutionRefusedError, match="faulted"):
             executor.execute(line_chunk(time.monotonic(), p0, q0, np.zeros(3)))
         executor.recover()
         wait_for(lambda: executor.state.fault is None, 5.0, "the fault to clear")

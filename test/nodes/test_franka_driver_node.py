@@ -151,12 +151,12 @@ def test_cartesian_chunk_round_trips_through_multi_dof_trajectory(gripper):
     (lambda m: setattr(m, "points", []), "at least one point"),
 ])
 def test_malformed_chunk_messages_are_rejected_with_a_reason(spoil, fragment):
-    from gpc_ros.control.chunk import ChunkRejected
+    from gpc_ros.control.chunk import ChunkRejectedError
     from gpc_ros.nodes import conversions
 
     msg = conversions.multi_dof_trajectory_from_chunk(_cartesian_chunk(gripper=True))
     spoil(msg)
-    with pytest.raises(ChunkRejected, match=fragment):
+    with pytest.raises(ChunkRejectedError, match=fragment):
         conversions.chunk_from_multi_dof_trajectory(msg)
 
 
