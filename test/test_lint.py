@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Parts already clean (issue 10): the composition core, perception, their nodes, benches and tests.
@@ -47,9 +45,6 @@ def _ruff(*paths: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.skip(reason="enable once the whole tree is ruff-clean: the integrator runs `ruff check --fix .` after "
-                         "merging every branch and fixes the rest (at the last merge of main, areas outside issue "
-                         "10's still had findings)")
 def test_the_whole_tree_is_ruff_clean() -> None:
     result = _ruff(".")
     assert result.returncode == 0, result.stdout + result.stderr
