@@ -2,25 +2,45 @@
 
 The same processes, parameter files, overrides and remappings as ``ros2 launch gpc_ros franka_compose.launch.py``
 (both read the graph through :func:`gpc_ros.graph.description.describe_graph`). ``--sim`` starts the simulated
-FR3 first; ``--print`` only prints the command lines. Ctrl-C stops every process it started. docs/graph.md.
+FR3 first; ``--viewer`` adds the Foxglove live view; ``--print`` only prints the command lines. Ctrl-C stops
+every process it started. docs/graph.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shlex
 import signal
 
-from gpc_ros.graph.description import describe_graph
+from gpc_ros.graph.description import GraphDescription, ProcessSpec, describe_graph
 from gpc_ros.graph.supervisor import Supervisor
+from gpc_ros.paths import share_dir
 from gpc_ros.ros_env import graph_env
 from gpc_ros.sim.franky_sim_process import lease_loopback_host
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def with_viewer(description: GraphDescription, host: str, port: int) -> GraphDescription:
+    """``description`` plus the Foxglove viewer node (``gpc-ros viewer``) as its last process.
+
+    Args:
+        description: The graph to extend.
+        host: Interface the viewer's WebSocket server binds (``127.0.0.1`` keeps it on this machine).
+        port: The viewer's WebSocket port.
+
+    Returns:
+        A new description; the viewer gets ``config/monitor.yaml`` and the host/port overrides.
+    """
+    viewer = ProcessSpec(name="viewer_node", executable="viewer_node",
+                         params_files=(str(share_dir() / "config" / "monitor.yaml"),),
+                         parameters={"host": host, "port": int(port)})
+    return dataclasses.replace(description, processes=(*description.processes, viewer))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subnet", action="store_true",
                         help="discover over the network (hosts on other machines; docs/graph.md) instead of "
                              "localhost only")
+    parser.add_argument("--viewer", action="store_true",
+                        help="also serve the graph to the Foxglove app (viewer_node, docs/monitoring.md)")
+    parser.add_argument("--viewer-host", default="127.0.0.1",
+                        help="interface the viewer binds (default 127.0.0.1: this machine only)")
+    parser.add_argument("--viewer-port", type=int, default=8765, help="the viewer's WebSocket port (default 8765)")
     parser.add_argument("--print", dest="print_only", action="store_true", help="print the command lines and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -53,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         description = describe_graph(args.config, use_sim=True if args.sim else None, robot_ip=args.robot_ip,
                                      deployment=args.deployment)
         env = graph_env(args.domain_id, localhost_only=not args.subnet)
+        if args.viewer:
+            description = with_viewer(description, args.viewer_host, args.viewer_port)
     except ValueError as exc:
         print(f"gpc-ros bringup: {exc}")
         return 2

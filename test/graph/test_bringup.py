@@ -149,6 +149,17 @@ def test_bad_graph_files_are_refused_naming_the_entry(tmp_path) -> None:
                           capture_output=True, text=True, check=False).stdout.strip().endswith("does not exist")
 
 
+def test_bringup_viewer_adds_the_foxglove_view_on_the_given_port() -> None:
+    out = subprocess.run([sys.executable, "-m", "gpc_ros.cli", "bringup", "--sim", "--print", "--viewer",
+                          "--viewer-port", "8777"], capture_output=True, text=True, check=True).stdout.splitlines()
+    viewer = [line for line in out if "gpc_ros.nodes.viewer_node" in line]
+    assert len(viewer) == 1 and out[-1] == viewer[0]
+    assert "port:=8777" in viewer[0] and "host:=127.0.0.1" in viewer[0] and "config/monitor.yaml" in viewer[0]
+    plain = subprocess.run([sys.executable, "-m", "gpc_ros.cli", "bringup", "--sim", "--print"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert plain == out[:-1]  # the rest of the graph is unchanged
+
+
 # ------------------------------------------------------------------------------------------ processes for real
 def goal_only(description):
     """Just the two goal hosts and the composer (no driver, no sim)."""
@@ -210,3 +221,25 @@ def test_bringup_sim_runs_the_whole_graph_on_franky_sim_and_ctrl_c_stops_everyth
     pids = [int(line.split("pid ")[1].rstrip(")")) for line in out.splitlines() if line.startswith("[bringup] started")]
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_bringup_viewer_serves_a_websocket_and_stops_with_the_graph(ros_domain) -> None:
+    import socket
+
+    from gpc_ros.graph.bringup import with_viewer
+
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    graph = with_viewer(goal_only(describe_graph()), "127.0.0.1", port)
+    with Supervisor(graph, ros_domain.env, output=lambda line: None) as supervisor:
+        deadline = time.monotonic() + 90
+        while True:
+            assert supervisor.poll(), supervisor.events
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the viewer never listened on its port"
+                time.sleep(0.5)
+    assert all(c.proc.poll() is not None for c in supervisor.children.values())
