@@ -21,12 +21,13 @@ from gpc_ros.compose.parameterization import Parameterization
 from gpc_ros.compose.parent import ActionNormalization, ParentPolicy
 from gpc_ros.compose.sampler import SamplerConfig, make_sampler
 from gpc_ros.compose.schedule import FlowTime, NoiseLevel, VPTime, make_vp_scheduler
-from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig
+from gpc_ros.compose.warm_start import RunningPlan, WarmStart, WarmStartConfig, warm_start_from_plan
 
 __all__ = [
     "ActionNormalization", "ComposedChunk", "Composer", "ComposerConfig", "ComposerStats", "CompositionError",
     "ConvexOperator", "FlowTime", "IncompatibleParentError", "InvalidPredictionError", "InvalidWeightsError",
     "LinearOperator", "MixtureOperator",
-    "NoiseLevel", "NonFinitePredictionError", "Parameterization", "ParentPolicy", "SamplerConfig", "VPTime",
-    "WarmStart", "WarmStartConfig", "make_operator", "make_sampler", "make_vp_scheduler",
+    "NoiseLevel", "NonFinitePredictionError", "Parameterization", "ParentPolicy", "RunningPlan", "SamplerConfig",
+    "VPTime", "WarmStart", "WarmStartConfig", "make_operator", "make_sampler", "make_vp_scheduler",
+    "warm_start_from_plan",
 ]

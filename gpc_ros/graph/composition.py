@@ -36,6 +36,7 @@ from gpc_ros.compose.composer import Composer, ComposerConfig
 from gpc_ros.compose.errors import CompositionError, NonFinitePredictionError
 from gpc_ros.compose.operators import as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization
+from gpc_ros.compose.warm_start import RunningPlan, warm_start_from_plan
 from gpc_ros.graph import protocol
 from gpc_ros.graph.host import HostCore, normalization_from, time_convention_from
 
@@ -66,6 +67,11 @@ class ComposerNodeConfig:
     """Time between two actions of a chunk (s)."""
     first_action_delay_s: float = 0.1
     """The first action is due this long after the observation stamp (s)."""
+    min_plan_remaining_s: float = 0.3
+    """Compose at once (before the period ends) when the driver's running plan has less than this left (s); 0 = off."""
+    warm_start_from_plan: bool = False
+    """Start each chunk from the driver's running plan noised to composer.warm_start.remaining_fraction of the grid
+    (SDEdit-style partial denoising, docs/graph.md) instead of pure noise; no plan = a cold start."""
     # --- observation checks (no chunk and a diagnostic when violated)
     max_observation_age_s: float = 0.5
     """A host's newest observation may be at most this old at the chunk's observation time (s)."""
@@ -119,6 +125,9 @@ class ComposerNodeConfig:
             value = getattr(self, attr)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"ComposerNodeConfig.{attr} must be a number > 0; got {value!r}")
+        if not (isinstance(self.min_plan_remaining_s, (int, float)) and self.min_plan_remaining_s >= 0):
+            raise ValueError(f"ComposerNodeConfig.min_plan_remaining_s must be a number >= 0 (0 = off); "
+                             f"got {self.min_plan_remaining_s!r}")
         if not self.first_action_delay_s >= 0:
             raise ValueError(f"ComposerNodeConfig.first_action_delay_s must be >= 0; got {self.first_action_delay_s}")
         if len(self.tcp_quat_xyzw) != 4 or not 0.5 < math.sqrt(sum(v * v for v in self.tcp_quat_xyzw)) < 2.0:
@@ -366,6 +375,11 @@ class ChunkResult:
     parent_actions: dict[str, torch.Tensor] = field(default_factory=dict)
     stamp_s: float = math.nan
     """Newest observation stamp among the hosts (the chunk's observation time)."""
+    start_s: float = math.nan
+    """When the chunk's first action is due: ``stamp_s + first_action_delay_s`` rounded to whole nanoseconds (the
+    published header.stamp, so a subscriber recovers it exactly)."""
+    warm_start: str = "off"
+    """off (cold start from noise) | plan (started from the driver's running plan) | why the plan was not used."""
     weights: dict[str, float] = field(default_factory=dict)
     mode: str = "normal"
     """normal | renormalized | fallback | hold | refused."""
@@ -413,7 +427,7 @@ class GraphComposer:
         return cached[0], cached[1]
 
     # ------------------------------------------------------------------------------------------------------ compose
-    def compose(self, now_s: float) -> ChunkResult:
+    def compose(self, now_s: float, plan: RunningPlan | None = None) -> ChunkResult:
         """Compose one chunk at ``now_s``: encode on every host with a non-zero weight, then sample.
 
         Refuses (``mode="refused"``) without an announced host, when a host has no observation, or when the observations
@@ -422,6 +436,8 @@ class GraphComposer:
 
         Args:
             now_s: The chunk's time (s, ROS clock).
+            plan: The driver's running plan; with ``warm_start_from_plan`` the chunk starts from it (see
+                :func:`gpc_ros.compose.warm_start.warm_start_from_plan`), else it is ignored.
 
         Returns:
             The chunk (``actions`` ``(H, D)`` physical) or, with ``actions`` None, the reason there is none.
@@ -469,20 +485,23 @@ class GraphComposer:
                                             f"(max_observation_skew_s {cfg.max_observation_skew_s}): "
                                             + ", ".join(f"{n} {s:.3f}" for n, s in stamps.items()))
         result.stamp_s = max(stamps.values()) if stamps else math.nan
+        if stamps:
+            sec, nsec = protocol.split_stamp(result.stamp_s + cfg.first_action_delay_s)
+            result.start_s = sec + nsec * 1e-9
         seed = cfg.seed + self.published if cfg.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))
         result.seed = seed
         healthy = [n for n in wanted if n in stamps]
         while True:
-            plan = self._plan(weights, healthy, faults)
-            if plan is None:
+            choice = self._plan(weights, healthy, faults)
+            if choice is None:
                 self.counters["held"] += 1
                 result.mode, result.faults = "hold", dict(faults)
                 result.reason = f"holding: host fault(s) {faults} (on_fault {cfg.on_fault})"
                 self.counters["faults"] += 1
                 return result
-            names, w, mode = plan
+            names, w, mode = choice
             try:
-                return self._sample(result, names, w, mode, seed, stamps, faults)
+                return self._sample(result, names, w, mode, seed, stamps, faults, plan)
             except HostFaultError as fault:
                 self.handles[fault.host].mark_down(fault.reason)
                 faults[fault.host] = fault.reason
@@ -517,12 +536,13 @@ class GraphComposer:
         return names, [weights[n] / total for n in names], "renormalized"
 
     def _sample(self, result: ChunkResult, names: tuple[str, ...], w: list[float], mode: str, seed: int,
-                stamps: dict[str, float], faults: dict[str, str]) -> ChunkResult:
+                stamps: dict[str, float], faults: dict[str, str], plan: RunningPlan | None) -> ChunkResult:
         composer, proxies = self._composer(names)
+        warm, result.warm_start = self._warm_start(composer, result.start_s, plan)
         for proxy in proxies:
             proxy.begin(result.correlation_id, protocol.split_stamp(stamps[proxy.name]))
         out = composer.compose([torch.zeros(1, 1)] * len(names), torch.tensor(w, dtype=torch.float64),
-                               generator=seed)
+                               generator=seed, warm_start=warm)
         result.actions = out.actions[0, 0]
         result.parent_actions = {n: a[0] for n, a in out.parent_actions.items()}
         result.weights = dict(zip(names, w))
@@ -534,6 +554,21 @@ class GraphComposer:
         self.counters["chunks"] += 1
         self.published += 1
         return result
+
+    def _warm_start(self, composer: Composer, start_s: float, plan: RunningPlan | None):
+        """The chunk's warm start from ``plan`` (or None) and what happened, for ``ChunkResult.warm_start``."""
+        cfg = self.config
+        if not cfg.warm_start_from_plan:
+            return None, "off"
+        if plan is None:
+            return None, "cold: no running plan"
+        try:
+            warm = warm_start_from_plan(plan, start_s, cfg.dt_s, composer.horizon, composer.action_dim,
+                                        composer.normalization, cfg.composer.warm_start.pad, composer.dtype)
+        except ValueError as exc:
+            logger.warning("warm start not possible, cold start: %s", exc)
+            return None, f"cold: {exc}"
+        return warm, "plan"
 
     def _refuse(self, result: ChunkResult, reason: str) -> ChunkResult:
         self.counters["refused"] += 1

@@ -4,7 +4,9 @@ Every ``replan_period_s`` it names one observation time, has every host encode f
 :class:`gpc_ros.graph.composition.GraphComposer` (the exchange: docs/protocol.md) and publishes it on
 ``/gpc/action_chunk`` (trajectory_msgs/MultiDOFJointTrajectory, the driver's convention, docs/messages.md) plus each
 parent's own chunk on ``/gpc/parents/<name>/chunk``. Weights, operator, sampler and the fault policy are
-parameters validated on set (the next chunk uses them). With ``search_state_path`` set, episode outcomes on
+parameters validated on set (the next chunk uses them). The driver's running plan (``/gpc/driver_plan``) triggers a
+chunk at once when less than ``min_plan_remaining_s`` of it is left, and with ``warm_start_from_plan`` each chunk
+starts from it (partial denoising, docs/graph.md). With ``search_state_path`` set, episode outcomes on
 ``/gpc/episode_outcome`` (std_msgs/Bool, true = success) drive an online weight search whose state persists there.
 ``deployment: in_process`` runs the host nodes inside this process (one executor, no serialisation). Health on
 /diagnostics (``composer_node: composition``).
@@ -47,7 +49,8 @@ from gpc_ros.nodes.spin import spin_node
 
 #: Parameters that may change while the node runs (the others need a restart).
 DYNAMIC = {"weights", "seed", "on_fault", "fallback_parent", "max_observation_age_s", "max_observation_skew_s",
-           "encode_timeout_s", "step_timeout_s", "publish_parent_chunks", "tcp_quat_xyzw"} | {
+           "encode_timeout_s", "step_timeout_s", "publish_parent_chunks", "tcp_quat_xyzw", "warm_start_from_plan",
+           "min_plan_remaining_s"} | {
     f.name for f in flat_fields(ComposerNodeConfig) if f.name.startswith("composer.")}
 
 #: Descriptions of the few core fields whose docstring is missing (the rest come from the dataclasses).
@@ -110,7 +113,16 @@ class ComposerNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(PoseStamped, "ee_pose", self.on_pose, 10, callback_group=replies)
         self.create_timer(1.0, self.publish_diagnostics, callback_group=replies)
-        self.create_timer(config.replan_period_s, self.on_replan, callback_group=MutuallyExclusiveCallbackGroup())
+        composing = MutuallyExclusiveCallbackGroup()  # periodic and short-plan chunks never overlap
+        self.replan_timer = self.create_timer(config.replan_period_s, self.on_replan, callback_group=composing)
+        # one-shot, re-armed on every plan message for the moment the plan runs short
+        self.short_plan_timer = self.create_timer(1.0, self.on_short_plan, callback_group=composing)
+        self.short_plan_timer.cancel()
+        self.plan = None  # the driver's running plan (RunningPlan) or None
+        self.plan_messages = 0
+        self.short_plan_replans = 0
+        self.create_subscription(MultiDOFJointTrajectory, conversions.DRIVER_PLAN_TOPIC, self.on_plan,
+                                 conversions.driver_plan_qos(), callback_group=replies)
         self.get_logger().info(f"composing {list(config.parents)} with weights {list(config.weights)} "
                                f"({config.deployment}, {config.composer.sampler.kind} "
                                f"{config.composer.sampler.num_inference_steps} steps)")
@@ -172,6 +184,37 @@ class ComposerNode(Node):
         self.get_logger().info(f"new parameters: weights {list(config.weights)}, operator "
                                f"{config.composer.operator}, on_fault {config.on_fault}")
 
+    # -- the driver's running plan ---------------------------------------------------------------------------------
+    def on_plan(self, msg: MultiDOFJointTrajectory) -> None:
+        """The driver's running plan changed: keep it (warm start) and arm the short-plan timer.
+
+        The timer fires when less than ``min_plan_remaining_s`` of the plan is left (at once for no plan); a new
+        plan re-arms it, so each plan triggers at most one extra chunk.
+        """
+        try:
+            plan = conversions.running_plan_from_msg(msg)
+        except ValueError as exc:  # ChunkRejectedError is a ValueError
+            self.get_logger().warning(f"ignored a malformed driver plan: {exc}", throttle_duration_sec=2.0)
+            return
+        self.plan = plan
+        self.plan_messages += 1
+        threshold = self.core.config.min_plan_remaining_s
+        if threshold <= 0.0:
+            self.short_plan_timer.cancel()
+            return
+        remaining = plan.remaining_s(self._now_s()) if plan is not None else -1.0
+        self.short_plan_timer.timer_period_ns = max(int((remaining - threshold) * 1e9), 1_000_000)
+        self.short_plan_timer.reset()
+
+    def on_short_plan(self) -> None:
+        """One-shot: the driver's plan runs short; compose now and restart the replan period."""
+        self.short_plan_timer.cancel()
+        if self.core.config.min_plan_remaining_s <= 0.0:
+            return
+        self.short_plan_replans += 1
+        self.replan_timer.reset()
+        self.on_replan()
+
     # -- chunks -----------------------------------------------------------------------------------------------------
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -183,7 +226,7 @@ class ComposerNode(Node):
         with self._compose_lock:
             config = self.core.config
             try:
-                result = self.core.compose(self._now_s())
+                result = self.core.compose(self._now_s(), self.plan)
             except CompositionError as exc:  # e.g. weights the operator refuses after a host went down
                 self.last = ChunkResult(0, mode="refused", reason=f"composition failed: {exc}")
                 self.get_logger().error(self.last.reason, throttle_duration_sec=2.0)
@@ -196,7 +239,7 @@ class ComposerNode(Node):
             return
         if result.faults:
             self.get_logger().warning(result.reason, throttle_duration_sec=2.0)
-        start_s = result.stamp_s + config.first_action_delay_s
+        start_s = result.start_s
         self.latency_s = self._now_s() - result.stamp_s  # observation stamp -> chunk out
         self.chunk_pub.publish(self._trajectory(result.actions, start_s, config.dt_s))
         if config.publish_parent_chunks:
@@ -236,7 +279,10 @@ class ComposerNode(Node):
         values.update({"mode": last.mode, "seed": last.seed, "correlation_id": last.correlation_id,
                        "observation_stamp_s": f"{last.stamp_s:.6f}",
                        "used_weights": json.dumps(last.weights),
-                       "observation_to_chunk_s": f"{self.latency_s:.4f}"})
+                       "observation_to_chunk_s": f"{self.latency_s:.4f}",
+                       "warm_start": last.warm_start, "short_plan_replans": self.short_plan_replans,
+                       "plan_remaining_s": ("none" if self.plan is None
+                                            else f"{self.plan.remaining_s(self._now_s()):.3f}")})
         level = "OK" if last.mode == "normal" else "WARN"
         message = last.reason or f"composing ({last.mode})"
         self._publish_status(level, message, values)

@@ -287,6 +287,51 @@ def multi_dof_trajectory_from_chunk(chunk):
     return msg
 
 
+#: Where the driver publishes its running plan (docs/messages.md).
+DRIVER_PLAN_TOPIC = "/gpc/driver_plan"
+
+
+def driver_plan_qos():
+    """QoS of ``/gpc/driver_plan``: reliable, transient local, depth 1 (a late subscriber gets the current plan)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def driver_plan_msg(plan, now_s: float):
+    """The driver's running plan as ``MultiDOFJointTrajectory`` (``/gpc/driver_plan``, docs/messages.md).
+
+    A Cartesian plan is published like an action chunk; no plan (idle, stopped, dropped) or a joint plan gives a
+    message with no points, stamped ``now_s``.
+    """
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+    if plan is not None and plan.is_cartesian:
+        return multi_dof_trajectory_from_chunk(plan)
+    msg = MultiDOFJointTrajectory()
+    msg.header.stamp = seconds_to_stamp(now_s)
+    msg.header.frame_id = BASE_FRAME
+    msg.joint_names = [TCP_FRAME]
+    return msg
+
+
+def running_plan_from_msg(msg):
+    """The driver's running plan from a ``/gpc/driver_plan`` message; None when it has no points.
+
+    A :class:`~gpc_ros.compose.warm_start.RunningPlan` of the TCP position, then the gripper width if present.
+    Raises ChunkRejectedError for a malformed message (the action chunk's rules).
+    """
+    from gpc_ros.compose.warm_start import RunningPlan
+
+    if len(msg.points) == 0:
+        return None
+    chunk = chunk_from_multi_dof_trajectory(msg)
+    actions = chunk.positions_m if chunk.gripper_width_m is None else np.column_stack(
+        [chunk.positions_m, chunk.gripper_width_m])
+    return RunningPlan(chunk.start_time_s, chunk.dt_s, np.array(actions, dtype=np.float64))
+
+
 def chunk_from_joint_trajectory(msg):
     """Joint :class:`~gpc_ros.control.chunk.ActionChunk` from ``trajectory_msgs/JointTrajectory``.
 

@@ -3,8 +3,10 @@
 Subscribes ``/gpc/action_chunk`` (trajectory_msgs/MultiDOFJointTrajectory, end-effector targets) and
 ``/gpc/action_chunk_joint`` (trajectory_msgs/JointTrajectory, joint targets); publishes ``joint_states``
 (sensor_msgs/JointState, fr3_joint1..7 + fr3_finger_joint1/2) and ``ee_pose`` (geometry_msgs/PoseStamped in
-fr3_link0) at ``state_publish_rate_hz``, health on ``/diagnostics``; services ``~/stop`` and ``~/recover``
-(std_srvs/Trigger) and ``~/enable`` (std_srvs/SetBool). Execution is disabled until enabled (``require_enable``).
+fr3_link0) at ``state_publish_rate_hz``, the running plan on ``/gpc/driver_plan`` (MultiDOFJointTrajectory,
+on every change, transient local; no points = no Cartesian plan), health on ``/diagnostics``; services
+``~/stop`` and ``~/recover`` (std_srvs/Trigger) and ``~/enable`` (std_srvs/SetBool). Execution is disabled
+until enabled (``require_enable``).
 Conventions: docs/messages.md ("Driver"); behaviour: docs/driver.md.
 """
 
@@ -45,6 +47,9 @@ class FrankaDriverNode(Node):
         self.executor_core = FrankaExecutor(self.config, clock=self._now_s).start()
         self.joint_state_pub = self.create_publisher(JointState, "joint_states", 10)
         self.pose_pub = self.create_publisher(PoseStamped, "ee_pose", 10)
+        self.plan_pub = self.create_publisher(MultiDOFJointTrajectory, conversions.DRIVER_PLAN_TOPIC,
+                                              conversions.driver_plan_qos())
+        self._published_plan: object = self  # sentinel: the first state tick publishes the plan (or its absence)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Services in their own callback groups (spun by a MultiThreadedExecutor): a stop never waits behind a
         # recover, and neither waits behind chunk callbacks or timers.
@@ -82,7 +87,15 @@ class FrankaDriverNode(Node):
 
     # -- state and health -------------------------------------------------------------------------------------------
     def publish_state(self) -> None:
-        """Publish ``joint_states`` and ``ee_pose`` stamped with the reading's time; nothing while disconnected."""
+        """Publish ``joint_states``, ``ee_pose`` and, when it changed, the running plan.
+
+        State and pose are stamped with the reading's time (nothing while disconnected); the plan goes out on
+        ``/gpc/driver_plan`` whenever a chunk was blended in or the plan was dropped (stop, watchdog, disable).
+        """
+        plan = self.executor_core.plan
+        if plan is not self._published_plan:
+            self._published_plan = plan
+            self.plan_pub.publish(conversions.driver_plan_msg(plan, self._now_s()))
         snap = self.executor_core.state
         if not snap.connected:
             return

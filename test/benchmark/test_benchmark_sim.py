@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from gpc_ros.compose.parent import ActionNormalization
 from gpc_ros.policies.checkpoint import save_policy
 from gpc_ros.policies.factory import make_policy
 from gpc_ros.policies.presets import policy_config
+from gpc_ros.testing.spin import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"action": [10], "observation.state": [10], "observation.image": [96, 96, 3],
@@ -56,11 +56,11 @@ def test_benchmark_on_the_cell_writes_resumes_after_a_kill_and_shards(tmp_path: 
     out = tmp_path / "one"
     proc = subprocess.Popen(benchmark("run", *common, "--out", str(out)), env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 600
-        while not ((out / "benchmark.json").exists() and episode_rows([out])):
+        def running() -> None:
             assert proc.poll() is None, "the benchmark ended before its first episode was written"
-            assert time.monotonic() < deadline, "no episode written in 600 s"
-            time.sleep(0.2)
+
+        wait_until(lambda: (out / "benchmark.json").exists() and bool(episode_rows([out])), 600.0,
+                   "the first episode row", period_s=0.2, check=running)
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its simulator, mid-run
         proc.wait(30)
     finally:

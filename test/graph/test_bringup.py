@@ -7,7 +7,6 @@ import dataclasses
 import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from gpc_ros.graph.description import describe_graph
 from gpc_ros.graph.supervisor import Supervisor
 from gpc_ros.sim.franky_sim_process import lease_loopback_host
+from gpc_ros.testing.spin import wait_until
 
 pytestmark = pytest.mark.timeout(500)
 
@@ -174,10 +174,8 @@ def test_a_dead_child_is_reported_and_stops_or_is_restarted_per_config(ros_domai
     with Supervisor(restart, ros_domain.env, output=lines.append) as supervisor:
         assert supervisor.poll()
         supervisor.children["left_host"].proc.kill()
-        deadline = time.monotonic() + 30
-        while supervisor.poll() and not any("restarting left_host" in e for e in supervisor.events):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: not supervisor.poll() or any("restarting left_host" in e for e in supervisor.events),
+                   60.0, "the supervisor to restart left_host")
         assert any("left_host" in e and "exited with status -9" in e for e in supervisor.events)
         assert supervisor.children["left_host"].proc.poll() is None  # a new one runs
         supervisor.children["left_host"].proc.kill()  # second death: max_restarts (1) reached -> the graph stops
@@ -233,13 +231,15 @@ def test_bringup_viewer_serves_a_websocket_and_stops_with_the_graph(ros_domain) 
         port = probe.getsockname()[1]
     graph = with_viewer(goal_only(describe_graph()), "127.0.0.1", port)
     with Supervisor(graph, ros_domain.env, output=lambda line: None) as supervisor:
-        deadline = time.monotonic() + 90
-        while True:
-            assert supervisor.poll(), supervisor.events
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-                break
+                return True
             except OSError:
-                assert time.monotonic() < deadline, "the viewer never listened on its port"
-                time.sleep(0.5)
+                return False
+
+        def graph_running() -> None:
+            assert supervisor.poll(), supervisor.events
+
+        wait_until(listening, 90.0, f"the viewer to listen on port {port}", period_s=0.5, check=graph_running)
     assert all(c.proc.poll() is not None for c in supervisor.children.values())

@@ -23,9 +23,11 @@ from gpc_ros.graph.composition import (
 )
 from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent
 from gpc_ros.graph.parents import GoalParent
+from gpc_ros.testing.spin import wait_until
 
 DATA = "test/policies/data"
 T0 = 1000.0
+GENEROUS_S = 60.0  # bounded waits that end as soon as the reply is in
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +104,8 @@ def test_exchange_packs_float32_tensors_and_every_header_field_exactly() -> None
 @pytest.mark.parametrize("deployment", ["in_process", "wire"])
 def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) -> None:
     cores = checkpoint_cores()
-    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5)
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
+                                step_timeout_s=GENEROUS_S)
     handles = [LocalHost(c) for c in cores] if deployment == "in_process" else wire(cores)
     graph = GraphComposer(config, handles)
     result = graph.compose(T0 + 0.01)
@@ -123,13 +126,72 @@ def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) ->
     reference.close()
 
 
+def test_a_running_plan_is_sampled_at_the_chunks_own_action_times() -> None:
+    from gpc_ros.compose import ActionNormalization, RunningPlan, warm_start_from_plan
+
+    plan = RunningPlan(10.0, 0.1, np.array([[0.0, 1.0, 2.0, 0.08], [1.0, 1.0, 2.0, 0.04], [2.0, 0.0, 2.0, 0.0]]))
+    assert plan.end_time_s == pytest.approx(10.2) and plan.remaining_s(10.05) == pytest.approx(0.15)
+    values, covered = plan.sample(np.array([9.9, 10.0, 10.05, 10.15, 10.2, 10.5]))
+    assert np.allclose(values[:, 0], [0.0, 0.0, 0.5, 1.5, 2.0, 2.0])  # held before / after, linear between
+    assert np.allclose(values[:, 1], [1.0, 1.0, 1.0, 0.5, 0.0, 0.0])
+    assert covered.tolist() == [True, True, True, True, True, False]
+    norm = ActionNormalization.min_max([0.0, 0.0, 0.0], [4.0, 2.0, 4.0])  # a_norm = 2 a / (high - low) - 1
+    warm = warm_start_from_plan(plan, 10.05, 0.1, 4, 3, norm)  # times 10.05 .. 10.35, 3 of 4 dims
+    assert warm.executed_steps == 0 and tuple(warm.previous_normalized.shape) == (1, 4, 3)
+    assert torch.allclose(warm.previous_normalized[0, :, 0], torch.tensor([-0.75, -0.25, 0.0, 0.0]))
+    zeros = warm_start_from_plan(plan, 10.05, 0.1, 4, 3, norm, pad="zeros")
+    assert torch.equal(zeros.previous_normalized[0, 2:], torch.zeros(2, 3))  # past the plan's end
+    with pytest.raises(ValueError, match="the running plan has 4 action dimension"):
+        warm_start_from_plan(plan, 10.05, 0.1, 4, 5, norm)
+    with pytest.raises(ValueError, match="RunningPlan.actions must be finite"):
+        RunningPlan(0.0, 0.1, np.array([[np.nan, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("deployment", ["in_process", "wire"])
+def test_a_warm_started_graph_chunk_equals_the_plain_composers(deployment) -> None:
+    """With warm_start_from_plan the graph starts from the driver's plan: identical to the plain Composer given the
+    same plan, seed and observations, different from a cold start, and only the remaining steps call the parents."""
+    from gpc_ros.compose import ComposerConfig, RunningPlan, WarmStartConfig, warm_start_from_plan
+
+    cores = checkpoint_cores()
+    composer_config = ComposerConfig(parallel_parents=True, warm_start=WarmStartConfig(remaining_fraction=0.4))
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, composer=composer_config,
+                                warm_start_from_plan=True, encode_timeout_s=GENEROUS_S, step_timeout_s=GENEROUS_S)
+    handles = [LocalHost(c) for c in cores] if deployment == "in_process" else wire(cores)
+    graph = GraphComposer(config, handles)
+    rng = np.random.default_rng(4)
+    plan = RunningPlan(T0 - 0.25, 0.1, 0.45 + np.cumsum(rng.normal(0.0, 0.01, (12, 3)), axis=0))
+    result = graph.compose(T0 + 0.01, plan)
+    assert result.mode == "normal" and result.warm_start == "plan", result.reason
+    assert result.start_s == pytest.approx(T0 + config.first_action_delay_s, abs=1e-6)
+    reference = Composer([c.parent for c in cores], composer_config)
+    observations = [c.window.at(T0 + 0.01)[0] for c in cores]
+    warm = warm_start_from_plan(plan, result.start_s, config.dt_s, reference.horizon, reference.action_dim,
+                                reference.normalization, dtype=reference.dtype)
+    expected = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                                 generator=5, warm_start=warm)
+    assert torch.equal(result.actions, expected.actions[0, 0])
+    for name in ("rgb", "pcd"):
+        assert torch.equal(result.parent_actions[name], expected.parent_actions[name][0])
+    assert expected.network_calls == 4  # 40 % of the 10-step grid
+    cold = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                             generator=5)
+    assert not torch.equal(result.actions, cold.actions[0, 0])
+    assert graph.compose(T0 + 0.01).warm_start == "cold: no running plan"
+    graph.reconfigure(ComposerNodeConfig(**{**config.__dict__, "warm_start_from_plan": False}))
+    assert graph.compose(T0 + 0.01, plan).warm_start == "off"
+    graph.close()
+    reference.close()
+
+
 @pytest.mark.parametrize("policy,mode,used", [("renormalize", "renormalized", {"right": 1.0}),
                                               ("fallback", "fallback", {"right": 1.0}),
                                               ("hold", "hold", {})])
 def test_a_nan_host_triggers_the_configured_fallback_and_recovers(policy, mode, used) -> None:
     cores = goal_cores()
+    # generous waits: every reply comes (the fault is the NaN), so they end at the reply, loaded machine or not
     config = ComposerNodeConfig(parents=("left", "right"), weights=(0.6, 0.4), on_fault=policy,
-                                fallback_parent="right")
+                                fallback_parent="right", encode_timeout_s=GENEROUS_S, step_timeout_s=GENEROUS_S)
     graph = GraphComposer(config, wire(cores))
     assert graph.compose(T0).mode == "normal"
     cores[0].nan_injection = True
@@ -153,16 +215,17 @@ def test_a_silent_host_is_a_bounded_fault_and_is_used_again_when_it_answers() ->
     silent = {"on": False}
     send = handles[0]._send
     handles[0]._send = lambda request: None if silent["on"] else send(request)
-    config = ComposerNodeConfig(parents=("left", "right"), weights=(0.5, 0.5), encode_timeout_s=0.2,
-                                step_timeout_s=0.2)
+    # the silent host's encode wait must expire (2 s); the answering host's replies end their waits at once
+    config = ComposerNodeConfig(parents=("left", "right"), weights=(0.5, 0.5), encode_timeout_s=2.0,
+                                step_timeout_s=GENEROUS_S)
     graph = GraphComposer(config, handles)
     silent["on"] = True
     result = graph.compose(T0)
     assert result.mode == "renormalized" and "no reply" in result.faults["left"]
     assert not handles[0].up
     silent["on"] = False
-    graph.compose(T0)  # the down host is asked (not waited for); its reply marks it up again
-    assert handles[0].up
+    graph.compose(T0)  # the down host is asked (not waited for); its reply (on another thread) marks it up again
+    wait_until(lambda: handles[0].up, GENEROUS_S, "the silent host's late reply to mark it up")
     assert graph.compose(T0).mode == "normal"
 
 
