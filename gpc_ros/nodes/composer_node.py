@@ -273,6 +273,9 @@ class ComposerNode(Node):
         for name, handle in self.core.handles.items():
             values[f"host.{name}"] = ("not announced" if handle.announced is None
                                       else "up" if handle.up else f"down: {handle.down_reason}")
+        plan = self.plan
+        values["plan_remaining_s"] = "none" if plan is None else f"{plan.remaining_s(self._now_s()):.3f}"
+        values["short_plan_replans"] = self.short_plan_replans
         if last is None:
             self._publish_status("WARN", "no chunk attempted yet", values)
             return
@@ -280,9 +283,7 @@ class ComposerNode(Node):
                        "observation_stamp_s": f"{last.stamp_s:.6f}",
                        "used_weights": json.dumps(last.weights),
                        "observation_to_chunk_s": f"{self.latency_s:.4f}",
-                       "warm_start": last.warm_start, "short_plan_replans": self.short_plan_replans,
-                       "plan_remaining_s": ("none" if self.plan is None
-                                            else f"{self.plan.remaining_s(self._now_s()):.3f}")})
+                       "warm_start": last.warm_start})
         level = "OK" if last.mode == "normal" else "WARN"
         message = last.reason or f"composing ({last.mode})"
         self._publish_status(level, message, values)

@@ -51,9 +51,11 @@ def checkpoint_hosts() -> dict:
             for name, folder in (("rgb", "diffusion_rgb"), ("pcd", "flow_pointcloud"))}
 
 
-def reference_chunk(image: np.ndarray, points: np.ndarray, state: np.ndarray, weights, seed: int, composer_config):
-    """The plain Composer on the same checkpoints and observation window (two identical frames)."""
-    from gpc_ros.compose import Composer
+def reference_chunk(image: np.ndarray, points: np.ndarray, state: np.ndarray, weights, seed: int, composer_config,
+                    plan=None, start_s: float = 0.0, dt_s: float = 0.1):
+    """The plain Composer on the same checkpoints and observation window (two identical frames); with ``plan``
+    warm-started from it for a chunk whose first action is due at ``start_s``."""
+    from gpc_ros.compose import Composer, warm_start_from_plan
     from gpc_ros.policies import load_parent
 
     torch.set_num_threads(1)
@@ -62,13 +64,43 @@ def reference_chunk(image: np.ndarray, points: np.ndarray, state: np.ndarray, we
     observations = [{"observation.image": np.stack([image, image])[None], "observation.state": states},
                     {"observation.pointcloud": np.stack([points, points])[None], "observation.state": states}]
     with Composer(parents, composer_config) as composer:
+        warm = None if plan is None else warm_start_from_plan(
+            plan, start_s, dt_s, composer.horizon, composer.action_dim, composer.normalization,
+            composer_config.warm_start.pad, composer.dtype)
         return composer.compose(composer.encode(observations), torch.tensor(weights, dtype=torch.float64),
-                                generator=seed)
+                                generator=seed, warm_start=warm)
 
 
-@pytest.mark.parametrize("deployment", [pytest.param("separate", marks=pytest.mark.slow), "in_process"])
-def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deployment, ros_domain, probe,
+def plan_publisher(probe):
+    """The probe's publisher on /gpc/driver_plan, with the driver's QoS (transient local)."""
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+    from gpc_ros.nodes import conversions
+
+    if not hasattr(probe, "plan_pub"):
+        probe.plan_pub = probe.node.create_publisher(MultiDOFJointTrajectory, conversions.DRIVER_PLAN_TOPIC,
+                                                     conversions.driver_plan_qos())
+    return probe.plan_pub
+
+
+def driver_plan(probe, start_s: float, positions: np.ndarray):
+    """Publish a running plan on /gpc/driver_plan as the driver does; returns the message."""
+    from gpc_ros.control.chunk import ActionChunk
+    from gpc_ros.nodes import conversions
+
+    chunk = None if len(positions) == 0 else ActionChunk.from_arrays(
+        start_s, 0.1, positions_m=positions, quaternions_xyzw=np.tile([1.0, 0.0, 0.0, 0.0], (len(positions), 1)))
+    msg = conversions.driver_plan_msg(chunk, probe.now_s())
+    plan_publisher(probe).publish(msg)
+    return msg
+
+
+@pytest.mark.parametrize("deployment,warm", [pytest.param("separate", False, marks=pytest.mark.slow),
+                                             pytest.param("separate", True, marks=pytest.mark.slow),
+                                             ("in_process", False), ("in_process", True)])
+def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deployment, warm, ros_domain, probe,
                                                                              tmp_path) -> None:
+    """Same seed, observations (and, warm, the driver's running plan) -> the plain Composer's chunk exactly."""
     from sensor_msgs.msg import Image, PointCloud2
 
     from gpc_ros.graph.composition import ComposerNodeConfig
@@ -78,7 +110,9 @@ def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deplo
     hosts = write_params(tmp_path, "hosts.yaml", checkpoint_hosts())
     block = composer_params(parents=["rgb", "pcd"], weights=[0.3, 0.7], seed=11, on_fault="hold",
                             replan_period_s=0.3, max_observation_age_s=5.0, max_observation_skew_s=1.0,
-                            deployment=deployment, encode_timeout_s=10.0, step_timeout_s=10.0)
+                            deployment=deployment, encode_timeout_s=60.0, step_timeout_s=60.0,
+                            warm_start_from_plan=warm, min_plan_remaining_s=0.0,
+                            **{"composer.warm_start.remaining_fraction": 0.6})
     composer = write_params(tmp_path, "composer.yaml", block)
     if deployment == "separate":
         for name in ("rgb", "pcd"):
@@ -91,6 +125,10 @@ def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deplo
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     points = rng.uniform(-0.3, 0.6, (64, 3)).astype(np.float32)
     state = np.array([0.45, 0.1, 0.3])
+    plan = None
+    if warm:  # the driver's running plan: 100 s of a slow drift from the state (long enough for every chunk)
+        steps = np.arange(1000)[:, None] * np.array([1e-4, -5e-5, 2e-5])
+        plan = conversions.running_plan_from_msg(driver_plan(probe, probe.now_s() - 0.5, state + steps))
     image_pub = probe.node.create_publisher(Image, "/camera/camera/color/image_raw", 10)
     points_pub = probe.node.create_publisher(PointCloud2, "/gpc/points", 10)
 
@@ -101,19 +139,55 @@ def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deplo
         points_pub.publish(conversions.pointcloud2_msg(points, stamp, "fr3_link0"))
         probe.publish_pose(state)
 
+    if warm:  # observations only once the composer holds the plan, so that its first chunk starts from it
+        assert probe.spin_until(lambda: probe.last_status().get("plan_remaining_s", "none") != "none", 180.0), (
+            proc.poll(), probe.last_status())
     assert probe.spin_until(lambda: len(probe.chunks) >= 2 and all(probe.parent_chunks.values()), 180.0,
                             every=publish, period_s=0.1), (proc.poll(), probe.last_status())
-    config = build_config(ComposerNodeConfig, {})
-    expected = reference_chunk(image, points, state.astype(np.float32), [0.3, 0.7], 11, config.composer)
+    config = build_config(ComposerNodeConfig, {"composer.warm_start.remaining_fraction": 0.6})
+
+    def reference(k: int):  # chunk k uses seed 11 + k (and, warm, its own first-action time on the plan)
+        start_s = conversions.stamp_to_seconds(probe.chunks[k].header.stamp)
+        return reference_chunk(image, points, state.astype(np.float32), [0.3, 0.7], 11 + k, config.composer,
+                               plan, start_s, config.dt_s)
+
+    expected = reference(0)
     got = chunk_positions(probe.chunks[0])
     want = expected.actions[0, 0].double().numpy()
     assert got.shape == want.shape and np.array_equal(got, want), np.abs(got - want).max()
+    assert expected.network_calls == (6 if warm else 10)
     for name in ("rgb", "pcd"):
         assert np.array_equal(chunk_positions(probe.parent_chunks[name][0]),
                               expected.parent_actions[name][0].double().numpy())
-    # chunk k uses seed + k: the second chunk is the reference's seed-12 chunk
-    second = reference_chunk(image, points, state.astype(np.float32), [0.3, 0.7], 12, config.composer)
-    assert np.array_equal(chunk_positions(probe.chunks[1]), second.actions[0, 0].double().numpy())
+    assert np.array_equal(chunk_positions(probe.chunks[1]), reference(1).actions[0, 0].double().numpy())
+    if warm:
+        assert probe.last_status().get("warm_start") == "plan", probe.last_status()
+
+
+def test_a_short_driver_plan_triggers_a_chunk_before_the_period_ends(ros_domain, probe, tmp_path) -> None:
+    """With a replan period of 1000 s the only chunks are the ones the driver's plan asks for: one when the plan has
+    less than min_plan_remaining_s left (not before), one at once when the driver has no plan."""
+    hosts = write_params(tmp_path, "hosts.yaml", GOAL_HOSTS)
+    composer = write_params(tmp_path, "composer.yaml", composer_params(
+        deployment="in_process", replan_period_s=1000.0, min_plan_remaining_s=1.0, max_observation_age_s=3.0,
+        max_observation_skew_s=1.0, encode_timeout_s=60.0, step_timeout_s=60.0))
+    proc = ros_domain.spawn_python(*composer_argv(composer, hosts))
+    # the composer is up and its hosts have observations
+    assert probe.spin_until(lambda: bool(probe.status), 180.0, every=probe.publish_pose), proc.poll()
+    assert probe.spin_until(lambda: plan_publisher(probe).get_subscription_count() > 0, 60.0,
+                            every=probe.publish_pose)
+    seen = len(probe.chunks)
+    end_s = probe.now_s() + 2.5  # a 26-step plan ending in 2.5 s: short (< 1 s left) from end_s - 1 s on
+    driver_plan(probe, end_s - 2.5, np.tile(START_M, (26, 1)))
+    assert probe.spin_until(lambda: len(probe.chunks) > seen, 120.0, every=probe.publish_pose), probe.last_status()
+    received_s = probe.now_s()  # at or after the chunk arrived, so at or after the composer's timer fired
+    assert received_s >= end_s - 1.0, received_s - end_s  # not before the plan ran short
+    assert int(probe.last_status().get("short_plan_replans", 0)) >= 1 or probe.spin_until(
+        lambda: int(probe.last_status().get("short_plan_replans", 0)) >= 1, 30.0, every=probe.publish_pose)
+    # the driver dropped its plan (stop, watchdog): a chunk at once
+    seen = len(probe.chunks)
+    driver_plan(probe, 0.0, np.zeros((0, 3)))
+    assert probe.spin_until(lambda: len(probe.chunks) > seen, 120.0, every=probe.publish_pose), probe.last_status()
 
 
 # ------------------------------------------------------------------------------------------------ fault drills
