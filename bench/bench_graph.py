@@ -11,7 +11,9 @@ be; DDIM, 10 steps, one candidate, batch 1. Cases, interleaved round by round:
 * ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
   every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping;
 * ``exchange overhead``: one predict round trip to a host process minus the same predict called locally, per
-  step (an analytic parent, so the network cost is negligible).
+  step (an analytic parent, so the network cost is negligible); its minimum (the path without preemption) and
+  median, and, to say where the time goes, the serialisation alone (request and reply each packed, converted to a
+  ``Float64MultiArray`` and back, in this process: no DDS, no executor).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_graph.py [--rounds N]``. Each figure is a median over rounds;
 ratios are to ``one parent alone`` of the same run. The machine's load average is printed before and after.
@@ -242,9 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         overhead = [a - b for a, b in zip(exchange, local_predict)]
         print(f"\n  per-step exchange (round trip to a host process minus the local predict), "
               f"{len(overhead)} steps: median {statistics.median(overhead) * 1e3:.2f} ms, "
-              f"p90 {float(np.percentile(overhead, 90)) * 1e3:.2f} ms "
+              f"p90 {float(np.percentile(overhead, 90)) * 1e3:.2f} ms, min {min(overhead) * 1e3:.2f} ms "
               f"(round trip {statistics.median(exchange) * 1e3:.2f} ms, local predict "
               f"{statistics.median(local_predict) * 1e3:.3f} ms)")
+        serial = [timed(lambda: _serialise_round_trip(x)) for _ in range(200)]
+        print(f"  of which serialisation (request + reply: pack, to Float64MultiArray, back, unpack; no DDS): "
+              f"median {statistics.median(serial) * 1e3:.3f} ms")
         print(f"  load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     finally:
         stop.set()
@@ -258,6 +263,17 @@ def main(argv: list[str] | None = None) -> int:
                 p.kill()
         lease.release()
     return 0
+
+
+def _serialise_round_trip(x: torch.Tensor) -> None:
+    """What one step costs in (de)serialisation on both sides, without DDS or an executor."""
+    from gpc_ros.graph import protocol
+    from gpc_ros.nodes import conversions
+
+    request = protocol.predict_request(1, 0, 50.0, (0, 0), x.numpy())
+    received = conversions.exchange_from_msg(conversions.exchange_to_msg(request))
+    reply = protocol.Exchange(protocol.KIND_PREDICT, 1, 0, 0.0, 0, 0, 32, 1, received.tensor)
+    conversions.exchange_from_msg(conversions.exchange_to_msg(reply))
 
 
 def _checked(result) -> None:
