@@ -39,9 +39,6 @@ def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, li
     node.create_subscription(JointState, "/joint_states", joints.append, 50)
     node.create_subscription(PoseStamped, "/ee_pose", poses.append, 50)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
-    plans: list[MultiDOFJointTrajectory] = []
-    node.create_subscription(MultiDOFJointTrajectory, conversions.DRIVER_PLAN_TOPIC, plans.append,
-                             conversions.driver_plan_qos())
     chunk_pub = node.create_publisher(MultiDOFJointTrajectory, "/gpc/action_chunk", 10)
     proc = ros_domain.spawn_python("-m", "gpc_ros.nodes.franka_driver_node", "--ros-args", "--params-file",
                                    str(config_file("franka_driver.yaml")), "-p", f"robot_host:={franky_sim_fast.host}",
@@ -87,11 +84,6 @@ def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, li
     publish_goal_chunk()
     node.create_timer(0.5, lambda: publish_goal_chunk(hold=True))
     assert spin_until(executor, lambda: np.linalg.norm(position() - goal) < 0.003, 60.0), position() - goal
-    # the running plan went out on /gpc/driver_plan: no plan while disabled, then the blended chunks ending at goal
-    assert plans and len(plans[0].points) == 0
-    assert spin_until(executor, lambda: len(plans[-1].points) > 0, 20.0)
-    running = conversions.running_plan_from_msg(plans[-1])
-    assert np.linalg.norm(running.actions[-1, :3] - goal) < 1e-9 and running.actions.shape[1] == 4  # + gripper
     assert spin_until(executor, lambda: abs(2 * joints[-1].position[7] - 0.03) < 0.003, 20.0)
 
     # A malformed chunk is rejected with a reason and counted; the arm stays put.
@@ -118,9 +110,19 @@ def test_driver_node_streams_state_and_executes_a_published_chunk(ros_domain, li
     answer = call(executor, stop, Trigger.Request())
     assert answer.success, answer.message
     assert spin_until(executor, lambda: any("disabled" in s.message for s in diags[-1].status), 20.0)
-    assert spin_until(executor, lambda: len(plans[-1].points) == 0, 20.0)  # stopped: the plan was dropped
     assert call(executor, recover, Trigger.Request()).success
     assert proc.poll() is None
+
+    # The running plan on /gpc/driver_plan (transient local: a late subscriber gets the current one): none after
+    # the stop; enabled again, the blended chunks, ending at the goal, with the gripper width.
+    plans: list[MultiDOFJointTrajectory] = []
+    node.create_subscription(MultiDOFJointTrajectory, conversions.DRIVER_PLAN_TOPIC, plans.append,
+                             conversions.driver_plan_qos())
+    assert spin_until(executor, lambda: bool(plans), 20.0) and len(plans[-1].points) == 0
+    assert call(executor, enable, SetBool.Request(data=True)).success
+    assert spin_until(executor, lambda: len(plans[-1].points) > 0, 30.0)
+    running = conversions.running_plan_from_msg(plans[-1])
+    assert np.linalg.norm(running.actions[-1, :3] - goal) < 1e-9 and running.actions.shape[1] == 4
 
 
 # --- message conventions (docs/messages.md, "Driver"): pure conversions -------------------------------------------
