@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from gpc_ros.benchmark.plan import Arm, jobs, parse_arms, parse_seeds, parse_sha
 from gpc_ros.benchmark.results import ResultsMismatchError, append_row, episode_rows, open_results, read_rows, table
 from gpc_ros.benchmark.runner import episodes_to_best, replay_search, run_arms, run_bandit
 from gpc_ros.compose.search import wilson_interval
+from gpc_ros.testing.spin import wait_until
 
 IDENTITY = {"format": "test", "parents": {"a": 1, "b": 2}}
 
@@ -183,11 +183,11 @@ def test_runner_resumes_after_being_killed_mid_episode(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, str(script), str(out), "3"], env=env)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "hanging").exists():
+        def running() -> None:
             assert proc.poll() is None, "the run ended before it reached the third episode"
-            assert time.monotonic() < deadline, "the run never reached the third episode"
-            time.sleep(0.05)
+
+        wait_until((out / "hanging").exists, 120.0, "the run to reach its third episode", period_s=0.05,
+                   check=running)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
