@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["artifact_error"] = str(exc)
             print(f"gpc-ros demo: could not write every output: {exc}", file=sys.stderr)
     summary["wall_s"] = round(time.monotonic() - wall0, 2)
-    write_json(out / "summary.json", summary) if out.exists() else None
+    if out.exists():
+        write_json(out / "summary.json", summary)
     rows = session.reports
     if rows:
         wins = sum(r.success for r in rows if r.policy == "composed")
