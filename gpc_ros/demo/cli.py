@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``gpc-ros demo`` argument parser."""
     p = argparse.ArgumentParser(prog="gpc-ros demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--episodes", type=int, default=3, help="seeded episodes with the composed policy (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="layout seed of the first episode (default 0)")
+    p.add_argument("--seed", type=int, default=DemoConfig.seed,
+                   help=f"layout seed of the first episode (default {DemoConfig.seed}: not a demonstration seed)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="episode time limit in simulated seconds (default: the task's, 8 s)")
     p.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
