@@ -80,7 +80,8 @@ def test_one_episode_demo_runs_the_graph_and_leaves_a_video_a_plot_and_a_readabl
                          "dp3_host", "composer", "recorder"}
     assert_all_gone(pids)
     # the episode line: success (either way), duration, chunks, latency, interventions
-    line = re.search(r"^episode 1 seed 100000 \[composed: rgb [\d.]+ dp3 [\d.]+\]: success (YES|no) .*, ([\d.]+) s simulated "
+    line = re.search(r"^episode 1 seed 100000 \[composed: rgb [\d.]+ dp3 [\d.]+\]: success (YES|no) .*, "
+                     r"([\d.]+) s simulated "
                      r".*, (\d+) chunks, median observation-to-chunk latency ([\d.]+) s, envelope interventions (\d+)$",
                      out, re.M)
     assert line, out[-3000:]
