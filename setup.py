@@ -22,6 +22,7 @@ NODES: dict[str, str] = {
     "recorder_node": "gpc_ros.nodes.recorder_node:main",
     "monitor_node": "gpc_ros.nodes.monitor_node:main",
     "viewer_node": "gpc_ros.nodes.viewer_node:main",
+    "sim_clock_node": "gpc_ros.nodes.sim_clock_node:main",
 }
 
 setup(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bringup": ("gpc_ros.graph.bringup",
                 "start the whole graph (config/graph.yaml) as plain processes; --sim: on franky-sim"),
-    "demo": ("gpc_ros.demo", "run the main job end to end on the simulated FR3 and say what ran"),
+    "demo": ("gpc_ros.demo.cli", "the whole graph on the simulated push_red cell: seeded episodes, video, report"),
     "sim-server": ("gpc_ros.sim.franky_sim_server", "serve a franky-sim FR3 on a loopback address"),
     "doctor": ("gpc_ros.doctor", "check that the whole stack imports and report versions"),
     "collect": ("gpc_ros.sim.collect", "record scripted-expert demonstrations of a simulated cell task"),

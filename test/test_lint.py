@@ -18,7 +18,7 @@ CLEAN_PATHS = [
     "gpc_ros/nodes/recorder_node.py", "test/monitor",
     # issue 10 lint pass: the top-level modules, the policies (except the training / dataset / LeRobot parts),
     # the test helpers, every bench, the foundation and policy tests, the requirements script
-    "gpc_ros/__init__.py", "gpc_ros/action_space.py", "gpc_ros/demo.py", "gpc_ros/doctor.py", "gpc_ros/leases.py",
+    "gpc_ros/__init__.py", "gpc_ros/action_space.py", "gpc_ros/demo", "gpc_ros/doctor.py", "gpc_ros/leases.py",
     "gpc_ros/paths.py", "gpc_ros/ros_env.py", "gpc_ros/testing", "gpc_ros/policies/__init__.py",
     "gpc_ros/policies/adapter.py", "gpc_ros/policies/checkpoint.py", "gpc_ros/policies/chunk_policy.py",
     "gpc_ros/policies/config_io.py", "gpc_ros/policies/ema.py", "gpc_ros/policies/evaluation.py",

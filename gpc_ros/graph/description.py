@@ -18,7 +18,8 @@ import yaml
 
 from gpc_ros.paths import share_dir
 
-EXECUTABLES = ("camera_node", "pointcloud_node", "franka_driver_node", "policy_host_node", "composer_node")
+EXECUTABLES = ("camera_node", "pointcloud_node", "franka_driver_node", "policy_host_node", "composer_node",
+               "sim_clock_node")
 WHEN = ("always", "sim", "real", "separate")
 ON_CHILD_EXIT = ("stop", "restart")
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
@@ -118,7 +119,7 @@ def describe_graph(path: str | Path | None = None, *, use_sim: bool | None = Non
     data = yaml.safe_load(path.read_text()) or {}
     graph = data.get("graph", {})
     unknown = set(graph) - {"use_sim", "robot_ip", "sim_robot_ip", "deployment", "on_child_exit", "max_restarts",
-                            "stop_timeout_s"}
+                            "stop_timeout_s", "sim_time"}
     if unknown:
         raise ValueError(f"{path}: unknown graph field(s) {sorted(unknown)}")
     sim = bool(graph.get("use_sim", False) if use_sim is None else use_sim)
@@ -140,25 +141,29 @@ def describe_graph(path: str | Path | None = None, *, use_sim: bool | None = Non
     config_dir = path.parent
     for i, entry in enumerate(data.get("nodes", [])):
         where = f"{path}: nodes[{i}]"
-        unknown = set(entry) - {"name", "executable", "params_files", "parameters", "sim_parameters", "remappings",
-                              "when"}
+        unknown = set(entry) - {"name", "executable", "params_files", "sim_params_files", "parameters",
+                                "sim_parameters", "remappings", "when"}
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
         if entry.get("executable") not in EXECUTABLES:
             raise ValueError(f"{where}: executable must be one of {EXECUTABLES}; got {entry.get('executable')!r}")
         when = entry.get("when", "always")
-        if when not in WHEN:
-            raise ValueError(f"{where}: when must be one of {WHEN}; got {when!r}")
-        if (when == "sim" and not sim) or (when == "real" and sim) or (when == "separate" and mode != "separate"):
+        conditions = when if isinstance(when, list) else [when]
+        if not conditions or any(c not in WHEN for c in conditions):
+            raise ValueError(f"{where}: when must be one of {WHEN} or a list of them (all must hold); got {when!r}")
+        if any((c == "sim" and not sim) or (c == "real" and sim) or (c == "separate" and mode != "separate")
+               for c in conditions):
             continue
         files = []
-        for name in entry.get("params_files", []):
+        for name in [*entry.get("params_files", []), *(entry.get("sim_params_files", []) if sim else [])]:
             file = (config_dir / name).resolve()
             if not file.is_file():
                 raise ValueError(f"{where}: params file {name!r} not found in {config_dir}")
             files.append(str(file))
         parameters = dict(entry.get("parameters", {}))
         if sim:
+            if graph.get("sim_time", False):  # every node on the simulated clock (/clock), unless it says otherwise
+                parameters.setdefault("use_sim_time", True)
             parameters.update(entry.get("sim_parameters", {}))
         parameters = _substitute(parameters, variables)
         remappings = tuple((str(a), str(b)) for a, b in dict(entry.get("remappings", {})).items())

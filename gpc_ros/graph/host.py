@@ -194,7 +194,11 @@ class ObservationWindow:
             self.frames.append((stamp_s, frame))
 
     def add_state(self, stamp_s: float, state: np.ndarray) -> None:
-        """Add one robot state (TCP position, m) stamped ``stamp_s`` (s); with modality ``state`` it is also a frame."""
+        """Add one robot state stamped ``stamp_s`` (s); with modality ``state`` it is also a frame.
+
+        ``state`` is in the action layout of :mod:`gpc_ros.action_space` (TCP position m, 6-D rotation, gripper m) or
+        a prefix of it; a window hands the parent its first ``state_dim`` numbers.
+        """
         with self._lock:
             self.states.append((stamp_s, np.asarray(state, dtype=np.float32)))
             if self.observing.modality == "state":
@@ -233,13 +237,14 @@ class ObservationWindow:
 
 
 def fit_image(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3): centre square crop, then area resize (what the parent was trained on)."""
-    import cv2
+    """(H, W, 3) uint8 -> (size, size, 3): centre square crop, then area resize (what the parent was trained on).
 
-    h, w = rgb.shape[:2]
-    s = min(h, w)
-    crop = rgb[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) if s != size else np.ascontiguousarray(crop)
+    The very function the demonstrations were recorded with (:func:`gpc_ros.sim.observation.policy_image`, PIL's box
+    filter): OpenCV's INTER_AREA differs from it by up to 140 grey levels per pixel at non-integer scales.
+    """
+    from gpc_ros.sim.observation import policy_image
+
+    return policy_image(rgb, size)
 
 
 def fit_points(points: np.ndarray, n: int) -> np.ndarray:

@@ -87,7 +87,7 @@ class Recording:
     """What replay needs from a bag, already decoded (see :func:`gpc_ros.monitor.replay_io.load_recording`)."""
 
     streams: dict[str, Stream]
-    """``image``, ``points``, ``state`` (TCP position, m) — those the bag has."""
+    """``image``, ``points``, ``state`` (the action layout: TCP position m first) — those the bag has."""
     chunks: list[ActionChunk] = field(default_factory=list)
     """Recorded composed chunks, in stamp order (may be empty)."""
     source: str = ""
@@ -394,7 +394,7 @@ def _replay_weight(composer: Composer, names: list[str], w: np.ndarray, times: l
             errors.append(rmse_m(pos, recorded.positions_m))
             source = "recorded_chunks"
         elif state is not None:
-            executed = state.interpolate(t + dt_s * np.arange(len(pos)))
+            executed = state.interpolate(t + dt_s * np.arange(len(pos)))[:, :3]  # the TCP position (m)
             ok = np.all(np.isfinite(executed), axis=1)
             if ok.any():
                 errors.append(rmse_m(pos[ok], executed[ok]))

@@ -47,6 +47,34 @@ def _stamp_s(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+def _gripper_width(joint_states: list) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps s, gripper width m = the two finger joints' sum) of recorded ``joint_states``; empty if none."""
+    from gpc_ros.nodes.conversions import FINGER_JOINT_NAMES
+
+    times, widths = [], []
+    for _, m in joint_states:
+        fingers = [p for n, p in zip(m.name, m.position) if n in FINGER_JOINT_NAMES]
+        if len(fingers) == 2:
+            times.append(_stamp_s(m))
+            widths.append(float(sum(fingers)))
+    return np.asarray(times), np.asarray(widths)
+
+
+def _state(msg, width: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The robot state of an ``ee_pose`` in the action layout, as the policy host builds it.
+
+    :mod:`gpc_ros.action_space`: position m, 6-D rotation, gripper width m from the latest ``joint_states`` at or
+    before it (0 without any); parents observing the TCP position only take its first 3 numbers.
+    """
+    from gpc_ros.action_space import pose_to_action
+
+    p, q = msg.pose.position, msg.pose.orientation
+    times, widths = width
+    k = int(np.searchsorted(times, _stamp_s(msg), side="right")) - 1
+    return pose_to_action(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]),
+                          float(widths[k]) if k >= 0 else (float(widths[0]) if len(widths) else 0.0))
+
+
 def load_recording(path: str | Path, needs: set[str], topics: ReplayTopics | None = None) -> Recording:
     """Read the streams ``needs`` (``image``, ``points``, ``state``) plus the recorded chunks and executed path.
 
@@ -66,7 +94,8 @@ def load_recording(path: str | Path, needs: set[str], topics: ReplayTopics | Non
         required[topics.points_topic] = bagio.POINTCLOUD2
     if "state" in needs:
         required[topics.state_topic] = bagio.POSE_STAMPED
-    optional = {topics.action_topic: bagio.MULTI_DOF_TRAJECTORY, topics.state_topic: bagio.POSE_STAMPED}
+    optional = {topics.action_topic: bagio.MULTI_DOF_TRAJECTORY, topics.state_topic: bagio.POSE_STAMPED,
+                "/joint_states": bagio.JOINT_STATE}
     contents = bagio.read_bag(path, required, optional)
 
     def decode(topic: str, convert) -> Stream:
@@ -86,8 +115,8 @@ def load_recording(path: str | Path, needs: set[str], topics: ReplayTopics | Non
     if "points" in needs:
         streams["points"] = decode(topics.points_topic, lambda m: cv.pointcloud2_to_numpy(m)[0])
     if contents.messages.get(topics.state_topic):
-        streams["state"] = decode(topics.state_topic, lambda m: np.array(
-            [m.pose.position.x, m.pose.position.y, m.pose.position.z], dtype=np.float64))
+        width = _gripper_width(contents.messages.get("/joint_states", []))
+        streams["state"] = decode(topics.state_topic, lambda m: _state(m, width))
     chunks = []
     for i, (_, msg) in enumerate(contents.messages.get(topics.action_topic, [])):
         try:

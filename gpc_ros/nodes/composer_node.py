@@ -27,6 +27,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
+from gpc_ros.action_space import ACTION_DIM, actions_to_chunk
 from gpc_ros.compose.errors import CompositionError, IncompatibleParentError
 from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.graph.composition import (
@@ -250,10 +251,13 @@ class ComposerNode(Node):
 
     def _trajectory(self, actions, start_s: float, dt_s: float) -> MultiDOFJointTrajectory:
         a = actions.detach().to(dtype=actions.dtype).cpu().numpy().astype(np.float64)
-        width = a[:, 3] if a.shape[1] >= 4 else None
-        chunk = ActionChunk.from_arrays(start_s, dt_s, positions_m=a[:, :3],
-                                        quaternions_xyzw=np.tile(self.quat_xyzw, (a.shape[0], 1)),
-                                        gripper_width_m=width)
+        if a.shape[1] == ACTION_DIM:  # the action layout of gpc_ros.action_space: the pose and width it says
+            chunk = actions_to_chunk(a, start_s - dt_s, dt_s)  # (its step i is due at t_obs + (i + 1) dt)
+        else:  # position (m), optionally the gripper width (m); orientation: the measured one
+            width = a[:, 3] if a.shape[1] >= 4 else None
+            chunk = ActionChunk.from_arrays(start_s, dt_s, positions_m=a[:, :3],
+                                            quaternions_xyzw=np.tile(self.quat_xyzw, (a.shape[0], 1)),
+                                            gripper_width_m=width)
         return conversions.multi_dof_trajectory_from_chunk(chunk)
 
     # -- health -----------------------------------------------------------------------------------------------------

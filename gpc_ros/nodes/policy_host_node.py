@@ -20,10 +20,11 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import Image, JointState, PointCloud2
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 
+from gpc_ros.action_space import pose_to_action
 from gpc_ros.graph.host import (
     HostConfig,
     HostCore,
@@ -67,8 +68,12 @@ class PolicyHostNode(Node):
         self.create_service(SetBool, "~/inject_nan", self.on_inject_nan)
         self.create_timer(1.0, self.publish_diagnostics)
         observations = MutuallyExclusiveCallbackGroup()  # frames never delay a step reply
+        self.gripper_width_m = 0.0  # until joint_states names the fingers (the push_red home width: closed)
         if observing.state_dim or observing.modality == "state":
             self.create_subscription(PoseStamped, "ee_pose", self.on_pose, SENSOR_QOS, callback_group=observations)
+        if observing.state_dim > 3:  # the 10-D state of gpc_ros.action_space also holds the gripper width
+            self.create_subscription(JointState, "joint_states", self.on_joint_states, SENSOR_QOS,
+                                     callback_group=observations)
         if observing.modality == "image":
             self.create_subscription(Image, f"/camera/{config.camera_name}/color/image_raw", self.on_image,
                                      SENSOR_QOS, callback_group=observations)
@@ -83,9 +88,19 @@ class PolicyHostNode(Node):
 
     # -- observations -----------------------------------------------------------------------------------------------
     def on_pose(self, msg: PoseStamped) -> None:
-        """The TCP pose (``ee_pose``): add its position (m) to the observation window as the robot state."""
-        p = msg.pose.position
-        self.core.window.add_state(conversions.stamp_to_seconds(msg.header.stamp), np.array([p.x, p.y, p.z]))
+        """The TCP pose (``ee_pose``) as the robot state in the action layout (position m, 6-D rotation, gripper m).
+
+        A parent with ``state_dim`` 3 sees the position, one with 10 the whole vector (as in the cell's datasets).
+        """
+        p, q = msg.pose.position, msg.pose.orientation
+        state = pose_to_action(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]), self.gripper_width_m)
+        self.core.window.add_state(conversions.stamp_to_seconds(msg.header.stamp), state)
+
+    def on_joint_states(self, msg: JointState) -> None:
+        """``joint_states``: the gripper width (m) = the sum of the two finger joints (franka_ros2 names)."""
+        fingers = [pos for name, pos in zip(msg.name, msg.position) if name in conversions.FINGER_JOINT_NAMES]
+        if len(fingers) == 2:
+            self.gripper_width_m = float(sum(fingers))
 
     def on_image(self, msg: Image) -> None:
         """A camera image: crop and resize it to the parent's input size and add it as a frame."""

@@ -34,8 +34,9 @@ def runtime_dir() -> Path:
 
 def cell_paths(host: str) -> tuple[Path, Path, Path]:
     """(state file, meta JSON, control socket) of the cell served on ``host``."""
-    base = runtime_dir() / f"gpc_ros_sim_{host}"
-    return base.with_suffix(".state"), base.with_suffix(".json"), base.with_suffix(".sock")
+    # not Path.with_suffix: it would take ".k" of "127.0.0.k" for the suffix and give every cell the same files
+    base = f"gpc_ros_sim_{host}"
+    return runtime_dir() / f"{base}.state", runtime_dir() / f"{base}.json", runtime_dir() / f"{base}.sock"
 
 
 class SharedStateWriter:

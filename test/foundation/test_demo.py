@@ -6,7 +6,7 @@ import sys
 
 
 def test_demo_drives_the_simulated_arm_to_the_composed_goals():
-    out = subprocess.run([sys.executable, "-m", "gpc_ros.cli", "demo", "--episode-s", "3.5"],
+    out = subprocess.run([sys.executable, "-m", "gpc_ros.cli", "demo", "--analytic", "--episode-s", "3.5"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "result: OK" in out.stdout

@@ -137,10 +137,36 @@ def test_launch_file_rviz_starts_robot_state_publisher_and_rviz2(monkeypatch, tm
     assert "rviz2" not in [p["name"] for p in launched_processes(monkeypatch, {})]
 
 
+def test_the_sim_graph_is_the_push_red_cell_on_the_simulated_clock() -> None:
+    """use_sim: the cell with its task, clock, camera and cloud, the shipped parents' hosts, sim override files."""
+    graph = describe_graph(use_sim=True, robot_ip="127.0.0.9")
+    specs = {p.name: p for p in graph.processes}
+    assert list(specs) == ["sim", "sim_clock", "camera_front", "pointcloud_node", "franka_driver", "rgb_host",
+                           "dp3_host", "composer"]
+    assert specs["sim"].args == ("--host", "127.0.0.9", "--pace", "realtime", "--task", "push_red")
+    assert {n: s.parameters.get("use_sim_time") for n, s in specs.items() if s.is_node} == {
+        n: n != "sim_clock" for n in specs if n != "sim"}
+    assert [Path(f).name for f in specs["franka_driver"].params_files] == ["franka_driver.yaml",
+                                                                          "sim_franka_driver.yaml"]
+    assert [Path(f).name for f in specs["composer"].params_files][-2:] == ["sim_composer.yaml",
+                                                                          "sim_policy_hosts.yaml"]
+    assert specs["camera_front"].parameters["sim_host"] == "127.0.0.9"
+    # the real cell keeps its camera, cloud and the analytic hosts, no sim-only process or file
+    real = {p.name: p for p in describe_graph(use_sim=False).processes}
+    assert list(real) == ["camera_node", "pointcloud_node", "franka_driver", "left_host", "right_host", "composer"]
+    assert not any("sim_" in Path(f).name for p in real.values() for f in p.params_files)
+    assert not any("use_sim_time" in p.parameters for p in real.values())
+    # in process: no host processes on either cell
+    assert "rgb_host" not in {p.name for p in describe_graph(use_sim=True, deployment="in_process").processes}
+
+
 def test_bad_graph_files_are_refused_naming_the_entry(tmp_path) -> None:
     bad = tmp_path / "graph.yaml"
     bad.write_text("nodes:\n  - name: x\n    executable: nope_node\n")
     with pytest.raises(ValueError, match=r"nodes\[0\]: executable must be one of"):
+        describe_graph(bad)
+    bad.write_text("nodes:\n  - name: x\n    executable: camera_node\n    when: [sim, often]\n")
+    with pytest.raises(ValueError, match=r"nodes\[0\]: when must be one of .* or a list of them"):
         describe_graph(bad)
     bad.write_text("graph:\n  on_child_exit: shrug\n")
     with pytest.raises(ValueError, match="on_child_exit must be one of"):
@@ -186,35 +212,39 @@ def test_a_dead_child_is_reported_and_stops_or_is_restarted_per_config(ros_domai
 
 @pytest.mark.slow
 def test_bringup_sim_runs_the_whole_graph_on_franky_sim_and_ctrl_c_stops_everything(ros_domain, listener) -> None:
-    """`gpc-ros bringup --sim` as a user runs it: the arm goes where the two composed goal parents send it."""
+    """`gpc-ros bringup --sim` as a user runs it: the push_red cell, both shipped parents, chunks the arm follows."""
     from geometry_msgs.msg import PoseStamped
+    from trajectory_msgs.msg import MultiDOFJointTrajectory
 
     from gpc_ros.testing.spin import spin_until
 
     node, executor = listener
     poses: list[PoseStamped] = []
+    chunks: list[MultiDOFJointTrajectory] = []
     node.create_subscription(PoseStamped, "/ee_pose", poses.append, 10)
+    node.create_subscription(MultiDOFJointTrajectory, "/gpc/action_chunk", chunks.append, 10)
     lease, _host = lease_loopback_host()
     lease.release()  # bringup takes its own; it only has to be free now
     proc = ros_domain.spawn_python("-m", "gpc_ros.cli", "bringup", "--sim", "--domain-id",
                                    str(ros_domain.domain_id), start_new_session=True)
     try:
-        goal = np.array([0.654, 0.0, 0.441])  # 0.5 * left goal + 0.5 * right goal (config/policy_hosts.yaml)
+        assert spin_until(executor, lambda: bool(poses), 300.0), proc.poll()
+        p0 = poses[0].pose.position
+        start = np.array([p0.x, p0.y, p0.z])
 
-        def near_goal() -> bool:
-            if not poses:
-                return False
+        def moved() -> bool:  # the driver executes the composed chunks: the TCP leaves the home pose
             p = poses[-1].pose.position
-            return float(np.linalg.norm(np.array([p.x, p.y, p.z]) - goal)) < 0.02
+            return len(chunks) >= 3 and float(np.linalg.norm(np.array([p.x, p.y, p.z]) - start)) > 0.01
 
-        assert spin_until(executor, near_goal, 300.0), (proc.poll(), poses[-1].pose.position if poses else None)
+        assert spin_until(executor, moved, 600.0), (proc.poll(), len(chunks), poses[-1].pose.position)
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-3000:]
     assert "Ctrl-C: stopping every process" in out
     started = [line.split()[2] for line in out.splitlines() if line.startswith("[bringup] started")]
-    assert started == ["sim", "franka_driver", "left_host", "right_host", "composer"]
+    assert started == ["sim", "sim_clock", "camera_front", "pointcloud_node", "franka_driver", "rgb_host", "dp3_host",
+                       "composer"]
     # every child is gone
     pids = [int(line.split("pid ")[1].rstrip(")")) for line in out.splitlines() if line.startswith("[bringup] started")]
     for pid in pids:

@@ -122,16 +122,21 @@ def node_block(name: str) -> list[dict]:
     ("franka_driver.yaml", ExecutorConfig, {"state_publish_rate_hz", "diagnostics_period_s"}),
     ("pointcloud.yaml", PointCloudConfig, {"camera_names", "base_frame", "output_topic", "max_camera_skew_s",
                                            "image_qos", "frame_timeout_s"}),
+    # the simulated push_red cell (graph.yaml with use_sim)
+    ("sim_policy_hosts.yaml", HostConfig, set()),
+    ("sim_camera.yaml", CameraStreamConfig, set()),
+    ("sim_pointcloud.yaml", PointCloudConfig, {"camera_names", "base_frame", "output_topic", "max_camera_skew_s",
+                                               "image_qos", "frame_timeout_s"}),
 ])
 def test_every_config_yaml_holds_exactly_its_nodes_fields(file, cls, extra) -> None:
     fields_ = {f.name for f in flat_fields(cls)} | extra
     for block in node_block(file):
         keys = yaml_keys(block)
-        if file == "pointcloud.yaml":  # per-camera extrinsics: <camera>.camera_to_base_*
+        if file.endswith("pointcloud.yaml"):  # per-camera extrinsics: <camera>.camera_to_base_*
             cameras = set(block["camera_names"])
             keys = {k for k in keys if k.split(".")[0] not in cameras}
         assert keys == fields_, f"{file}: extra {sorted(keys - fields_)}, missing {sorted(fields_ - keys)}"
-        if file != "camera.yaml":  # (a template: its recording_path / serial is the user's to fill in)
+        if file not in ("camera.yaml", "sim_camera.yaml"):  # (templates: recording_path / serial / sim_host)
             values = {k: v for k, v in yaml_keys_values(block).items() if k in {f.name for f in flat_fields(cls)}}
             build_config(cls, values)  # and the values are valid
 
@@ -148,3 +153,17 @@ def yaml_keys_values(block: dict, prefix: str = "") -> dict:
 
 def test_composer_config_docs_come_from_the_core() -> None:
     assert field_docs(ComposerConfig)["operator"].startswith("``convex``")
+
+
+@pytest.mark.parametrize("file,base,cls,extra", [
+    ("sim_composer.yaml", "composer.yaml", ComposerNodeConfig, set()),
+    ("sim_franka_driver.yaml", "franka_driver.yaml", ExecutorConfig, {"state_publish_rate_hz", "diagnostics_period_s"}),
+])
+def test_sim_override_files_hold_only_their_nodes_fields_and_stay_valid(file, base, cls, extra) -> None:
+    """The simulated cell's override files (graph.yaml sim_params_files): known fields, valid over their base file."""
+    fields_ = {f.name for f in flat_fields(cls)} | extra
+    (block,) = node_block(file)
+    (base_block,) = node_block(base)
+    assert yaml_keys(block) <= fields_, sorted(yaml_keys(block) - fields_)
+    values = {**yaml_keys_values(base_block), **yaml_keys_values(block)}
+    build_config(cls, {k: v for k, v in values.items() if k in {f.name for f in flat_fields(cls)}})

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gpc_ros.compose import Composer, ComposerConfig, SamplerConfig, VPTime, make_vp_scheduler
 from gpc_ros.compose.analytic import GaussianParent
@@ -53,8 +53,10 @@ def expected_observations(session, t):
     """What each tiny checkpoint's host answers for t: its last 2 frames at or before t (image centre-cropped
     48x48 -> 32x32; 80 points -> 64 evenly spaced), each with the TCP position measured at or before its stamp."""
     idx = np.flatnonzero(session.image_times_s <= t + 1e-9)[-2:]
-    imgs = np.stack([cv2.resize(np.ascontiguousarray(session.images[i][:, 8:56]), (32, 32),
-                                interpolation=cv2.INTER_AREA) for i in idx])
+    # PIL's box filter: what the cell's demonstrations were recorded with (gpc_ros/sim/observation.py), so what the
+    # hosts feed the parents (OpenCV's INTER_AREA differs at non-integer scales)
+    imgs = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(session.images[i][:, 8:56])).resize(
+        (32, 32), Image.Resampling.BOX)) for i in idx])
     img_state = np.stack([state_at(session, session.image_times_s[i]) for i in idx])
     jdx = np.flatnonzero(session.cloud_times_s <= t + 1e-9)[-2:]
     clouds = session.clouds[jdx][:, np.linspace(0, 79, 64).round().astype(int)]
@@ -105,7 +107,9 @@ def gaussian_parents(offsets_m, horizon=8):
 
         def observe(rec, t, offset=np.asarray(offset)):
             window = rec.streams["state"].window(t, 1)
-            return None if window is None else torch.as_tensor(np.tile(window[0] + offset, (horizon, 1)))[None]
+            if window is None:  # the state stream is in the action layout: the TCP position first (m)
+                return None
+            return torch.as_tensor(np.tile(window[0][:3] + offset, (horizon, 1)))[None]
 
         parents.append(ReplayParent(parent, observe, ("state",)))
     return parents

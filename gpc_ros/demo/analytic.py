@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         0 if the arm settled within 20 mm of every composed goal, 1 otherwise or if franky-sim is unreachable.
     """
-    parser = argparse.ArgumentParser(prog="gpc-ros demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="gpc-ros demo --analytic", description=__doc__.splitlines()[0])
     parser.add_argument("--episode-s", type=float, default=DemoConfig.episode_s, help="seconds per weight vector")
     parser.add_argument("--seed", type=int, default=DemoConfig.seed)
     args = parser.parse_args(argv)
