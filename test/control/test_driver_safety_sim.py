@@ -9,9 +9,7 @@ commanded ones). Speeds are measured on the robot's own clock (franky-sim runs a
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, Fran
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.joint_guard import box_excess_m
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
+from gpc_ros.testing.executor import Recorder, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,35 +30,6 @@ BOX_TOLERANCE_M = 0.015
 SPEED_TOLERANCE = 1.5
 #: Joint limits: the *hardware* limits, no tolerance (the command margin is 0.1 rad).
 READY_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-class Recorder:
-    """Every state snapshot the executor reads (from its loop thread)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.snaps: list[RobotSnapshot] = []
-
-    def __call__(self, snap: RobotSnapshot) -> None:
-        with self.lock:
-            self.snaps.append(snap)
-
-    def since(self, index: int) -> list[RobotSnapshot]:
-        with self.lock:
-            return self.snaps[index:]
-
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self.snaps)
 
 
 def start(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:
