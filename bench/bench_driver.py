@@ -48,26 +48,31 @@ class CommandLog:
 
     def move(self, motion, *args, **kwargs):
         if self.recording and hasattr(motion, "register_callback"):
+            # The callback must not reference this wrapper or the robot: franky keeps it alive with the motion,
+            # and a robot kept alive keeps franky-sim's only client slot.
+            kin, rows, lock = self._kin, self.rows, self.lock
+
             def callback(state, dt, rel, abs_time, signal) -> None:
                 v = None
                 if hasattr(signal, "dq"):  # joint velocity command: TCP velocity through the Jacobian at q
                     q = np.array(state.q)
-                    p = self._kin.forward(q)[0]
-                    v = self._kin.jacobian(q)[:3] @ np.array(signal.dq)
+                    p = kin.forward(q)[0]
+                    v = kin.jacobian(q)[:3] @ np.array(signal.dq)
                 elif hasattr(signal, "q"):
-                    p = self._kin.forward(np.array(signal.q))[0]
+                    p = kin.forward(np.array(signal.q))[0]
                 else:
                     p = np.array(signal.pose.end_effector_pose.translation) if hasattr(signal, "pose") \
                         else np.array(signal.O_T_EE)[12:15]
-                with self.lock:
-                    self.rows.append((abs_time.to_sec(), p, v))
+                with lock:
+                    rows.append((abs_time.to_sec(), p, v))
             motion.register_callback(callback)
         return self._robot.move(motion, *args, **kwargs)
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(robot times, commanded TCP positions, commanded TCP velocities or None for position commands)."""
         with self.lock:
-            rows, self.rows[:] = list(self.rows), []
+            rows = list(self.rows)
+            self.rows.clear()
         t = np.array([r[0] for r in rows])
         p = np.array([r[1] for r in rows]).reshape(-1, 3)
         has_v = bool(rows) and all(r[2] is not None for r in rows)
