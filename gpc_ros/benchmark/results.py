@@ -58,7 +58,7 @@ def open_results(directory: str | os.PathLike, identity: dict) -> Path:
                                        f"--out or the exact parents and settings of {path}")
         return out
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # shards may start together
     tmp.write_text(json.dumps(identity, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return out

@@ -258,7 +258,11 @@ class SimCell:
         deadline = time.monotonic() + 30.0
         while ex.state.time_s < t + 0.02 or ex.state.state_samples < 2:
             if time.monotonic() > deadline:
-                raise TimeoutError("the executor did not read the robot state after the reset")
+                st = ex.state
+                raise TimeoutError(
+                    f"the executor did not read the robot state after the reset (sim time {self.now_s():.3f} s, "
+                    f"reset at {t:.3f} s; executor state time {st.time_s:.3f} s, samples {st.state_samples}, "
+                    f"connected {st.connected}, stale {st.stale}, fault {st.fault!r})")
             time.sleep(0.002)
         if ex.state.fault is not None:
             ex.recover()

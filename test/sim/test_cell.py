@@ -26,8 +26,6 @@ def _expected(cell: SimCell, seed: int) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.timeout(1800)  # 5 episodes took 4.3 min at load ~15 (2 cores)
-@pytest.mark.xfail(strict=False, reason="open problem (docs/sim.md): with main's joint-streaming executor merged at "
-                   "22:28 some episodes lag the expert's targets by 14-32 mm median (the demonstrations: 0.5-0.8 mm)")
 def test_expert_solves_five_seeded_episodes_and_reset_restores_everything(cell):
     policy = ExpertPolicy(cell.task)
     results = [cell.run_episode(policy, seed, record=True) for seed in range(1000, 1005)]
