@@ -421,7 +421,9 @@ def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim_fast, sp
         assert report.speed_at_stop_m_s > 0.5 * speed_m_s, report
         assert 0.0 < report.distance_to_rest_m < 0.15 and report.time_to_rest_s > 0.0, report
         sent_at_stop = executor.state.commands_sent
-        assert sent_at_stop == sent_before
+        # The loop drains requests before commanding, so at most the command of the tick that was already running
+        # when stop() was queued can leave after sent_before was read (velocity streaming sends every period).
+        assert sent_at_stop - sent_before <= 1
         n_now = len(recorder)
         wait_for(lambda: len(recorder) > n_now + 100, 20.0, "100 more state samples")
         assert executor.state.commands_sent == sent_at_stop  # nothing sent after the stop
