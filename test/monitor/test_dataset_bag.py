@@ -145,3 +145,14 @@ def test_episode_selection_and_demo_chunks():
     chunks = demo_chunks(actions, 3, 2)
     assert [k for k, _ in chunks] == [0, 2, 4]
     np.testing.assert_array_equal(chunks[2][1][:, 0], [4, 4, 4])
+
+
+def test_cli_to_bag(dataset, tmp_path, capsys):
+    from gpc_ros.cli import main
+
+    path, _ = dataset
+    assert main(["dataset", "to-bag", str(path), str(tmp_path / "bags"), "--episodes", "1:2", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "bags").iterdir()) == ["episode_000001"]
+    assert len(load_recording(tmp_path / "bags" / "episode_000001", {"image"}).chunks) == 2  # 9 frames, every 8
+    assert main(["dataset", "to-bag", str(path), str(tmp_path / "bags"), "--episodes", "1"]) == 2
+    assert "exists already" in capsys.readouterr().err

@@ -5,6 +5,7 @@ Examples::
     gpc-ros dataset info data/reach_lerobot
     gpc-ros dataset convert data/reach data/reach_lerobot --task "reach above the block" --robot-type franka_fr3
     gpc-ros dataset convert data/reach_lerobot data/reach_npz        # the other way (direction from the source)
+    gpc-ros dataset to-bag data/push_red bags/push_red_val --episodes 180:200   # one bag per episode, for replay
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "many frames (default: one file)")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing target")
     conv.add_argument("--no-progress", action="store_true")
+    bag = sub.add_parser("to-bag", help="npz episodes -> one rosbag2 MCAP bag each, for gpc-ros replay "
+                                        "(gpc_ros.monitor.dataset_bag)")
+    bag.add_argument("source", type=Path)
+    bag.add_argument("target", type=Path, help="folder of the bags episode_<NNNNNN>/")
+    bag.add_argument("--episodes", default=":", help="A:B (half-open), N or N,M,... (default: all)")
+    bag.add_argument("--chunk-every", type=int, default=8, help="a demonstrated chunk every N frames")
+    bag.add_argument("--horizon", type=int, default=16, help="demonstrated steps per chunk")
+    bag.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -83,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
                 for key, f in data["features"].items():
                     names = f" names {f['names']}" if f.get("names") else ""
                     print(f"  {key}: {f.get('dtype', '')} {f['shape']}{names}")
+            return 0
+        if args.command == "to-bag":
+            from gpc_ros.monitor.dataset_bag import DemoBagConfig, dataset_to_bags, parse_episodes, read_meta
+
+            episodes = parse_episodes(args.episodes, read_meta(args.source)["num_episodes"])
+            config = DemoBagConfig(horizon=args.horizon, chunk_every=args.chunk_every)
+            paths = dataset_to_bags(args.source, args.target, episodes, config, progress=not args.no_progress)
+            print(f"wrote {len(paths)} bags to {args.target}")
             return 0
         from gpc_ros.policies.lerobot.convert import lerobot_to_npz, npz_to_lerobot
 
