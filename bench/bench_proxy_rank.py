@@ -41,6 +41,42 @@ def arm_weight(row: dict) -> tuple[float, float] | None:
     return None
 
 
+def replay_proxy(args) -> tuple:
+    """Bags of the held-out episodes replayed for WEIGHTS: (episodes, checkpoints, sampler, per-episode mean error
+    (E, W), pooled mean error per weight, chunks per weight)."""
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    from gpc_ros.monitor.dataset_bag import dataset_to_bags, parse_episodes, read_meta
+    from gpc_ros.monitor.replay import ReplayConfig, ReplayParent, replay
+    from gpc_ros.monitor.replay_io import load_recording
+    from gpc_ros.policies import load_policy
+    from gpc_ros.policies.evaluation import default_sampler
+    from gpc_ros.policies.registry import resolve_checkpoint
+
+    episodes = parse_episodes(args.episodes, read_meta(args.dataset)["num_episodes"])
+    bags = [args.bags / f"episode_{e:06d}" for e in episodes]
+    todo = [e for e, b in zip(episodes, bags) if not b.exists()]
+    if todo:
+        dataset_to_bags(args.dataset, args.bags, todo, progress=True)
+    folders = [resolve_checkpoint(args.rgb), resolve_checkpoint(args.pcd)]
+    sampler = default_sampler([load_policy(f) for f in folders], args.steps)
+    parents = [ReplayParent.from_checkpoint("rgb", folders[0]), ReplayParent.from_checkpoint("pcd", folders[1])]
+    config = ReplayConfig(dt_s=None, max_chunks=args.max_chunks, seed=args.seed, sampler=sampler)
+    weights = np.array(WEIGHTS)
+    per_episode, pooled = [], [[] for _ in WEIGHTS]
+    for bag in tqdm(bags, desc="replay held-out episodes", unit="episode"):
+        report = replay(load_recording(bag, {"image", "points", "state"}), parents, weights, config)
+        assert report["error_source"] == "recorded_chunks", report["error_source"]
+        errs = [row["per_chunk"]["error_m"] for row in report["results"]]
+        per_episode.append([float(np.mean(e)) for e in errs])
+        for i, e in enumerate(errs):
+            pooled[i].extend(e)
+    proxy = [float(np.mean(e)) for e in pooled]
+    return (episodes, [str(f) for f in folders], asdict(sampler), per_episode, proxy, len(pooled[0]))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", type=Path, default=Path("/work/data/push_red"))
@@ -54,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draws", type=int, default=2000, help="bootstrap draws")
     p.add_argument("--out", type=Path, default=Path("proxy_rank.json"))
+    p.add_argument("--proxy-from", type=Path, default=None,
+                   help="reuse the proxy of an earlier --out JSON (no replay): only the benchmark side is re-read")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -61,35 +99,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from gpc_ros.benchmark.results import episode_rows
     from gpc_ros.compose.search import wilson_interval
-    from gpc_ros.monitor.dataset_bag import dataset_to_bags, parse_episodes, read_meta
     from gpc_ros.monitor.proxy_rank import bootstrap_spearman, pairwise_tests, spearman
-    from gpc_ros.monitor.replay import ReplayConfig, ReplayParent, replay
-    from gpc_ros.monitor.replay_io import load_recording
-    from gpc_ros.policies import load_policy
-    from gpc_ros.policies.evaluation import default_sampler
-    from gpc_ros.policies.registry import resolve_checkpoint
 
     torch.set_num_threads(1)
-    episodes = parse_episodes(args.episodes, read_meta(args.dataset)["num_episodes"])
-    bags = [args.bags / f"episode_{e:06d}" for e in episodes]
-    todo = [e for e, b in zip(episodes, bags) if not b.exists()]
-    if todo:
-        dataset_to_bags(args.dataset, args.bags, todo, progress=True)
-    folders = [resolve_checkpoint(args.rgb), resolve_checkpoint(args.pcd)]
-    sampler = default_sampler([load_policy(f) for f in folders], args.steps)
-    parents = [ReplayParent.from_checkpoint("rgb", folders[0]), ReplayParent.from_checkpoint("pcd", folders[1])]
-    config = ReplayConfig(dt_s=None, max_chunks=args.max_chunks, seed=args.seed, sampler=sampler)
-    weights = np.array(WEIGHTS)
-    per_episode, pooled = [], [[] for _ in WEIGHTS]
-    from tqdm import tqdm
-    for bag in tqdm(bags, desc="replay held-out episodes", unit="episode"):
-        report = replay(load_recording(bag, {"image", "points", "state"}), parents, weights, config)
-        assert report["error_source"] == "recorded_chunks", report["error_source"]
-        errs = [row["per_chunk"]["error_m"] for row in report["results"]]
-        per_episode.append([float(np.mean(e)) for e in errs])
-        for i, e in enumerate(errs):
-            pooled[i].extend(e)
-    proxy = [float(np.mean(e)) for e in pooled]
+    if args.proxy_from is not None:
+        old = json.loads(args.proxy_from.read_text())
+        per_episode = old["proxy_by_episode_m"]
+        proxy = [t["proxy_error_m"] for t in old["table"]]
+        chunks = old["table"][0]["proxy_chunks"]
+        episodes, folders, sampler = old["held_out_episodes"], list(old["checkpoints"].values()), old["sampler"]
+    else:
+        episodes, folders, sampler, per_episode, proxy, chunks = replay_proxy(args)
 
     rows = episode_rows(args.results)
     outcomes: dict[tuple[float, float], list[bool]] = {tuple(w): [] for w in WEIGHTS}
@@ -105,16 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     for (w, o), err, ep in zip(outcomes.items(), proxy, np.array(per_episode).T):
         s, n = int(sum(o)), len(o)
         low, high = wilson_interval(s, n)
-        table.append({"w_rgb": w[0], "w_pcd": w[1], "proxy_error_m": err, "proxy_chunks": len(pooled[0]),
+        table.append({"w_rgb": w[0], "w_pcd": w[1], "proxy_error_m": err, "proxy_chunks": chunks,
                       "proxy_error_sd_over_episodes_m": float(np.std(ep, ddof=1)),
                       "successes": s, "episodes": n, "success_rate": s / n, "wilson_low": low, "wilson_high": high})
     rates = [t["success_rate"] for t in table]
     rho = spearman([-e for e in proxy], rates)
     boot = bootstrap_spearman(np.array(per_episode), list(outcomes.values()), args.draws, seed=args.seed)
     pairs = pairwise_tests({f"w_rgb={t['w_rgb']}": (t["successes"], t["episodes"]) for t in table})
-    out = {"dataset": str(args.dataset), "held_out_episodes": episodes, "bags": str(args.bags),
-           "results": [str(r) for r in args.results], "checkpoints": {"rgb": str(folders[0]), "pcd": str(folders[1])},
-           "sampler": report["sampler"], "seed": args.seed, "max_chunks_per_episode": args.max_chunks,
+    out = {"benchmark_episodes": len(rows), "dataset": str(args.dataset), "held_out_episodes": episodes,
+           "bags": str(args.bags), "results": [str(r) for r in args.results],
+           "checkpoints": {"rgb": str(folders[0]), "pcd": str(folders[1])},
+           "sampler": sampler, "seed": args.seed, "max_chunks_per_episode": args.max_chunks,
            "table": table, "spearman_rho": rho, "bootstrap": boot, "pairs": pairs,
            "proxy_by_episode_m": per_episode}
     args.out.write_text(json.dumps(out, indent=2) + "\n")
