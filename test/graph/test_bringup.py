@@ -207,7 +207,8 @@ def test_a_dead_child_is_reported_and_stops_or_is_restarted_per_config(ros_domai
         supervisor.children["left_host"].proc.kill()  # second death: max_restarts (1) reached -> the graph stops
         assert supervisor.run(poll_period_s=0.1) == 1
         assert all(c.proc.poll() is not None for c in supervisor.children.values())
-        assert "stopping the graph" in supervisor.events[-1]
+        # (under load a child may be reported after it, e.g. "ignored SIGINT for 20 s: SIGKILL")
+        assert any("stopping the graph" in e for e in supervisor.events), supervisor.events
 
 
 @pytest.mark.slow
