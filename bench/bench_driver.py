@@ -48,39 +48,25 @@ class CommandLog:
 
     def move(self, motion, *args, **kwargs):
         if self.recording and hasattr(motion, "register_callback"):
-            # The callback must not reference this wrapper or the robot: franky keeps it alive with the motion,
-            # and a robot kept alive keeps franky-sim's only client slot.
-            kin, rows, lock = self._kin, self.rows, self.lock
-
             def callback(state, dt, rel, abs_time, signal) -> None:
-                v = None
-                if hasattr(signal, "dq"):  # joint velocity command: TCP velocity through the Jacobian at q
-                    q = np.array(state.q)
-                    p = kin.forward(q)[0]
-                    v = kin.jacobian(q)[:3] @ np.array(signal.dq)
-                elif hasattr(signal, "q"):
-                    p = kin.forward(np.array(signal.q))[0]
+                if hasattr(signal, "q"):
+                    p = self._kin.forward(np.array(signal.q))[0]
                 else:
-                    p = np.array(signal.pose.end_effector_pose.translation) if hasattr(signal, "pose") \
-                        else np.array(signal.O_T_EE)[12:15]
-                with lock:
-                    rows.append((abs_time.to_sec(), p, v))
+                    p = np.array(signal.O_T_EE)[12:15]
+                with self.lock:
+                    self.rows.append((abs_time.to_sec(), p))
             motion.register_callback(callback)
         return self._robot.move(motion, *args, **kwargs)
 
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(robot times, commanded TCP positions, commanded TCP velocities or None for position commands)."""
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
-            rows = list(self.rows)
-            self.rows.clear()
+            rows, self.rows[:] = list(self.rows), []
         t = np.array([r[0] for r in rows])
         p = np.array([r[1] for r in rows]).reshape(-1, 3)
-        has_v = bool(rows) and all(r[2] is not None for r in rows)
-        v = np.array([r[2] for r in rows]).reshape(-1, 3) if has_v else None
         order = np.argsort(t, kind="stable")
-        keep = np.concatenate([[True], np.diff(t[order]) > 0]) if len(t) else np.zeros(0, bool)
-        idx = order[keep]
-        return t[idx], p[idx], None if v is None else v[idx]
+        t, p = t[order], p[order]
+        keep = np.concatenate([[True], np.diff(t) > 0]) if len(t) else np.zeros(0, bool)
+        return t[keep], p[keep]
 
     def __getattr__(self, name):
         return getattr(self._robot, name)
@@ -92,27 +78,10 @@ class CommandLog:
             setattr(self._robot, name, value)
 
 
-def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig,
-                          velocity: np.ndarray | None = None) -> tuple[float, float, float]:
-    """(peak commanded speed / limit, peak acceleration over 10 ms / limit, largest 1 ms velocity step / bound).
-
-    Position commands: velocities are finite differences of the commanded TCP; velocity commands: the commanded
-    joint velocities through the Jacobian (``velocity``, one per command).
-    """
+def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig) -> tuple[float, float, float]:
+    """(peak commanded speed / limit, peak acceleration over 10 ms / limit, largest 1 ms velocity step / bound)."""
     if len(t) < 30:
         return float("nan"), float("nan"), float("nan")
-    if velocity is not None:
-        dt = np.diff(t)
-        one_ms = np.abs(dt - 1e-3) < 2e-4
-        v = velocity
-        steps = np.linalg.norm(np.diff(v, axis=0), axis=1)[one_ms]
-        speed = np.linalg.norm(v, axis=1)
-        vt = t
-        idx = np.searchsorted(vt, vt + 0.01)
-        ok = idx < len(vt)
-        acc = np.linalg.norm(v[idx[ok]] - v[ok], axis=1) / (vt[idx[ok]] - vt[ok])
-        return (float(speed.max()) / e.max_speed_m_s, float(acc.max()) / e.max_acceleration_m_s2,
-                float(steps.max()) / (e.max_acceleration_m_s2 * 1e-3))
     dt = np.diff(t)
     v = np.diff(p, axis=0) / dt[:, None]
     one_ms = np.abs(dt - 1e-3) < 2e-4  # consecutive 1 kHz commands
@@ -195,49 +164,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corner-s", type=float, default=15.0)
     parser.add_argument("--latency-trials", type=int, default=20)
     parser.add_argument("--rates-hz", type=float, nargs="+", default=[10, 30, 100])
-    parser.add_argument("--modes", nargs="+", default=["velocity", "joint", "cartesian"],
-                        help="streaming modes compared in part 1 (default: all three)")
-    parser.add_argument("--only-limits", action="store_true", help="run part 1 only")
     args = parser.parse_args(argv)
     with FrankySimProcess(pace="realtime") as sim:
         logs: list = []
-        e = SafetyEnvelopeConfig()
-        print(f"control_rate_hz={ExecutorConfig().control_rate_hz} max_speed_m_s={e.max_speed_m_s} "
-              f"max_acceleration_m_s2={e.max_acceleration_m_s2}; paced franky-sim\n")
+        executor = start_executor(sim.host, logs)
+        e = executor.config.envelope
+        print(f"control_rate_hz={executor.config.control_rate_hz} streaming_mode={executor.config.streaming_mode} "
+              f"max_speed_m_s={e.max_speed_m_s} max_acceleration_m_s2={e.max_acceleration_m_s2}; paced franky-sim\n")
         print("1) limits per unit time (0.2 m/s line; ratios to the configured limits, robot clock)")
-        print(f"{'mode':>10} {'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} "
-              f"{'1 ms dv/bound':>14} {'preemptions':>12}")
-        for mode in args.modes:
-            executor = start_executor(sim.host, logs, streaming_mode=mode)
-            direction = 1.0
-            for rate in args.rates_hz:
-                snaps, detach = record(executor)
-                sent0 = executor.state.commands_sent
-                logs[-1].recording = True
-                stream_line(executor, rate, args.duration_s, direction)
-                logs[-1].recording = False
-                detach()
-                sent = executor.state.commands_sent - sent0
-                executor.stop()
-                executor.wait_stopped(30.0)
-                executor.enable(True)
-                t, p, v = logs[-1].take()
-                v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e, v)
-                rt = np.array([s.robot_time_s for s in snaps])
-                wall = np.array([s.time_s for s in snaps])
-                pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
-                meas = measured_extremes(executor, snaps)["speed_ratio"]
-                print(f"{mode:>10} {rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} "
-                      f"{step_ratio:14.2f} {sent:12d}", flush=True)
-                direction = -direction
-            executor.close()
-        if args.only_limits:
-            return 0
+        print(f"{'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} {'1 ms dv/bound':>14}")
+        direction = 1.0
+        for rate in args.rates_hz:
+            snaps, detach = record(executor)
+            logs[-1].recording = True
+            stream_line(executor, rate, args.duration_s, direction)
+            logs[-1].recording = False
+            detach()
+            executor.stop()
+            executor.wait_stopped(30.0)
+            executor.enable(True)
+            t, p = logs[-1].take()
+            v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e)
+            rt = np.array([s.robot_time_s for s in snaps])
+            wall = np.array([s.time_s for s in snaps])
+            pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
+            meas = measured_extremes(executor, snaps)["speed_ratio"]
+            print(f"{rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} {step_ratio:14.2f}")
+            direction = -direction
+        executor.close()
 
         print("\n2) streaming modes, towards the unreachable in-box corner (0.75, 0.40, 0.05), measured arm")
         print(f"{'mode':>10} {'TCP out mm':>11} {'elbow/wrist out mm':>19} {'joint past hw mrad':>19} "
               f"{'speed/limit':>12} {'closest to corner mm':>21} {'fault':>6}")
-        for mode in args.modes:
+        for mode in ("joint", "cartesian"):
             executor = start_executor(sim.host, logs, streaming_mode=mode)
             snaps, detach = record(executor)
             q0 = executor.state.ee_quaternion_xyzw.copy()

@@ -51,10 +51,6 @@ logger = logging.getLogger(__name__)
 #: forces and torques (N, Nm), used for both the lower (contact) and upper (collision) threshold.
 DEFAULT_COLLISION_TORQUES_NM: tuple[float, ...] = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
 DEFAULT_COLLISION_FORCES_N: tuple[float, ...] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
-#: Commands are sent at least half a control period apart on the robot's clock; a ``velocity`` motion reaches its
-#: velocity within this fraction of the period, so it is always there when the next command preempts it.
-SEND_GATE_FRACTION = 0.5
-VELOCITY_RAMP_FRACTION = 0.45
 
 
 class ExecutionRefusedError(RuntimeError):
@@ -77,15 +73,9 @@ class ExecutorConfig:
     """Rate at which streaming motions are sent (Hz, >= 30 for smooth motion)."""
     state_rate_hz: float = 200.0
     """Rate at which the robot state is read (Hz, >= control_rate_hz)."""
-    streaming_mode: str = "velocity"
-    """``velocity`` (the default: checked joint targets followed with JointVelocityWaypointMotions, no velocity
-    step at a preemption), ``joint`` (the checked joint targets as JointWaypointMotions) or ``cartesian`` (the
-    same checked targets as poses in CartesianWaypointMotions); docs/driver.md compares them."""
-    velocity_tracking_gain_per_s: float = 10.0
-    """``velocity`` mode: gain on the measured arm's distance from the checked target it should be at (1/s)."""
-    velocity_hold_periods: float = 2.0
-    """``velocity`` mode: control periods each velocity is held once reached; then the motion ramps to zero on
-    its own, so the arm comes to rest when the host stops sending."""
+    streaming_mode: str = "joint"
+    """``joint`` (checked joint targets as JointWaypointMotions, the safe default) or ``cartesian`` (the same
+    checked targets as poses in CartesianWaypointMotions); docs/driver.md compares them."""
     urdf_path: str = ""
     """FR3 URDF for the kinematics ("" = this package's urdf/fr3.urdf, else the one franky-sim ships)."""
     watchdog_timeout_s: float = 0.5
@@ -131,13 +121,6 @@ class ExecutorConfig:
         if self.streaming_mode not in STREAMING_MODES:
             raise ValueError(f"ExecutorConfig.streaming_mode must be one of {STREAMING_MODES}, "
                              f"got {self.streaming_mode!r}")
-        if not (isinstance(self.velocity_tracking_gain_per_s, (int, float))
-                and 0.0 <= self.velocity_tracking_gain_per_s <= 0.5 * self.control_rate_hz):
-            raise ValueError(f"ExecutorConfig.velocity_tracking_gain_per_s must be in [0, control_rate_hz / 2] 1/s "
-                             f"(a larger gain overshoots within one period), got {self.velocity_tracking_gain_per_s!r}")
-        if not (isinstance(self.velocity_hold_periods, (int, float)) and 0.5 <= self.velocity_hold_periods <= 10.0):
-            raise ValueError(f"ExecutorConfig.velocity_hold_periods must be in [0.5, 10] control periods, "
-                             f"got {self.velocity_hold_periods!r}")
         for name in ("watchdog_timeout_s", "reconnect_period_s", "state_timeout_s", "link_timeout_s",
                      "max_future_lead_s", "stop_timeout_s"):
             value = getattr(self, name)
@@ -271,10 +254,7 @@ class FrankaExecutor:
         self.envelope = SafetyEnvelope(config.envelope, self.interventions)
         self.kinematics = FR3Kinematics(config.urdf_path or None)
         self.guard = JointSpaceGuard(config.envelope, self.kinematics, self.interventions)
-        self.gate = CommandGate(self.envelope, self.guard, config.streaming_mode,
-                                tracking_gain_per_s=config.velocity_tracking_gain_per_s,
-                                hold_periods=config.velocity_hold_periods,
-                                ramp_time_s=VELOCITY_RAMP_FRACTION * config.control_period_s)
+        self.gate = CommandGate(self.envelope, self.guard, config.streaming_mode)
         self._blender = SeamBlender(config.timing)
         self.watchdog = Watchdog(config.watchdog_timeout_s, clock)
         self._lock = threading.Lock()
@@ -880,7 +860,7 @@ class FrankaExecutor:
         if plan is None:
             return
         last = self._last_command_robot_time_s
-        if last is not None and snap.robot_time_s - last < SEND_GATE_FRACTION * period:
+        if last is not None and snap.robot_time_s - last < 0.5 * period:
             # The robot's clock (franky-sim under load) has not advanced by half a period since the last command:
             # preempting franky's planner again now would only restart it; wait for the robot.
             return
@@ -894,26 +874,17 @@ class FrankaExecutor:
         ahead = sample(plan, now + 2.0 * period)
         at_end = now + period >= plan.end_time_s
         limits_period = self._limits_period_s(snap)
-        velocity_mode = self.config.streaming_mode == "velocity"
-        in_control = self._robot.is_in_control
-        if velocity_mode and not in_control:
-            self.gate.at_rest()  # the last velocity motion ramped to zero on its own: start the next one from rest
-        measured = snap.joint_positions_rad if velocity_mode else None
         if plan.is_cartesian:
             velocity = np.zeros(3) if at_end else (ahead.position_m - target.position_m) / period
-            motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity,
-                                              measured_joints_rad=measured)
+            motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity)
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
-            motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity,
-                                               measured_joints_rad=measured)
+            motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity)
         last_sent = self._last_sent_joints
         same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
             not np.any(self.gate.last.joint_velocities_rad_s)
-        if velocity_mode:  # holding still: nothing to send once the commanded velocity is (and was) ~0
-            same = same and float(np.abs(self.gate.last_velocity_command_rad_s).max()) < 1e-3 and not in_control
         self._last_sent_joints = self.gate.last.joint_positions_rad
-        if same and (in_control or velocity_mode):
+        if same and self._robot.is_in_control:
             # Holding: the running motion already holds this target. Re-sending it would preempt franky's planner
             # for nothing (on franky-sim each preemption restarts from a finite-difference velocity: the arm drifts).
             return

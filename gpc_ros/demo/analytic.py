@@ -37,10 +37,10 @@ from gpc_ros.sim.franky_sim_process import FrankySimProcess
 
 logger = logging.getLogger(__name__)
 
-#: The demo uses the driver's default, ``velocity`` streaming (docs/driver.md). Measured 2026-12-02 with the same
-#: demo: velocity 0.4-0.8 mm from the goals, measured TCP orientation within 0.003 rad of the start; cartesian
-#: 0.3-1.1 mm, 0.002 rad; joint (position waypoints) halted: measured TCP left its box, chunks refused.
-DEMO_STREAMING_MODE = "velocity"
+#: The demo streams Cartesian poses (every command still checked in joint space, docs/driver.md): with host-side
+#: joint streaming the wrist drifted from the commanded orientation on franky-sim, and after a fault the next chunk
+#: was rejected as an orientation jump (seen in the test run of 2026-12-01); the simulated cell does the same.
+DEMO_STREAMING_MODE = "cartesian"
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def test_fk_matches_the_end_effector_pose_franky_sim_reports(kin, franky_sim_fas
     moving, at_rest = [], []
     for target in targets:
         robot.move(franky.JointWaypointMotion([franky.JointWaypoint(target.tolist())]), asynchronous=True)
-        deadline = time.monotonic() + 120.0  # franky-sim at 0.1x pace under load: 30 s was too short
+        deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             state = robot.state
             p, q = kin.forward(np.array(state.q_d))
