@@ -1,6 +1,6 @@
 """Offline proxy vs benchmark success rate: does replay's error against demonstrations rank weights as success does?
 
-1. held-out demonstration episodes -> one bag each (gpc_ros.monitor.dataset_bag; skipped when the bag exists);
+1. held-out demonstration episodes -> one bag each (gpc_ros.nodes.dataset_bag; skipped when the bag exists);
 2. every bag replayed (gpc_ros.monitor.replay, the code behind ``gpc-ros replay``) through the two parents for the
    benchmark's weight vectors; the proxy of a weight = mean over all replayed chunks of the RMSE (m) between the
    composed chunk's positions and the demonstrated ones;
@@ -48,9 +48,9 @@ def replay_proxy(args) -> tuple:
 
     from tqdm import tqdm
 
-    from gpc_ros.monitor.dataset_bag import dataset_to_bags, parse_episodes, read_meta
     from gpc_ros.monitor.replay import ReplayConfig, ReplayParent, replay
     from gpc_ros.monitor.replay_io import load_recording
+    from gpc_ros.nodes.dataset_bag import dataset_to_bags, parse_episodes, read_meta
     from gpc_ros.policies import load_policy
     from gpc_ros.policies.evaluation import default_sampler
     from gpc_ros.policies.registry import resolve_checkpoint

@@ -1,4 +1,4 @@
-"""Demonstration episodes -> bags for `gpc-ros replay` (gpc_ros.monitor.dataset_bag).
+"""Demonstration episodes -> bags for `gpc-ros replay` (gpc_ros.nodes.dataset_bag).
 
 A small dataset in the push_red layout (random but valid: unit rotations, 96x96 images, 512-point clouds) is
 written with the package's dataset writer, converted, and read back with the replay's own reader; the observation
@@ -14,8 +14,8 @@ import torch
 
 from gpc_ros.action_space import rotation_6d_from_quaternion
 from gpc_ros.monitor.bag import BagError
-from gpc_ros.monitor.dataset_bag import DemoBagConfig, dataset_to_bags, demo_chunks, episode_to_bag, parse_episodes
 from gpc_ros.monitor.replay_io import load_recording
+from gpc_ros.nodes.dataset_bag import DemoBagConfig, dataset_to_bags, demo_chunks, episode_to_bag, parse_episodes
 
 LENGTHS = (13, 9)
 

@@ -15,6 +15,7 @@ import pytest
 
 from gpc_ros.policies.dataset import EpisodeDataset, episode_path
 from gpc_ros.sim.collect import dataset_hash
+from gpc_ros.testing.spin import wait_until
 
 KEYS = ["observation.image", "observation.image_wrist", "observation.pointcloud", "observation.state"]
 
@@ -62,10 +63,11 @@ def test_collect_writes_a_loadable_dataset_and_resumes_after_a_kill(tmp_path):
     argv = [sys.executable, "-m", "gpc_ros.cli", "collect", "--episodes", "2", "--out", str(out), "--seed", "40"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 600
-        while not episode_path(out, 0).exists():  # first episode written: kill during the second
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-3000:]
-            time.sleep(0.2)
+        def alive() -> None:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+
+        # first episode written: kill during the second
+        wait_until(lambda: episode_path(out, 0).exists(), 600.0, "the first episode file", period_s=0.2, check=alive)
         first = episode_path(out, 0).read_bytes()
         time.sleep(3.0)
         os.killpg(proc.pid, signal.SIGKILL)

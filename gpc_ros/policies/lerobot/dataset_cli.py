@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace an existing target")
     conv.add_argument("--no-progress", action="store_true")
     bag = sub.add_parser("to-bag", help="npz episodes -> one rosbag2 MCAP bag each, for gpc-ros replay "
-                                        "(gpc_ros.monitor.dataset_bag)")
+                                        "(gpc_ros.nodes.dataset_bag)")
     bag.add_argument("source", type=Path)
     bag.add_argument("target", type=Path, help="folder of the bags episode_<NNNNNN>/")
     bag.add_argument("--episodes", default=":", help="A:B (half-open), N or N,M,... (default: all)")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {key}: {f.get('dtype', '')} {f['shape']}{names}")
             return 0
         if args.command == "to-bag":
-            from gpc_ros.monitor.dataset_bag import DemoBagConfig, dataset_to_bags, parse_episodes, read_meta
+            from gpc_ros.nodes.dataset_bag import DemoBagConfig, dataset_to_bags, parse_episodes, read_meta
 
             episodes = parse_episodes(args.episodes, read_meta(args.source)["num_episodes"])
             config = DemoBagConfig(horizon=args.horizon, chunk_every=args.chunk_every)
