@@ -160,8 +160,11 @@ def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deplo
         assert np.array_equal(chunk_positions(probe.parent_chunks[name][0]),
                               expected.parent_actions[name][0].double().numpy())
     assert np.array_equal(chunk_positions(probe.chunks[1]), reference(1).actions[0, 0].double().numpy())
-    if warm:
-        assert probe.last_status().get("warm_start") == "plan", probe.last_status()
+    if warm:  # the status is published at 1 Hz: the latest one may predate the chunks (e.g. the first, refused
+        # attempt before the hosts had an observation), so wait for one that reports a composed chunk
+        assert probe.spin_until(lambda: int(probe.last_status().get("chunks", 0)) >= 2, 30.0, every=publish,
+                                period_s=0.1), probe.last_status()
+        assert probe.last_status()["warm_start"] == "plan", probe.last_status()
 
 
 def test_a_short_driver_plan_triggers_a_chunk_before_the_period_ends(ros_domain, probe, tmp_path) -> None:
