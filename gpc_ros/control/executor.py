@@ -169,6 +169,9 @@ class RobotSnapshot:
     joint_velocities_rad_s: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     commanded_joint_positions_rad: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     """The robot's last commanded joints q_d (the 1 kHz command stream franky sends), rad."""
+    commanded_joint_velocities_rad_s: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
+    """The robot's reported commanded joint velocities dq_d (rad/s): where franky's planner starts a new motion from
+    (franky-sim reports a low-pass of them, about 20 ms behind)."""
     ee_position_m: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     """fr3_hand_tcp position in fr3_link0 as franky reports it (O_T_EE; franky-sim: from the commanded joints)."""
     ee_quaternion_xyzw: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
@@ -697,7 +700,7 @@ class FrankaExecutor:
         with self._lock:
             snap = RobotSnapshot(
                 time_s=now, robot_time_s=robot_time, joint_positions_rad=q, joint_velocities_rad_s=np.array(st.dq),
-                commanded_joint_positions_rad=np.array(st.q_d),
+                commanded_joint_positions_rad=np.array(st.q_d), commanded_joint_velocities_rad_s=np.array(st.dq_d),
                 ee_position_m=np.array(affine.translation), ee_quaternion_xyzw=np.array(affine.quaternion),
                 measured_tcp_m=points["tcp"], measured_elbow_m=points["elbow"], measured_wrist_m=points["wrist"],
                 gripper_width_m=width, connected=True, enabled=self._enabled,
@@ -876,10 +879,13 @@ class FrankaExecutor:
         limits_period = self._limits_period_s(snap)
         if plan.is_cartesian:
             velocity = np.zeros(3) if at_end else (ahead.position_m - target.position_m) / period
-            motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity)
+            motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity,
+                                              snap.commanded_joint_positions_rad, snap.commanded_joint_velocities_rad_s)
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
-            motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity)
+            motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity,
+                                               snap.commanded_joint_positions_rad,
+                                               snap.commanded_joint_velocities_rad_s)
         last_sent = self._last_sent_joints
         same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
             not np.any(self.gate.last.joint_velocities_rad_s)
