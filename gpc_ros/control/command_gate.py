@@ -45,6 +45,9 @@ class CommandGate:
         self.motions_built = 0
         self.last_speed_factor = 1.0
         """Velocity factor of the last joint motion built (:meth:`joint_speed_factor`)."""
+        self.planner_joint_velocity_limit_rad_s = np.full(7, envelope.config.max_joint_speed_rad_s)
+        """(7,) franky's joint velocity limits (rad/s): ``max_joint_speed_rad_s`` capped by franky's maxima; the
+        executor sets the values it read back from the robot."""
 
     # -- state ----------------------------------------------------------------------------------------------------
     def reset_to(self, joints_rad: np.ndarray) -> None:
@@ -129,29 +132,30 @@ class CommandGate:
                            start_velocity_rad_s: np.ndarray | None = None) -> float:
         """Fraction of ``max_joint_speed_rad_s`` (franky's joint velocity limit) for a motion ``start -> target``.
 
-        franky's planner runs every joint at up to ``factor * max_joint_speed_rad_s``. Along the joint-space
+        franky's planner runs joint ``i`` at up to ``factor * limit_i`` (``planner_joint_velocity_limit_rad_s``
+        times ``relative_dynamics_factor``). Along the joint-space
         direction from ``start_rad`` to ``target_rad``, and along ``start_velocity_rad_s`` (the velocity the planner
-        starts with and turns away from), the fastest joint at that speed moves the TCP (Jacobian at the target) at
-        most ``max_speed_m_s`` and turns it at most ``max_rotation_speed_rad_s``. In [``MIN_SPEED_FACTOR``, 1]; 1
-        when there is nothing to move.
+        starts with and turns away from), the fastest motion within those joint limits moves the TCP (Jacobian at
+        the target) at most ``max_speed_m_s`` and turns it at most ``max_rotation_speed_rad_s``. In
+        [``MIN_SPEED_FACTOR``, 1]; 1 when there is nothing to move.
         """
         c = self.envelope.config
         directions = [np.asarray(target_rad, dtype=np.float64) - np.asarray(start_rad, dtype=np.float64)]
         if start_velocity_rad_s is not None:
             directions.append(np.asarray(start_velocity_rad_s, dtype=np.float64))
+        limit = self.planner_joint_velocity_limit_rad_s * c.relative_dynamics_factor
         jac = None
-        cap = c.max_joint_speed_rad_s
+        factor = 1.0
         for direction in directions:
-            largest = float(np.abs(direction).max())
-            if not np.isfinite(largest) or largest < 1e-9:
+            if not np.all(np.isfinite(direction)) or float(np.abs(direction).max()) < 1e-9:
                 continue
             if jac is None:
                 jac = self.guard.kinematics.jacobian(target_rad)
-            unit = direction / largest  # fastest joint at 1 rad/s
-            linear = float(np.linalg.norm(jac[:3] @ unit))
-            angular = float(np.linalg.norm(jac[3:] @ unit))
-            cap = min(cap, c.max_speed_m_s / max(linear, 1e-9), c.max_rotation_speed_rad_s / max(angular, 1e-9))
-        return float(np.clip(cap / c.max_joint_speed_rad_s, MIN_SPEED_FACTOR, 1.0))
+            fastest = direction * float(np.min(limit / np.maximum(np.abs(direction), 1e-12)))  # at factor 1
+            linear = float(np.linalg.norm(jac[:3] @ fastest))
+            angular = float(np.linalg.norm(jac[3:] @ fastest))
+            factor = min(factor, c.max_speed_m_s / max(linear, 1e-12), c.max_rotation_speed_rad_s / max(angular, 1e-12))
+        return float(np.clip(factor, MIN_SPEED_FACTOR, 1.0))
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
                 robot_joint_velocities_rad_s: np.ndarray | None = None):
@@ -167,11 +171,11 @@ class CommandGate:
             self.last_speed_factor = factor
             qd = cmd.joint_velocities_rad_s * feed_forward_scale
             # franky's planner refuses a target velocity above its (now scaled) limit (error -100): scale it down.
-            c = self.envelope.config
-            allowed = 0.99 * factor * c.max_joint_speed_rad_s * c.relative_dynamics_factor
-            fastest = float(np.abs(qd).max())
-            if fastest > allowed:
-                qd = qd * (allowed / fastest)
+            dynamics = self.envelope.config.relative_dynamics_factor
+            allowed = 0.99 * factor * self.planner_joint_velocity_limit_rad_s * dynamics
+            over = float(np.max(np.abs(qd) / allowed))
+            if over > 1.0:
+                qd = qd / over
             state = franky.JointState(cmd.joint_positions_rad.astype(np.float64), qd.astype(np.float64))
             return franky.JointWaypointMotion([franky.JointWaypoint(state)],
                                               franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
