@@ -155,6 +155,13 @@ class CommandGate:
             linear = float(np.linalg.norm(jac[:3] @ fastest))
             angular = float(np.linalg.norm(jac[3:] @ fastest))
             factor = min(factor, c.max_speed_m_s / max(linear, 1e-12), c.max_rotation_speed_rad_s / max(angular, 1e-12))
+        if jac is not None and len(directions) > 1 and np.all(np.isfinite(directions[1])):
+            # Already faster than the limits (franky-sim restarts every motion from its lagging dq_d, which keeps the
+            # planner above a lowered limit for a while): aim lower by the same ratio, so the speed settles at it.
+            over = max(float(np.linalg.norm(jac[:3] @ directions[1])) / c.max_speed_m_s,
+                       float(np.linalg.norm(jac[3:] @ directions[1])) / c.max_rotation_speed_rad_s)
+            if over > 1.0:
+                factor /= over
         return float(np.clip(factor, MIN_SPEED_FACTOR, 1.0))
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
