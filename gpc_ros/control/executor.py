@@ -806,7 +806,10 @@ class FrankaExecutor:
     def _check_measured(self, now: float, snap: RobotSnapshot) -> None:
         """Halt with a fault when the measured arm passes a halt threshold further than at the last recovery.
 
-        After a recovery the arm may move back in; only getting worse halts again.
+        After a recovery (or at connect) the arm may move back in; only getting worse than then halts again, and
+        once a joint / point is back inside its threshold, any excess there halts. (Tightening to the best value seen
+        instead halted an arm held past a limit on franky-sim: it dipped 5-8 mrad inwards and came back, because
+        franky-sim reports a stale velocity to a new client.)
         """
         if self._fault is not None:
             return  # already faulted (and stopped if it was a halt)
@@ -822,9 +825,9 @@ class FrankaExecutor:
         for name in ("tcp", "elbow", "wrist"):
             if excess[name] > base.get(name, 0.0) + 1e-3:
                 worse.append(f"{name} {excess[name] * 1e3:.1f} mm beyond its box + tolerance")
-        if not worse:  # the arm moved back in: tighten the baseline
-            self._halt_baseline = {"joints": np.minimum(joints_base, excess["joints"]),
-                                   **{k: min(base.get(k, 0.0), excess[k]) for k in ("tcp", "elbow", "wrist")}}
+        if not worse:  # a part that came fully back inside its threshold: from now on any excess there halts
+            points = {k: 0.0 if excess[k] <= 0.0 else base.get(k, 0.0) for k in ("tcp", "elbow", "wrist")}
+            self._halt_baseline = {"joints": np.where(excess["joints"] <= 0.0, 0.0, joints_base), **points}
         if worse:
             self.interventions.add("halted_measured")
             reason = "halted: measured " + "; ".join(worse)
