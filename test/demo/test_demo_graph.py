@@ -135,6 +135,26 @@ def test_killing_a_node_during_the_demo_fails_it_naming_the_node_and_leaves_noth
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["status"] == 1
 
 
+def test_a_graph_that_stops_sending_chunks_fails_the_demo_and_leaves_nothing(tmp_path) -> None:
+    """The composer frozen (SIGSTOP: alive, but silent, like a deadlocked or starved process) once the graph is up:
+    no chunk arrives, the demo says so after --chunk-timeout, exits 1 and leaves no process (the frozen one too)."""
+    proc = demo("--episodes", "2", "--time-limit", "30", "--out", str(tmp_path / "demo"), "--replay-chunks", "0",
+                "--chunk-timeout", "15")
+    try:
+        head = read_until(proc, r"^graph up", 1200)
+        pids = started_pids(head)
+        os.kill(pids["composer"], signal.SIGSTOP)
+        rest, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = head + rest
+    assert proc.returncode == 1, out[-4000:]
+    assert re.search(r"^gpc-ros demo: graph failed: no chunk arrived for 15 s wall", out, re.M), out[-4000:]
+    assert_all_gone(pids)
+    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["status"] == 1
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_the_demo_stops_every_process(tmp_path) -> None:
     proc = demo("--episodes", "3", "--out", str(tmp_path / "demo"))
