@@ -571,7 +571,7 @@ def run_streams(host: str, n_streams: int, seed: int, duration_s: float) -> list
     return reports
 
 
-@pytest.mark.slow  # 2-3 min; fails in most runs: the commanded TCP leaves the box by 29-69 mm near walls (docs/driver.md, open)
+@pytest.mark.slow  # 2-3 min; fails in most runs: the commanded TCP leaves the box near walls (docs/driver.md)
 def test_measured_state_stays_inside_over_adversarial_streams(franky_sim_fast):
     """200 short streams (0.4 s each, every kind 25 times on average, chained: each starts where the last ended);
     the slow variant runs 600 longer ones."""
