@@ -94,6 +94,9 @@ class ExchangeEndpoint:
                 self._wait_loop()
         except ExternalShutdownException:  # rclpy shut down under us: nothing left to dispatch
             pass
+        except Exception:  # an rcl error while waiting; expected only while shutting down
+            if not self._stopping and self.node.context.ok():
+                logger.exception("exchange endpoint %s stopped dispatching", self.node.get_name())
 
     def _wait_loop(self) -> None:
         context = self.node.context
