@@ -48,19 +48,24 @@ class CommandLog:
 
     def move(self, motion, *args, **kwargs):
         if self.recording and hasattr(motion, "register_callback"):
+            # The callback must not reference this wrapper or the robot: franky keeps it alive with the motion, and a
+            # robot kept alive keeps franky-sim's only client slot (the next executor then cannot connect).
+            kin, rows, lock = self._kin, self.rows, self.lock
+
             def callback(state, dt, rel, abs_time, signal) -> None:
                 if hasattr(signal, "q"):
-                    p = self._kin.forward(np.array(signal.q))[0]
+                    p = kin.forward(np.array(signal.q))[0]
                 else:
                     p = np.array(signal.O_T_EE)[12:15]
-                with self.lock:
-                    self.rows.append((abs_time.to_sec(), p))
+                with lock:
+                    rows.append((abs_time.to_sec(), p))
             motion.register_callback(callback)
         return self._robot.move(motion, *args, **kwargs)
 
     def take(self) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
-            rows, self.rows[:] = list(self.rows), []
+            rows = list(self.rows)
+            self.rows.clear()
         t = np.array([r[0] for r in rows])
         p = np.array([r[1] for r in rows]).reshape(-1, 3)
         order = np.argsort(t, kind="stable")

@@ -9,7 +9,11 @@ Streaming modes (``ExecutorConfig.streaming_mode``):
 
 - ``joint`` (default): every target (pose or joint) becomes a checked joint vector
   (:class:`~gpc_ros.control.joint_guard.JointSpaceGuard`) sent as a ``JointWaypointMotion`` with a feed-forward
-  joint velocity. The arm is asked for exactly the joint vector that was checked.
+  joint velocity. The arm is asked for exactly the joint vector that was checked. franky plans each motion
+  time-optimally up to its joint velocity limit, which says nothing about the TCP: catching up with a target it lags
+  behind, it ran the joints at 1 rad/s and the TCP at up to 1.9x ``max_speed_m_s``. Each motion therefore gets its
+  own velocity factor (:meth:`CommandGate.joint_speed_factor`): the joint speed at which moving from where the robot
+  is commanded now towards the target keeps the TCP within ``max_speed_m_s`` and ``max_rotation_speed_rad_s``.
 - ``cartesian``: the same checked joint vector, but sent as its FK pose in a ``CartesianWaypointMotion`` (the
   robot's own IK then chooses the joints; franky-sim's resolved-rate controller can drift in the null space).
 """
@@ -24,6 +28,8 @@ from gpc_ros.control.joint_guard import JointCommand, JointSpaceGuard
 
 #: Streaming modes (ExecutorConfig.streaming_mode).
 STREAMING_MODES: tuple[str, ...] = ("joint", "cartesian")
+#: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
+MIN_SPEED_FACTOR = 0.02
 
 
 class CommandGate:
@@ -37,6 +43,11 @@ class CommandGate:
         self.streaming_mode = streaming_mode
         self._last: JointCommand | None = None
         self.motions_built = 0
+        self.last_speed_factor = 1.0
+        """Velocity factor of the last joint motion built (:meth:`joint_speed_factor`)."""
+        self.planner_joint_velocity_limit_rad_s = np.full(7, envelope.config.max_joint_speed_rad_s)
+        """(7,) franky's joint velocity limits (rad/s): ``max_joint_speed_rad_s`` capped by franky's maxima; the
+        executor sets the values it read back from the robot."""
 
     # -- state ----------------------------------------------------------------------------------------------------
     def reset_to(self, joints_rad: np.ndarray) -> None:
@@ -65,10 +76,14 @@ class CommandGate:
 
     # -- motions --------------------------------------------------------------------------------------------------
     def pose_motion(self, position_m: np.ndarray, quaternion_xyzw: np.ndarray, period_s: float,
-                    velocity_m_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
+                    velocity_m_s: np.ndarray | None = None, robot_joints_rad: np.ndarray | None = None,
+                    robot_joint_velocities_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion (holds its target, returns at once) towards the checked pose target.
 
-        Raises ChunkRejectedError for a non-finite target (nothing is built) and RuntimeError if not seeded.
+        ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` (7,): the joints and joint velocities the robot is
+        commanded at now (``q_d``, ``dq_d``), where franky's planner starts from; None = the last command, at rest
+        (:meth:`joint_speed_factor`). Raises ChunkRejectedError for a non-finite target (nothing is built) and
+        RuntimeError if not seeded.
         """
         last = self._require_seed()
         clamped = self.envelope.clamp_cartesian(position_m, quaternion_xyzw, last.tcp, period_s, velocity_m_s)
@@ -76,19 +91,22 @@ class CommandGate:
         ff = float(np.linalg.norm(clamped.velocity_m_s))
         moved = float(np.linalg.norm(cmd.tcp.step_velocity_m_s))
         scale = 0.0 if moved < 1e-9 else min(1.0, ff / moved)
-        return self._motion(cmd, scale), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s), cmd
 
     #: Older name of :meth:`pose_motion`.
     cartesian_motion = pose_motion
 
-    def joint_motion(self, joints_rad: np.ndarray, period_s: float,
-                     velocity_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
+    def joint_motion(self, joints_rad: np.ndarray, period_s: float, velocity_rad_s: np.ndarray | None = None,
+                     robot_joints_rad: np.ndarray | None = None,
+                     robot_joint_velocities_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion towards the checked joint target.
 
         Args:
             joints_rad: (7,) joint target (rad).
             period_s: Control period the per-command limits are computed for (s).
             velocity_rad_s: Optional (7,) plan slope (rad/s) used as feed-forward; None = stop at the target.
+            robot_joints_rad: Optional (7,) joints the robot is commanded at now (``q_d``); None = the last command.
+            robot_joint_velocities_rad_s: Optional (7,) its commanded joint velocities (``dq_d``); None = at rest.
 
         Returns:
             The franky motion and the checked command it encodes.
@@ -108,15 +126,67 @@ class CommandGate:
         if velocity_rad_s is not None and np.all(np.isfinite(velocity_rad_s)):
             moved = float(np.abs(cmd.joint_velocities_rad_s).max())
             scale = 0.0 if moved < 1e-9 else min(1.0, float(np.abs(velocity_rad_s).max()) / moved)
-        return self._motion(cmd, scale), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s), cmd
 
-    def _motion(self, cmd: JointCommand, feed_forward_scale: float):
+    def joint_speed_factor(self, target_rad: np.ndarray, start_rad: np.ndarray,
+                           start_velocity_rad_s: np.ndarray | None = None) -> float:
+        """Fraction of ``max_joint_speed_rad_s`` (franky's joint velocity limit) for a motion ``start -> target``.
+
+        franky's planner runs joint ``i`` at up to ``factor * limit_i`` (``planner_joint_velocity_limit_rad_s``
+        times ``relative_dynamics_factor``). Along the joint-space
+        direction from ``start_rad`` to ``target_rad``, and along ``start_velocity_rad_s`` (the velocity the planner
+        starts with and turns away from), the fastest motion within those joint limits moves the TCP (Jacobian at
+        the target) at most ``max_speed_m_s`` and turns it at most ``max_rotation_speed_rad_s``. In
+        [``MIN_SPEED_FACTOR``, 1]; 1 when there is nothing to move.
+        """
+        c = self.envelope.config
+        directions = [np.asarray(target_rad, dtype=np.float64) - np.asarray(start_rad, dtype=np.float64)]
+        if start_velocity_rad_s is not None:
+            directions.append(np.asarray(start_velocity_rad_s, dtype=np.float64))
+        limit = self.planner_joint_velocity_limit_rad_s * c.relative_dynamics_factor
+        jac = None
+        factor = 1.0
+        for direction in directions:
+            if not np.all(np.isfinite(direction)) or float(np.abs(direction).max()) < 1e-9:
+                continue
+            if jac is None:
+                jac = self.guard.kinematics.jacobian(target_rad)
+            fastest = direction * float(np.min(limit / np.maximum(np.abs(direction), 1e-12)))  # at factor 1
+            linear = float(np.linalg.norm(jac[:3] @ fastest))
+            angular = float(np.linalg.norm(jac[3:] @ fastest))
+            factor = min(factor, c.max_speed_m_s / max(linear, 1e-12), c.max_rotation_speed_rad_s / max(angular, 1e-12))
+        if jac is not None and len(directions) > 1 and np.all(np.isfinite(directions[1])):
+            # Already faster than the limits (franky-sim restarts every motion from its lagging dq_d, which keeps the
+            # planner above a lowered limit for a while): aim lower by the same ratio, so the speed settles at it.
+            over = max(float(np.linalg.norm(jac[:3] @ directions[1])) / c.max_speed_m_s,
+                       float(np.linalg.norm(jac[3:] @ directions[1])) / c.max_rotation_speed_rad_s)
+            if over > 1.0:
+                factor /= over
+        return float(np.clip(factor, MIN_SPEED_FACTOR, 1.0))
+
+    def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
+                robot_joint_velocities_rad_s: np.ndarray | None = None):
+        previous = self._last
         self._last = cmd
         self.motions_built += 1
         if self.streaming_mode == "joint":
+            start = robot_joints_rad if robot_joints_rad is not None and np.all(np.isfinite(robot_joints_rad)) \
+                else previous.joint_positions_rad
+            velocity = robot_joint_velocities_rad_s if robot_joint_velocities_rad_s is not None and \
+                np.all(np.isfinite(robot_joint_velocities_rad_s)) else None
+            factor = self.joint_speed_factor(cmd.joint_positions_rad, start, velocity)
+            self.last_speed_factor = factor
             qd = cmd.joint_velocities_rad_s * feed_forward_scale
+            # franky's planner refuses a target velocity above its (now scaled) limit (error -100): scale it down.
+            dynamics = self.envelope.config.relative_dynamics_factor
+            allowed = 0.99 * factor * self.planner_joint_velocity_limit_rad_s * dynamics
+            over = float(np.max(np.abs(qd) / allowed))
+            if over > 1.0:
+                qd = qd / over
             state = franky.JointState(cmd.joint_positions_rad.astype(np.float64), qd.astype(np.float64))
-            return franky.JointWaypointMotion([franky.JointWaypoint(state)], return_when_finished=False)
+            return franky.JointWaypointMotion([franky.JointWaypoint(state)],
+                                              franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
+                                              return_when_finished=False)
         tcp = cmd.tcp
         v = tcp.step_velocity_m_s * feed_forward_scale
         state = franky.CartesianState(

@@ -169,6 +169,9 @@ class RobotSnapshot:
     joint_velocities_rad_s: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     commanded_joint_positions_rad: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     """The robot's last commanded joints q_d (the 1 kHz command stream franky sends), rad."""
+    commanded_joint_velocities_rad_s: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
+    """The robot's reported commanded joint velocities dq_d (rad/s): where franky's planner starts a new motion from
+    (franky-sim reports a low-pass of them, about 20 ms behind)."""
     ee_position_m: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     """fr3_hand_tcp position in fr3_link0 as franky reports it (O_T_EE; franky-sim: from the commanded joints)."""
     ee_quaternion_xyzw: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
@@ -622,6 +625,7 @@ class FrankaExecutor:
         set_limit("joint_velocity_limit", np.full(7, e.max_joint_speed_rad_s))
         set_limit("joint_acceleration_limit", np.full(7, e.max_joint_acceleration_rad_s2))
         set_limit("joint_jerk_limit", np.full(7, e.max_joint_jerk_rad_s3))
+        self.gate.planner_joint_velocity_limit_rad_s = np.asarray(robot.joint_velocity_limit.get(), dtype=np.float64)
         d = e.relative_dynamics_factor
         robot.relative_dynamics_factor = franky.RelativeDynamicsFactor(d, d, d)
         robot.set_collision_behavior(list(c.collision_torque_thresholds_nm), list(c.collision_force_thresholds_n))
@@ -697,7 +701,7 @@ class FrankaExecutor:
         with self._lock:
             snap = RobotSnapshot(
                 time_s=now, robot_time_s=robot_time, joint_positions_rad=q, joint_velocities_rad_s=np.array(st.dq),
-                commanded_joint_positions_rad=np.array(st.q_d),
+                commanded_joint_positions_rad=np.array(st.q_d), commanded_joint_velocities_rad_s=np.array(st.dq_d),
                 ee_position_m=np.array(affine.translation), ee_quaternion_xyzw=np.array(affine.quaternion),
                 measured_tcp_m=points["tcp"], measured_elbow_m=points["elbow"], measured_wrist_m=points["wrist"],
                 gripper_width_m=width, connected=True, enabled=self._enabled,
@@ -802,7 +806,10 @@ class FrankaExecutor:
     def _check_measured(self, now: float, snap: RobotSnapshot) -> None:
         """Halt with a fault when the measured arm passes a halt threshold further than at the last recovery.
 
-        After a recovery the arm may move back in; only getting worse halts again.
+        After a recovery (or at connect) the arm may move back in; only getting worse than then halts again, and
+        once a joint / point is back inside its threshold, any excess there halts. (Tightening to the best value seen
+        instead halted an arm held past a limit on franky-sim: it dipped 5-8 mrad inwards and came back, because
+        franky-sim reports a stale velocity to a new client.)
         """
         if self._fault is not None:
             return  # already faulted (and stopped if it was a halt)
@@ -818,9 +825,9 @@ class FrankaExecutor:
         for name in ("tcp", "elbow", "wrist"):
             if excess[name] > base.get(name, 0.0) + 1e-3:
                 worse.append(f"{name} {excess[name] * 1e3:.1f} mm beyond its box + tolerance")
-        if not worse:  # the arm moved back in: tighten the baseline
-            self._halt_baseline = {"joints": np.minimum(joints_base, excess["joints"]),
-                                   **{k: min(base.get(k, 0.0), excess[k]) for k in ("tcp", "elbow", "wrist")}}
+        if not worse:  # a part that came fully back inside its threshold: from now on any excess there halts
+            points = {k: 0.0 if excess[k] <= 0.0 else base.get(k, 0.0) for k in ("tcp", "elbow", "wrist")}
+            self._halt_baseline = {"joints": np.where(excess["joints"] <= 0.0, 0.0, joints_base), **points}
         if worse:
             self.interventions.add("halted_measured")
             reason = "halted: measured " + "; ".join(worse)
@@ -876,10 +883,13 @@ class FrankaExecutor:
         limits_period = self._limits_period_s(snap)
         if plan.is_cartesian:
             velocity = np.zeros(3) if at_end else (ahead.position_m - target.position_m) / period
-            motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity)
+            motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity,
+                                              snap.commanded_joint_positions_rad, snap.commanded_joint_velocities_rad_s)
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
-            motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity)
+            motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity,
+                                               snap.commanded_joint_positions_rad,
+                                               snap.commanded_joint_velocities_rad_s)
         last_sent = self._last_sent_joints
         same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
             not np.any(self.gate.last.joint_velocities_rad_s)

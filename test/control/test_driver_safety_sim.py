@@ -27,8 +27,10 @@ pytestmark = pytest.mark.timeout(600)
 
 #: How far the measured TCP / elbow / wrist may be outside their boxes (m): franky-sim's tracking overshoot.
 BOX_TOLERANCE_M = 0.015
-#: Measured speed (50 ms windows, robot clock) may exceed the configured limit by this factor (PD overshoot).
-SPEED_TOLERANCE = 1.5
+#: Measured TCP and joint speeds (50 ms windows, robot clock) may exceed the configured limits by this factor
+#: (franky-sim's tracking). Measured: at most 1.012 x over 200 streams with the per-motion joint speed factor
+#: (docs/driver.md); without it (session 3's driver) 1.72-2.03 x on the same streams.
+SPEED_TOLERANCE = 1.1
 #: Joint limits: the *hardware* limits, no tolerance (the command margin is 0.1 rad).
 READY_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
 
@@ -447,7 +449,9 @@ def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim_fast, sp
         assert report.speed_at_stop_m_s > 0.5 * speed_m_s, report
         assert 0.0 < report.distance_to_rest_m < 0.15 and report.time_to_rest_s > 0.0, report
         sent_at_stop = executor.state.commands_sent
-        assert sent_at_stop == sent_before
+        # The loop drains requests before commanding, so at most the command of the tick that was already running
+        # when stop() was queued can leave after sent_before was read (seen once: 189 vs 188).
+        assert sent_at_stop - sent_before <= 1
         n_now = len(recorder)
         wait_for(lambda: len(recorder) > n_now + 100, 20.0, "100 more state samples")
         assert executor.state.commands_sent == sent_at_stop  # nothing sent after the stop
@@ -567,7 +571,7 @@ def run_streams(host: str, n_streams: int, seed: int, duration_s: float) -> list
     return reports
 
 
-@pytest.mark.slow  # a fresh-clone run measured 1.51x the speed limit on one stream (open, docs/driver.md)
+@pytest.mark.slow  # 2-3 min; fails in most runs: the commanded TCP leaves the box near walls (docs/driver.md)
 def test_measured_state_stays_inside_over_adversarial_streams(franky_sim_fast):
     """200 short streams (0.4 s each, every kind 25 times on average, chained: each starts where the last ended);
     the slow variant runs 600 longer ones."""

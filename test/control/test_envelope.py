@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
-from gpc_ros.control.command_gate import CommandGate
+from gpc_ros.control.command_gate import MIN_SPEED_FACTOR, CommandGate
 from gpc_ros.control.envelope import (
     CartesianCommand,
     InterventionCounter,
@@ -266,7 +266,20 @@ def _check_commands(chunks, period_s, start, mode):
                 assert np.all(sent_q >= guard.command_lower_rad - 1e-9)
                 assert np.all(sent_q <= guard.command_upper_rad + 1e-9)
                 assert np.abs(sent_q - previous_joints).max() <= cfg.max_joint_speed_rad_s * period_s + 1e-9
-                assert np.abs(np.array(sent.velocity)).max() <= cfg.max_joint_speed_rad_s + 1e-9
+                # franky's planner may run each joint up to factor * max_joint_speed_rad_s: along this motion
+                # (from the last command) that keeps the TCP within its speed limits, and the target velocity
+                # within the planner's limit (else franky fails with error -100).
+                factor = motion.relative_dynamics_factor.velocity
+                planner_limit = factor * cfg.max_joint_speed_rad_s
+                assert 0.0 < factor <= 1.0
+                assert np.abs(np.array(sent.velocity)).max() <= planner_limit + 1e-9
+                step = sent_q - previous_joints
+                if np.abs(step).max() > 1e-9:
+                    jac = KINEMATICS.jacobian(sent_q)
+                    at_limit = step / np.abs(step).max() * planner_limit
+                    assert np.linalg.norm(jac[:3] @ at_limit) <= cfg.max_speed_m_s + 1e-9 or factor == MIN_SPEED_FACTOR
+                    assert np.linalg.norm(jac[3:] @ at_limit) <= cfg.max_rotation_speed_rad_s + 1e-9 or \
+                        factor == MIN_SPEED_FACTOR
                 sent_vel = np.zeros(3)
             else:
                 sent_pos = np.array(sent.pose.end_effector_pose.translation)
