@@ -9,11 +9,16 @@ be; DDIM, 10 steps, one candidate, batch 1. Cases, interleaved round by round:
 * ``K=2 in-process Composer``: the plain Composer with both parents, sequential, 1 torch thread;
 * ``K=2 graph, in-process hosts``: the composer core over host cores in this process (no serialisation);
 * ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
-  every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping;
+  every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping; the
+  exchange topics on a dedicated :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint` on both sides (wait-set
+  dispatch, what the nodes use);
+* ``K=2 graph, separate, on main nodes``: the same with the set-up before the endpoint (``--before``, default on):
+  two more host processes whose exchange topics are on the host node itself (2-thread ``MultiThreadedExecutor``,
+  as ``policy_host_node`` spins it) and reply subscriptions on this process's node (2-thread executor);
 * ``exchange overhead``: one predict round trip to a host process minus the same predict called locally, per
-  step (an analytic parent, so the network cost is negligible); its minimum (the path without preemption) and
-  median, and, to say where the time goes, the serialisation alone (request and reply each packed, converted to a
-  ``Float64MultiArray`` and back, in this process: no DDS, no executor).
+  step (an analytic parent, so the network cost is negligible), for each set-up; its minimum (the path without
+  preemption) and median, and, to say where the time goes, the serialisation alone (request and reply each packed,
+  converted to a ``Float64MultiArray`` and back, in this process: no DDS, no executor).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_graph.py [--rounds N]``. Each figure is a median over rounds;
 ratios are to ``one parent alone`` of the same run. The machine's load average is printed before and after.
@@ -73,16 +78,27 @@ def fill(core: HostCore, t_s: float) -> None:
             core.window.add_frame(t_s - 0.1 * (1 - k), rng.uniform(-0.3, 0.6, (512, 3)).astype(np.float32))
 
 
-class Wire:
-    """rclpy side of the bench: RemoteHost handles to host processes, spun in a background thread."""
+#: A host process whose exchange topics are on the host node itself (the set-up before the endpoint).
+HOST_ON_MAIN_NODE = ("import functools, sys; from gpc_ros.nodes.spin import spin_node; "
+                     "from gpc_ros.nodes.policy_host_node import PolicyHostNode; "
+                     "spin_node(functools.partial(PolicyHostNode, exchange_dispatch='node'), sys.argv[1:], threads=2)")
 
-    def __init__(self, names: list[str]) -> None:
+
+class Wire:
+    """rclpy side of the bench: RemoteHost handles to host processes.
+
+    Replies of the hosts named in ``endpoint`` go through an :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint`
+    (as in the composer node), the others through this node's 2-thread executor (the set-up before).
+    """
+
+    def __init__(self, names: list[str], endpoint: set[str]) -> None:
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.node import Node
         from std_msgs.msg import Float64MultiArray, String
 
         from gpc_ros.nodes import conversions
+        from gpc_ros.nodes.exchange import ExchangeEndpoint
         from gpc_ros.nodes.policy_host_node import (
             ANNOUNCE_QOS,
             EXCHANGE_QOS,
@@ -91,12 +107,14 @@ class Wire:
 
         rclpy.init()
         self.node = Node("bench_graph")
+        self.endpoint = ExchangeEndpoint("bench_graph_exchange")
         self.handles: dict[str, RemoteHost] = {}
         for name in names:
             topics = host_topics(name)
-            pub = self.node.create_publisher(Float64MultiArray, topics["request"], EXCHANGE_QOS)
+            wire = self.endpoint if name in endpoint else self.node
+            pub = wire.create_publisher(Float64MultiArray, topics["request"], EXCHANGE_QOS)
             handle = RemoteHost(name, lambda x, pub=pub: pub.publish(conversions.exchange_to_msg(x)))
-            self.node.create_subscription(Float64MultiArray, topics["reply"],
+            wire.create_subscription(Float64MultiArray, topics["reply"],
                                           lambda m, h=handle: h.deliver(conversions.exchange_from_msg(m)),
                                           EXCHANGE_QOS)
             self.node.create_subscription(String, topics["announce"],
@@ -137,6 +155,7 @@ class Wire:
         import rclpy
 
         self.executor.shutdown()
+        self.endpoint.close()
         self.node.destroy_node()
         rclpy.try_shutdown()
 
@@ -151,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--before", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the set-up before the exchange endpoint (exchange on the main nodes)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     load_before = os.getloadavg()
@@ -167,16 +188,23 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     hosts_yaml = tmp / "hosts.yaml"
-    blocks = {f"{n}_host": {"ros__parameters": {"name": n, "checkpoint": checkpoints[n], "torch_threads": 1}}
-              for n in ("rgb", "pcd")}
-    blocks["goal_host"] = {"ros__parameters": {"name": "goal", "factory": "gpc_ros.graph.parents:goal_parent",
-                                               "factory_kwargs": '{"goal_m": [0.6, 0.0, 0.4]}', "modality": "state",
-                                               "obs_horizon": 1, "state_dim": 3}}
+    suffixes = ("", "_before") if args.before else ("",)
+    blocks = {}
+    for suffix in suffixes:
+        for n in ("rgb", "pcd"):
+            blocks[f"{n}{suffix}_host"] = {"ros__parameters": {"name": n + suffix, "checkpoint": checkpoints[n],
+                                                               "torch_threads": 1}}
+        blocks[f"goal{suffix}_host"] = {"ros__parameters": {
+            "name": "goal" + suffix, "factory": "gpc_ros.graph.parents:goal_parent",
+            "factory_kwargs": '{"goal_m": [0.6, 0.0, 0.4]}', "modality": "state", "obs_horizon": 1, "state_dim": 3}}
     hosts_yaml.write_text(yaml.safe_dump(blocks))
-    procs = [subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.policy_host_node", "--ros-args", "-r",
-                               f"__node:={n}_host", "--params-file", str(hosts_yaml)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for n in ("rgb", "pcd", "goal")]
-    wire = Wire(["rgb", "pcd", "goal"])
+    procs = [subprocess.Popen([sys.executable, *(["-c", HOST_ON_MAIN_NODE] if suffix else
+                                                 ["-m", "gpc_ros.nodes.policy_host_node"]),
+                               "--ros-args", "-r", f"__node:={n}{suffix}_host", "--params-file", str(hosts_yaml)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+             for suffix in suffixes for n in ("rgb", "pcd", "goal")]
+    wire = Wire([n + suffix for suffix in suffixes for n in ("rgb", "pcd", "goal")],
+                endpoint={"rgb", "pcd", "goal"})
     stop = threading.Event()
     publisher = threading.Thread(target=wire.publish_observations, args=(stop,), daemon=True)
     try:
@@ -198,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                                            parallel_parents=True, return_parent_chunks=False)})
         sequential = type(config.composer)(sampler=config.composer.sampler, return_parent_chunks=False)
         separate = GraphComposer(config, [wire.handles["rgb"], wire.handles["pcd"]])
+        before = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
+                                                     "parents": ("rgb_before", "pcd_before")}),
+                               [wire.handles["rgb_before"], wire.handles["pcd_before"]]) if args.before else None
         in_process = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in
                                                             config.__dataclass_fields__}, "composer": sequential}),
                                    [LocalHost(local["rgb"]), LocalHost(local["pcd"])])
@@ -216,37 +247,43 @@ def main(argv: list[str] | None = None) -> int:
             "K=2 graph, in-process hosts": lambda: in_process.compose(t_obs + 0.01),
             "K=2 graph, separate hosts": lambda: _checked(separate.compose(wire.now_s())),
         }
+        if before is not None:
+            cases["K=2 graph, separate, on main nodes"] = lambda: _checked(before.compose(wire.now_s()))
+        setups = {"endpoint": "goal", **({"on main nodes": "goal_before"} if args.before else {})}
         times: dict[str, list[float]] = {k: [] for k in cases}
-        exchange: list[float] = []
-        local_predict: list[float] = []
+        exchange: dict[str, list[float]] = {k: [] for k in setups}
+        local_predict: dict[str, list[float]] = {k: [] for k in setups}
         for _ in range(3):  # warm-up
             for fn in cases.values():
                 fn()
         x = torch.randn(1, 16, 3)
-        goal_handle = wire.handles["goal"]
         for r in range(args.rounds):
-            for name, fn in cases.items():
+            order = list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]  # no case always first
+            for name, fn in order:
                 times[name].append(timed(fn))
             corr = 10_000 + r
-            slot = goal_handle.encode(corr, wire.now_s(), 32)
-            slot.event.wait(5.0)
             goal_local.encode(corr, 1.0)
-            for step in range(args.steps):
-                exchange.append(timed(lambda c=corr, k=step: goal_handle.predict(c, k, 50.0, (0, 0), x, 5.0)))
-                local_predict.append(timed(lambda c=corr: goal_local.predict(c, x, 50.0)))
+            for setup, host in (setups.items() if r % 2 == 0 else list(setups.items())[::-1]):
+                goal_handle = wire.handles[host]
+                goal_handle.encode(corr, wire.now_s(), 32).event.wait(5.0)
+                for step in range(args.steps):
+                    exchange[setup].append(timed(lambda c=corr, k=step, h=goal_handle: h.predict(c, k, 50.0, (0, 0),
+                                                                                                  x, 5.0)))
+                    local_predict[setup].append(timed(lambda c=corr: goal_local.predict(c, x, 50.0)))
         load_after = os.getloadavg()
         base = statistics.median(times["one parent alone"])
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
-        print(f"  {'case':<30} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13}")
+        print(f"  {'case':<36} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13}")
         for name, values in times.items():
             med, p90 = statistics.median(values), float(np.percentile(values, 90))
-            print(f"  {name:<30} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x")
-        overhead = [a - b for a, b in zip(exchange, local_predict)]
-        print(f"\n  per-step exchange (round trip to a host process minus the local predict), "
-              f"{len(overhead)} steps: median {statistics.median(overhead) * 1e3:.2f} ms, "
-              f"p90 {float(np.percentile(overhead, 90)) * 1e3:.2f} ms, min {min(overhead) * 1e3:.2f} ms "
-              f"(round trip {statistics.median(exchange) * 1e3:.2f} ms, local predict "
-              f"{statistics.median(local_predict) * 1e3:.3f} ms)")
+            print(f"  {name:<36} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x")
+        print("\n  per-step exchange (round trip to a host process minus the local predict):")
+        for setup in setups:
+            overhead = [a - b for a, b in zip(exchange[setup], local_predict[setup])]
+            print(f"  {setup:<14} {len(overhead)} steps: median {statistics.median(overhead) * 1e3:.2f} ms, "
+                  f"p90 {float(np.percentile(overhead, 90)) * 1e3:.2f} ms, min {min(overhead) * 1e3:.2f} ms "
+                  f"(round trip {statistics.median(exchange[setup]) * 1e3:.2f} ms, local predict "
+                  f"{statistics.median(local_predict[setup]) * 1e3:.3f} ms)")
         serial = [timed(lambda: _serialise_round_trip(x)) for _ in range(200)]
         print(f"  of which serialisation (request + reply: pack, to Float64MultiArray, back, unpack; no DDS): "
               f"median {statistics.median(serial) * 1e3:.3f} ms")

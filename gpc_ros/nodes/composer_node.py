@@ -39,6 +39,7 @@ from gpc_ros.graph.composition import (
     RemoteHost,
 )
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.exchange import ExchangeEndpoint
 from gpc_ros.nodes.parameters import ConfigParameters, flat_fields
 from gpc_ros.nodes.policy_host_node import (
     ANNOUNCE_QOS,
@@ -64,7 +65,13 @@ DESCRIPTIONS = {
 class ComposerNode(Node):
     """See the module docstring."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, exchange_dispatch: str = "waitset", **kwargs) -> None:
+        """Build the node.
+
+        ``exchange_dispatch``: the hosts' request / reply topics on their own minimal node and thread
+        (:class:`~gpc_ros.nodes.exchange.ExchangeEndpoint`, dispatched by ``waitset`` or ``executor``); ``node`` = on
+        this node, dispatched by its executor (the set-up before; the bench compares them).
+        """
         super().__init__("composer", **kwargs)
         self.fatal: str | None = None
         self.params = ConfigParameters(self, ComposerNodeConfig, dynamic=DYNAMIC, descriptions=DESCRIPTIONS,
@@ -72,6 +79,7 @@ class ComposerNode(Node):
                                        on_change=self.on_config)
         config: ComposerNodeConfig = self.params.config
         self.hosts: list[PolicyHostNode] = []
+        self.exchange: ExchangeEndpoint | None = None
         replies = ReentrantCallbackGroup()
         if config.deployment == "in_process":
             # a global `-r __node:=composer` would rename the hosts too: they take only the parameter files
@@ -86,13 +94,16 @@ class ComposerNode(Node):
             handles = [LocalHost(h.core) for h in self.hosts]
         else:
             handles = []
+            if exchange_dispatch != "node":
+                self.exchange = ExchangeEndpoint(f"{self.get_name()}_exchange", self.context, exchange_dispatch)
+            exchange_node = self.exchange if self.exchange is not None else self
             for name in config.parents:
                 topics = host_topics(name)
-                pub = self.create_publisher(Float64MultiArray, topics["request"], EXCHANGE_QOS)
+                pub = exchange_node.create_publisher(Float64MultiArray, topics["request"], EXCHANGE_QOS)
                 handle = RemoteHost(name, lambda exchange, pub=pub: pub.publish(conversions.exchange_to_msg(exchange)))
-                self.create_subscription(Float64MultiArray, topics["reply"],
-                                         lambda msg, h=handle: self.on_reply(h, msg), EXCHANGE_QOS,
-                                         callback_group=replies)
+                exchange_node.create_subscription(Float64MultiArray, topics["reply"],
+                                                  lambda msg, h=handle: self.on_reply(h, msg), EXCHANGE_QOS,
+                                                  callback_group=replies)
                 self.create_subscription(String, topics["announce"], lambda msg, h=handle: self.on_announce(h, msg),
                                          ANNOUNCE_QOS, callback_group=replies)
                 handles.append(handle)
@@ -295,6 +306,8 @@ class ComposerNode(Node):
     def destroy_node(self) -> None:
         """Close the composer core and destroy the host-facing nodes, then this node."""
         self.core.close()
+        if self.exchange is not None:
+            self.exchange.close()
         for host in self.hosts:
             host.destroy_node()
         super().destroy_node()

@@ -33,6 +33,7 @@ from gpc_ros.graph.host import (
     load_host_parent,
 )
 from gpc_ros.nodes import conversions
+from gpc_ros.nodes.exchange import ExchangeEndpoint
 from gpc_ros.nodes.parameters import ConfigParameters
 from gpc_ros.nodes.spin import spin_node
 
@@ -52,7 +53,13 @@ def host_topics(name: str) -> dict[str, str]:
 class PolicyHostNode(Node):
     """See the module docstring."""
 
-    def __init__(self, node_name: str = "policy_host", **kwargs) -> None:
+    def __init__(self, node_name: str = "policy_host", exchange_dispatch: str = "waitset", **kwargs) -> None:
+        """Build the node.
+
+        ``exchange_dispatch``: the request / reply topics on their own minimal node and thread
+        (:class:`~gpc_ros.nodes.exchange.ExchangeEndpoint`, dispatched by ``waitset`` or ``executor``); ``node`` = on
+        this node, dispatched by its executor (the set-up before; the bench compares them).
+        """
         super().__init__(node_name, **kwargs)
         self.params = ConfigParameters(self, HostConfig)
         config: HostConfig = self.params.config
@@ -62,7 +69,10 @@ class PolicyHostNode(Node):
         self.answered = 0
         self.frames = 0
         topics = host_topics(config.name)
-        self.reply_pub = self.create_publisher(Float64MultiArray, topics["reply"], EXCHANGE_QOS)
+        self.exchange = None if exchange_dispatch == "node" else ExchangeEndpoint(
+            f"{self.get_name()}_exchange", self.context, exchange_dispatch)
+        exchange_node = self.exchange if self.exchange is not None else self
+        self.reply_pub = exchange_node.create_publisher(Float64MultiArray, topics["reply"], EXCHANGE_QOS)
         self.announce_pub = self.create_publisher(String, topics["announce"], ANNOUNCE_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(SetBool, "~/inject_nan", self.on_inject_nan)
@@ -80,8 +90,8 @@ class PolicyHostNode(Node):
         elif observing.modality == "pointcloud":
             self.create_subscription(PointCloud2, config.points_topic, self.on_points, SENSOR_QOS,
                                      callback_group=observations)
-        self.create_subscription(Float64MultiArray, topics["request"], self.on_request, EXCHANGE_QOS,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
+        exchange_node.create_subscription(Float64MultiArray, topics["request"], self.on_request, EXCHANGE_QOS,
+                                          callback_group=MutuallyExclusiveCallbackGroup())
         self.announce_pub.publish(String(data=json.dumps(self.core.announcement())))
         self.get_logger().info(f"hosting parent {config.name!r} ({observing.modality}, "
                                f"{self.core.parent.parameterization.value}, H={self.core.parent.action_horizon})")
@@ -145,6 +155,13 @@ class PolicyHostNode(Node):
             or self.params.config.factory, {"requests_answered": self.answered, "frames": self.frames,
                                             "modality": self.core.observing.modality},
             self.get_clock().now().to_msg()))
+
+
+    def destroy_node(self) -> None:
+        """Stop the exchange endpoint, then destroy this node."""
+        if self.exchange is not None:
+            self.exchange.close()
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
