@@ -9,9 +9,8 @@ commanded ones). Speeds are measured on the robot's own clock (franky-sim runs a
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -22,6 +21,8 @@ from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, Fran
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.joint_guard import box_excess_m
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
+from gpc_ros.testing.executor import Recorder
+from gpc_ros.testing.spin import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -35,33 +36,7 @@ SPEED_TOLERANCE = 1.1
 READY_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-class Recorder:
-    """Every state snapshot the executor reads (from its loop thread)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.snaps: list[RobotSnapshot] = []
-
-    def __call__(self, snap: RobotSnapshot) -> None:
-        with self.lock:
-            self.snaps.append(snap)
-
-    def since(self, index: int) -> list[RobotSnapshot]:
-        with self.lock:
-            return self.snaps[index:]
-
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self.snaps)
+wait_for = functools.partial(wait_until, period_s=0.01)
 
 
 def start(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:
@@ -224,7 +199,8 @@ def move_joint4_away(executor: FrankaExecutor, by_rad: float) -> None:
     goal = q_start[3] - by_rad
     t_end = time.monotonic() + 90.0
     while executor.state.joint_positions_rad[3] > q_start[3] - 0.8 * by_rad:
-        assert time.monotonic() < t_end, f"joint 4 did not move away: {executor.state.joint_positions_rad[3]:.3f} rad"
+        if time.monotonic() >= t_end:
+            pytest.fail(f"joint 4 did not move away: {executor.state.joint_positions_rad[3]:.3f} rad")
         q_now = executor.state.joint_positions_rad.copy()
         rows = np.tile(q_now, (10, 1))
         rows[:, 3] = np.linspace(q_now[3], max(goal, q_now[3] - 0.4), 10)

@@ -6,57 +6,25 @@ Durations are never asserted; waits have timeouts; the e-stop is measured in sta
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
-from collections.abc import Callable
 
 import franky
 import numpy as np
 import pytest
 
 from gpc_ros.control.chunk import ActionChunk
-from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor, RobotSnapshot
+from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, FrankaExecutor
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
 from gpc_ros.control.timing import TimingConfig
+from gpc_ros.testing.executor import Recorder
+from gpc_ros.testing.spin import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-class Recorder:
-    """Every state snapshot the executor reads (from its loop thread)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.snaps: list[RobotSnapshot] = []
-
-    def __call__(self, snap: RobotSnapshot) -> None:
-        with self.lock:
-            self.snaps.append(snap)
-
-    def track(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
-        with self.lock:
-            rows = [(s.time_s, *s.ee_position_m) for s in self.snaps if t0 <= s.time_s <= t1]
-        a = np.array(rows)
-        return a[:, 0], a[:, 1:]
-
-    def robot_track(self, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, float]:
-        """(robot clock s, positions, robot-clock seconds per executor-clock second) between t0 and t1."""
-        with self.lock:
-            rows = [(s.robot_time_s, *s.ee_position_m) for s in self.snaps if t0 <= s.time_s <= t1]
-            wall = [s.time_s for s in self.snaps if t0 <= s.time_s <= t1]
-        a = np.array(rows)
-        pace = (a[-1, 0] - a[0, 0]) / (wall[-1] - wall[0])
-        return a[:, 0], a[:, 1:], pace
+wait_for = functools.partial(wait_until, period_s=0.01)
 
 
 def start_executor(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:
