@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", type=Path, nargs="+", required=True, help="results folders (shards)")
     report.add_argument("--plots", type=Path, default=None, help="write success_vs_weight_<pair>.png here")
     report.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    report.add_argument("--parents-as-endpoints", action="store_true",
+                        help="count each parent alone as its pair's grid endpoint (w = 1 / 0) when that endpoint was "
+                             "not measured; valid only where the parent's sampler is the pair's (docs/results.md)")
     latency = sub.add_parser("latency", help="ms per chunk: each parent alone and composed, as ratios")
     _add_parents(latency)
     latency.add_argument("--pair", type=_pair, required=True)
@@ -165,7 +168,7 @@ def _open_sim(policies, settings, pace):
 def _report(args) -> int:
     from gpc_ros.benchmark.report import report
 
-    print(report(args.results, args.plots, args.json))
+    print(report(args.results, args.plots, args.json, args.parents_as_endpoints))
     return 0
 
 

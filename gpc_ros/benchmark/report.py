@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gpc_ros.benchmark.plan import Arm
 from gpc_ros.benchmark.results import ArmResult, episode_rows, markdown_table, read_rows, table
-from gpc_ros.benchmark.runner import bandit_arms, episodes_to_best, grid_best
+from gpc_ros.benchmark.runner import bandit_arms, episodes_to_best, grid_arm_ids, grid_best
 
 
 def _order(arm_ids: list[str]) -> list[Arm]:
@@ -64,10 +64,12 @@ def plot_pair(results: Sequence[ArmResult], pair: tuple[str, str], path: Path) -
     return True
 
 
-def bandit_summary(directories: Sequence[Path], results: Sequence[ArmResult]) -> list[dict]:
+def bandit_summary(directories: Sequence[Path], results: Sequence[ArmResult],
+                   parents_as_endpoints: bool = False) -> list[dict]:
     """Per bandit file: episodes run, its current best arm, and its episodes-to-best.
 
     Episodes-to-best: after how many episodes it settled on the grid's best arm (the grid spent ``grid_episodes``).
+    ``parents_as_endpoints``: see :func:`~gpc_ros.benchmark.runner.grid_best`.
     """
     out = []
     for d in directories:
@@ -77,11 +79,12 @@ def bandit_summary(directories: Sequence[Path], results: Sequence[ArmResult]) ->
                 continue
             pair = tuple(rows[0]["parents"])
             seed = int(rows[0].get("search_seed", 0))
-            best = grid_best(results, pair)
-            ids = {a.id for a in bandit_arms(pair)}
+            best = grid_best(results, pair, parents_as_endpoints)
+            ids = grid_arm_ids(results, pair, parents_as_endpoints)
             entry = {"pair": "+".join(pair), "episodes": len(rows), "search_seed": seed,
                      "grid_best": bandit_arms(pair)[best].id if best is not None else None,
                      "grid_episodes": sum(r.episodes for r in results if r.arm in ids),
+                     "endpoints_from_parents": sorted(a for a in ids if a in pair),
                      "episodes_to_grid_best": episodes_to_best(rows, pair, best, seed) if best is not None else None}
             from gpc_ros.benchmark.runner import replay_search
 
@@ -93,8 +96,13 @@ def bandit_summary(directories: Sequence[Path], results: Sequence[ArmResult]) ->
     return out
 
 
-def report(directories: Sequence[Path], plots: Path | None = None, json_path: Path | None = None) -> str:
-    """Markdown: the merged table (every arm measured), bandit lines; writes plots / JSON if asked."""
+def report(directories: Sequence[Path], plots: Path | None = None, json_path: Path | None = None,
+           parents_as_endpoints: bool = False) -> str:
+    """Markdown: the merged table (every arm measured), bandit lines; writes plots / JSON if asked.
+
+    ``parents_as_endpoints``: the parents alone stand for the grid's unmeasured endpoints (see
+    :func:`~gpc_ros.benchmark.runner.grid_best`).
+    """
     rows = episode_rows(directories)
     arms = _order(list(dict.fromkeys(r["arm"] for r in rows)))
     results = table(rows, arms)
@@ -105,7 +113,7 @@ def report(directories: Sequence[Path], plots: Path | None = None, json_path: Pa
             path = plots / f"success_vs_weight_{pair[0]}+{pair[1]}.png"
             if plot_pair(results, pair, path):
                 lines.append(f"plot: {path}")
-    bandits = bandit_summary(directories, results)
+    bandits = bandit_summary(directories, results, parents_as_endpoints)
     for b in bandits:
         lines.append(f"bandit {b['pair']}: {b['episodes']} episodes, its best {b['bandit_best']} "
                      f"({b['bandit_best_successes']}/{b['bandit_best_trials']}); grid best {b['grid_best']} "

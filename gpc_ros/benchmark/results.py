@@ -52,8 +52,9 @@ def open_results(directory: str | os.PathLike, identity: dict) -> Path:
     path = out / IDENTITY_FILE
     if path.is_file():
         theirs = json.loads(path.read_text())
-        if theirs != json.loads(json.dumps(identity)):
-            diff = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
+        ours = json.loads(json.dumps(identity))  # as stored: tuples become lists
+        if theirs != ours:
+            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
             raise ResultsMismatchError(f"{out} holds results of another benchmark (differs in {diff}); use another "
                                        f"--out or the exact parents and settings of {path}")
         return out

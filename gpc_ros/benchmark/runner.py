@@ -136,12 +136,30 @@ def episodes_to_best(rows: Sequence[dict], pair: tuple[str, str], best_index: in
     return settled
 
 
-def grid_best(results, pair: tuple[str, str]) -> int | None:
+def grid_arm_ids(results, pair: tuple[str, str], parents_as_endpoints: bool = False) -> dict[str, int]:
+    """The measured arms that stand for the pair's grid: ``{arm id: index}`` (``w_A = index / 10``).
+
+    ``parents_as_endpoints``: a parent alone (arm ``A`` / ``B``) stands for the endpoint ``w_A = 1`` / ``0`` when
+    that endpoint itself was not measured. Only valid where the parent's own sampler is the pair's (then the chunks
+    are equal bit for bit: test_shipped_parents.py); a flow parent next to a diffusion one is not.
+    """
+    grid = bandit_arms(pair)
+    measured = {r.arm for r in results if r.episodes}
+    ids = {a.id: i for i, a in enumerate(grid) if a.id in measured}
+    if parents_as_endpoints:
+        for name, index in ((pair[0], len(grid) - 1), (pair[1], 0)):
+            if grid[index].id not in ids and name in measured:
+                ids[name] = index
+    return ids
+
+
+def grid_best(results, pair: tuple[str, str], parents_as_endpoints: bool = False) -> int | None:
     """Index (``w_A = i / 10``) of the pair's measured grid arm with the highest success rate.
 
     Ties: the lower bound of the Wilson interval, then more episodes. None if no grid arm was measured.
+    ``parents_as_endpoints``: see :func:`grid_arm_ids`.
     """
-    ids = {a.id: i for i, a in enumerate(bandit_arms(pair))}
+    ids = grid_arm_ids(results, pair, parents_as_endpoints)
     measured = [r for r in results if r.arm in ids and r.episodes]
     if not measured:
         return None

@@ -113,10 +113,11 @@ def test_rows_are_whole_lines_and_a_torn_last_line_is_dropped(tmp_path: Path) ->
 
 
 def test_results_folder_refuses_another_benchmark(tmp_path: Path) -> None:
-    open_results(tmp_path, IDENTITY)
-    open_results(tmp_path, IDENTITY)  # same benchmark: fine
-    with pytest.raises(ResultsMismatchError, match="another benchmark"):
-        open_results(tmp_path, {**IDENTITY, "parents": {"a": 1, "b": 3}})
+    identity = {**IDENTITY, "cell": {"size": (160, 120)}}  # a tuple is stored as a JSON list
+    open_results(tmp_path, identity)
+    open_results(tmp_path, identity)  # same benchmark: fine
+    with pytest.raises(ResultsMismatchError, match=r"another benchmark \(differs in \['parents'\]\)"):
+        open_results(tmp_path, {**identity, "parents": {"a": 1, "b": 3}})  # names only what differs
 
 
 def test_two_shards_merge_to_the_same_table_as_one_run(tmp_path: Path) -> None:
@@ -224,6 +225,24 @@ def test_bandit_resumes_exactly_and_reports_episodes_to_best(tmp_path: Path) -> 
     n = episodes_to_best(a, ("a", "b"), best, 3)
     assert n is not None and 1 <= n <= 40
     assert episodes_to_best(a, ("a", "b"), (best + 5) % 11, 3) is None
+
+
+def test_parents_alone_stand_for_unmeasured_grid_endpoints_only_when_asked() -> None:
+    from gpc_ros.benchmark.runner import grid_arm_ids, grid_best
+
+    def rows(arm: str, successes: int, n: int = 10) -> list[dict]:
+        return [{"arm": arm, "seed": s, "success": s < successes} for s in range(n)]
+
+    measured = rows("a", 8) + rows("b", 1) + rows("convex:a+b@0.5,0.5", 5) + rows("convex:a+b@0.8,0.2", 6)
+    results = table(measured)
+    assert grid_best(results, ("a", "b")) == 8  # the parents alone are not grid arms by default
+    assert grid_best(results, ("a", "b"), parents_as_endpoints=True) == 10
+    assert grid_arm_ids(results, ("a", "b"), True) == {"a": 10, "b": 0, "convex:a+b@0.5,0.5": 5,
+                                                       "convex:a+b@0.8,0.2": 8}
+    # a measured endpoint is never replaced by the parent alone
+    results = table(measured + rows("convex:a+b@1,0", 2))
+    assert grid_best(results, ("a", "b"), parents_as_endpoints=True) == 8
+    assert "a" not in grid_arm_ids(results, ("a", "b"), True)
 
 
 # --------------------------------------------------------------------------- bad input on the command line
