@@ -115,10 +115,13 @@ def report(directories: Sequence[Path], plots: Path | None = None, json_path: Pa
                 lines.append(f"plot: {path}")
     bandits = bandit_summary(directories, results, parents_as_endpoints)
     for b in bandits:
+        settled = (f"settled on the grid's best after {b['episodes_to_grid_best']} episodes"
+                   if b["episodes_to_grid_best"] is not None else "not settled on the grid's best (yet)")
+        stand_in = (f", the parents alone {' and '.join(b['endpoints_from_parents'])} standing for its endpoints"
+                    if b["endpoints_from_parents"] else "")
         lines.append(f"bandit {b['pair']}: {b['episodes']} episodes, its best {b['bandit_best']} "
                      f"({b['bandit_best_successes']}/{b['bandit_best_trials']}); grid best {b['grid_best']} "
-                     f"({b['grid_episodes']} grid episodes); settled on the grid's best after "
-                     f"{b['episodes_to_grid_best']} episodes")
+                     f"({b['grid_episodes']} grid episodes{stand_in}); {settled}")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"arms": [asdict(r) | {"rate": r.rate} for r in results],

@@ -4,7 +4,8 @@ A results folder holds::
 
     results/
       benchmark.json                     what is being measured (parents and their weights' sha256, cell, sampler):
-                                         a run with anything else refuses this folder
+                                         a run with anything else refuses this folder (the parents' checkpoint
+                                         labels may differ: :func:`comparable`)
       episodes.shard-0-of-1.jsonl        one line per finished episode (arm id, seed, success, times, ...)
       episodes.shard-1-of-4.jsonl        ... one file per shard, so shards never write the same file
       bandit.<pair>.jsonl                the online weight search's episodes, in order
@@ -41,6 +42,20 @@ def episodes_file(directory: Path, shard: tuple[int, int]) -> Path:
     return Path(directory) / f"episodes.shard-{shard[0]}-of-{shard[1]}.jsonl"
 
 
+def comparable(identity: dict) -> dict:
+    """``identity`` as compared: JSON types, and without the parents' ``checkpoint`` labels.
+
+    A parent is identified by its weights' sha256 and kind; where it was loaded from (a shipped name on one machine,
+    a checkpoint folder on another) does not change what is measured.
+    """
+    out = json.loads(json.dumps(identity))
+    parents = out.get("parents")
+    if isinstance(parents, dict):
+        out["parents"] = {name: ({k: v for k, v in p.items() if k != "checkpoint"} if isinstance(p, dict) else p)
+                          for name, p in parents.items()}
+    return out
+
+
 def fingerprint(identity: dict) -> str:
     """Short sha256 of a canonical JSON of ``identity``."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -51,8 +66,8 @@ def open_results(directory: str | os.PathLike, identity: dict) -> Path:
     out = Path(directory)
     path = out / IDENTITY_FILE
     if path.is_file():
-        theirs = json.loads(path.read_text())
-        ours = json.loads(json.dumps(identity))  # as stored: tuples become lists
+        theirs = comparable(json.loads(path.read_text()))
+        ours = comparable(identity)
         if theirs != ours:
             diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
             raise ResultsMismatchError(f"{out} holds results of another benchmark (differs in {diff}); use another "
@@ -119,7 +134,7 @@ def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
         ident_path = d / IDENTITY_FILE
         if not ident_path.is_file():
             raise FileNotFoundError(f"{d} is not a benchmark results folder (no {IDENTITY_FILE})")
-        mine = json.loads(ident_path.read_text())
+        mine = comparable(json.loads(ident_path.read_text()))
         if identity is None:
             identity = mine
         elif mine != identity:

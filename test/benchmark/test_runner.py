@@ -120,6 +120,23 @@ def test_results_folder_refuses_another_benchmark(tmp_path: Path) -> None:
         open_results(tmp_path, {**identity, "parents": {"a": 1, "b": 3}})  # names only what differs
 
 
+def test_the_same_weights_loaded_from_another_place_are_the_same_benchmark(tmp_path: Path) -> None:
+    def identity(label: str, sha: str = "f00d") -> dict:
+        return {"format": "test", "parents": {"a": {"checkpoint": label, "weights_sha256": sha}}}
+
+    first = open_results(tmp_path / "shipped", identity("push_red_diffusion_rgb"))
+    append_row(first / "episodes.shard-0-of-1.jsonl", {"arm": "a", "seed": 1, "success": True})
+    second = open_results(tmp_path / "folder", identity("ckpt_3000"))
+    append_row(second / "episodes.shard-0-of-1.jsonl", {"arm": "a", "seed": 2, "success": False})
+    open_results(first, identity("ckpt_3000"))  # the label is not what is measured
+    assert len(episode_rows([first, second])) == 2
+    with pytest.raises(ResultsMismatchError, match=r"differs in \['parents'\]"):
+        open_results(first, identity("push_red_diffusion_rgb", sha="beef"))  # other weights are
+    open_results(tmp_path / "other", identity("x", sha="beef"))
+    with pytest.raises(ResultsMismatchError, match="another benchmark"):
+        episode_rows([first, tmp_path / "other"])
+
+
 def test_two_shards_merge_to_the_same_table_as_one_run(tmp_path: Path) -> None:
     arms = parse_arms(["weights:a+b@0.2,0.8", "a"], ["a", "b"])
     seeds = list(range(100, 110))
