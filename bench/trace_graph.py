@@ -36,6 +36,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_graph import KEYS, Wire, _checked, fill, write_checkpoints  # noqa: E402, F401
 
@@ -77,16 +78,37 @@ spin_node(policy_host_node.PolicyHostNode, sys.argv[1:], threads=2, fast_exit=Tr
 PAIRS = {"free": ("rgb", "pcd"), "pinned": ("rgb_pin", "pcd_pin")}
 
 
+def current_cpu() -> int:
+    """The CPU the calling thread runs on (field 39 of /proc/self/task/<tid>/stat)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[36])
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU time of process ``pid``'s live threads (sum of their ``schedstat`` run times), s."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return total * 1e-9
+
+
 class ComposerTrace:
-    """Send and delivery times of every request on the composer side (RemoteHost wrapped)."""
+    """Send and delivery times of every request on the composer side (RemoteHost wrapped), and the CPU it was sent
+    from."""
 
     def __init__(self) -> None:
         self.sent: dict[tuple[str, int, int], int] = {}
+        self.sent_cpu: dict[tuple[str, int, int], int] = {}
         self.delivered: dict[tuple[str, int, int], int] = {}
         submit, deliver = composition.RemoteHost._submit, composition.RemoteHost.deliver
 
         def traced_submit(handle, request):
-            self.sent[(handle.name, request.correlation_id, request.step)] = time.monotonic_ns()
+            key = (handle.name, request.correlation_id, request.step)
+            self.sent[key], self.sent_cpu[key] = time.monotonic_ns(), current_cpu()
             return submit(handle, request)
 
         def traced_deliver(handle, reply):
@@ -102,7 +124,7 @@ def summarise(pair: str, names: tuple[str, str], corrs: list[int], hosts: dict, 
     wall = {n: [] for n in names}
     cpu = {n: [] for n in names}
     wait = {n: [] for n in names}
-    same, overlap, skew, gap = [], [], [], []
+    same, overlap, skew, gap, composer_elsewhere = [], [], [], [], []
     for corr in corrs:
         for step in range(steps):
             recs = [hosts.get((n, corr, step)) for n in names]
@@ -119,6 +141,9 @@ def summarise(pair: str, names: tuple[str, str], corrs: list[int], hosts: dict, 
             sent = [trace.sent.get((n, corr, step)) for n in names]
             if all(sent):
                 skew.append(abs(sent[1] - sent[0]) / 1e6)
+            last_sender = trace.sent_cpu.get((names[int(sent[1] > sent[0])], corr, step)) if all(sent) else None
+            if a["cpu1"] == b["cpu1"] and last_sender is not None:
+                composer_elsewhere.append(last_sender != a["cpu1"])
             before = [trace.delivered.get((n, corr, step - 1)) for n in names]
             if step > 0 and all(before) and all(sent):
                 gap.append((min(sent) - max(before)) / 1e6)
@@ -131,6 +156,9 @@ def summarise(pair: str, names: tuple[str, str], corrs: list[int], hosts: dict, 
               f"run-queue wait {med(wait[n]):6.2f} ms (medians per step)")
     print(f"    both hosts computed on the same CPU in {100 * sum(same) / len(same):.0f} % of the steps; "
           f"compute overlap median {med(overlap):.2f} (mean {sum(overlap) / len(overlap):.2f})")
+    if composer_elsewhere:
+        print(f"    in those steps the composer sent the second request from the other CPU in "
+              f"{100 * sum(composer_elsewhere) / len(composer_elsewhere):.0f} % of them")
     if skew and gap:
         print(f"    second request sent {med(skew):.3f} ms after the first (median); composer gap between a step's "
               f"last reply and the next step's requests {med(gap):.3f} ms (median)")
@@ -217,11 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         for pair in PAIRS:
             corrs[pair].clear()
         times: dict[str, list[float]] = {k: [] for k in cases}
+        cpu_used: dict[str, list[float]] = {k: [] for k in cases}  # composer + host processes, CPU s per chunk
+        pids = [os.getpid(), *(p.pid for p in procs)]
         for r in range(args.rounds):
             for name, fn in (list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]):
+                c0 = [process_cpu_s(pid) for pid in pids]
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
+                cpu_used[name].append([b - a for a, b in zip(c0, (process_cpu_s(pid) for pid in pids))])
         load_after = os.getloadavg()
         time.sleep(0.5)  # the last host lines
         hosts = {}
@@ -230,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
             hosts[(rec["host"], rec["corr"], rec["step"])] = rec
         base_s = statistics.median(times["one parent alone (in process)"])
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
+        print(f"  {'case':<32} {'median':>11} {'x alone':>8}   CPU per chunk (mean): composer process, hosts")
         for name, values in times.items():
-            print(f"  {name:<32} {statistics.median(values) * 1e3:8.1f} ms  {statistics.median(values) / base_s:5.2f}x")
+            per_process = np.mean(np.array(cpu_used[name]), axis=0) * 1e3
+            print(f"  {name:<32} {statistics.median(values) * 1e3:8.1f} ms {statistics.median(values) / base_s:7.2f}x"
+                  f"   {per_process[0]:6.1f} ms, " + ", ".join(f"{n} {v:.1f}" for n, v in zip(names, per_process[1:]))
+                  + " ms")
         print("\n  per step (host side: the parent's compute only; CLOCK_MONOTONIC across processes):")
         for pair, names in PAIRS.items():
             summarise(pair, names, corrs[pair], hosts, trace, args.steps)
