@@ -5,7 +5,8 @@ RGB diffusion and DP3, random weights, DDIM 10 steps, batch 1) in host processes
 to record, per request, on CLOCK_MONOTONIC (common to all processes of the machine): when the request arrived, when
 the parent's compute began and ended, the dispatch thread's CPU time and run-queue wait over the compute
 (``/proc/self/task/<tid>/schedstat``: time runnable but not running, i.e. waiting for a core) and the CPU it ran on;
-the composer side records when each request was sent and each reply delivered. Pairs of hosts:
+the composer side records when each request was sent (and from which CPU) and each reply delivered, and every
+process's CPU time per chunk is read from ``/proc/<pid>/task/*/schedstat``. Pairs of hosts:
 
 * ``free``: no affinity (the kernel places them);
 * ``pinned``: each host pinned to a core of its own (``cpu_affinity``), the first two CPUs this process may use.
@@ -13,7 +14,8 @@ the composer side records when each request was sent and each reply delivered. P
 Cases interleaved round by round: ``one parent alone`` (the plain in-process Composer, the ratio's base), each pair's
 K = 2 chunk, and the RGB host alone through the exchange (``one remote host``). Per pair it prints: the chunk's
 median; per step and host the compute's wall time, CPU time and run-queue wait (medians); the share of steps in which
-both hosts computed on the same CPU; how much the two computes overlapped (intersection / the shorter one); the
+both hosts computed on the same CPU (and how often that was the CPU the composer had sent from); how much the
+two computes overlapped (intersection / the shorter one); the
 delay between the two requests going out; and the composer's gap between a step's last reply and the next step's
 first request.
 
@@ -124,7 +126,7 @@ def summarise(pair: str, names: tuple[str, str], corrs: list[int], hosts: dict, 
     wall = {n: [] for n in names}
     cpu = {n: [] for n in names}
     wait = {n: [] for n in names}
-    same, overlap, skew, gap, composer_elsewhere = [], [], [], [], []
+    same, overlap, skew, gap, woken_there = [], [], [], [], []
     for corr in corrs:
         for step in range(steps):
             recs = [hosts.get((n, corr, step)) for n in names]
@@ -143,7 +145,7 @@ def summarise(pair: str, names: tuple[str, str], corrs: list[int], hosts: dict, 
                 skew.append(abs(sent[1] - sent[0]) / 1e6)
             last_sender = trace.sent_cpu.get((names[int(sent[1] > sent[0])], corr, step)) if all(sent) else None
             if a["cpu1"] == b["cpu1"] and last_sender is not None:
-                composer_elsewhere.append(last_sender != a["cpu1"])
+                woken_there.append(last_sender == a["cpu1"])
             before = [trace.delivered.get((n, corr, step - 1)) for n in names]
             if step > 0 and all(before) and all(sent):
                 gap.append((min(sent) - max(before)) / 1e6)
@@ -156,9 +158,9 @@ def summarise(pair: str, names: tuple[str, str], corrs: list[int], hosts: dict, 
               f"run-queue wait {med(wait[n]):6.2f} ms (medians per step)")
     print(f"    both hosts computed on the same CPU in {100 * sum(same) / len(same):.0f} % of the steps; "
           f"compute overlap median {med(overlap):.2f} (mean {sum(overlap) / len(overlap):.2f})")
-    if composer_elsewhere:
-        print(f"    in those steps the composer sent the second request from the other CPU in "
-              f"{100 * sum(composer_elsewhere) / len(composer_elsewhere):.0f} % of them")
+    if woken_there:
+        share = 100 * sum(woken_there) / len(woken_there)
+        print(f"    in {share:.0f} % of those steps that CPU was the one the composer sent the second request from")
     if skew and gap:
         print(f"    second request sent {med(skew):.3f} ms after the first (median); composer gap between a step's "
               f"last reply and the next step's requests {med(gap):.3f} ms (median)")
