@@ -206,6 +206,10 @@ def test_a_nan_host_triggers_the_configured_fallback_and_recovers(policy, mode, 
                               [LocalHost(cores[1])]).compose(T0)
         assert torch.equal(faulted.actions, alone.actions)
     cores[0].nan_injection = False
+    # the faulted host is down: the next chunk asks it but does not wait for it (so that chunk may still go without
+    # it, depending on which thread runs first); its answer marks it up, and the chunk after that uses it again
+    graph.compose(T0)
+    wait_until(lambda: graph.handles["left"].up, GENEROUS_S, "the recovered host's reply to mark it up")
     recovered = graph.compose(T0)
     assert recovered.mode == "normal" and set(recovered.weights) == {"left", "right"}
 
