@@ -12,6 +12,8 @@ be; DDIM, 10 steps, one candidate, batch 1. Cases, interleaved round by round:
   every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping; the
   exchange topics on a dedicated :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint` on both sides (wait-set
   dispatch, what the nodes use);
+* ``K=2 graph, separate hosts, pinned`` (``--pin``, default on with >= 2 CPUs): the same with two more host
+  processes, each pinned to a core of its own (``cpu_affinity``: the first two CPUs this process may use);
 * ``K=2 graph, separate, on main nodes``: the same with the set-up before the endpoint (``--before``, default on):
   two more host processes whose exchange topics are on the host node itself (2-thread ``MultiThreadedExecutor``,
   as ``policy_host_node`` spins it) and reply subscriptions on this process's node (2-thread executor);
@@ -172,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--before", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the set-up before the exchange endpoint (exchange on the main nodes)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
+                        help="also measure separate hosts pinned to a core each (cpu_affinity)")
     args = parser.parse_args(argv)
+    cores = sorted(os.sched_getaffinity(0))[:2]
     torch.set_num_threads(1)
     load_before = os.getloadavg()
     print(f"bench_graph: {os.cpu_count()} cores, load average {load_before[0]:.2f} {load_before[1]:.2f} "
@@ -190,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     hosts_yaml = tmp / "hosts.yaml"
     suffixes = ("", "_before") if args.before else ("",)
     blocks = {}
+    if args.pin:
+        for n, cpu in zip(("rgb", "pcd"), cores):
+            blocks[f"{n}_pin_host"] = {"ros__parameters": {"name": n + "_pin", "checkpoint": checkpoints[n],
+                                                           "torch_threads": 1, "cpu_affinity": str(cpu)}}
     for suffix in suffixes:
         for n in ("rgb", "pcd"):
             blocks[f"{n}{suffix}_host"] = {"ros__parameters": {"name": n + suffix, "checkpoint": checkpoints[n],
@@ -203,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                                "--ros-args", "-r", f"__node:={n}{suffix}_host", "--params-file", str(hosts_yaml)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
              for suffix in suffixes for n in ("rgb", "pcd", "goal")]
-    wire = Wire([n + suffix for suffix in suffixes for n in ("rgb", "pcd", "goal")],
-                endpoint={"rgb", "pcd", "goal"})
+    pinned_names = ["rgb_pin", "pcd_pin"] if args.pin else []
+    procs += [subprocess.Popen([sys.executable, "-m", "gpc_ros.nodes.policy_host_node", "--ros-args", "-r",
+                                f"__node:={n}_host", "--params-file", str(hosts_yaml)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for n in pinned_names]
+    wire = Wire([n + suffix for suffix in suffixes for n in ("rgb", "pcd", "goal")] + pinned_names,
+                endpoint={"rgb", "pcd", "goal", *pinned_names})
     stop = threading.Event()
     publisher = threading.Thread(target=wire.publish_observations, args=(stop,), daemon=True)
     try:
@@ -229,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         before = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
                                                      "parents": ("rgb_before", "pcd_before")}),
                                [wire.handles["rgb_before"], wire.handles["pcd_before"]]) if args.before else None
+        pinned = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
+                                                     "parents": tuple(pinned_names)}),
+                               [wire.handles[n] for n in pinned_names]) if args.pin else None
         in_process = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in
                                                             config.__dataclass_fields__}, "composer": sequential}),
                                    [LocalHost(local["rgb"]), LocalHost(local["pcd"])])
@@ -247,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             "K=2 graph, in-process hosts": lambda: in_process.compose(t_obs + 0.01),
             "K=2 graph, separate hosts": lambda: _checked(separate.compose(wire.now_s())),
         }
+        if pinned is not None:
+            cases[f"K=2 graph, separate, pinned {cores[0]}|{cores[1]}"] = lambda: _checked(pinned.compose(wire.now_s()))
         if before is not None:
             cases["K=2 graph, separate, on main nodes"] = lambda: _checked(before.compose(wire.now_s()))
         setups = {"endpoint": "goal", **({"on main nodes": "goal_before"} if args.before else {})}

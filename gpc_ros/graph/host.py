@@ -30,6 +30,7 @@ from gpc_ros.compose.parent import (
 )
 from gpc_ros.compose.schedule import FlowTime, VPTime
 from gpc_ros.graph import protocol
+from gpc_ros.graph.affinity import parse_cpu_list
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class HostConfig:
     """torch device of the parent."""
     torch_threads: int = 1
     """torch intra-op threads of this host (hosts on one machine should not fight for its cores)."""
+    cpu_affinity: str = ""
+    """CPUs this host's process runs on, taskset syntax ('1', '0,2', '2-3'); '' = any. Hosts on one machine: one
+    core each, so their steps overlap (docs/graph.md); ignored for hosts inside the composer's process."""
     # --- what it observes (a checkpoint says modality, obs_horizon and shapes itself; 'auto' reads them there)
     modality: Literal["auto", "image", "pointcloud", "state"] = "auto"
     """auto (from the checkpoint) | image (RGB camera) | pointcloud (/gpc/points) | state (ee_pose only)."""
@@ -89,6 +93,7 @@ class HostConfig:
         if self.factory and self.modality == "auto":
             raise ValueError("HostConfig.modality must be image, pointcloud or state for a factory parent "
                              "(only a checkpoint says its own modality)")
+        parse_cpu_list(self.cpu_affinity, "HostConfig.cpu_affinity")
         for attr, low in (("obs_horizon", 0), ("state_dim", -1), ("torch_threads", 1), ("window_size", 1)):
             value = getattr(self, attr)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):

@@ -85,7 +85,7 @@ class ComposerNode(Node):
             # a global `-r __node:=composer` would rename the hosts too: they take only the parameter files
             files = [a for flag, a in zip(sys.argv, sys.argv[1:]) if flag == "--params-file"]
             cli = ["--ros-args", *[x for f in files for x in ("--params-file", f)]]
-            self.hosts = [PolicyHostNode(f"{name}_host", use_global_arguments=False, cli_args=cli)
+            self.hosts = [PolicyHostNode(f"{name}_host", use_global_arguments=False, cli_args=cli, own_process=False)
                           for name in config.parents]
             for name, host in zip(config.parents, self.hosts):
                 if host.core.name != name:

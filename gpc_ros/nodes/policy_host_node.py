@@ -25,6 +25,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool
 
 from gpc_ros.action_space import pose_to_action
+from gpc_ros.graph.affinity import parse_cpu_list, pin_process
 from gpc_ros.graph.host import (
     HostConfig,
     HostCore,
@@ -53,16 +54,24 @@ def host_topics(name: str) -> dict[str, str]:
 class PolicyHostNode(Node):
     """See the module docstring."""
 
-    def __init__(self, node_name: str = "policy_host", exchange_dispatch: str = "waitset", **kwargs) -> None:
+    def __init__(self, node_name: str = "policy_host", exchange_dispatch: str = "waitset", own_process: bool = True,
+                 **kwargs) -> None:
         """Build the node.
 
         ``exchange_dispatch``: the request / reply topics on their own minimal node and thread
         (:class:`~gpc_ros.nodes.exchange.ExchangeEndpoint`, dispatched by ``waitset`` or ``executor``); ``node`` = on
-        this node, dispatched by its executor (the set-up before; the bench compares them).
+        this node, dispatched by its executor (the set-up before; the bench compares them). ``own_process``: the
+        process is this host's, so ``cpu_affinity`` pins it; False for a host inside the composer's process.
         """
         super().__init__(node_name, **kwargs)
         self.params = ConfigParameters(self, HostConfig)
         config: HostConfig = self.params.config
+        cpus = parse_cpu_list(config.cpu_affinity, "HostConfig.cpu_affinity")
+        if cpus and own_process:
+            self.get_logger().info(f"pinned to CPU(s) {pin_process(cpus)} (cpu_affinity {config.cpu_affinity!r})")
+        elif cpus:
+            self.get_logger().warning(f"cpu_affinity {config.cpu_affinity!r} ignored: this host runs inside the "
+                                      f"composer's process (deployment in_process)")
         torch.set_num_threads(config.torch_threads)
         parent, observing = load_host_parent(config)
         self.core = HostCore(parent, observing, config.window_size)

@@ -7,6 +7,7 @@ nodes do (the DDS hop itself is covered by test_graph_nodes.py with real process
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import numpy as np
@@ -205,6 +206,10 @@ def test_a_nan_host_triggers_the_configured_fallback_and_recovers(policy, mode, 
                               [LocalHost(cores[1])]).compose(T0)
         assert torch.equal(faulted.actions, alone.actions)
     cores[0].nan_injection = False
+    # the faulted host is down: the next chunk asks it but does not wait for it (so that chunk may still go without
+    # it, depending on which thread runs first); its answer marks it up, and the chunk after that uses it again
+    graph.compose(T0)
+    wait_until(lambda: graph.handles["left"].up, GENEROUS_S, "the recovered host's reply to mark it up")
     recovered = graph.compose(T0)
     assert recovered.mode == "normal" and set(recovered.weights) == {"left", "right"}
 
@@ -286,6 +291,38 @@ def test_host_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="cannot be loaded"):
         load_host_parent(HostConfig(name="a", factory="gpc_ros.nope:f", modality="state"))
     assert math.isnan(protocol.encode_request(1, 0.0, 32).value)
+    for bad in ("x", "1-0", "-1", "0,,1", "0-"):
+        with pytest.raises(ValueError, match=f"HostConfig.cpu_affinity must be a CPU list .*got '{bad}'"):
+            HostConfig(name="a", factory="m:f", modality="state", cpu_affinity=bad)
+
+
+def test_cpu_lists_parse_as_taskset_reads_them_and_pinning_moves_every_thread() -> None:
+    import subprocess
+    import sys
+
+    from gpc_ros.graph.affinity import parse_cpu_list
+
+    assert parse_cpu_list("") == frozenset() and parse_cpu_list(" ") == frozenset()
+    assert parse_cpu_list("0,2-4, 7") == {0, 2, 3, 4, 7}
+    cpu = max(os.sched_getaffinity(0))
+    # in a child process (pinning is per process): a thread started before pin_process and one started after
+    code = f"""
+import os, threading
+from gpc_ros.graph.affinity import pin_process
+stop = threading.Event()
+before = threading.Thread(target=stop.wait); before.start()
+print(pin_process({{{cpu}}}))
+after = threading.Thread(target=stop.wait); after.start()
+print(sorted(os.sched_getaffinity(before.native_id)), sorted(os.sched_getaffinity(after.native_id)))
+try:
+    pin_process({{{cpu + 1000}}})
+except ValueError as exc:
+    print(exc)
+stop.set()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[:2] == [f"[{cpu}]", f"[{cpu}] [{cpu}]"], out
+    assert out[2].startswith(f"cpu_affinity [{cpu + 1000}] is not a subset of the CPUs this process may use"), out
 
 
 def test_episode_search_records_outcomes_and_resumes_from_its_file(tmp_path) -> None:

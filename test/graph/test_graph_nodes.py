@@ -326,3 +326,41 @@ def test_stale_or_skewed_observations_give_no_chunk_and_a_diagnostic(ros_domain,
     assert probe.spin_until(lambda: len(probe.chunks) >= 2 and probe.last_status().get("mode") == "normal", 60.0,
                             every=both(0.0, 0.0)), probe.last_status()
     assert json.loads(probe.last_status()["used_weights"]) == {"left": 0.5, "right": 0.5}
+
+
+# ------------------------------------------------------------------------------------------------- cpu affinity
+def thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPU sets every thread of process ``pid`` may run on."""
+    sets = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            sets.add(frozenset(os.sched_getaffinity(int(tid))))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+    return sets
+
+
+def test_cpu_affinity_pins_a_host_process_but_never_the_composer_that_runs_hosts_inside(ros_domain, probe,
+                                                                                         tmp_path) -> None:
+    """A host process with cpu_affinity runs all its threads on that CPU; hosts inside the composer's process ignore
+    it (they would pin the composer) and the composer still composes."""
+    from std_msgs.msg import String
+
+    from gpc_ros.nodes.policy_host_node import ANNOUNCE_QOS
+
+    cpu = max(os.sched_getaffinity(0))
+    pinned = {name: {"ros__parameters": {**block["ros__parameters"], "cpu_affinity": str(cpu)}}
+              for name, block in GOAL_HOSTS.items()}
+    solo = {"solo_host": {"ros__parameters": {**pinned["left_host"]["ros__parameters"], "name": "solo"}}}
+    hosts = write_params(tmp_path, "hosts.yaml", pinned, solo)
+    composer = write_params(tmp_path, "composer.yaml", composer_params(
+        deployment="in_process", max_observation_age_s=3.0, max_observation_skew_s=1.0, encode_timeout_s=60.0,
+        step_timeout_s=60.0))
+    host = ros_domain.spawn_python(*host_argv("solo", hosts))
+    proc = ros_domain.spawn_python(*composer_argv(composer, hosts))
+    announced = []
+    probe.node.create_subscription(String, "/gpc/hosts/solo/announce", announced.append, ANNOUNCE_QOS)
+    assert probe.spin_until(lambda: announced and len(probe.chunks) >= 1, 180.0, every=probe.publish_pose), (
+        host.poll(), proc.poll(), probe.last_status())
+    assert thread_cpus(host.pid) == {frozenset({cpu})}
+    assert thread_cpus(proc.pid) == {frozenset(os.sched_getaffinity(0))}
