@@ -1,5 +1,6 @@
-"""The braking envelope: how fast franky's planner may move the arm along a joint-space direction and still stop
-inside the boxes and joint limits (pure numpy + the FR3 model, no franky).
+"""The braking envelope: how fast franky's planner may move the arm and still brake to rest inside the envelope.
+
+Pure numpy and the FR3 model, no franky.
 
 Every streamed motion restarts franky's planner (Ruckig) from the state the robot reports: the last command's
 position, but the *reported* velocity ``dq_d``. franky-sim reports a low-pass of the commanded velocity (about 20 ms
@@ -90,8 +91,10 @@ class BrakingEnvelope:
 
     def braking_path(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray,
                      samples: int = PATH_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
-        """Joints (samples, 7) (rad) and joint velocities (samples, 7) (rad/s) along the braking path at equal steps
-        of time, the last at rest."""
+        """Joints (samples, 7) (rad) and joint velocities (samples, 7) (rad/s) along the braking path.
+
+        The samples are at equal steps of time, the last one at rest.
+        """
         c = self.config
         a, lag = c.braking_deceleration_rad_s2, c.braking_lag_s
         v = np.asarray(velocity_rad_s, dtype=np.float64)
@@ -105,8 +108,9 @@ class BrakingEnvelope:
 
     def brakeable(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, baseline: dict[str, float] | None = None
                   ) -> bool:
-        """Whether the arm at ``start_rad`` moving at ``velocity_rad_s`` brakes to rest inside the boxes and joint
-        limits and within the TCP speed limits (module docstring).
+        """Whether the arm at ``start_rad`` moving at ``velocity_rad_s`` brakes to rest inside (module docstring).
+
+        Inside: the boxes shrunk by the margin, the joint limits shrunk by the halt margin, the TCP speed limits.
 
         Args:
             start_rad: (7,) joints (rad).
@@ -125,19 +129,22 @@ class BrakingEnvelope:
         base = self._excess(start) if baseline is None else baseline
         c = self.config
         path, velocities = self.braking_path(start, v)
-        for q, w in zip(path, velocities):
-            excess = self._excess(q)
+        for i, (q, w) in enumerate(zip(np.vstack([start, path]), np.vstack([v, velocities]))):
+            excess = base if i == 0 else self._excess(q)
             if any(excess[k] > base[k] + EXCESS_TOLERANCE_M for k in excess):
                 return False
             if np.any(w):
                 twist = self.kinematics.jacobian(q) @ w
-                if np.linalg.norm(twist[:3]) > c.max_speed_m_s or np.linalg.norm(twist[3:]) > c.max_rotation_speed_rad_s:
+                if np.linalg.norm(twist[:3]) > c.max_speed_m_s or \
+                        np.linalg.norm(twist[3:]) > c.max_rotation_speed_rad_s:
                     return False
         return True
 
     def brakeable_scale(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, upper: float = 1.0) -> float:
-        """Largest scale ``s`` in [0, ``upper``] at which ``s * velocity_rad_s`` is :meth:`brakeable` (bisection;
-        ``upper`` when that is brakeable, 0 when only rest is)."""
+        """Largest scale ``s`` in [0, ``upper``] at which ``s * velocity_rad_s`` is :meth:`brakeable`.
+
+        By bisection: ``upper`` when that is brakeable, 0 when only rest is.
+        """
         start = np.asarray(start_rad, dtype=np.float64)
         v = np.asarray(velocity_rad_s, dtype=np.float64)
         if not (np.all(np.isfinite(start)) and np.all(np.isfinite(v))):

@@ -167,7 +167,8 @@ class SafetyEnvelopeConfig:
             _positive(name, getattr(self, name))
         _positive("braking_deceleration_rad_s2", self.braking_deceleration_rad_s2, 100.0)
         if not (isinstance(self.braking_lag_s, (int, float)) and 0.0 <= self.braking_lag_s <= 1.0):
-            raise ValueError(f"SafetyEnvelopeConfig.braking_lag_s must be a number in [0, 1] s, got {self.braking_lag_s!r}")
+            raise ValueError(f"SafetyEnvelopeConfig.braking_lag_s must be a number in [0, 1] s, "
+                             f"got {self.braking_lag_s!r}")
         half = float(min(np.min(hi - lo), np.min(ahi - alo))) / 2.0
         if not (isinstance(self.braking_margin_m, (int, float)) and 0.0 <= self.braking_margin_m < half):
             raise ValueError(f"SafetyEnvelopeConfig.braking_margin_m must be a number in [0, {half:.3f}) m (half the "
