@@ -23,6 +23,7 @@ from __future__ import annotations
 import franky
 import numpy as np
 
+from gpc_ros.control.braking import BrakingEnvelope
 from gpc_ros.control.envelope import CartesianCommand, SafetyEnvelope
 from gpc_ros.control.joint_guard import JointCommand, JointSpaceGuard
 
@@ -48,6 +49,8 @@ class CommandGate:
         self.planner_joint_velocity_limit_rad_s = np.full(7, envelope.config.max_joint_speed_rad_s)
         """(7,) franky's joint velocity limits (rad/s): ``max_joint_speed_rad_s`` capped by franky's maxima; the
         executor sets the values it read back from the robot."""
+        self.braking = BrakingEnvelope(envelope.config, guard.kinematics, guard.hard_lower_rad, guard.hard_upper_rad)
+        """Limits the planner's speed to what can stop inside the boxes and joint limits (:mod:`.braking`)."""
 
     # -- state ----------------------------------------------------------------------------------------------------
     def reset_to(self, joints_rad: np.ndarray) -> None:
@@ -136,11 +139,15 @@ class CommandGate:
         times ``relative_dynamics_factor``). Along the joint-space
         direction from ``start_rad`` to ``target_rad``, and along ``start_velocity_rad_s`` (the velocity the planner
         starts with and turns away from), the fastest motion within those joint limits moves the TCP (Jacobian at
-        the target) at most ``max_speed_m_s`` and turns it at most ``max_rotation_speed_rad_s``. In
-        [``MIN_SPEED_FACTOR``, 1]; 1 when there is nothing to move.
+        the target) at most ``max_speed_m_s`` and turns it at most ``max_rotation_speed_rad_s``. The fastest
+        motion towards the target must be brakeable to rest inside the boxes and joint limits
+        (:class:`~gpc_ros.control.braking.BrakingEnvelope`, from ``start_rad``); when ``start_velocity_rad_s`` is not,
+        the factor is lowered by the scale that would make it so. In [``MIN_SPEED_FACTOR``, 1]; 1 when there is
+        nothing to move.
         """
         c = self.envelope.config
-        directions = [np.asarray(target_rad, dtype=np.float64) - np.asarray(start_rad, dtype=np.float64)]
+        start = np.asarray(start_rad, dtype=np.float64)
+        directions = [np.asarray(target_rad, dtype=np.float64) - start]
         if start_velocity_rad_s is not None:
             directions.append(np.asarray(start_velocity_rad_s, dtype=np.float64))
         limit = self.planner_joint_velocity_limit_rad_s * c.relative_dynamics_factor
@@ -155,11 +162,19 @@ class CommandGate:
             linear = float(np.linalg.norm(jac[:3] @ fastest))
             angular = float(np.linalg.norm(jac[3:] @ fastest))
             factor = min(factor, c.max_speed_m_s / max(linear, 1e-12), c.max_rotation_speed_rad_s / max(angular, 1e-12))
+        if jac is not None and float(np.abs(directions[0]).max()) >= 1e-9:
+            # The planner's fastest velocity towards the target must be brakeable inside the boxes and joint limits.
+            fastest = directions[0] * float(np.min(limit / np.maximum(np.abs(directions[0]), 1e-12)))
+            factor = self.braking.brakeable_scale(start, fastest, factor)
         if jac is not None and len(directions) > 1 and np.all(np.isfinite(directions[1])):
             # Already faster than the limits (franky-sim restarts every motion from its lagging dq_d, which keeps the
             # planner above a lowered limit for a while): aim lower by the same ratio, so the speed settles at it.
-            over = max(float(np.linalg.norm(jac[:3] @ directions[1])) / c.max_speed_m_s,
-                       float(np.linalg.norm(jac[3:] @ directions[1])) / c.max_rotation_speed_rad_s)
+            velocity = directions[1]
+            over = max(float(np.linalg.norm(jac[:3] @ velocity)) / c.max_speed_m_s,
+                       float(np.linalg.norm(jac[3:] @ velocity)) / c.max_rotation_speed_rad_s)
+            # The velocity the planner starts from cannot be braked inside: lower the factor by the scale that could
+            # (the planner then decelerates to the lowered limit at its full acceleration).
+            over = max(over, 1.0 / max(self.braking.brakeable_scale(start, velocity), 1e-3))
             if over > 1.0:
                 factor /= over
         return float(np.clip(factor, MIN_SPEED_FACTOR, 1.0))

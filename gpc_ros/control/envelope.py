@@ -104,6 +104,17 @@ class SafetyEnvelopeConfig:
     (command the nearest reachable pose found: IK from the last command) or ``reject`` (hold the last command)."""
     reachability_tolerance_m: float = 0.002
     """IK residual above which a pose target counts as unreachable (m; rotation counts 0.2 m per rad)."""
+    # --- braking (franky's planner restarts every motion from the reported velocity: gpc_ros/control/braking.py) ---
+    braking_deceleration_rad_s2: float = 1.0
+    """Deceleration (rad/s^2, every joint) the braking envelope assumes the arm brakes with between re-plans:
+    the planner's speed along a motion is limited so that it can stop inside the boxes and joint limits at this rate.
+    franky-sim's lagging reported velocity makes a re-plan every 10-20 ms brake at 0.2-0.4 x the planner's
+    ``max_joint_acceleration_rad_s2`` (measured: 1.35 rad/s^2 of 5), so it is lower than that limit."""
+    braking_lag_s: float = 0.02
+    """Delay (s) before the braking above starts (franky-sim reports a low-pass of the commanded velocity, about
+    20 ms behind)."""
+    braking_margin_m: float = 0.005
+    """The braking arm's TCP, elbow and wrist stop this far inside their boxes (m)."""
     # --- measured state ---
     measured_box_tolerance_m: float = 0.03
     """A *measured* TCP, elbow or wrist further than this outside its box halts the arm with a fault (m)."""
@@ -154,6 +165,14 @@ class SafetyEnvelopeConfig:
                      "max_target_jump_rad", "gripper_max_force_n", "gripper_speed_m_s", "reachability_tolerance_m",
                      "measured_box_tolerance_m"):
             _positive(name, getattr(self, name))
+        _positive("braking_deceleration_rad_s2", self.braking_deceleration_rad_s2, 100.0)
+        if not (isinstance(self.braking_lag_s, (int, float)) and 0.0 <= self.braking_lag_s <= 1.0):
+            raise ValueError(f"SafetyEnvelopeConfig.braking_lag_s must be a number in [0, 1] s, "
+                             f"got {self.braking_lag_s!r}")
+        half = float(min(np.min(hi - lo), np.min(ahi - alo))) / 2.0
+        if not (isinstance(self.braking_margin_m, (int, float)) and 0.0 <= self.braking_margin_m < half):
+            raise ValueError(f"SafetyEnvelopeConfig.braking_margin_m must be a number in [0, {half:.3f}) m (half the "
+                             f"smallest box side), got {self.braking_margin_m!r}")
         if not (isinstance(self.joint_halt_margin_rad, (int, float)) and
                 0.0 <= self.joint_halt_margin_rad < self.joint_limit_margin_rad):
             raise ValueError(f"SafetyEnvelopeConfig.joint_halt_margin_rad must be in [0, joint_limit_margin_rad "

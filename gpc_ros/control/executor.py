@@ -51,6 +51,11 @@ logger = logging.getLogger(__name__)
 #: forces and torques (N, Nm), used for both the lower (contact) and upper (collision) threshold.
 DEFAULT_COLLISION_TORQUES_NM: tuple[float, ...] = (20.0, 20.0, 18.0, 18.0, 16.0, 14.0, 12.0)
 DEFAULT_COLLISION_FORCES_N: tuple[float, ...] = (20.0, 20.0, 20.0, 25.0, 25.0, 25.0)
+#: A streamed joint motion is not preempted while the robot reports a joint velocity above this many times the
+#: running motion's velocity limit (:meth:`FrankaExecutor._replan_would_speed_up`), at most MAX_DEFERRED_REPLANS
+#: control periods in a row.
+REPLAN_SPEED_TOLERANCE = 1.02
+MAX_DEFERRED_REPLANS = 2
 
 
 class ExecutionRefusedError(RuntimeError):
@@ -281,6 +286,7 @@ class FrankaExecutor:
         self._previous_snap: RobotSnapshot | None = None
         self._last_command_robot_time_s: float | None = None
         self._last_sent_joints: np.ndarray | None = None
+        self._deferred_replans = 0
         self._last_fresh_s = -np.inf
         self._tcp_history: deque[tuple[float, np.ndarray]] = deque()
         self._state_listeners: list[Callable[[RobotSnapshot], None]] = []
@@ -877,6 +883,8 @@ class FrankaExecutor:
                            self.config.watchdog_timeout_s)
             self._begin_stop("watchdog", now)
             return
+        if self._replan_would_speed_up(snap):
+            return
         target = sample(plan, now + period)
         ahead = sample(plan, now + 2.0 * period)
         at_end = now + period >= plan.end_time_s
@@ -910,6 +918,30 @@ class FrankaExecutor:
                 raise
             except Exception as exc:  # the hand is optional: never fault the arm for it
                 logger.warning("gripper command failed: %s", exc)
+
+    def _replan_would_speed_up(self, snap: RobotSnapshot) -> bool:
+        """Whether to let the running joint motion go on instead of preempting it this period (counted).
+
+        franky restarts a preempting motion from the velocity the robot reports. When that is above the running
+        motion's own velocity limit (franky-sim's reported velocity is a low-pass of finite differences that jumps
+        above the commanded velocity when its packets arrive unevenly under load), a re-plan would step the commanded
+        velocity up to it; repeated every period this ratcheted joints from 0.30 to 0.44 rad/s under a 0.30 rad/s
+        limit (TCP 1.2 x ``max_speed_m_s``). The running motion brakes to its limit at franky's full acceleration
+        instead. At most ``MAX_DEFERRED_REPLANS`` periods in a row.
+        """
+        if self.config.streaming_mode != "joint" or self._deferred_replans >= MAX_DEFERRED_REPLANS:
+            self._deferred_replans = 0
+            return False
+        velocity = snap.commanded_joint_velocities_rad_s
+        limit = (self.gate.last_speed_factor * self.config.envelope.relative_dynamics_factor
+                 * self.gate.planner_joint_velocity_limit_rad_s)
+        if self._last_sent_joints is None or not np.all(np.isfinite(velocity)) or \
+                not np.any(np.abs(velocity) > REPLAN_SPEED_TOLERANCE * limit) or not self._robot.is_in_control:
+            self._deferred_replans = 0
+            return False
+        self._deferred_replans += 1
+        self.interventions.add("deferred_replans")
+        return True
 
     def _notify(self, snap: RobotSnapshot) -> None:
         for listener in list(self._state_listeners):

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.timeout(600)
 #: How far the measured TCP / elbow / wrist may be outside their boxes (m): franky-sim's tracking overshoot.
 BOX_TOLERANCE_M = 0.015
 #: Measured TCP and joint speeds (50 ms windows, robot clock) may exceed the configured limits by this factor
-#: (franky-sim's tracking). Measured: at most 1.012 x over 200 streams with the per-motion joint speed factor
-#: (docs/driver.md); without it (session 3's driver) 1.72-2.03 x on the same streams.
+#: (franky-sim's tracking). Measured over 200 streams (docs/driver.md): at most 1.020 x with the braking envelope and
+#: deferred re-plans (5 runs, load 5-8); 1.14-1.22 x without them; 1.72-2.03 x without the per-motion speed factor.
 SPEED_TOLERANCE = 1.1
 #: Joint limits: the *hardware* limits, no tolerance (the command margin is 0.1 rad).
 READY_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
@@ -548,7 +548,7 @@ def run_streams(host: str, n_streams: int, seed: int, duration_s: float) -> list
     return reports
 
 
-@pytest.mark.slow  # 2-3 min; fails in most runs: the commanded TCP leaves the box near walls (docs/driver.md)
+@pytest.mark.slow  # 2-3 min; passed 5 of 5 runs at load 5-8 with the braking envelope (docs/driver.md)
 def test_measured_state_stays_inside_over_adversarial_streams(franky_sim_fast):
     """200 short streams (0.4 s each, every kind 25 times on average, chained: each starts where the last ended);
     the slow variant runs 600 longer ones."""

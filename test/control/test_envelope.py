@@ -280,6 +280,8 @@ def _check_commands(chunks, period_s, start, mode):
                     assert np.linalg.norm(jac[:3] @ at_limit) <= cfg.max_speed_m_s + 1e-9 or factor == MIN_SPEED_FACTOR
                     assert np.linalg.norm(jac[3:] @ at_limit) <= cfg.max_rotation_speed_rad_s + 1e-9 or \
                         factor == MIN_SPEED_FACTOR
+                    # ... and from there the arm can brake to rest inside the boxes and joint limits (braking.py).
+                    assert gate.braking.brakeable(previous_joints, at_limit) or factor == MIN_SPEED_FACTOR
                 sent_vel = np.zeros(3)
             else:
                 sent_pos = np.array(sent.pose.end_effector_pose.translation)
