@@ -51,6 +51,7 @@ from gpc_ros.policies import make_policy, save_policy  # noqa: E402
 from gpc_ros.policies.normalization import fit_min_max  # noqa: E402
 from gpc_ros.policies.presets import policy_config  # noqa: E402
 from gpc_ros.ros_env import MAX_SAFE_DOMAIN_ID, graph_env  # noqa: E402
+from gpc_ros.testing.processes import interrupt_all  # noqa: E402
 
 KEYS = {"action": [3], "observation.state": [3], "observation.image": [96, 96, 3], "observation.pointcloud": [512, 3]}
 
@@ -309,13 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         wire.close()
-        for p in procs:
-            p.send_signal(2)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        interrupt_all(procs)
         lease.release()
     return 0
 

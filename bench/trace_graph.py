@@ -48,6 +48,7 @@ from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer  # noqa:
 from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent  # noqa: E402
 from gpc_ros.leases import acquire  # noqa: E402
 from gpc_ros.ros_env import MAX_SAFE_DOMAIN_ID, graph_env  # noqa: E402
+from gpc_ros.testing.processes import interrupt_all  # noqa: E402
 
 #: A policy_host_node process whose request handler records the timeline (one JSON line per request).
 TRACED_HOST = r'''
@@ -277,13 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         wire.close()
-        for p in procs:
-            p.send_signal(2)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        interrupt_all(procs)
         lease.release()
     return 0
 

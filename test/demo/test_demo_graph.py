@@ -60,7 +60,8 @@ def read_until(proc: subprocess.Popen, pattern: str, timeout_s: float) -> str:
         lines.append(line)
         if re.search(pattern, line):
             return "".join(lines)
-        assert time.monotonic() < deadline, "".join(lines)[-4000:]
+        if time.monotonic() > deadline:
+            pytest.fail(f"no line matching {pattern!r} within {timeout_s} s:\n" + "".join(lines)[-4000:])
     raise AssertionError(f"the demo ended before {pattern!r}:\n" + "".join(lines)[-4000:])
 
 
