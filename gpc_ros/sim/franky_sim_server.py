@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import select
 import signal
 import threading
 import time
@@ -89,8 +90,9 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
                 cleanup, may_step = _share_cell(sim, server, task, config.host)
             speedup = 1.0 if config.pace == "realtime" else FAST_SPEEDUP
             server.running = True
-            server.async_thread = threading.Thread(target=_control_loop, args=(server, speedup, may_step), daemon=True,
-                                                   name="franky-sim-loop")
+            wait_s = 0.0 if config.pace == "realtime" else COMMAND_WAIT_S
+            server.async_thread = threading.Thread(target=_control_loop, args=(server, speedup, may_step, wait_s),
+                                                   daemon=True, name="franky-sim-loop")
             server.async_thread.start()
             if on_ready is not None:
                 on_ready(config.host)
@@ -107,15 +109,48 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
 
 #: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.
 KEEPALIVE_S = 0.05
+#: ``fast`` pace: while a motion runs, each physics tick first waits up to this long (wall s) for the client's
+#: command answering the last state packet (:func:`_await_commands`).
+COMMAND_WAIT_S = 0.01
 
 
-def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda: True) -> None:
+def _await_commands(server, timeout_s: float) -> None:
+    """Wait (at most ``timeout_s``) until every robot server with a running motion has a command packet to read.
+
+    A real FR3 and its client exchange one state and one command every millisecond, and libfranka's real-time loop
+    keeps that pace. On a CPU-starved test machine (a cgroup quota, a loaded CI runner) the franky client can fall
+    behind a ``fast`` simulator by tens of milliseconds: franky-sim then steps on with the stale command, the client
+    answers the burst with one long step, and franky-sim's finite-difference ``dq_d`` jumps to 0.5-0.8 rad/s where
+    the motion's limit was 0.02-0.5 rad/s. Every re-plan restarts franky's planner from that velocity: measured under a
+    0.7-core quota, joint 4 went 90-170 mrad past the target it was held at (CI: halted at -0.1697 rad). Waiting for
+    the command keeps the simulator in step with its client, as the real robot is with a real-time client; a client
+    that stays silent (gone, or stopped sending) costs at most ``timeout_s`` per tick.
+    """
+    sockets = []
+    for rs in server.robot_servers:
+        sock = getattr(rs, "_FrankaServer__udp_socket", None)
+        if sock is not None and rs.current_motion_id:
+            sockets.append(sock)
+    if sockets:
+        pending = set(sockets)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.0:
+                return
+            readable, _, _ = select.select(list(pending), [], [], remaining)
+            pending.difference_update(readable)
+
+
+def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda: True,
+                  command_wait_s: float = 0.0) -> None:
     """franky-sim's tick (commands in, one 1 ms physics step, state out), paced to at most ``speedup`` x real time.
 
     franky-sim's own ``run_async`` sleeps after *every* tick (``time.sleep(0)`` when behind), which on a loaded
     2-core machine hands the CPU away a thousand times per simulated second (measured: ~1.5 ms lost per tick).
     This loop sleeps only when it is ahead of the paced schedule, and never bursts to catch up after a stall.
     ``may_step() == False`` holds the simulation (a client's barrier, :mod:`gpc_ros.sim.shared_state`).
+    ``command_wait_s > 0`` waits for a running motion's command before each tick (:func:`_await_commands`).
     """
     tick_s = 0.001
     wall0, ticks = time.monotonic(), 0
@@ -133,6 +168,8 @@ def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda:
             time.sleep(0.0005)
             wall0, ticks = time.monotonic(), 0
             continue
+        if command_wait_s > 0.0:
+            _await_commands(server, command_wait_s)
         for rs in server.robot_servers:
             rs.process_commands()
         server.sim.step()
