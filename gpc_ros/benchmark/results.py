@@ -124,9 +124,12 @@ def read_rows(path: Path) -> list[dict]:
 def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
     """Every episode row of the folders, each ``(arm, seed)`` once (first file in name order wins).
 
-    The folders' ``benchmark.json`` must agree (else :class:`ResultsMismatchError`).
+    The folders' ``benchmark.json`` must agree (else :class:`ResultsMismatchError`), except that a folder may hold
+    fewer parents than another (a parent alone run on its own, next to the pair's folder): every parent name the
+    folders share must be the same parent (weights and kind), and everything else must be equal.
     """
     identity = None
+    parents: dict[str, object] = {}
     seen: set[tuple[str, int]] = set()
     rows = []
     for d in directories:
@@ -135,11 +138,18 @@ def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
         if not ident_path.is_file():
             raise FileNotFoundError(f"{d} is not a benchmark results folder (no {IDENTITY_FILE})")
         mine = comparable(json.loads(ident_path.read_text()))
+        mine_parents = mine.pop("parents") if isinstance(mine.get("parents"), dict) else {}
         if identity is None:
             identity = mine
-        elif mine != identity:
+        if mine != identity:
             raise ResultsMismatchError(f"{d} holds results of another benchmark than {directories[0]}; merge only "
                                        f"folders with the same {IDENTITY_FILE}")
+        clash = sorted(n for n, p in mine_parents.items() if n in parents and parents[n] != p)
+        if clash:
+            raise ResultsMismatchError(f"{d} holds results of another benchmark than {directories[0]}: parent(s) "
+                                       f"{clash} differ (weights or kind); merge only folders whose parents of the "
+                                       f"same name are the same")
+        parents.update(mine_parents)
         for path in sorted(d.glob(EPISODES_GLOB)):
             for row in read_rows(path):
                 key = (row["arm"], int(row["seed"]))

@@ -137,6 +137,25 @@ def test_the_same_weights_loaded_from_another_place_are_the_same_benchmark(tmp_p
         episode_rows([first, tmp_path / "other"])
 
 
+def test_a_parent_run_alone_merges_with_its_pair_and_a_different_parent_does_not(tmp_path: Path) -> None:
+    def identity(parents: dict, steps: int = 10) -> dict:
+        return {"format": "test", "settings": {"steps": steps},
+                "parents": {n: {"checkpoint": "x", "weights_sha256": sha} for n, sha in parents.items()}}
+
+    pair = open_results(tmp_path / "pair", identity({"rgb": "f00d", "flow": "beef"}))
+    append_row(pair / "episodes.shard-0-of-1.jsonl", {"arm": "convex:rgb+flow@0.5,0.5", "seed": 1, "success": True})
+    alone = open_results(tmp_path / "alone", identity({"flow": "beef"}))
+    append_row(alone / "episodes.shard-0-of-1.jsonl", {"arm": "flow", "seed": 1, "success": False})
+    rows = episode_rows([pair, alone])
+    assert sorted(r["arm"] for r in rows) == ["convex:rgb+flow@0.5,0.5", "flow"]
+    other = open_results(tmp_path / "other", identity({"flow": "cafe"}))  # other weights under the same name
+    with pytest.raises(ResultsMismatchError, match=r"parent\(s\) \['flow'\] differ"):
+        episode_rows([pair, other])
+    settings = open_results(tmp_path / "settings", identity({"flow": "beef"}, steps=20))
+    with pytest.raises(ResultsMismatchError, match="another benchmark"):
+        episode_rows([pair, settings])
+
+
 def test_two_shards_merge_to_the_same_table_as_one_run(tmp_path: Path) -> None:
     arms = parse_arms(["weights:a+b@0.2,0.8", "a"], ["a", "b"])
     seeds = list(range(100, 110))
