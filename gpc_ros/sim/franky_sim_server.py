@@ -41,7 +41,9 @@ class FrankySimConfig:
     pace: Pace = "realtime"
     """``realtime``: one 1 ms physics tick per millisecond (about 0.9x real time here); ``fast``: up to
     ``FAST_SPEEDUP`` x real time, as far as the CPU allows (about 2.5x here). franky follows the simulator's clock
-    either way. ``fast`` keeps one core busy: run at most one fast server per free core."""
+    either way, and the simulator waits for franky's commands while a motion runs (:func:`_await_commands`), so a
+    starved client slows the simulated clock instead of falling behind it. ``fast`` keeps one core busy: run at most
+    one fast server per free core."""
 
     task: str = ""
     """Serve the cell of this task (``push_red``); empty: the bare arm on franky-sim's ground plane."""
@@ -90,8 +92,8 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
                 cleanup, may_step = _share_cell(sim, server, task, config.host)
             speedup = 1.0 if config.pace == "realtime" else FAST_SPEEDUP
             server.running = True
-            wait_s = 0.0 if config.pace == "realtime" else COMMAND_WAIT_S
-            server.async_thread = threading.Thread(target=_control_loop, args=(server, speedup, may_step, wait_s),
+            server.async_thread = threading.Thread(target=_control_loop,
+                                                   args=(server, speedup, may_step, COMMAND_WAIT_S),
                                                    daemon=True, name="franky-sim-loop")
             server.async_thread.start()
             if on_ready is not None:
@@ -109,7 +111,7 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
 
 #: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.
 KEEPALIVE_S = 0.05
-#: ``fast`` pace: while a motion runs, each physics tick first waits up to this long (wall s) for the client's
+#: Either pace: while a motion runs, each physics tick first waits up to this long (wall s) for the client's
 #: command answering the last state packet (:func:`_await_commands`).
 COMMAND_WAIT_S = 0.01
 
@@ -119,12 +121,12 @@ def _await_commands(server, timeout_s: float) -> None:
 
     A real FR3 and its client exchange one state and one command every millisecond, and libfranka's real-time loop
     keeps that pace. On a CPU-starved test machine (a cgroup quota, a loaded CI runner) the franky client can fall
-    behind a ``fast`` simulator by tens of milliseconds: franky-sim then steps on with the stale command, the client
-    answers the burst with one long step, and franky-sim's finite-difference ``dq_d`` jumps to 0.5-0.8 rad/s where
-    the motion's limit was 0.02-0.5 rad/s. Every re-plan restarts franky's planner from that velocity: measured under a
-    0.7-core quota, joint 4 went 90-170 mrad past the target it was held at (CI: halted at -0.1697 rad). Waiting for
-    the command keeps the simulator in step with its client, as the real robot is with a real-time client; a client
-    that stays silent (gone, or stopped sending) costs at most ``timeout_s`` per tick.
+    behind the simulator by tens of milliseconds (either pace): franky-sim then steps on with the stale command, the
+    client answers the burst with one long step, and franky-sim's finite-difference ``dq_d`` jumps to 0.5-0.8 rad/s
+    where the motion's limit was 0.02-0.5 rad/s. Every re-plan restarts franky's planner from that velocity: measured
+    under a 0.7-core quota, joint 4 went 90-170 mrad past the target it was held at (CI: halted at -0.1697 rad).
+    Waiting for the command keeps the simulator in step with its client, as the real robot is with a real-time
+    client; a client that stays silent (gone, or stopped sending) costs at most ``timeout_s`` per tick.
     """
     sockets = []
     for rs in server.robot_servers:
