@@ -2,8 +2,8 @@
 parent alone, plus the per-step exchange overhead, measured side by side in one run (figures: docs/graph.md).
 
 Parents: the ``small`` preset (the shipped size) RGB diffusion policy (96x96 images) and DP3-style point-cloud
-policy (512 points), random weights, saved as checkpoints and loaded by the hosts exactly as trained ones would
-be; DDIM, 10 steps, one candidate, batch 1. Cases, interleaved round by round:
+policy (512 points; ``--unet-down-dims`` scales both heads up), random weights, saved as checkpoints and loaded by
+the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch 1. Cases, interleaved round by round:
 
 * ``one parent alone``: the plain in-process Composer with the RGB parent (encode + sample), 1 torch thread;
 * ``K=2 in-process Composer``: the plain Composer with both parents, sequential, 1 torch thread;
@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -56,14 +57,17 @@ from gpc_ros.testing.processes import interrupt_all  # noqa: E402
 KEYS = {"action": [3], "observation.state": [3], "observation.image": [96, 96, 3], "observation.pointcloud": [512, 3]}
 
 
-def write_checkpoints(folder: Path) -> dict[str, str]:
+def write_checkpoints(folder: Path, unet_down_dims: tuple[int, ...] | None = None) -> dict[str, str]:
     rng = np.random.default_rng(0)
     action_norm = fit_min_max(rng.uniform(0.2, 0.7, (100, 3)))
     state_norm = fit_min_max(rng.uniform(0.2, 0.7, (100, 3)))
     out = {}
     for name, policy_type in (("rgb", "diffusion"), ("pcd", "dp3")):
         torch.manual_seed(1)
-        policy = make_policy(policy_type, policy_config(policy_type, "small", KEYS), action_norm, state_norm)
+        config = policy_config(policy_type, "small", KEYS)
+        if unet_down_dims is not None:  # a bigger head: more compute per denoising step, same everything else
+            config = replace(config, unet=replace(config.unet, down_dims=unet_down_dims))
+        policy = make_policy(policy_type, config, action_norm, state_norm)
         out[name] = str(save_policy(policy, folder / name))
         params = sum(p.numel() for p in policy.parameters())
         print(f"  parent {name}: {policy_type}, {params / 1e6:.2f} M parameters")
@@ -172,6 +176,9 @@ def timed(fn) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--unet-down-dims", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
+                        help="the parents' U-Net channels per level, e.g. 256,512,1024 (Diffusion Policy's size); "
+                             "default: the shipped small preset (32,64,128)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--before", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the set-up before the exchange endpoint (exchange on the main nodes)")
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_graph: {os.cpu_count()} cores, load average {load_before[0]:.2f} {load_before[1]:.2f} "
           f"{load_before[2]:.2f} (1/5/15 min)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-graph-"))
-    checkpoints = write_checkpoints(tmp)
+    checkpoints = write_checkpoints(tmp, args.unet_down_dims)
     lease = acquire("ros-domain", range(1, MAX_SAFE_DOMAIN_ID + 1))
     env = graph_env(lease.value)
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
