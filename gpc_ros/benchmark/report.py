@@ -53,7 +53,8 @@ def plot_pair(results: Sequence[ArmResult], pair: tuple[str, str], path: Path) -
     ax.set_ylabel("success rate (95 % Wilson)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(-0.05, 1.05)
-    ax.set_title(f"push_red: success vs weight ({n[0]}–{n[-1]} episodes per weight)", fontsize=9)
+    counts = f"{n[0]}" if n[0] == n[-1] else f"{n[0]}–{n[-1]}"
+    ax.set_title(f"push_red: success vs weight ({counts} episodes per weight)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
