@@ -60,6 +60,24 @@ def stream_line(executor: FrankaExecutor, p0, q0, velocity_m_s, duration_s: floa
     return t_start, time.monotonic()
 
 
+def commands_on_time(recorder: Recorder, t0: float, t1: float, window_ends: np.ndarray, window_s: float,
+                     max_gap_s: float) -> np.ndarray:
+    """Per speed window (ending at robot times ``window_ends``): whether every gap between the executor's commands
+    that touches it (robot clock, from the snapshots' ``commands_sent``) was at most ``max_gap_s``."""
+    snaps = [s for s in recorder.since(0) if t0 <= s.time_s <= t1]
+    sent = np.array([s.commands_sent for s in snaps])
+    robot_t = np.array([s.robot_time_s for s in snaps])
+    times = robot_t[1:][np.diff(sent) > 0]  # the first snapshot after each command
+    out = np.zeros(len(window_ends), dtype=bool)
+    for k, end in enumerate(window_ends):
+        inside = times[(times > end - window_s) & (times <= end)]
+        before = times[times <= end - window_s]
+        after = times[times > end]
+        marks = np.concatenate([before[-1:], inside, after[:1]])
+        out[k] = len(marks) >= 2 and float(np.max(np.diff(marks))) <= max_gap_s
+    return out
+
+
 def test_a_chunk_is_executed_to_its_targets_with_the_gripper(franky_sim_fast):
     executor, _ = start_executor(franky_sim_fast.host, watchdog_timeout_s=60.0)
     with executor:
@@ -95,11 +113,22 @@ def test_streamed_chunks_move_without_stop_and_go(franky_sim, chunk_rate_hz):
         # The limits hold per unit of the robot's time: a plan faster than max_speed_m_s on the robot's clock (a
         # franky-sim slowed down by load) is followed at max_speed_m_s.
         nominal_robot_clock = min(nominal / pace, executor.config.envelope.max_speed_m_s)
-        speed = windowed_speed_m_s(t, p)
+        speed, ends = windowed_speed_m_s(t, p, return_end_times=True)
         assert len(speed) > 20
         assert speed.max() > 0.5 * nominal_robot_clock, (speed.max(), nominal_robot_clock, pace)
         floor = 0.5 * np.minimum(np.maximum.accumulate(speed), nominal_robot_clock)
-        worst = int(np.argmin(speed - floor))
+        # The promise is about the driver: while it gets its commands out every control period, the arm does not
+        # stop and go. A starved test machine (CI under load, a CPU quota) delays the executor's own loop: measured
+        # under a 0.8-core quota, commands 45-75 ms of robot time apart (2-4 periods), each motion reached its
+        # one-period-ahead target and the arm slowed to 0.05-0.09 m/s. Windows in which a command came late are not
+        # judged; at least half of them must be.
+        on_time = commands_on_time(recorder, t_start + 0.5, t_end - 0.3, ends, 0.1,
+                                   2.5 * executor.config.control_period_s)
+        assert on_time.sum() >= 0.5 * len(on_time), (
+            f"the executor sent its commands on time in only {on_time.sum()} of {len(on_time)} windows: the machine "
+            f"starved the driver's loop (pace {pace:.2f})")
+        margin = np.where(on_time, speed - floor, np.inf)
+        worst = int(np.argmin(margin))
         assert speed[worst] > floor[worst], (
             f"speed dropped to {speed[worst]:.3f} m/s mid-path (floor {floor[worst]:.3f} m/s; nominal "
             f"{nominal_robot_clock:.3f} m/s on the robot's clock, pace {pace:.2f})")
