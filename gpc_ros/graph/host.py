@@ -109,6 +109,8 @@ class Observing:
     state_dim: int
     image_size: int = 0
     num_points: int = 0
+    point_dim: int = 3
+    """3: the parent reads ``xyz``; 6: ``xyz`` then ``rgb`` in [0, 1] (needs a coloured cloud)."""
 
 
 def load_host_parent(config: HostConfig) -> tuple[ParentPolicy, Observing]:
@@ -122,7 +124,7 @@ def load_host_parent(config: HostConfig) -> tuple[ParentPolicy, Observing]:
         modality = obs.modality if config.modality == "auto" else config.modality
         observing = Observing(modality, config.obs_horizon or obs.obs_horizon,
                               obs.state_dim if config.state_dim < 0 else config.state_dim,
-                              obs.image.image_size, obs.pointcloud.num_points)
+                              obs.image.image_size, obs.pointcloud.num_points, obs.pointcloud.point_dim)
         return policy.as_parent(config.name), observing
     module_name, _, function = config.factory.partition(":")
     try:
@@ -253,10 +255,31 @@ def fit_image(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def fit_points(points: np.ndarray, n: int) -> np.ndarray:
-    """(N', 3) -> (n, 3) by evenly spaced indices (the cloud is already farthest-point sampled upstream)."""
+    """(N', D) -> (n, D) by evenly spaced indices (the cloud is already farthest-point sampled upstream)."""
     if n <= 0 or points.shape[0] == n:
         return points
     return points[np.linspace(0, points.shape[0] - 1, n).round().astype(int)]
+
+
+def cloud_frame(points_m: np.ndarray, colors_rgb: np.ndarray | None, observing: Observing) -> np.ndarray:
+    """A received cloud (points in m, uint8 colours or None) -> the parent's frame (see :func:`fit_cloud`)."""
+    points = np.asarray(points_m, np.float32).reshape(-1, 3)
+    if colors_rgb is not None:
+        points = np.concatenate([points, np.asarray(colors_rgb, np.float32).reshape(-1, 3) / np.float32(255.0)], 1)
+    return fit_cloud(points, observing)
+
+
+def fit_cloud(cloud: np.ndarray, observing: Observing) -> np.ndarray:
+    """``(N', 3)`` xyz or ``(N', 6)`` xyz + rgb in [0, 1] -> ``(num_points, point_dim)``, the parent's frame.
+
+    An xyz parent reads the first three columns. Raises ``ValueError`` when the parent reads colour (``point_dim``
+    6) and the cloud has none.
+    """
+    cloud = np.asarray(cloud, np.float32)
+    if observing.point_dim == 6 and cloud.shape[-1] != 6:
+        raise ValueError("this parent reads coloured points (point_dim 6) but the cloud has no rgb field; "
+                         "run pointcloud_node with with_color:=true")
+    return fit_points(cloud[:, :observing.point_dim], observing.num_points)
 
 
 # ------------------------------------------------------------------------------------------------------- the core

@@ -103,9 +103,9 @@ def host_window(recording: Recording, observing: Any) -> Any:
     """A policy host's observation window (:class:`gpc_ros.graph.host.ObservationWindow`) holding the recording.
 
     Each frame is fitted exactly as the host node fits it (:func:`~gpc_ros.graph.host.fit_image`,
-    :func:`~gpc_ros.graph.host.fit_points`); the measured TCP positions are the state.
+    :func:`~gpc_ros.graph.host.fit_cloud`); the measured TCP positions are the state.
     """
-    from gpc_ros.graph.host import ObservationWindow, fit_image, fit_points
+    from gpc_ros.graph.host import ObservationWindow, fit_cloud, fit_image
 
     stream = {"image": "image", "pointcloud": "points", "state": "state"}[observing.modality]
     frames = recording.streams[stream]
@@ -120,7 +120,7 @@ def host_window(recording: Recording, observing: Any) -> Any:
             window.add_frame(float(t), fit_image(frame, observing.image_size))
     elif observing.modality == "pointcloud":
         for t, frame in zip(frames.times_s, frames.frames):
-            window.add_frame(float(t), fit_points(np.asarray(frame, np.float32), observing.num_points))
+            window.add_frame(float(t), fit_cloud(frame, observing))
     return window
 
 

@@ -60,6 +60,16 @@ def _gripper_width(joint_states: list) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(times), np.asarray(widths)
 
 
+def _cloud(msg) -> np.ndarray:
+    """A ``PointCloud2`` -> ``(N, 3)`` xyz (m), or ``(N, 6)`` with ``rgb`` in [0, 1] when it has colour."""
+    from gpc_ros.nodes import conversions as cv
+
+    points, colors = cv.pointcloud2_to_numpy(msg)
+    if colors is None:
+        return np.asarray(points, np.float32)
+    return np.concatenate([np.asarray(points, np.float32), np.asarray(colors, np.float32) / np.float32(255.0)], 1)
+
+
 def _state(msg, width: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The robot state of an ``ee_pose`` in the action layout, as the policy host builds it.
 
@@ -113,7 +123,7 @@ def load_recording(path: str | Path, needs: set[str], topics: ReplayTopics | Non
         convert = cv.compressed_image_to_rgb if image_topic.endswith("/compressed") else cv.image_msg_to_rgb
         streams["image"] = decode(image_topic, convert)
     if "points" in needs:
-        streams["points"] = decode(topics.points_topic, lambda m: cv.pointcloud2_to_numpy(m)[0])
+        streams["points"] = decode(topics.points_topic, _cloud)
     if contents.messages.get(topics.state_topic):
         width = _gripper_width(contents.messages.get("/joint_states", []))
         streams["state"] = decode(topics.state_topic, lambda m: _state(m, width))

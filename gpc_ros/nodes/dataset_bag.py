@@ -8,7 +8,8 @@ stamped ``t_k = start_time_s + k / fps`` (log time = stamp) and gives:
 
 - ``/camera/<camera_name>/color/image_raw`` ``sensor_msgs/Image`` rgb8: ``observation.image`` as stored (already the
   parents' size, so the replay's ``fit_image`` leaves it unchanged);
-- ``/gpc/points`` ``sensor_msgs/PointCloud2`` in ``fr3_link0``: ``observation.pointcloud`` (float32, as stored);
+- ``/gpc/points`` ``sensor_msgs/PointCloud2`` in ``fr3_link0``: ``observation.pointcloud`` (xyz float32 as stored; an
+  ``(N, 6)`` cloud's colour, [0, 1], as the packed ``rgb`` field);
 - ``/ee_pose`` ``geometry_msgs/PoseStamped``: position ``state[0:3]``, orientation = the quaternion of the 6-D
   rotation ``state[3:9]`` (:func:`gpc_ros.action_space.quaternion_from_rotation_6d`);
 - ``/joint_states`` ``sensor_msgs/JointState`` with the two finger joints only, position ``state[9] / 2`` each,
@@ -131,7 +132,9 @@ def episode_to_bag(dataset: str | Path, episode: int, out: str | Path,
     for k, t in enumerate(times):
         stamp = cv.seconds_to_stamp(float(t))
         entries.append((t, 0, config.image_topic, cv.rgb_to_image_msg(image[k], stamp, "camera_color_optical_frame")))
-        entries.append((t, 1, POINTS_TOPIC, cv.pointcloud2_msg(points[k], stamp, cv.BASE_FRAME)))
+        cloud = points[k]
+        colors = None if cloud.shape[-1] < 6 else np.rint(np.clip(cloud[:, 3:6], 0.0, 1.0) * 255.0).astype(np.uint8)
+        entries.append((t, 1, POINTS_TOPIC, cv.pointcloud2_msg(cloud[:, :3], stamp, cv.BASE_FRAME, colors)))
         snap = type("Snapshot", (), {"ee_position_m": state[k, :3].astype(np.float64),
                                      "ee_quaternion_xyzw": quats[k]})
         entries.append((t, 2, STATE_TOPIC, cv.pose_stamped_from_snapshot(snap, stamp)))

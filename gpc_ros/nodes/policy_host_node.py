@@ -29,8 +29,8 @@ from gpc_ros.graph.affinity import parse_cpu_list, pin_process
 from gpc_ros.graph.host import (
     HostConfig,
     HostCore,
+    cloud_frame,
     fit_image,
-    fit_points,
     load_host_parent,
 )
 from gpc_ros.nodes import conversions
@@ -130,9 +130,13 @@ class PolicyHostNode(Node):
 
     def on_points(self, msg: PointCloud2) -> None:
         """A point cloud: subsample it to the parent's number of points and add it as a frame."""
-        points, _ = conversions.pointcloud2_to_numpy(msg)
-        self.core.window.add_frame(conversions.stamp_to_seconds(msg.header.stamp),
-                                   fit_points(np.asarray(points, np.float32), self.core.observing.num_points))
+        points, colors = conversions.pointcloud2_to_numpy(msg)
+        try:
+            frame = cloud_frame(points, colors, self.core.observing)
+        except ValueError as exc:
+            self.get_logger().error(f"dropped a cloud: {exc}", throttle_duration_sec=5.0)
+            return
+        self.core.window.add_frame(conversions.stamp_to_seconds(msg.header.stamp), frame)
         self.frames += 1
 
     # -- the exchange -----------------------------------------------------------------------------------------------

@@ -291,7 +291,7 @@ class SimCell:
             wrist = self.renderer.render("wrist", depth=False)
             arrays[obs_keys.IMAGE_KEY] = policy_image(front.rgb, self.config.image_size)
             arrays[obs_keys.WRIST_IMAGE_KEY] = policy_image(wrist.rgb, self.config.image_size)
-            arrays[obs_keys.POINTCLOUD_KEY] = self._cloud(front.depth_m)
+            arrays[obs_keys.POINTCLOUD_KEY] = self._cloud(front.depth_m, front.rgb)
         return Observation(snap.time_s, snap.time_s - episode_start_s, arrays, self.object_positions(snap.qpos))
 
     def execute(self, actions: np.ndarray, observation_time_s: float, faults: list[str] | None = None) -> None:

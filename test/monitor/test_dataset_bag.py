@@ -72,6 +72,24 @@ def test_round_trip_through_the_replay_reader(dataset, tmp_path):
             np.testing.assert_allclose(chunk.gripper_width_m, np.clip(ep["action"][rows, 9], 0, 0.08), atol=1e-7)
 
 
+def test_a_coloured_cloud_round_trips_with_its_colour(tmp_path):
+    """The cell's clouds are (512, 6): xyz m, then rgb in [0, 1] (k / 255). The bag carries the colour as the packed
+    rgb field, and the replay reader gives back the same (512, 6) frames."""
+    from gpc_ros.policies.dataset import write_episodes
+
+    rng = np.random.default_rng(5)
+    episode = make_episode(rng, 5)
+    colours = rng.integers(0, 256, (5, 512, 3)).astype(np.float32) / np.float32(255.0)
+    episode["observation.pointcloud"] = np.concatenate([episode["observation.pointcloud"], colours], -1)
+    path = write_episodes(tmp_path / "ds", [episode], fps=10.0)
+    (bag,) = dataset_to_bags(path, tmp_path / "bags", [0], DemoBagConfig(horizon=16, chunk_every=4))
+    rec = load_recording(bag, {"points"})
+    frames = np.stack(rec.streams["points"].frames)
+    assert frames.shape == (5, 512, 6)
+    np.testing.assert_array_equal(frames[..., :3], episode["observation.pointcloud"][..., :3])
+    np.testing.assert_allclose(frames[..., 3:], colours, atol=1e-6)
+
+
 def test_replay_equals_the_benchmarks_composed_policy_on_the_same_frames(dataset, tmp_path):
     """The shipped push_red parents: the replay's observation windows equal the benchmark's, and its per-chunk
     error equals that of the chunk the benchmark's composer samples from the dataset frames for the same seed."""

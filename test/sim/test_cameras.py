@@ -79,6 +79,25 @@ def test_cube_faces_depth_matches_geometry(renderer):
     assert r > 60 and r > 2 * g and r > 2 * b  # the red cube is red (its face turned away from the light is darker)
 
 
+def test_the_policy_cloud_tells_the_red_cube_from_its_look_alike_by_colour(renderer):
+    from gpc_ros.sim.observation import CloudBuilder
+
+    frame = renderer.render("front", depth=True)
+    cloud = CloudBuilder(camera_intrinsics("front", W, H), camera_to_parent("front"))(frame.depth_m, frame.rgb)
+    assert cloud.shape == (512, 6) and cloud.dtype == np.float32
+    assert cloud[:, 3:].min() >= 0.0 and cloud[:, 3:].max() <= 1.0
+    xyz, rgb = cloud[:, :3], cloud[:, 3:]
+    for centre, colour in (((0.50, 0.10), 0), ((0.45, -0.20), 2)):  # red cube (red), look-alike (blue)
+        on = np.linalg.norm(xyz[:, :2] - centre, axis=1) < 0.03
+        assert on.sum() >= 10
+        dominant = np.argmax(rgb[on], axis=1)
+        assert np.mean(dominant == colour) > 0.9, (centre, rgb[on].mean(0))
+    # without colour the xyz columns are the same points (colour does not change the sampling) and rgb is 0
+    bare = CloudBuilder(camera_intrinsics("front", W, H), camera_to_parent("front"))(frame.depth_m)
+    np.testing.assert_array_equal(bare[:, :3], xyz)
+    assert not bare[:, 3:].any()
+
+
 def test_wrist_camera_moves_with_the_hand(renderer):
     pose = renderer.camera_pose("wrist")
     assert pose[2, 3] > 0.15  # above the table with the arm at home (TCP at 0.18 m)

@@ -109,7 +109,8 @@ def _as_tensor(key: str, value: Any) -> torch.Tensor:
 def observation_tensors(observation: Mapping[str, Any], config: ObservationConfig) -> dict[str, torch.Tensor]:
     """Validated, batch-first float32 tensors ``{key: (B, T_obs, ...)}`` of the keys ``config`` reads.
 
-    Images become ``(B, T_obs, C, S, S)`` in [0, 1]. Raises ``KeyError`` for a missing key and ``ValueError`` for a
+    Images become ``(B, T_obs, C, S, S)`` in [0, 1]. A parent with ``point_dim`` 3 accepts an ``(.., N, 6)`` xyzrgb cloud
+    and reads its first three columns (the cell's and pointcloud_node's layout: xyz, then rgb). Raises ``KeyError`` for a missing key and ``ValueError`` for a
     wrong shape or non-finite values, naming the key, the expected and the received shape.
     """
     if not isinstance(observation, Mapping):
@@ -126,6 +127,8 @@ def observation_tensors(observation: Mapping[str, Any], config: ObservationConfi
     batch_sizes = set()
     for key, frame in shapes.items():
         value = _as_tensor(key, observation[key])
+        if key == POINTCLOUD_KEY and frame[-1] == 3 and value.dim() >= 2 and value.shape[-1] == 6:
+            value = value[..., :3]  # an xyz parent reads the xyz columns of an xyzrgb cloud
         want = (config.obs_horizon, *frame)
         if tuple(value.shape) == want:
             value = value.unsqueeze(0)
