@@ -7,7 +7,8 @@
   :class:`gpc_ros.perception.pointcloud.PointCloudPipeline` (the code pointcloud_node runs, ``with_color``) with
   :data:`CELL_POINTCLOUD` (crop box just above the table top, so the cloud holds the cubes and the hand, as DP3 crops
   the table), float32 ``(N, 6)``: ``x, y, z`` in m in fr3_link0, then ``r, g, b`` in [0, 1]. A parent trained on
-  ``xyz`` only (``point_dim`` 3) reads the first three columns (:func:`gpc_ros.policies.encoders.observation.observation_tensors`).
+  ``xyz`` only (``point_dim`` 3) reads the first three columns
+  (:func:`gpc_ros.policies.encoders.observation.observation_tensors`).
 * ``observation.state``: the measured TCP pose and gripper width in the action layout of
   :mod:`gpc_ros.action_space` (10 numbers), float32.
 """

@@ -109,9 +109,10 @@ def _as_tensor(key: str, value: Any) -> torch.Tensor:
 def observation_tensors(observation: Mapping[str, Any], config: ObservationConfig) -> dict[str, torch.Tensor]:
     """Validated, batch-first float32 tensors ``{key: (B, T_obs, ...)}`` of the keys ``config`` reads.
 
-    Images become ``(B, T_obs, C, S, S)`` in [0, 1]. A parent with ``point_dim`` 3 accepts an ``(.., N, 6)`` xyzrgb cloud
-    and reads its first three columns (the cell's and pointcloud_node's layout: xyz, then rgb). Raises ``KeyError`` for a missing key and ``ValueError`` for a
-    wrong shape or non-finite values, naming the key, the expected and the received shape.
+    Images become ``(B, T_obs, C, S, S)`` in [0, 1]. A parent with ``point_dim`` 3 accepts an ``(.., N, 6)`` xyzrgb
+    cloud and reads its first three columns (the cell's and pointcloud_node's layout: xyz, then rgb). Raises
+    ``KeyError`` for a missing key and ``ValueError`` for a wrong shape or non-finite values, naming the key, the
+    expected and the received shape.
     """
     if not isinstance(observation, Mapping):
         raise TypeError(f"observation must be a mapping with keys {config.expected_keys}; "
