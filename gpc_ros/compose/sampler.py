@@ -7,6 +7,7 @@ weight vectors share each parent forward pass.
 * DDPM / DDIM: the step IS diffusers' ``DDPMScheduler.step`` / ``DDIMScheduler.step`` fed ``eps_hat`` (the
   composer's copy of the scheduler is set to ``prediction_type="epsilon"``; clipping, variance type, ``eta`` and
   timestep spacing are diffusers'). Grid point ``k``: ``alpha = sqrt(abar[t_k])``, ``sigma = sqrt(1 - abar[t_k])``.
+  diffusers is imported when such a sampler is built, not with this module.
 * Flow: grid ``t_k = t_start (1 - k / N)``, ``k = 0..N``; Euler ``x <- x + (t_{k+1} - t_k) (eps_hat - x0_hat)``
   (the flow velocity, same update as diffusers' ``FlowMatchEulerDiscreteScheduler.step``); Heun adds the
   trapezoidal corrector with a second evaluation at ``t_{k+1}`` (skipped on the last step, where ``t = 0``).
@@ -23,13 +24,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
 
 from gpc_ros.compose.parameterization import Parameterization, from_eps_x0
-from gpc_ros.compose.schedule import NoiseLevel, make_vp_scheduler, vp_level
+from gpc_ros.compose.schedule import NoiseLevel, diffusers_schedulers, make_vp_scheduler, vp_level
+
+if TYPE_CHECKING:  # annotations only: diffusers is imported when a DDPM/DDIM sampler is built
+    from diffusers import DDIMScheduler, DDPMScheduler
 
 SAMPLER_KINDS = ("ddpm", "ddim", "flow_euler", "flow_heun")
 
@@ -142,8 +145,10 @@ class DiffusersSampler(Sampler):
 
     def __init__(self, scheduler: DDPMScheduler | DDIMScheduler, num_inference_steps: int, eta: float = 0.0,
                  clip_sample: bool | None = None) -> None:
-        if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler)):
+        ddpm, ddim = diffusers_schedulers()
+        if not isinstance(scheduler, (ddpm, ddim)):
             raise TypeError(f"scheduler must be a diffusers DDPMScheduler or DDIMScheduler; got {type(scheduler)}")
+        self._ddim = isinstance(scheduler, ddim)  # the copy made in set_clip_sample has the same type
         self._source = scheduler
         self._num_inference_steps = num_inference_steps
         self.eta = eta
@@ -168,7 +173,7 @@ class DiffusersSampler(Sampler):
     def step(self, x, eps_hat, x0_hat, point, generator):
         """Diffusers' own ``step`` fed ``eps_hat``."""
         t = int(point.time)
-        if isinstance(self.scheduler, DDIMScheduler):
+        if self._ddim:
             return self.scheduler.step(eps_hat, t, x, eta=self.eta, generator=generator).prev_sample
         return self.scheduler.step(eps_hat, t, x, generator=generator).prev_sample
 
@@ -241,7 +246,7 @@ def make_sampler(config: SamplerConfig, scheduler: DDPMScheduler | DDIMScheduler
     if config.kind in ("ddpm", "ddim"):
         if scheduler is None:
             scheduler = make_vp_scheduler(config.kind, config.num_train_timesteps, config.beta_schedule, False)
-        elif (config.kind == "ddpm") != isinstance(scheduler, DDPMScheduler):
+        elif (config.kind == "ddpm") != isinstance(scheduler, diffusers_schedulers()[0]):
             raise ValueError(f"SamplerConfig.kind={config.kind!r} does not match scheduler {type(scheduler).__name__}")
         return DiffusersSampler(scheduler, config.num_inference_steps, config.eta, clip)
     return FlowSampler(config.num_inference_steps, heun=config.kind == "flow_heun", t_start=config.flow_t_start,

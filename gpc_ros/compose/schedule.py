@@ -23,19 +23,34 @@ and DP3 use); what it lacks — the SNR matching across conventions — is writt
 The noise levels themselves are written once, on :class:`NoiseLevel`: VP ``(sqrt(abar), sqrt(1 - abar))``
 (:meth:`NoiseLevel.vp`), flow ``(1 - t, t)`` (:meth:`NoiseLevel.flow`), and the forward process
 ``x = alpha x0 + sigma eps`` (:meth:`NoiseLevel.noise`, i.e. :func:`~gpc_ros.compose.parameterization.forward`).
+
+diffusers is imported only when a scheduler is built or checked (:func:`diffusers_schedulers`): importing it pulls
+``torch._dynamo``, ``sympy`` and ``httpcore`` and took most of a node's start-up (docs/graph.md), although a flow
+grid, a :class:`VPTime` from a table and everything downstream of the composer never need it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
 
 from gpc_ros.compose.parameterization import forward
+
+if TYPE_CHECKING:  # annotations only: diffusers itself is imported on first use (diffusers_schedulers)
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+
+@functools.cache
+def diffusers_schedulers() -> tuple[type[DDPMScheduler], type[DDIMScheduler]]:
+    """``(DDPMScheduler, DDIMScheduler)``, importing diffusers on the first call (the one place that imports it)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    return DDPMScheduler, DDIMScheduler
 
 
 def vp_alpha_sigma(alpha_cumprod: float | torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
@@ -180,11 +195,12 @@ def make_vp_scheduler(
     """The diffusers scheduler Diffusion Policy / DP3 / LeRobot train with (defaults are theirs)."""
     common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                   clip_sample=clip_sample, prediction_type=prediction_type)
+    if kind not in ("ddpm", "ddim"):
+        raise ValueError(f"kind must be 'ddpm' or 'ddim'; got {kind!r}")
+    ddpm, ddim = diffusers_schedulers()
     if kind == "ddpm":
-        return DDPMScheduler(variance_type="fixed_small", **common)
-    if kind == "ddim":
-        return DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **common)
-    raise ValueError(f"kind must be 'ddpm' or 'ddim'; got {kind!r}")
+        return ddpm(variance_type="fixed_small", **common)
+    return ddim(set_alpha_to_one=True, steps_offset=0, **common)
 
 
 def vp_level(alphas_cumprod: torch.Tensor, timestep: int) -> NoiseLevel:
