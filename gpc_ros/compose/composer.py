@@ -33,7 +33,14 @@ from gpc_ros.compose.errors import (
 from gpc_ros.compose.horizon import combine, composed_horizons, hold_tail, position_weights
 from gpc_ros.compose.operators import CompositionOperator, as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
-from gpc_ros.compose.parent import ActionNormalization, Encoding, ParentPolicy, encoding_batch_size, repeat_encoding
+from gpc_ros.compose.parent import (
+    ActionNormalization,
+    Encoding,
+    ParentPolicy,
+    encoding_batch_size,
+    is_split_phase,
+    repeat_encoding,
+)
 from gpc_ros.compose.sampler import GridPoint, Sampler, SamplerConfig, make_sampler, network_calls_per_chunk
 from gpc_ros.compose.schedule import NoiseLevel, ParentTime
 from gpc_ros.compose.warm_start import WarmStart, WarmStartConfig, shifted_chunk, start_index
@@ -59,7 +66,9 @@ class ComposerConfig:
     """Dtype of the sampled chunk and of the tensors handed to parents."""
     # --- execution and monitoring
     parallel_parents: bool = False
-    """Call the K parents' forward passes in K threads (torch releases the GIL inside ops)."""
+    """Call the K parents' forward passes in K threads (torch releases the GIL inside ops). Split-phase parents
+    (:class:`~gpc_ros.compose.parent.SplitPhaseParent`, proxies to remote hosts) need no threads: when every
+    parent called at a step is split-phase, all are submitted from the calling thread, then collected."""
     return_parent_chunks: bool = True
     """Also sample each parent alone from the same noise (K extra rows in the same forward passes)."""
 
@@ -136,6 +145,7 @@ class Composer:
         self._where: dict[tuple[int, NoiseLevel], ParentTime] = {}  # parent time per grid level (fixed grids)
         self._pool = (ThreadPoolExecutor(len(self.parents), thread_name_prefix="gpc-parent")
                       if self.config.parallel_parents else None)
+        self._split_phase = [is_split_phase(p) for p in self.parents]
 
     # ------------------------------------------------------------------ validation
     @property
@@ -281,12 +291,18 @@ class Composer:
         """Composed ``(eps_hat, x0_hat)`` of ``x`` ``(M, H_max, D)`` at ``point``.
 
         ``weights`` ``(M, K, H_max)``, ``encodings`` already repeated to ``M`` rows. Parents whose weight is zero
-        everywhere (``active``) are not called.
+        everywhere (``active``) are not called. When every called parent is split-phase, all their steps are
+        submitted first, then collected in parent order (the first failure raises, as on the other paths).
         """
         active = active if active is not None else [True] * len(self.parents)
         jobs = [i for i, on in enumerate(active) if on]
         with_x0 = self.operator.weights_sum_to_one and (self.sampler.uses_x0 or point.level.alpha <= 0.0)
-        if self._pool is not None and len(jobs) > 1:  # first parent on this thread, the others on the pool
+        if len(jobs) > 1 and all(self._split_phase[i] for i in jobs):  # send every request, then wait for all
+            inputs = {i: self._parent_input(i, x, point) for i in jobs}
+            pending = {i: self.parents[i].submit(x_in, where.value, encodings[i])
+                       for i, (where, x_in) in inputs.items()}
+            results = {i: self._convert(i, pending[i].result(), *inputs[i], point, x.dtype, with_x0) for i in jobs}
+        elif self._pool is not None and len(jobs) > 1:  # first parent on this thread, the others on the pool
             futures = {i: self._pool.submit(self._predict, i, x, point, encodings[i], with_x0) for i in jobs[1:]}
             results = {jobs[0]: self._predict(jobs[0], x, point, encodings[jobs[0]], with_x0)}
             results.update({i: future.result() for i, future in futures.items()})
@@ -307,6 +323,12 @@ class Composer:
     def _predict(self, i: int, x: torch.Tensor, point: GridPoint, encoding: Encoding, with_x0: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Parent ``i``'s ``(eps_i, x0_i)`` on its own horizon, time and scaling."""
+        where, x_in = self._parent_input(i, x, point)
+        prediction = self.parents[i].predict(x_in, where.value, encoding)
+        return self._convert(i, prediction, where, x_in, point, x.dtype, with_x0)
+
+    def _parent_input(self, i: int, x: torch.Tensor, point: GridPoint) -> tuple[ParentTime, torch.Tensor]:
+        """Parent ``i``'s time for ``point`` and ``x`` on its horizon, rescaled into its convention."""
         parent = self.parents[i]
         where = self._where.get((i, point.level))
         if where is None:
@@ -314,7 +336,12 @@ class Composer:
         x_in = x[:, :parent.action_horizon]
         if where.x_scale != 1.0:
             x_in = x_in * where.x_scale
-        prediction = parent.predict(x_in, where.value, encoding)
+        return where, x_in
+
+    def _convert(self, i: int, prediction: object, where: ParentTime, x_in: torch.Tensor, point: GridPoint,
+                 dtype: torch.dtype, with_x0: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Parent ``i``'s checked ``prediction`` for ``x_in`` -> ``(eps_i, x0_i)`` at ``where``'s level."""
+        parent = self.parents[i]
         if not isinstance(prediction, torch.Tensor):
             raise InvalidPredictionError(
                 f"parent {parent.name!r} returned a {type(prediction).__module__}.{type(prediction).__name__} at step "
@@ -329,7 +356,7 @@ class Composer:
             raise NonFinitePredictionError(
                 f"parent {parent.name!r} returned {bad} NaN/inf value(s) at step {point.index} "
                 f"(its time {where.value:.6g}); no chunk was produced", parent=parent.name)
-        prediction = prediction.to(x.dtype)
+        prediction = prediction.to(dtype)
         return to_eps_x0(self._parameterizations[i], prediction, x_in, where.level.alpha, where.level.sigma,
                          with_x0)
 

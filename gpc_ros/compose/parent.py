@@ -10,6 +10,13 @@ proxy that forwards each denoising step to a policy host (one ROS node per paren
   ``i * B + b``), ``H = action_horizon``, ``D = action_dim``, in the parent's normalised action space and ITS OWN
   time convention (``timestep`` is a float in that convention); the encoding passed is already repeated to
   ``M`` rows. The prediction is ``(M, H, D)`` in the parent's ``parameterization``.
+
+A parent that computes elsewhere (a proxy to a policy host) may also be split-phase (:class:`SplitPhaseParent`):
+``submit(x_t, timestep, encoding)`` puts the step's request on its way and returns at once, and the returned
+:class:`PendingPrediction`'s ``result()`` waits for the same prediction ``predict`` would return (bounded, raising
+what ``predict`` would raise). When every parent called at a step is split-phase, the composer submits them all
+from its own thread, then collects them in parent order: no thread per parent is needed for the hosts' steps to
+overlap.
 """
 
 from __future__ import annotations
@@ -125,6 +132,28 @@ class ParentPolicy(Protocol):
     def predict(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> torch.Tensor:
         """``(M, H, D)`` noisy chunk at the parent's own ``timestep`` -> ``(M, H, D)`` prediction."""
         ...
+
+
+class PendingPrediction(Protocol):
+    """One submitted denoising step of a :class:`SplitPhaseParent`."""
+
+    def result(self) -> torch.Tensor:
+        """Wait (bounded) for the ``(M, H, D)`` prediction; raises what ``predict`` would raise."""
+        ...
+
+
+@runtime_checkable
+class SplitPhaseParent(ParentPolicy, Protocol):
+    """A parent whose step can be sent now and collected later (a proxy to a host in another process)."""
+
+    def submit(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> PendingPrediction:
+        """Send the step ``predict(x_t, timestep, encoding)`` would make and return without waiting for it."""
+        ...
+
+
+def is_split_phase(parent: object) -> bool:
+    """Whether ``parent`` offers :meth:`SplitPhaseParent.submit`."""
+    return callable(getattr(parent, "submit", None))
 
 
 def encoding_batch_size(encoding: Encoding) -> int:

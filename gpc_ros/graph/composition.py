@@ -9,7 +9,9 @@ Per chunk (:meth:`GraphComposer.compose`):
    than ``max_observation_age_s`` or the hosts' observation stamps differ by more than ``max_observation_skew_s``;
 3. run :class:`~gpc_ros.compose.composer.Composer` on proxy parents that forward each denoising step to their
    host (correlation id, step, the parent's own time, the observation stamp; every wait bounded by
-   ``step_timeout_s``);
+   ``step_timeout_s``). Proxies of remote hosts are split-phase
+   (:class:`~gpc_ros.compose.parent.SplitPhaseParent`): at each step the composer's thread sends every host's
+   request, then waits for the replies, so the hosts compute at the same time without a thread per host;
 4. a host that does not answer, answers with an error or with NaN is a fault: per ``on_fault`` the chunk is
    composed again from the same noise with the weights renormalised over the healthy hosts (``renormalize``),
    with the ``fallback_parent`` alone (``fallback``), or not at all (``hold``: nothing is published, so the
@@ -309,18 +311,48 @@ class RemoteHost(HostHandle):
     def predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
                 x_t: torch.Tensor, timeout_s: float) -> torch.Tensor:
         """Send a predict request and wait for its reply. See :meth:`HostHandle.predict`."""
+        return self.submit_predict(correlation_id, step, parent_time, stamp, x_t, timeout_s).result()
+
+    def submit_predict(self, correlation_id: int, step: int, parent_time: float, stamp: tuple[int, int],
+                       x_t: torch.Tensor, timeout_s: float) -> PendingStep:
+        """Send a predict request now; the returned step's ``result()`` waits for the reply.
+
+        Same arguments as :meth:`HostHandle.predict`; ``timeout_s`` counts from the moment the request was sent.
+        """
         x = x_t.detach().contiguous().numpy()
         slot = self._submit(protocol.predict_request(correlation_id, step, parent_time, stamp, x))
-        if not slot.event.wait(timeout_s):
-            with self._lock:
-                self._pending.pop((protocol.KIND_PREDICT, correlation_id, step), None)
-            raise HostFaultError(self.name, f"no reply to step {step} within {timeout_s} s (stalled or gone)")
-        reply = slot.reply
+        return PendingStep(self, correlation_id, step, slot, x_t, timeout_s)
+
+    def _drop(self, kind: int, correlation_id: int, step: int) -> None:
+        with self._lock:
+            self._pending.pop((kind, correlation_id, step), None)
+
+
+class PendingStep:
+    """One predict request on the wire (:meth:`RemoteHost.submit_predict`); :meth:`result` waits for its reply."""
+
+    def __init__(self, host: RemoteHost, correlation_id: int, step: int, slot: _Slot, x_t: torch.Tensor,
+                 timeout_s: float) -> None:
+        self.host, self.correlation_id, self.step, self.slot = host, correlation_id, step, slot
+        self.shape, self.dtype, self.timeout_s = tuple(x_t.shape), x_t.dtype, timeout_s
+        self.deadline_s = time.monotonic() + timeout_s
+
+    def result(self) -> torch.Tensor:
+        """The host's prediction, same shape and dtype as the request's ``x_t``.
+
+        Raises:
+            HostFaultError: No reply within ``timeout_s`` of sending, an error status or a reply of the wrong shape.
+        """
+        name, step = self.host.name, self.step
+        if not self.slot.event.wait(max(0.0, self.deadline_s - time.monotonic())):
+            self.host._drop(protocol.KIND_PREDICT, self.correlation_id, step)
+            raise HostFaultError(name, f"no reply to step {step} within {self.timeout_s} s (stalled or gone)")
+        reply = self.slot.reply
         if reply.status != protocol.OK:
-            raise HostFaultError(self.name, f"step {step}: {protocol.STATUS.get(reply.status, reply.status)}")
-        if tuple(reply.tensor.shape) != tuple(x.shape):
-            raise HostFaultError(self.name, f"step {step}: reply of shape {reply.tensor.shape}, expected {x.shape}")
-        return torch.from_numpy(reply.tensor).to(x_t.dtype)
+            raise HostFaultError(name, f"step {step}: {protocol.STATUS.get(reply.status, reply.status)}")
+        if tuple(reply.tensor.shape) != self.shape:
+            raise HostFaultError(name, f"step {step}: reply of shape {reply.tensor.shape}, expected {self.shape}")
+        return torch.from_numpy(reply.tensor).to(self.dtype)
 
 
 class ProxyParent:
@@ -365,6 +397,22 @@ class ProxyParent:
         return self.handle.predict(self.correlation_id, step, float(timestep), self.stamp, x_t, self.step_timeout_s)
 
 
+class SplitPhaseProxyParent(ProxyParent):
+    """A split-phase :class:`ProxyParent` of a :class:`RemoteHost`: :meth:`submit` sends a step, returns at once.
+
+    It is a :class:`~gpc_ros.compose.parent.SplitPhaseParent`, so the core Composer sends every host's step from
+    one thread before waiting for any.
+    """
+
+    handle: RemoteHost
+
+    def submit(self, x_t: torch.Tensor, timestep: float, encoding: Any) -> PendingStep:
+        """Send one step to the host (the same request :meth:`predict` sends); ``result()`` waits for the reply."""
+        step, self.step = self.step, self.step + 1
+        return self.handle.submit_predict(self.correlation_id, step, float(timestep), self.stamp, x_t,
+                                          self.step_timeout_s)
+
+
 @dataclass
 class ChunkResult:
     """One composed chunk (or the reason there is none)."""
@@ -389,10 +437,16 @@ class ChunkResult:
 
 
 class GraphComposer:
-    """Composes the hosts' parents per chunk (see the module docstring); thread-safe for weight changes."""
+    """Composes the hosts' parents per chunk (see the module docstring); thread-safe for weight changes.
 
-    def __init__(self, config: ComposerNodeConfig, handles: Sequence[HostHandle]) -> None:
+    ``split_phase`` (default True): remote hosts' steps are sent from the composer's thread, then awaited; False
+    sends each from its own thread of the core Composer's ``parallel_parents`` pool (the path before split-phase,
+    kept for comparison, e.g. in ``bench/bench_graph.py``). Both give the identical chunk.
+    """
+
+    def __init__(self, config: ComposerNodeConfig, handles: Sequence[HostHandle], split_phase: bool = True) -> None:
         self.config = config
+        self.split_phase = split_phase
         self.handles = {h.name: h for h in handles}
         missing = set(config.parents) - set(self.handles)
         if missing:
@@ -421,10 +475,14 @@ class GraphComposer:
         if cached is None or cached[2] != announced:
             if cached is not None:
                 cached[0].close()
-            proxies = [ProxyParent(self.handles[n], self.config.step_timeout_s) for n in names]
+            proxies = [self._proxy(self.handles[n]) for n in names]
             cached = (Composer(proxies, self.config.composer), proxies, announced)
             self._composers[names] = cached
         return cached[0], cached[1]
+
+    def _proxy(self, handle: HostHandle) -> ProxyParent:
+        split = self.split_phase and isinstance(handle, RemoteHost)
+        return (SplitPhaseProxyParent if split else ProxyParent)(handle, self.config.step_timeout_s)
 
     # ------------------------------------------------------------------------------------------------------ compose
     def compose(self, now_s: float, plan: RunningPlan | None = None) -> ChunkResult:

@@ -21,6 +21,7 @@ from gpc_ros.compose import (
     make_vp_scheduler,
 )
 from gpc_ros.compose.analytic import GaussianParent
+from gpc_ros.compose.errors import NonFinitePredictionError
 from gpc_ros.compose.horizon import ZERO, position_weights
 from gpc_ros.compose.search import paper_grid
 from gpc_ros.compose.warm_start import shifted_chunk, start_index
@@ -86,6 +87,65 @@ def test_parallel_parent_threads_give_the_same_chunk() -> None:
     want = sequential.compose(sequential.encode(observations),
                               paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1]), generator=5)
     torch.testing.assert_close(got.actions, want.actions, rtol=0, atol=0)
+
+
+class SplitPhase:
+    """A split-phase wrapper of a parent: ``submit`` logs and defers the prediction to ``result()``."""
+
+    def __init__(self, parent: GaussianParent, log: list[str], poison: bool = False) -> None:
+        self.parent, self.log, self.poison = parent, log, poison
+        for attr in ("name", "parameterization", "time_convention", "action_horizon", "action_dim", "normalization"):
+            setattr(self, attr, getattr(parent, attr))
+
+    def encode(self, observation):
+        return self.parent.encode(observation)
+
+    def predict(self, x_t, timestep, encoding):
+        self.log.append(f"predict {self.name}")
+        return self.parent.predict(x_t, timestep, encoding)
+
+    def submit(self, x_t, timestep, encoding):
+        self.log.append(f"submit {self.name}")
+        outer = self
+
+        class Pending:
+            def result(self):
+                outer.log.append(f"result {outer.name}")
+                out = outer.parent.predict(x_t, timestep, encoding)
+                return out * float("nan") if outer.poison else out
+
+        return Pending()
+
+
+def test_split_phase_parents_are_all_submitted_before_any_is_awaited_and_give_the_same_chunk() -> None:
+    observations = [obs(0.5), obs(-0.5), obs(0.1)]
+    weights = paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1])
+    plain = [gaussian("a"), gaussian("b", kind="v_prediction"), gaussian("c", kind="flow_velocity",
+                                                                          convention=FlowTime())]
+    sequential = make(plain)
+    want = sequential.compose(sequential.encode(observations), weights, generator=5)
+    log: list[str] = []
+    split = make([SplitPhase(p, log) for p in plain], parallel_parents=True)  # no pool thread used
+    got = split.compose(split.encode(observations), weights, generator=5)
+    assert torch.equal(got.actions, want.actions)
+    for name in "abc":
+        assert torch.equal(got.parent_actions[name], want.parent_actions[name])
+    step = ["submit a", "submit b", "submit c", "result a", "result b", "result c"]
+    assert log == step * 10
+    # one called parent (the others at weight 0, no parent chunks): its plain predict
+    log.clear()
+    split.close()
+    alone = make([SplitPhase(p, log) for p in plain], return_parent_chunks=False)
+    alone.compose(alone.encode(observations), (0.0, 1.0, 0.0), generator=5)
+    assert log == ["predict b"] * 10
+
+
+def test_a_non_finite_split_phase_prediction_names_its_parent() -> None:
+    log: list[str] = []
+    c = make([SplitPhase(gaussian("a"), log), SplitPhase(gaussian("b"), log, poison=True)])
+    with pytest.raises(NonFinitePredictionError, match=r"parent 'b' returned \d+ NaN/inf value\(s\) at step 0") as err:
+        c.compose(c.encode([obs(0.5), obs(-0.5)]), (0.5, 0.5), generator=0)
+    assert err.value.parent == "b" and log == ["submit a", "submit b", "result a", "result b"]
 
 
 def test_position_weights_keep_the_longest_weighted_parents_tail() -> None:

@@ -127,6 +127,67 @@ def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) ->
     reference.close()
 
 
+@pytest.mark.parametrize("split_phase", [True, False])
+def test_split_phase_steps_leave_from_the_composers_thread_and_give_the_identical_chunk(split_phase) -> None:
+    """Split-phase (default): every step's requests are sent from the thread that composes, rgb then pcd, before
+    any reply is awaited; the pool path (split_phase=False) sends pcd's from a pool thread. Same chunk from both,
+    equal to the plain Composer's."""
+    cores = checkpoint_cores()
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
+                                step_timeout_s=GENEROUS_S)
+    sent: list[tuple[int, str, int]] = []
+    handles = wire(cores)
+    for handle in handles:
+        def logged(request: protocol.Exchange, send=handle._send, name=handle.name) -> None:
+            if request.kind == protocol.KIND_PREDICT:
+                sent.append((request.step, name, threading.get_ident()))
+            send(request)
+        handle._send = logged
+    graph = GraphComposer(config, handles, split_phase=split_phase)
+    result = graph.compose(T0 + 0.01)
+    assert result.mode == "normal", result.reason
+    reference = Composer([c.parent for c in cores], config.composer)
+    observations = [c.window.at(T0 + 0.01)[0] for c in cores]
+    expected = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                                 generator=5)
+    assert torch.equal(result.actions, expected.actions[0, 0])
+    for name in ("rgb", "pcd"):
+        assert torch.equal(result.parent_actions[name], expected.parent_actions[name][0])
+    me = threading.get_ident()
+    if split_phase:
+        assert sent == [(k, n, me) for k in range(10) for n in ("rgb", "pcd")]
+    else:
+        assert {t for _, n, t in sent if n == "rgb"} == {me} and me not in {t for _, n, t in sent if n == "pcd"}
+    graph.close()
+    reference.close()
+
+
+@pytest.mark.parametrize("fault,faulty", [("nan", 0), ("nan", 1), ("stall", 0), ("stall", 1)])
+def test_split_phase_a_nan_or_stalled_host_gets_the_configured_fallback(fault, faulty) -> None:
+    """Either host answering NaN (status non-finite) or not answering its steps at all (encode still answered):
+    the chunk is the fallback parent's own chunk from the same noise, the faulted host is marked down."""
+    cores = goal_cores()
+    handles = wire(cores)
+    names, other = ("left", "right"), 1 - faulty
+    if fault == "nan":
+        cores[faulty].nan_injection = True
+    else:
+        send = handles[faulty]._send
+        handles[faulty]._send = lambda request: None if request.kind == protocol.KIND_PREDICT else send(request)
+    # a stalled host's step wait must expire (2 s); every other wait ends at its reply
+    config = ComposerNodeConfig(parents=names, weights=(0.6, 0.4), on_fault="fallback", fallback_parent=names[other],
+                                encode_timeout_s=GENEROUS_S, step_timeout_s=2.0 if fault == "stall" else GENEROUS_S)
+    graph = GraphComposer(config, handles)
+    faulted = graph.compose(T0)
+    words = "non-finite" if fault == "nan" else "no reply to step 0 within 2.0 s"
+    assert faulted.mode == "fallback" and words in faulted.faults[names[faulty]], faulted.faults
+    assert faulted.weights == {names[other]: 1.0} and not handles[faulty].up and handles[other].up
+    alone = GraphComposer(ComposerNodeConfig(parents=(names[other],), weights=(1.0,), seed=faulted.seed),
+                          [LocalHost(cores[other])]).compose(T0)
+    assert torch.equal(faulted.actions, alone.actions)
+    graph.close()
+
+
 def test_a_running_plan_is_sampled_at_the_chunks_own_action_times() -> None:
     from gpc_ros.compose import ActionNormalization, RunningPlan, warm_start_from_plan
 
