@@ -31,8 +31,8 @@ grid, a :class:`VPTime` from a table and everything downstream of the composer n
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -45,12 +45,23 @@ if TYPE_CHECKING:  # annotations only: diffusers itself is imported on first use
     from diffusers import DDIMScheduler, DDPMScheduler
 
 
-@functools.cache
-def diffusers_schedulers() -> tuple[type[DDPMScheduler], type[DDIMScheduler]]:
-    """``(DDPMScheduler, DDIMScheduler)``, importing diffusers on the first call (the one place that imports it)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+_DIFFUSERS_LOCK = threading.Lock()
+_SCHEDULERS: tuple[type[DDPMScheduler], type[DDIMScheduler]] | None = None
 
-    return DDPMScheduler, DDIMScheduler
+
+def diffusers_schedulers() -> tuple[type[DDPMScheduler], type[DDIMScheduler]]:
+    """``(DDPMScheduler, DDIMScheduler)``, importing diffusers on the first call (the one place that imports it).
+
+    Thread-safe: two threads importing diffusers at once (e.g. two hosts' announcements handled on two executor
+    threads) could see its half-initialised lazy module ("cannot import name 'DDIMScheduler' from 'diffusers'").
+    """
+    global _SCHEDULERS
+    with _DIFFUSERS_LOCK:
+        if _SCHEDULERS is None:
+            from diffusers import DDIMScheduler, DDPMScheduler
+
+            _SCHEDULERS = (DDPMScheduler, DDIMScheduler)
+        return _SCHEDULERS
 
 
 def vp_alpha_sigma(alpha_cumprod: float | torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:

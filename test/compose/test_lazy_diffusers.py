@@ -48,3 +48,26 @@ def test_building_a_ddim_sampler_imports_diffusers() -> None:
     """The positive control: the probe does see diffusers once a scheduler is built."""
     code = "from gpc_ros.compose import SamplerConfig, make_sampler\nmake_sampler(SamplerConfig('ddim', 5))"
     assert "diffusers" in loaded_after(code)
+
+
+def test_threads_building_their_first_schedulers_at_once_all_get_them() -> None:
+    """Without a lock, threads importing diffusers at once saw its half-initialised lazy module (ImportError in the
+    composer node, whose executor threads handle two hosts' announcements at the same time). A race: without the
+    lock 8 threads failed in about half of the fresh interpreters, so 4 of them catch it in most runs, not all."""
+    code = (
+        "import threading\n"
+        "from gpc_ros.compose import SamplerConfig, make_sampler\n"
+        "barrier, errors = threading.Barrier(8), []\n"
+        "def build():\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        make_sampler(SamplerConfig('ddim', 10))\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=build) for _ in range(8)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "assert not errors, errors\n"
+    )
+    for _ in range(4):
+        assert "diffusers" in loaded_after(code)
