@@ -14,6 +14,10 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
   dispatch, what the nodes use);
 * ``K=2 graph, separate hosts, pinned`` (``--pin``, default on with >= 2 CPUs): the same with two more host
   processes, each pinned to a core of its own (``cpu_affinity``: the first two CPUs this process may use);
+* ``K=2 graph, separate, pool`` (``--pool``, default on; also for the pinned pair): the same hosts, each step's
+  requests sent from the core Composer's ``parallel_parents`` pool, one thread per host (the path before the
+  split-phase send, where the composer's thread sends every host's request, then waits for all); for every
+  separate-host case the bench also reports when the second host's request of a step left after the first;
 * ``K=2 graph, separate, on main nodes``: the same with the set-up before the endpoint (``--before``, default on):
   two more host processes whose exchange topics are on the host node itself (2-thread ``MultiThreadedExecutor``,
   as ``policy_host_node`` spins it) and reply subscriptions on this process's node (2-thread executor);
@@ -44,6 +48,7 @@ import numpy as np
 import torch
 
 from gpc_ros.compose import Composer  # noqa: E402
+from gpc_ros.graph import protocol  # noqa: E402
 from gpc_ros.graph.composition import ComposerNodeConfig, GraphComposer, LocalHost, RemoteHost  # noqa: E402
 from gpc_ros.graph.host import HostConfig, HostCore, Observing, load_host_parent  # noqa: E402
 from gpc_ros.graph.parents import GoalParent  # noqa: E402
@@ -167,6 +172,31 @@ class Wire:
         rclpy.try_shutdown()
 
 
+class SendLog:
+    """When each predict request left, per case: wraps the handles' ``send`` (a clock read and an append)."""
+
+    def __init__(self, handles: list[RemoteHost]) -> None:
+        self.case: str | None = None
+        self.sent: dict[str, list[tuple[int, int, str, float]]] = {}
+        for handle in handles:
+            def send(request, inner=handle._send, name=handle.name) -> None:
+                if self.case is not None and request.kind == protocol.KIND_PREDICT:
+                    self.sent.setdefault(self.case, []).append((request.correlation_id, request.step, name,
+                                                                time.perf_counter()))
+                inner(request)
+            handle._send = send
+
+    def gaps(self) -> dict[str, list[float]]:
+        """Case -> per step with both requests sent: the later send minus the earlier (s)."""
+        out: dict[str, list[float]] = {}
+        for case, rows in self.sent.items():
+            steps: dict[tuple[int, int], list[float]] = {}
+            for corr, step, _, t in rows:
+                steps.setdefault((corr, step), []).append(t)
+            out[case] = [max(ts) - min(ts) for ts in steps.values() if len(ts) == 2]
+        return out
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -182,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--before", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the set-up before the exchange endpoint (exchange on the main nodes)")
+    parser.add_argument("--pool", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the separate hosts with each step's requests sent from a thread per host "
+                             "(the core Composer's pool: the path before the split-phase send)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
                         help="also measure separate hosts pinned to a core each (cpu_affinity)")
     args = parser.parse_args(argv)
@@ -247,12 +280,16 @@ def main(argv: list[str] | None = None) -> int:
                                            parallel_parents=True, return_parent_chunks=False)})
         sequential = type(config.composer)(sampler=config.composer.sampler, return_parent_chunks=False)
         separate = GraphComposer(config, [wire.handles["rgb"], wire.handles["pcd"]])
+        pool = GraphComposer(config, [wire.handles["rgb"], wire.handles["pcd"]], split_phase=False) if args.pool \
+            else None
         before = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
                                                      "parents": ("rgb_before", "pcd_before")}),
                                [wire.handles["rgb_before"], wire.handles["pcd_before"]]) if args.before else None
-        pinned = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
-                                                     "parents": tuple(pinned_names)}),
-                               [wire.handles[n] for n in pinned_names]) if args.pin else None
+        pinned_config = ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
+                                              "parents": tuple(pinned_names)}) if args.pin else None
+        pinned = GraphComposer(pinned_config, [wire.handles[n] for n in pinned_names]) if args.pin else None
+        pinned_pool = GraphComposer(pinned_config, [wire.handles[n] for n in pinned_names], split_phase=False) \
+            if args.pin and args.pool else None
         in_process = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in
                                                             config.__dataclass_fields__}, "composer": sequential}),
                                    [LocalHost(local["rgb"]), LocalHost(local["pcd"])])
@@ -271,8 +308,14 @@ def main(argv: list[str] | None = None) -> int:
             "K=2 graph, in-process hosts": lambda: in_process.compose(t_obs + 0.01),
             "K=2 graph, separate hosts": lambda: _checked(separate.compose(wire.now_s())),
         }
+        if pool is not None:
+            cases["K=2 graph, separate, pool"] = lambda: _checked(pool.compose(wire.now_s()))
         if pinned is not None:
             cases[f"K=2 graph, separate, pinned {cores[0]}|{cores[1]}"] = lambda: _checked(pinned.compose(wire.now_s()))
+        if pinned_pool is not None:
+            cases[f"K=2 graph, pinned {cores[0]}|{cores[1]}, pool"] = lambda: _checked(
+                pinned_pool.compose(wire.now_s()))
+        sends = SendLog([wire.handles[n] for n in ("rgb", "pcd", *pinned_names)])
         if before is not None:
             cases["K=2 graph, separate, on main nodes"] = lambda: _checked(before.compose(wire.now_s()))
         setups = {"endpoint": "goal", **({"on main nodes": "goal_before"} if args.before else {})}
@@ -286,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]  # no case always first
             for name, fn in order:
+                sends.case = name
                 times[name].append(timed(fn))
+            sends.case = None
             corr = 10_000 + r
             goal_local.encode(corr, 1.0)
             for setup, host in (setups.items() if r % 2 == 0 else list(setups.items())[::-1]):
@@ -303,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in times.items():
             med, p90 = statistics.median(values), float(np.percentile(values, 90))
             print(f"  {name:<36} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x")
+        print("\n  second host's request of a step sent after the first (median, p90; timed rounds only):")
+        for name, gaps in sends.gaps().items():
+            print(f"  {name:<36} {statistics.median(gaps) * 1e3:.3f} ms, p90 "
+                  f"{float(np.percentile(gaps, 90)) * 1e3:.3f} ms ({len(gaps)} steps)")
         print("\n  per-step exchange (round trip to a host process minus the local predict):")
         for setup in setups:
             overhead = [a - b for a, b in zip(exchange[setup], local_predict[setup])]
@@ -324,7 +373,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serialise_round_trip(x: torch.Tensor) -> None:
     """What one step costs in (de)serialisation on both sides, without DDS or an executor."""
-    from gpc_ros.graph import protocol
     from gpc_ros.nodes import conversions
 
     request = protocol.predict_request(1, 0, 50.0, (0, 0), x.numpy())
