@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--action-normalization-from", default="", metavar="PARENT",
+                   help="use this checkpoint's (folder or shipped name) action normalisation instead of fitting one, "
+                        "so the new parent can be composed with it (GPC needs one normalised action space)")
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop with a checkpoint after STEP of the --steps run (same LR schedule; --resume continues)")
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         train = TrainConfig(val_fraction=args.val_fraction, dataset_keys=key_map, steps=args.steps,
                             batch_size=args.batch_size, lr=args.lr,
                             val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                            num_threads=args.threads, progress=not args.no_progress)
+                            num_threads=args.threads, progress=not args.no_progress,
+                            action_normalization_from=args.action_normalization_from)
         trainer = Trainer(args.policy, config, args.dataset, args.output, train)
         if args.resume:
             trainer.resume()

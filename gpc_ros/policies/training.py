@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gpc_ros.compose.parent import ActionNormalization
 from gpc_ros.policies.checkpoint import load_policy, save_policy
 from gpc_ros.policies.chunk_policy import ACTION_KEY, ChunkPolicy, ChunkPolicyConfig
 from gpc_ros.policies.dataset import EpisodeDataset, split_episodes
@@ -70,8 +71,14 @@ class TrainConfig:
     """torch intra-op threads (0 = leave torch's default)."""
     progress: bool = True
     """Show a tqdm progress bar."""
+    action_normalization_from: str = ""
+    """A checkpoint (folder or shipped name) whose action normalisation this run uses instead of fitting its own
+    (GPC composes only parents with the same action normalisation; "" = min-max of this training set)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.action_normalization_from, str):
+            raise ValueError(f"TrainConfig.action_normalization_from must be a checkpoint folder or shipped name "
+                             f"(str); got {self.action_normalization_from!r}")
         for name in ("steps", "batch_size", "val_every", "checkpoint_every", "max_val_samples"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -107,6 +114,26 @@ def _lr_lambda(warmup: int, total: int):
     return factor
 
 
+def shared_action_normalization(checkpoint: str, action_dim: int, actions: np.ndarray) -> ActionNormalization:
+    """The action normalisation of ``checkpoint`` (to compose with it), checked against this run's action size.
+
+    Logs how far this training set's actions fall outside that parent's normalised range [-1, 1].
+    """
+    from gpc_ros.policies.registry import resolve_checkpoint
+
+    try:
+        norm = load_policy(resolve_checkpoint(checkpoint)).action_normalization
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise ValueError(f"TrainConfig.action_normalization_from {checkpoint!r} cannot be loaded: {exc}") from None
+    if len(norm.offset) != action_dim:
+        raise ValueError(f"TrainConfig.action_normalization_from {checkpoint!r} normalises {len(norm.offset)}-D "
+                         f"actions; this run's actions are {action_dim}-D")
+    normalized = np.asarray(norm.normalize(torch.as_tensor(np.asarray(actions, np.float32))))
+    logger.info("action normalisation from %s: this training set spans [%.3f, %.3f] in its normalised space",
+                checkpoint, float(normalized.min()), float(normalized.max()))
+    return norm
+
+
 class Trainer:
     """Trains one policy on an :class:`EpisodeDataset` directory; ``run()`` returns the EMA policy."""
 
@@ -136,7 +163,9 @@ class Trainer:
         if len(self.train_set) < config.batch_size:
             raise ValueError(f"TrainConfig.batch_size {config.batch_size} exceeds the {len(self.train_set)} "
                              f"training samples")
-        action_norm = fit_min_max(self.train_set.values(ACTION_KEY))
+        action_norm = (shared_action_normalization(config.action_normalization_from, policy_config.action_dim,
+                                                   self.train_set.values(ACTION_KEY))
+                       if config.action_normalization_from else fit_min_max(self.train_set.values(ACTION_KEY)))
         state_norm = fit_min_max(self.train_set.values(STATE_KEY)) if obs.state_dim else None
         torch.manual_seed(config.seed)  # weight initialisation
         self.policy: ChunkPolicy = make_policy(policy_type, policy_config, action_norm, state_norm)
