@@ -98,6 +98,33 @@ def test_resume_equals_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path) 
         assert torch.equal(a, b), name
 
 
+def test_a_parent_trained_in_another_parents_action_space_composes_with_it(tmp_path: Path) -> None:
+    """Two datasets of the same task never have the same min-max: parents fitted on each cannot be composed. Trained
+    with ``action_normalization_from`` the second parent shares the first one's normalised space and composes."""
+    from gpc_ros.benchmark.episode import build_composer
+    from gpc_ros.benchmark.plan import Arm
+
+    first = make_trainer(write_tiny_dataset(tmp_path / "d1", 4, seed=1), tmp_path / "a", steps=10)
+    first.run()
+    other_data = write_tiny_dataset(tmp_path / "d2", 4, seed=2)
+    own = make_trainer(other_data, tmp_path / "b", "dp3", steps=10)
+    shared = make_trainer(other_data, tmp_path / "c", "dp3", steps=10,
+                          action_normalization_from=str(tmp_path / "a" / "checkpoint"))
+    assert own.policy.action_normalization != first.policy.action_normalization
+    assert shared.policy.action_normalization == first.policy.action_normalization
+    shared.run()
+    parents = {"a": load_policy(tmp_path / "a" / "checkpoint"), "c": load_policy(tmp_path / "c" / "checkpoint")}
+    assert parents["c"].action_normalization == parents["a"].action_normalization
+    build_composer(Arm(("a", "c"), (0.5, 0.5)), parents, 3)  # accepted
+    with pytest.raises(ValueError, match="normalises actions differently"):
+        build_composer(Arm(("a", "b"), (0.5, 0.5)), {"a": parents["a"], "b": own.policy}, 3)
+    # the setting is part of the run: resuming without it is refused
+    with pytest.raises(ValueError, match="training config differs"):
+        make_trainer(other_data, tmp_path / "c", "dp3", steps=10).resume()
+    with pytest.raises(ValueError, match="TrainConfig.action_normalization_from .* cannot be loaded"):
+        make_trainer(other_data, tmp_path / "d", "dp3", steps=10, action_normalization_from=str(tmp_path / "none"))
+
+
 def test_resume_refuses_another_model(tiny_dataset: Path, tmp_path: Path) -> None:
     make_trainer(tiny_dataset, tmp_path, steps=10).run()
     other = Trainer("dp3", tiny_config("dp3"), tiny_dataset, tmp_path,
