@@ -56,6 +56,29 @@ def test_shipped_parent_loads_by_name_and_reproduces_its_reference_chunk(name: s
     assert parent.name == name
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_provenance_command_builds_the_shipped_model(name: str) -> None:
+    """The recorded ``gpc-ros train`` command, parsed by the train CLI, asks for the family, modality,
+    parameterisation, seed, steps and action normalisation that the shipped checkpoint has."""
+    import shlex
+
+    from gpc_ros.policies.presets import policy_config
+    from gpc_ros.policies.train_cli import build_parser
+
+    prov = provenance(name)
+    argv = shlex.split(prov["command"].split("  (")[0])[2:]  # the command itself, without "gpc-ros train"
+    args = build_parser().parse_args(argv)
+    shipped = load_named_policy(name)
+    assert args.policy == shipped.policy_type
+    wanted = policy_config(args.policy, args.size, None, args.modality, args.parameterization)
+    assert wanted.observation.modality == shipped.config.observation.modality, prov["command"]
+    assert wanted.parameterization == shipped.config.parameterization, prov["command"]
+    assert args.seed == prov["seed"] and args.steps == prov["planned_steps"]
+    assert (args.stop_at or args.steps) == prov["step"]
+    if args.action_normalization_from:
+        assert load_named_policy(args.action_normalization_from).action_normalization == shipped.action_normalization
+
+
 def test_registry_errors_and_search_path(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ValueError, match="no shipped parent named 'nope'"):
         find_parent("nope")
