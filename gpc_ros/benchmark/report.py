@@ -9,7 +9,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gpc_ros.benchmark.plan import Arm
-from gpc_ros.benchmark.results import ArmResult, episode_rows, markdown_table, read_rows, table
+from gpc_ros.benchmark.results import (
+    ArmResult,
+    Paired,
+    episode_rows,
+    markdown_paired,
+    markdown_table,
+    paired,
+    read_rows,
+    table,
+)
 from gpc_ros.benchmark.runner import bandit_arms, episodes_to_best, grid_arm_ids, grid_best
 
 
@@ -97,6 +106,20 @@ def bandit_summary(directories: Sequence[Path], results: Sequence[ArmResult],
     return out
 
 
+def paired_with_best_parent(rows: Sequence[dict], arms: Sequence[Arm], results: Sequence[ArmResult]) -> list[Paired]:
+    """Every composed arm against the better (higher rate) of its parents alone, where that parent was measured."""
+    rate = {r.arm: r.rate for r in results if r.episodes}
+    out = []
+    for arm in arms:
+        if arm.alone:
+            continue
+        alone = [p for p in arm.parents if p in rate]
+        if alone:
+            best = max(alone, key=lambda p: rate[p])
+            out.append(paired(rows, arm.id, best))
+    return out
+
+
 def report(directories: Sequence[Path], plots: Path | None = None, json_path: Path | None = None,
            parents_as_endpoints: bool = False) -> str:
     """Markdown: the merged table (every arm measured), bandit lines; writes plots / JSON if asked.
@@ -109,6 +132,10 @@ def report(directories: Sequence[Path], plots: Path | None = None, json_path: Pa
     results = table(rows, arms)
     lines = [markdown_table(results), ""]
     pairs = list(dict.fromkeys(a.parents for a in arms if not a.alone))
+    comparisons = paired_with_best_parent(rows, arms, results)
+    if comparisons:
+        lines += ["Each composition against the better of its parents alone, on the seeds both ran:", "",
+                  markdown_paired(comparisons), ""]
     if plots is not None:
         for pair in pairs:
             path = plots / f"success_vs_weight_{pair[0]}+{pair[1]}.png"
@@ -126,5 +153,6 @@ def report(directories: Sequence[Path], plots: Path | None = None, json_path: Pa
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"arms": [asdict(r) | {"rate": r.rate} for r in results],
+                                         "paired_with_best_parent": [asdict(c) for c in comparisons],
                                          "bandits": bandits}, indent=1) + "\n")
     return "\n".join(lines)

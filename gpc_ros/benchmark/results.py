@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,63 @@ def table(rows: Iterable[dict], arms: Sequence[Arm] | None = None) -> list[ArmRe
         chunk_ms = sum(float(r.get("chunk_ms_total", 0.0)) for r in mine) / chunks if chunks else float("nan")
         out.append(ArmResult(arm, n, s, low, high, sum(float(r.get("wall_s", 0.0)) for r in mine), chunk_ms))
     return out
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p of two arms run on the same seeds.
+
+    The chance of a split of the discordant seeds at least this uneven if neither arm is better (binomial,
+    n = only_a + only_b, 1/2); 1.0 without discordant seeds.
+    """
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two arms on the seeds both ran (common random numbers): who succeeded where, and the exact McNemar p."""
+
+    arm: str
+    against: str
+    seeds: int
+    both: int
+    only_arm: int
+    only_against: int
+    p: float
+
+    @property
+    def difference(self) -> float:
+        """Success rate of ``arm`` minus that of ``against`` on the shared seeds (nan without seeds)."""
+        return (self.only_arm - self.only_against) / self.seeds if self.seeds else float("nan")
+
+
+def paired(rows: Iterable[dict], arm: str, against: str) -> Paired:
+    """Compare ``arm`` with ``against`` seed by seed, on the seeds both have (each ``(arm, seed)`` counted once)."""
+    outcome: dict[str, dict[int, bool]] = {arm: {}, against: {}}
+    for row in rows:
+        if row["arm"] in outcome:
+            outcome[row["arm"]].setdefault(int(row["seed"]), bool(row["success"]))
+    seeds = sorted(set(outcome[arm]) & set(outcome[against]))
+    a = [outcome[arm][s] for s in seeds]
+    b = [outcome[against][s] for s in seeds]
+    only_arm = sum(x and not y for x, y in zip(a, b))
+    only_against = sum(y and not x for x, y in zip(a, b))
+    return Paired(arm, against, len(seeds), sum(x and y for x, y in zip(a, b)), only_arm, only_against,
+                  mcnemar_exact_p(only_arm, only_against))
+
+
+def markdown_paired(comparisons: Sequence[Paired]) -> str:
+    """Paired comparisons as a markdown table."""
+    lines = ["| arm | against | seeds | both succeed | only the arm | only against | difference | exact McNemar p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        diff = f"{100 * c.difference:+.0f} points" if c.seeds else "–"
+        lines.append(f"| `{c.arm}` | `{c.against}` | {c.seeds} | {c.both} | {c.only_arm} | {c.only_against} | "
+                     f"{diff} | {c.p:.3f} |")
+    return "\n".join(lines)
 
 
 def markdown_table(results: Sequence[ArmResult]) -> str:

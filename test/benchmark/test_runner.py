@@ -23,7 +23,16 @@ from pathlib import Path
 import pytest
 
 from gpc_ros.benchmark.plan import Arm, jobs, parse_arms, parse_seeds, parse_shard
-from gpc_ros.benchmark.results import ResultsMismatchError, append_row, episode_rows, open_results, read_rows, table
+from gpc_ros.benchmark.results import (
+    ResultsMismatchError,
+    append_row,
+    episode_rows,
+    mcnemar_exact_p,
+    open_results,
+    paired,
+    read_rows,
+    table,
+)
 from gpc_ros.benchmark.runner import episodes_to_best, replay_search, run_arms, run_bandit
 from gpc_ros.compose.search import wilson_interval
 from gpc_ros.testing.spin import wait_until
@@ -64,6 +73,27 @@ def test_table_reports_wilson_intervals_per_arm() -> None:
     rows = [{"arm": "a", "seed": i, "success": i < 5} for i in range(10)]
     (result,) = table(rows)
     assert (result.episodes, result.successes, round(result.wilson_low, 4)) == (10, 5, 0.2366)
+
+
+# Exact (conditional) McNemar p: Fagerland, Lydersen, Laake (2013), BMC Med. Res. Methodol. 13:91, the airway
+# hyper-responsiveness example (1 vs 7 discordant pairs): p = 0.070; and closed forms 2 * 0.5^n for a one-sided split.
+MCNEMAR = [((1, 7), 0.0703), ((7, 1), 0.0703), ((5, 0), 0.0625), ((0, 7), 0.0156), ((1, 1), 1.0), ((0, 0), 1.0),
+           ((12, 5), 0.1435)]
+
+
+@pytest.mark.parametrize("counts,expected", MCNEMAR)
+def test_exact_mcnemar_matches_published_values(counts, expected) -> None:
+    assert round(mcnemar_exact_p(*counts), 4) == expected
+
+
+def test_paired_counts_only_the_seeds_both_arms_ran() -> None:
+    rows = ([{"arm": "c", "seed": s, "success": s % 2 == 0} for s in range(10)]
+            + [{"arm": "a", "seed": s, "success": s < 3} for s in range(2, 12)]
+            + [{"arm": "a", "seed": 2, "success": False}])  # a repeated (arm, seed) counts once, as in the table
+    result = paired(rows, "c", "a")
+    # shared seeds 2..9: c succeeds on 2, 4, 6, 8; a on 2
+    assert (result.seeds, result.both, result.only_arm, result.only_against) == (8, 1, 3, 0)
+    assert result.difference == pytest.approx(3 / 8) and result.p == pytest.approx(0.25)
 
 
 # --------------------------------------------------------------------------- arms, seeds, shards
@@ -319,3 +349,13 @@ def test_report_merges_folders_plots_each_pair_and_summarises_the_bandit(tmp_pat
     assert bandit["grid_best"] == max((r for r in single if r.arm.startswith("convex")),
                                       key=lambda r: (r.rate, r.wilson_low, r.episodes)).arm
     assert "bandit a+b: 30 episodes" in text
+    # every composition paired with the better parent alone (a: 30 % of the seeds by construction, b too: the same
+    # stand-in outcome), on the 20 seeds both ran
+    rows = episode_rows([tmp_path / "s0", tmp_path / "s1"])
+    comparisons = json.loads((tmp_path / "table.json").read_text())["paired_with_best_parent"]
+    assert len(comparisons) == 11 and all(c["seeds"] == 20 for c in comparisons)
+    c08 = next(c for c in comparisons if c["arm"] == "convex:a+b@0.8,0.2")
+    expected = paired(rows, "convex:a+b@0.8,0.2", c08["against"])
+    assert (c08["both"], c08["only_arm"], c08["only_against"], c08["p"]) == (
+        expected.both, expected.only_arm, expected.only_against, expected.p)
+    assert f"| `convex:a+b@0.8,0.2` | `{c08['against']}` | 20 | {expected.both} |" in text
