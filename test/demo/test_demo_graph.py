@@ -115,7 +115,7 @@ def test_one_episode_demo_runs_the_graph_and_leaves_a_video_a_plot_and_a_readabl
     with Image.open(out_dir / "chunks.png") as png:
         assert png.format == "PNG" and png.size[0] > 600
     report = json.loads((out_dir / "replay" / "report.json").read_text())
-    assert report["results"][0]["weights"] == {"rgb": 0.9, "dp3": 0.1}
+    assert report["results"][0]["weights"] == {"rgb": 0.8, "dp3": 0.2}
 
 
 def test_killing_a_node_during_the_demo_fails_it_naming_the_node_and_leaves_nothing(tmp_path) -> None:

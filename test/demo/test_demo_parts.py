@@ -32,7 +32,8 @@ def test_the_demo_graph_is_bringup_sim_plus_the_recorder_with_the_driver_enabled
                                             "--ros-args", "-p", "use_sim_time:=true"]
     settings = composer_settings(graph)
     assert settings["parents"] == ["rgb", "dp3"] and settings["weights"] == [0.3, 0.7]
-    assert host_checkpoints(graph, ["rgb", "dp3"]) == {"rgb": "push_red_diffusion_rgb", "dp3": "push_red_dp3_pcd"}
+    assert host_checkpoints(graph, ["rgb", "dp3"]) == {"rgb": "push_red_diffusion_rgb",
+                                                      "dp3": "push_red_dp3_xyzrgb_step100"}
     viewer = demo_graph(DemoConfig(viewer=True), "127.0.0.9", tmp_path / "bag")
     assert [p.name for p in viewer.processes][-2:] == ["recorder", "viewer_node"]
 
