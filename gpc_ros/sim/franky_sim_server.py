@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 Pace = Literal["realtime", "fast"]
@@ -87,6 +89,8 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
     with sim, franky_sim.SimulationServer(sim, hostname_candidates=[config.host]) as server:
         cleanup: list[Callable[[], None]] = []
         may_step: Callable[[], bool] = lambda: True
+        for rs in server.robot_servers:
+            CommandedState(rs).install(sim)
         try:
             if task is not None:
                 cleanup, may_step = _share_cell(sim, server, task, config.host)
@@ -107,6 +111,120 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
                 server.async_thread.join(5.0)
             for close in cleanup:
                 close()
+
+
+class CommandedState:
+    """Report libfranka's *last commanded* state, as a real FR3 does, in place of franky-sim's filtered estimates.
+
+    On a real robot ``q_d`` / ``O_T_EE_c`` are the last commanded joints / pose, and ``dq_d``, ``ddq_d`` /
+    ``O_dP_EE_c``, ``O_ddP_EE_c`` their backward differences: libfranka's own rate limiter (``limitRate``) takes
+    the commanded velocity as ``(q_c - q_d) / 1 ms`` and its acceleration as ``(that - dq_d) / 1 ms``, and the
+    Cartesian twist from the translation and the rotation ``R_c R_last^T`` the same way. franky starts every new
+    (preempting) motion's planner from them: the position from its own previous command, the velocity from ``dq_d``
+    (``O_dP_EE_c``), the acceleration from ``ddq_d`` (``O_ddP_EE_c``).
+
+    franky-sim 1.0.4 reports instead, in position modes, ``dq_d`` = a low-pass (alpha 0.95 per tick, about 20 ms
+    behind) of the finite differences of ``q_d``, the same for ``O_dP_EE_c``, and ``ddq_d`` = the low-passed
+    derivative of the *measured* joint velocity ``dq``. Measured with ``bench/replan_step_probe.py``: every re-plan
+    then restarted franky's planner from a velocity 13-25 x (max acceleration x 1 ms) away from the one it was
+    commanding; without the low-pass, from a measured acceleration 30 x its limit, which the jerk limit lets the
+    planner shed only over tens of milliseconds (steps of 15-36 x the bound after the re-plan).
+
+    This class replaces, in joint and Cartesian *position* modes, ``dq_d`` / ``ddq_d`` by the exact backward
+    differences of the commanded ``q_d``, ``O_dP_EE_c`` / ``O_ddP_EE_c`` by those of ``O_T_EE_c`` (twist in base
+    axes, angular part from ``log(R R_last^T)``), the elbow (``elbow_c``, ``delbow_c``, ``ddelbow_c``) by joint 3 of
+    ``q_d`` and its differences. The differences are taken between ticks on which a new command arrived, over the
+    robot time between them (a tick without a command holds the last derivatives, as franky-sim did). A new motion
+    (mode change) starts from rest; idle reports zero derivatives. The physics is untouched: franky-sim still tracks
+    ``q_d`` with its PD controller; only the reported fields change. Velocity and torque modes are left as they were.
+    """
+
+    _POSITION_MODES = ("kJointPosition", "kCartesianPosition")
+
+    def __init__(self, robot_server) -> None:
+        import pinocchio
+
+        self._log3 = pinocchio.log3
+        self._rs = robot_server
+        self._state_bytes = robot_server._get_state_bytes
+        self._handle_udp = robot_server._handle_udp_command
+        self._command_in_tick = False  # a command arrived since the last physics step
+        self._tick_pending = False  # a physics step happened since the last state was reported
+        self._tick_had_command = False
+        self._time_s = 0.0  # robot time of the tick (1 ms per physics step)
+        self.reset()
+
+    def install(self, sim) -> "CommandedState":
+        """Take over this robot server's state packets and watch its commands and the simulator's steps."""
+        self._rs._get_state_bytes = self._get_state_bytes
+        self._rs._handle_udp_command = self._handle_udp_command
+        sim.register_post_step_callback(self._after_step)
+        return self
+
+    def reset(self) -> None:
+        """Forget the command history: the next commanded state starts at rest."""
+        self._mode = None
+        self._last_t: float | None = None
+        self._q: np.ndarray | None = None
+        self._dq = np.zeros(7)
+        self._ddq = np.zeros(7)
+        self._pose: np.ndarray | None = None  # 4x4
+        self._twist = np.zeros(6)
+        self._twist_acc = np.zeros(6)
+
+    def _handle_udp_command(self, data: bytes) -> None:
+        self._command_in_tick = True
+        self._handle_udp(data)
+
+    def _after_step(self, _sim) -> None:
+        self._time_s += 0.001
+        self._tick_pending = True
+        self._tick_had_command = self._command_in_tick
+        self._command_in_tick = False
+
+    def _get_state_bytes(self) -> bytes:
+        return self.report(self._rs.robot_state).pack_state()
+
+    def report(self, state):
+        """``state`` (franky-sim's ``FrankaRobotState`` of the last tick) with the commanded fields replaced."""
+        if self._tick_pending:
+            self._tick_pending = False
+            self._update(state, self._tick_had_command)
+        mode = getattr(state.motion_generator_mode, "name", str(state.motion_generator_mode))
+        if mode not in self._POSITION_MODES and mode != "kIdle":
+            return state
+        dq, ddq = (self._dq, self._ddq) if mode != "kIdle" else (np.zeros(7), np.zeros(7))
+        twist, twist_acc = (self._twist, self._twist_acc) if mode != "kIdle" else (np.zeros(6), np.zeros(6))
+        return state.replace(
+            dq_d=tuple(dq.tolist()), ddq_d=tuple(ddq.tolist()),
+            O_dP_EE_c=tuple(twist.tolist()), O_ddP_EE_c=tuple(twist_acc.tolist()),
+            elbow_c=(float(state.q_d[2]), float(state.elbow_c[1])), delbow_c=(float(dq[2]), 0.0),
+            ddelbow_c=(float(ddq[2]), 0.0),
+        )
+
+    def _update(self, state, new_command: bool) -> None:
+        mode = getattr(state.motion_generator_mode, "name", str(state.motion_generator_mode))
+        q = np.asarray(state.q_d, dtype=np.float64)
+        pose = np.asarray(state.O_T_EE_c, dtype=np.float64).reshape((4, 4), order="F")
+        if mode != self._mode or mode not in self._POSITION_MODES or self._q is None:
+            # a new motion (or none): at rest, from the commanded state it starts at
+            self.reset()
+            self._mode = mode
+            self._last_t, self._q, self._pose = self._time_s, q, pose
+            return
+        if not new_command:
+            return  # the simulator stepped on the stale command: keep the last derivatives
+        dt = self._time_s - self._last_t
+        if dt <= 1e-6:
+            return
+        dq = (q - self._q) / dt
+        self._ddq = (dq - self._dq) / dt
+        self._dq = dq
+        twist = np.concatenate([(pose[:3, 3] - self._pose[:3, 3]) / dt,
+                                self._log3(pose[:3, :3] @ self._pose[:3, :3].T) / dt])
+        self._twist_acc = (twist - self._twist) / dt
+        self._twist = twist
+        self._last_t, self._q, self._pose = self._time_s, q, pose
 
 
 #: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.
