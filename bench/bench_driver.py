@@ -114,7 +114,8 @@ def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray
     """Where the 1 kHz steps are: (largest TCP step at a re-plan / bound, largest TCP step elsewhere / bound,
     largest joint velocity step anywhere / (``max_joint_acceleration_rad_s2`` x 1 ms)).
 
-    A step "at a re-plan" is the change from the old motion's last commanded velocity to the new motion's first.
+    A step "at a re-plan" is the change from the old motion's last commanded velocity to the new motion's first, or
+    from that to the new motion's second (within 1 ms of the re-plan).
     """
     if len(t) < 30:
         return float("nan"), float("nan"), float("nan")
@@ -123,8 +124,12 @@ def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray
     ok = one_ms[1:] & one_ms[:-1]  # ok[k]: commands k, k+1, k+2 are 1 ms apart; the step is at command k+1
     tcp = np.linalg.norm(np.diff(np.diff(p, axis=0) / dt[:, None], axis=0), axis=1)
     joint = np.max(np.abs(np.diff(np.diff(q, axis=0) / dt[:, None], axis=0)), axis=1)
+    # command j+1 starts a motion when motion[j+1] != motion[j]; the step from the old motion's velocity to the new
+    # one's first is tcp[j-1] (commands j-1, j, j+1), the next one tcp[j]: both count as "at a re-plan"
+    starts = np.flatnonzero(np.diff(motion) != 0)
     at_replan = np.zeros(len(tcp), bool)
-    at_replan[np.flatnonzero(np.diff(motion) != 0)] = True  # motion[k+1] != motion[k]: command k+1 starts a motion
+    near = np.concatenate([starts - 1, starts])
+    at_replan[near[(near >= 0) & (near < len(tcp))]] = True
     bound, joint_bound = e.max_acceleration_m_s2 * 1e-3, e.max_joint_acceleration_rad_s2 * 1e-3
     at = tcp[ok & at_replan]
     away = tcp[ok & ~at_replan]
