@@ -90,7 +90,7 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
         cleanup: list[Callable[[], None]] = []
         may_step: Callable[[], bool] = lambda: True
         for rs in server.robot_servers:
-            CommandedState(rs).install(sim)
+            CommandedState(rs).install()
         try:
             if task is not None:
                 cleanup, may_step = _share_cell(sim, server, task, config.host)
@@ -113,6 +113,11 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
                 close()
 
 
+#: After a state packet without a new command before it (a late client), this many packets carry franky-sim's own
+#: derivative fields (its low-pass settles in about 20 ms), not the exact ones (:class:`CommandedState`).
+LATE_CLIENT_PACKETS = 20
+
+
 class CommandedState:
     """Report libfranka's *last commanded* state, as a real FR3 does, in place of franky-sim's filtered estimates.
 
@@ -130,101 +135,109 @@ class CommandedState:
     commanding; without the low-pass, from a measured acceleration 30 x its limit, which the jerk limit lets the
     planner shed only over tens of milliseconds (steps of 15-36 x the bound after the re-plan).
 
-    This class replaces, in joint and Cartesian *position* modes, ``dq_d`` / ``ddq_d`` by the exact backward
-    differences of the commanded ``q_d``, ``O_dP_EE_c`` / ``O_ddP_EE_c`` by those of ``O_T_EE_c`` (twist in base
-    axes, angular part from ``log(R R_last^T)``), the elbow (``elbow_c``, ``delbow_c``, ``ddelbow_c``) by joint 3 of
-    ``q_d`` and its differences. The differences are taken between ticks on which a new command arrived, over the
-    robot time between them (a tick without a command holds the last derivatives, as franky-sim did). A new motion
-    (mode change) starts from rest; idle reports zero derivatives. The physics is untouched: franky-sim still tracks
-    ``q_d`` with its PD controller; only the reported fields change. Velocity and torque modes are left as they were.
+    So, in the state packets of a joint position motion, ``q_d`` is the last joint command received and ``dq_d``,
+    ``ddq_d`` its exact backward differences; in a Cartesian pose motion ``O_T_EE_c`` is the last pose command and
+    ``O_dP_EE_c`` (linear; angular from ``log(R R_last^T)``, base axes), ``O_ddP_EE_c`` its differences. The time
+    between two commands is the client's: the difference of their message ids (the state packet each answers;
+    libfranka's clock is the packet count, 1 ms each, a held cell's keep-alive packets included). Counting the
+    packets the simulator sent instead gave, under a 0.7-core CPU quota where commands arrive late and in bursts,
+    reported accelerations of 100-450 rad/s^2; franky started re-plans from them and a joint ran to 2.2 rad/s. A
+    late client (a packet went out with no new command before it: the simulator stepped on with the old command,
+    which a real FR3 never does: it extrapolates, and aborts after a few lost packets) gets franky-sim's own values
+    in that packet and the next ``LATE_CLIENT_PACKETS`` - 1: franky extrapolates the milliseconds it skipped from
+    them. With the exact values there, 2-3 of 12 scenarios of test_driver_starved.py halted per variant tried (0 of
+    12 with franky-sim's values, and with this fallback). A new motion (mode change) starts at rest at its first
+    command (until then franky-sim's position fields); idle reports zero velocities and accelerations. The other
+    mode's fields, velocity and torque modes are franky-sim's own. The physics is untouched: franky-sim still tracks
+    its own copy of the command (the same values after each physics step).
     """
-
-    _POSITION_MODES = ("kJointPosition", "kCartesianPosition")
 
     def __init__(self, robot_server) -> None:
         import pinocchio
+        from franky_sim.franka_robot_protocol import UDPCommand
 
         self._log3 = pinocchio.log3
+        self._parse = UDPCommand.from_bytes
         self._rs = robot_server
-        self._state_bytes = robot_server._get_state_bytes
         self._handle_udp = robot_server._handle_udp_command
-        self._command_in_tick = False  # a command arrived since the last physics step
-        self._tick_pending = False  # a physics step happened since the last state was reported
-        self._tick_had_command = False
-        self._time_s = 0.0  # robot time of the tick (1 ms per physics step)
+        self._pending = None  # the newest motion command received since the last state packet
+        self._finished = False  # the client ended its motion since the last state packet
         self.reset()
 
-    def install(self, sim) -> "CommandedState":
-        """Take over this robot server's state packets and watch its commands and the simulator's steps."""
+    def install(self) -> "CommandedState":
+        """Take over the robot server's state packets and watch its command packets."""
         self._rs._get_state_bytes = self._get_state_bytes
         self._rs._handle_udp_command = self._handle_udp_command
-        sim.register_post_step_callback(self._after_step)
         return self
 
     def reset(self) -> None:
         """Forget the command history: the next commanded state starts at rest."""
         self._mode = None
-        self._last_t: float | None = None
-        self._q: np.ndarray | None = None
-        self._dq = np.zeros(7)
-        self._ddq = np.zeros(7)
-        self._pose: np.ndarray | None = None  # 4x4
-        self._twist = np.zeros(6)
-        self._twist_acc = np.zeros(6)
+        self._since_late = LATE_CLIENT_PACKETS  # state packets since one went out without a new command before it
+        self._last_id = 0  # message id of the last command taken: the state packet it answered (libfranka's ms)
+        self._last: np.ndarray | None = None  # joints (7,) or pose (4, 4)
+        self._velocity: np.ndarray | None = None
+        self._acceleration: np.ndarray | None = None
 
     def _handle_udp_command(self, data: bytes) -> None:
-        self._command_in_tick = True
         self._handle_udp(data)
-
-    def _after_step(self, _sim) -> None:
-        self._time_s += 0.001
-        self._tick_pending = True
-        self._tick_had_command = self._command_in_tick
-        self._command_in_tick = False
+        command = self._parse(data)
+        if command.message_id > 0 and not (command.motion_generation_finished or command.torque_command_finished):
+            self._pending = command
+        elif command.motion_generation_finished or command.torque_command_finished:
+            self._finished = True
 
     def _get_state_bytes(self) -> bytes:
         return self.report(self._rs.robot_state).pack_state()
 
     def report(self, state):
-        """``state`` (franky-sim's ``FrankaRobotState`` of the last tick) with the commanded fields replaced."""
-        if self._tick_pending:
-            self._tick_pending = False
-            self._update(state, self._tick_had_command)
+        """``state`` (franky-sim's ``FrankaRobotState``) with the commanded fields replaced; one call per packet."""
+        command, self._pending = self._pending, None
+        finished, self._finished = self._finished, False
         mode = getattr(state.motion_generator_mode, "name", str(state.motion_generator_mode))
-        if mode not in self._POSITION_MODES and mode != "kIdle":
-            return state
-        dq, ddq = (self._dq, self._ddq) if mode != "kIdle" else (np.zeros(7), np.zeros(7))
-        twist, twist_acc = (self._twist, self._twist_acc) if mode != "kIdle" else (np.zeros(6), np.zeros(6))
-        return state.replace(
-            dq_d=tuple(dq.tolist()), ddq_d=tuple(ddq.tolist()),
-            O_dP_EE_c=tuple(twist.tolist()), O_ddP_EE_c=tuple(twist_acc.tolist()),
-            elbow_c=(float(state.q_d[2]), float(state.elbow_c[1])), delbow_c=(float(dq[2]), 0.0),
-            ddelbow_c=(float(ddq[2]), 0.0),
-        )
-
-    def _update(self, state, new_command: bool) -> None:
-        mode = getattr(state.motion_generator_mode, "name", str(state.motion_generator_mode))
-        q = np.asarray(state.q_d, dtype=np.float64)
-        pose = np.asarray(state.O_T_EE_c, dtype=np.float64).reshape((4, 4), order="F")
-        if mode != self._mode or mode not in self._POSITION_MODES or self._q is None:
-            # a new motion (or none): at rest, from the commanded state it starts at
+        late = command is None and not finished and mode == self._mode and self._last is not None
+        self._since_late = 0 if late else self._since_late + 1
+        joint = mode == "kJointPosition"
+        if mode != self._mode:
             self.reset()
             self._mode = mode
-            self._last_t, self._q, self._pose = self._time_s, q, pose
-            return
-        if not new_command:
-            return  # the simulator stepped on the stale command: keep the last derivatives
-        dt = self._time_s - self._last_t
-        if dt <= 1e-6:
-            return
-        dq = (q - self._q) / dt
-        self._ddq = (dq - self._dq) / dt
-        self._dq = dq
-        twist = np.concatenate([(pose[:3, 3] - self._pose[:3, 3]) / dt,
-                                self._log3(pose[:3, :3] @ self._pose[:3, :3].T) / dt])
-        self._twist_acc = (twist - self._twist) / dt
-        self._twist = twist
-        self._last_t, self._q, self._pose = self._time_s, q, pose
+            if joint or mode == "kCartesianPosition":  # a motion starts at rest, at its first command
+                self._velocity = np.zeros(7 if joint else 6)
+                self._acceleration = np.zeros_like(self._velocity)
+                if command is not None:
+                    self._last, self._last_id = self._value(command, joint), command.message_id
+        elif self._velocity is not None and self._last is None and command is not None:
+            self._last, self._last_id = self._value(command, joint), command.message_id
+        elif self._last is not None and command is not None and command.message_id > self._last_id:
+            value = self._value(command, joint)
+            dt = 1e-3 * (command.message_id - self._last_id)
+            if joint:
+                velocity = (value - self._last) / dt
+            else:
+                velocity = np.concatenate([(value[:3, 3] - self._last[:3, 3]) / dt,
+                                           self._log3(value[:3, :3] @ self._last[:3, :3].T) / dt])
+            self._acceleration = (velocity - self._velocity) / dt
+            self._velocity, self._last, self._last_id = velocity, value, command.message_id
+        if self._since_late < LATE_CLIENT_PACKETS:
+            # A late client (see the class doc): franky-sim's own values, from the arm braking on the held command.
+            return state
+        if joint:
+            q_d = state.q_d if self._last is None else tuple(self._last.tolist())
+            return state.replace(q_d=q_d, dq_d=tuple(self._velocity.tolist()),
+                                 ddq_d=tuple(self._acceleration.tolist()))
+        if mode == "kCartesianPosition":
+            pose = state.O_T_EE_c if self._last is None else tuple(self._last.flatten(order="F").tolist())
+            return state.replace(O_T_EE_c=pose, O_dP_EE_c=tuple(self._velocity.tolist()),
+                                 O_ddP_EE_c=tuple(self._acceleration.tolist()))
+        if mode == "kIdle":
+            return state.replace(dq_d=(0.0,) * 7, ddq_d=(0.0,) * 7, O_dP_EE_c=(0.0,) * 6, O_ddP_EE_c=(0.0,) * 6)
+        return state
+
+    @staticmethod
+    def _value(command, joint: bool) -> np.ndarray:
+        if joint:
+            return np.array(command.q_c, dtype=np.float64)
+        return np.array(command.O_T_EE_c, dtype=np.float64).reshape((4, 4), order="F")
 
 
 #: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.

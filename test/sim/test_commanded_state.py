@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from gpc_ros.sim.franky_sim_server import CommandedState
+from gpc_ros.sim.franky_sim_server import LATE_CLIENT_PACKETS, CommandedState
 
 JOINT_ACC = 5.0  # rad/s^2 (the envelope's default max_joint_acceleration_rad_s2)
 CART_ACC = 2.0  # m/s^2 (the envelope's default max_acceleration_m_s2)
@@ -137,16 +137,14 @@ class _FakeServer:
         self.handled.append(data)
 
 
-class _FakeSim:
-    def __init__(self) -> None:
-        self.callbacks: list = []
+def _command(message_id: int, q=None, pose=None, finished: bool = False) -> bytes:
+    """A client command packet as libfranka sends it (franky-sim's ``UDPCommand`` layout)."""
+    from franky_sim.franka_robot_protocol import UDPCommand
 
-    def register_post_step_callback(self, callback) -> None:
-        self.callbacks.append(callback)
-
-    def step(self) -> None:
-        for callback in self.callbacks:
-            callback(self)
+    q = (0.0,) * 7 if q is None else tuple(float(v) for v in q)
+    pose = (0.0,) * 16 if pose is None else pose
+    return UDPCommand.STRUCT.pack(message_id, *q, *(0.0,) * 7, *pose, *(0.0,) * 6, 0.0, 0.0, False, finished,
+                                  *(0.0,) * 7, False)
 
 
 def _pose(p: np.ndarray, angle: float) -> tuple[float, ...]:
@@ -160,40 +158,64 @@ def _pose(p: np.ndarray, angle: float) -> tuple[float, ...]:
 def test_reported_derivatives_are_the_exact_differences_of_the_commands():
     from franky_sim.franka_robot_protocol import StateMotionGeneratorMode as Mode
 
-    server, sim = _FakeServer(), _FakeSim()
-    tracker = CommandedState(server).install(sim)
+    server = _FakeServer()
+    tracker = CommandedState(server).install()
+    assert server._get_state_bytes.__self__ is tracker  # the state packets carry the report
     a = np.array([1.0, -2.0, 0.5, 3.0, 0.0, -1.0, 2.0])  # rad/s^2, constant
     q0 = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
 
-    def tick(k: int, mode=Mode.kJointPosition, command: bool = True):
-        t = 1e-3 * k
-        q = q0 + 0.5 * a * t * t
-        server.state = server.state.replace(motion_generator_mode=mode, q_d=tuple(q.tolist()),
-                                            O_T_EE_c=_pose(np.array([0.3 + 0.1 * t * t, 0.0, 0.5]), 2.0 * t * t),
-                                            dq_d=(9.0,) * 7, ddq_d=(9.0,) * 7)  # franky-sim's own: replaced
+    def q(k: int) -> np.ndarray:
+        return q0 + 0.5 * a * (1e-3 * k) ** 2
+
+    def p(k: int) -> np.ndarray:
+        return np.array([0.3 + 0.1 * (1e-3 * k) ** 2, 0.0, 0.5])
+
+    def packet(k: int, mode=Mode.kJointPosition, command: bool = True, finished: bool = False):
+        """The client's command k arrives (if sent), then the robot sends a state packet (1 ms of libfranka time)."""
         if command:
-            server._handle_udp_command(b"cmd")
-        sim.step()
+            server._handle_udp_command(_command(k + 1, q=q(k), pose=_pose(p(k), 2.0 * (1e-3 * k) ** 2),
+                                                finished=finished))
+        # franky-sim's own values, which the report replaces in a position mode
+        server.state = server.state.replace(motion_generator_mode=mode, q_d=tuple(q0.tolist()), dq_d=(9.0,) * 7,
+                                            ddq_d=(9.0,) * 7, O_T_EE_c=_pose(np.zeros(3), 0.0),
+                                            O_dP_EE_c=(9.0,) * 6, O_ddP_EE_c=(9.0,) * 6)
         return tracker.report(server.state)
 
-    state = tick(0)
-    assert np.allclose(state.dq_d, 0.0) and np.allclose(state.ddq_d, 0.0), "a new motion starts at rest"
+    state = packet(0)
+    assert np.allclose(state.q_d, q(0)) and np.allclose(state.dq_d, 0.0), "a motion starts at rest at its command"
     for k in range(1, 6):
-        state = tick(k)
-    t, t1 = 5e-3, 4e-3
-    assert np.allclose(state.dq_d, (0.5 * a * (t * t - t1 * t1)) / 1e-3, atol=1e-5)  # backward difference
-    assert np.allclose(state.ddq_d, a, atol=1e-3)
-    assert np.allclose(state.O_dP_EE_c[:3], [0.1 * (t * t - t1 * t1) / 1e-3, 0.0, 0.0], atol=1e-6)
-    assert np.allclose(state.O_dP_EE_c[3:], [0.0, 0.0, 2.0 * (t * t - t1 * t1) / 1e-3], atol=1e-6)
-    assert np.allclose(state.O_ddP_EE_c[:3], [0.2, 0.0, 0.0], atol=1e-3)
-    assert state.delbow_c[0] == pytest.approx(state.dq_d[2]) and state.elbow_c[0] == pytest.approx(state.q_d[2])
-    held = tick(6, command=False)  # the simulator stepped without a new command: derivatives held
-    assert np.allclose(held.dq_d, state.dq_d)
-    assert server.handled == [b"cmd"] * 6  # commands still reach franky-sim
-    assert server._get_state_bytes() == tracker.report(server.state).pack_state()  # packets carry the report
-    idle = tick(7, mode=Mode.kIdle, command=False)
-    assert np.allclose(idle.dq_d, 0.0) and np.allclose(idle.O_dP_EE_c, 0.0)
-    restarted = tick(8)
-    assert np.allclose(restarted.dq_d, 0.0), "after idle, a new motion starts at rest"
+        state = packet(k)
+    assert np.allclose(state.q_d, q(5))
+    assert np.allclose(state.dq_d, (q(5) - q(4)) / 1e-3, atol=1e-9)  # backward difference
+    assert np.allclose(state.ddq_d, a, atol=1e-6)
+    assert state.O_dP_EE_c == (9.0,) * 6, "a joint motion leaves the Cartesian fields to franky-sim"
+    held = packet(6, command=False)  # the client is late and the simulator stepped on: franky-sim's own values
+    assert held.dq_d == (9.0,) * 7 and held.ddq_d == (9.0,) * 7
+    for k in range(7, 7 + LATE_CLIENT_PACKETS - 1):  # ... for LATE_CLIENT_PACKETS packets
+        assert packet(k).dq_d == (9.0,) * 7
+    k = 7 + LATE_CLIENT_PACKETS - 1
+    state = packet(k)  # in step again: exact, over the client's clock (the commands' message ids)
+    assert np.allclose(state.q_d, q(k)) and np.allclose(state.dq_d, (q(k) - q(k - 1)) / 1e-3, atol=1e-9)
+    assert np.allclose(state.ddq_d, a, atol=1e-6)
+    server._handle_udp_command(_command(k + 2, q=q(k + 1)))  # two commands arrive before one packet: the newer
+    state = packet(k + 2)  # counts, and the difference spans both (2 ms of the client)
+    assert np.allclose(state.dq_d, (q(k + 2) - q(k)) / 2e-3, atol=1e-9)
+    ignored = packet(k + 3, finished=True)  # "motion finished" carries no new target (and is not a late client)
+    assert np.allclose(ignored.q_d, q(k + 2)) and np.allclose(ignored.dq_d, state.dq_d)
+    assert len(server.handled) == k + 3, "every command still reaches franky-sim"
+    idle = packet(k + 4, mode=Mode.kIdle, command=False)
+    assert np.allclose(idle.dq_d, 0.0) and np.allclose(idle.ddq_d, 0.0) and np.allclose(idle.O_dP_EE_c, 0.0)
+
+    state = packet(10, mode=Mode.kCartesianPosition)
+    assert np.allclose(state.O_dP_EE_c, 0.0) and np.allclose(state.O_T_EE_c[12:15], p(10))
+    for k in range(11, 16):
+        state = packet(k, mode=Mode.kCartesianPosition)
+    t, t1 = 15e-3, 14e-3
+    assert np.allclose(state.O_T_EE_c[12:15], p(15))
+    assert np.allclose(state.O_dP_EE_c[:3], (p(15) - p(14)) / 1e-3, atol=1e-9)
+    assert np.allclose(state.O_dP_EE_c[3:], [0.0, 0.0, 2.0 * (t * t - t1 * t1) / 1e-3], atol=1e-9)
+    assert np.allclose(state.O_ddP_EE_c, [0.2, 0.0, 0.0, 0.0, 0.0, 4.0], atol=1e-6)
+    assert state.dq_d == (9.0,) * 7, "a Cartesian motion leaves the joint fields to franky-sim"
+
     velocity_mode = server.state.replace(motion_generator_mode=Mode.kJointVelocity, dq_d=(0.25,) * 7)
     assert tracker.report(velocity_mode).dq_d == (0.25,) * 7, "velocity modes keep franky-sim's own fields"
