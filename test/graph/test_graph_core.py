@@ -102,6 +102,18 @@ def test_exchange_packs_float32_tensors_and_every_header_field_exactly() -> None
         protocol.Exchange.unpack(request.pack(), (11, 8, 4))
 
 
+def assert_plain_composers_chunk(cores, config: ComposerNodeConfig, result, seed: int) -> tuple[Composer, list]:
+    """The graph's chunk (and each parent's) equals the plain in-process Composer's at weights (0.3, 0.7), ``seed``."""
+    reference = Composer([c.parent for c in cores], config.composer)
+    observations = [c.window.at(T0 + 0.01)[0] for c in cores]
+    expected = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                                 generator=seed)
+    assert torch.equal(result.actions, expected.actions[0, 0])
+    for name in ("rgb", "pcd"):
+        assert torch.equal(result.parent_actions[name], expected.parent_actions[name][0])
+    return reference, observations
+
+
 @pytest.mark.parametrize("deployment", ["in_process", "wire"])
 def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) -> None:
     cores = checkpoint_cores()
@@ -111,13 +123,7 @@ def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) ->
     graph = GraphComposer(config, handles)
     result = graph.compose(T0 + 0.01)
     assert result.mode == "normal", result.reason
-    reference = Composer([c.parent for c in cores], config.composer)
-    observations = [c.window.at(T0 + 0.01)[0] for c in cores]
-    expected = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
-                                 generator=5)
-    assert torch.equal(result.actions, expected.actions[0, 0])
-    for name in ("rgb", "pcd"):
-        assert torch.equal(result.parent_actions[name], expected.parent_actions[name][0])
+    reference, observations = assert_plain_composers_chunk(cores, config, result, 5)
     # the next chunk uses the next seed
     second = graph.compose(T0 + 0.01)
     again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
@@ -146,13 +152,7 @@ def test_split_phase_steps_leave_from_the_composers_thread_and_give_the_identica
     graph = GraphComposer(config, handles, split_phase=split_phase)
     result = graph.compose(T0 + 0.01)
     assert result.mode == "normal", result.reason
-    reference = Composer([c.parent for c in cores], config.composer)
-    observations = [c.window.at(T0 + 0.01)[0] for c in cores]
-    expected = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
-                                 generator=5)
-    assert torch.equal(result.actions, expected.actions[0, 0])
-    for name in ("rgb", "pcd"):
-        assert torch.equal(result.parent_actions[name], expected.parent_actions[name][0])
+    reference, _ = assert_plain_composers_chunk(cores, config, result, 5)
     me = threading.get_ident()
     if split_phase:
         assert sent == [(k, n, me) for k in range(10) for n in ("rgb", "pcd")]
