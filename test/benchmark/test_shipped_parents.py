@@ -100,7 +100,13 @@ def test_registry_errors_and_search_path(tmp_path: Path, monkeypatch) -> None:
 ENDPOINTS = [(("push_red_diffusion_rgb", "push_red_dp3_pcd"), (1.0, 0.0), "push_red_diffusion_rgb", True),
              (("push_red_diffusion_rgb", "push_red_dp3_pcd"), (0.0, 1.0), "push_red_dp3_pcd", True),
              (("push_red_diffusion_rgb", "push_red_flow_pcd"), (1.0, 0.0), "push_red_diffusion_rgb", True),
-             (("push_red_diffusion_rgb", "push_red_flow_pcd"), (0.0, 1.0), "push_red_flow_pcd", False)]
+             (("push_red_diffusion_rgb", "push_red_flow_pcd"), (0.0, 1.0), "push_red_flow_pcd", False),
+             (("push_red_diffusion_rgb", "push_red_dp3_xyzrgb_step100"), (1.0, 0.0), "push_red_diffusion_rgb", True),
+             (("push_red_diffusion_rgb", "push_red_dp3_xyzrgb_step100"), (0.0, 1.0), "push_red_dp3_xyzrgb_step100",
+              True),
+             (("push_red_diffusion_rgb", "push_red_flow_xyzrgb_step500"), (1.0, 0.0), "push_red_diffusion_rgb", True),
+             (("push_red_diffusion_rgb", "push_red_flow_xyzrgb_step500"), (0.0, 1.0), "push_red_flow_xyzrgb_step500",
+              False)]
 
 
 @pytest.mark.parametrize("pair,weights,alone,same", [e for e in ENDPOINTS if set(e[0]) <= set(SHIPPED)],
