@@ -126,8 +126,9 @@ def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
     """Every episode row of the folders, each ``(arm, seed)`` once (first file in name order wins).
 
     The folders' ``benchmark.json`` must agree (else :class:`ResultsMismatchError`), except that a folder may hold
-    fewer parents than another (a parent alone run on its own, next to the pair's folder): every parent name the
-    folders share must be the same parent (weights and kind), and everything else must be equal.
+    fewer parents than another (a parent alone run on its own, next to the pair's folder): every parent name that
+    episodes of two folders use must be the same parent (weights and kind), and everything else must be equal. A
+    parent a folder names but none of its episodes uses does not take part (its identity names it, its rows do not).
     """
     identity = None
     parents: dict[str, object] = {}
@@ -145,19 +146,30 @@ def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
         if mine != identity:
             raise ResultsMismatchError(f"{d} holds results of another benchmark than {directories[0]}; merge only "
                                        f"folders with the same {IDENTITY_FILE}")
+        mine_rows = [row for path in sorted(d.glob(EPISODES_GLOB)) for row in read_rows(path)]
+        used = {name for row in mine_rows for name in row_parents(row)}
+        mine_parents = {n: p for n, p in mine_parents.items() if n in used}
         clash = sorted(n for n, p in mine_parents.items() if n in parents and parents[n] != p)
         if clash:
             raise ResultsMismatchError(f"{d} holds results of another benchmark than {directories[0]}: parent(s) "
                                        f"{clash} differ (weights or kind); merge only folders whose parents of the "
                                        f"same name are the same")
         parents.update(mine_parents)
-        for path in sorted(d.glob(EPISODES_GLOB)):
-            for row in read_rows(path):
-                key = (row["arm"], int(row["seed"]))
-                if key not in seen:
-                    seen.add(key)
-                    rows.append(row)
+        for row in mine_rows:
+            key = (row["arm"], int(row["seed"]))
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
     return rows
+
+
+def row_parents(row: dict) -> list[str]:
+    """The parent names an episode row used: its ``parents`` field, else read from its arm id (``rgb``,
+    ``convex:rgb+pcd@0.9,0.1``)."""
+    if row.get("parents"):
+        return list(row["parents"])
+    arm = str(row["arm"])
+    return arm.split(":", 1)[1].split("@", 1)[0].split("+") if ":" in arm else [arm]
 
 
 def done_keys(directory: Path) -> set[tuple[str, int]]:

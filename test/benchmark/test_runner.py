@@ -162,9 +162,10 @@ def test_the_same_weights_loaded_from_another_place_are_the_same_benchmark(tmp_p
     assert len(episode_rows([first, second])) == 2
     with pytest.raises(ResultsMismatchError, match=r"differs in \['parents'\]"):
         open_results(first, identity("push_red_diffusion_rgb", sha="beef"))  # other weights are
-    open_results(tmp_path / "other", identity("x", sha="beef"))
+    other = open_results(tmp_path / "other", identity("x", sha="beef"))
+    append_row(other / "episodes.shard-0-of-1.jsonl", {"arm": "a", "seed": 3, "success": False})
     with pytest.raises(ResultsMismatchError, match="another benchmark"):
-        episode_rows([first, tmp_path / "other"])
+        episode_rows([first, other])
 
 
 def test_a_parent_run_alone_merges_with_its_pair_and_a_different_parent_does_not(tmp_path: Path) -> None:
@@ -179,8 +180,18 @@ def test_a_parent_run_alone_merges_with_its_pair_and_a_different_parent_does_not
     rows = episode_rows([pair, alone])
     assert sorted(r["arm"] for r in rows) == ["convex:rgb+flow@0.5,0.5", "flow"]
     other = open_results(tmp_path / "other", identity({"flow": "cafe"}))  # other weights under the same name
+    assert len(episode_rows([pair, other])) == 1  # ... that none of its episodes uses: no clash
+    append_row(other / "episodes.shard-0-of-1.jsonl", {"arm": "flow", "seed": 2, "success": False})
     with pytest.raises(ResultsMismatchError, match=r"parent\(s\) \['flow'\] differ"):
         episode_rows([pair, other])
+    with pytest.raises(ResultsMismatchError, match=r"parent\(s\) \['flow'\] differ"):  # either order
+        episode_rows([other, pair])
+    # a pair folder naming another 'flow' that no episode of it uses merges with this one's 'rgb' arm
+    image = open_results(tmp_path / "image", identity({"rgb": "f00d", "pcd": "d00d", "flow": "cafe"}))
+    append_row(image / "episodes.shard-0-of-1.jsonl", {"arm": "rgb", "seed": 1, "success": True,
+                                                       "parents": ["rgb"]})
+    append_row(image / "episodes.shard-0-of-1.jsonl", {"arm": "convex:rgb+pcd@0.9,0.1", "seed": 1, "success": True})
+    assert len(episode_rows([pair, image])) == 3
     settings = open_results(tmp_path / "settings", identity({"flow": "beef"}, steps=20))
     with pytest.raises(ResultsMismatchError, match="another benchmark"):
         episode_rows([pair, settings])
