@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--parents-as-endpoints", action="store_true",
                         help="count each parent alone as its pair's grid endpoint (w = 1 / 0) when that endpoint was "
                              "not measured; valid only where the parent's sampler is the pair's (docs/results.md)")
+    report.add_argument("--rerun", type=Path, nargs="+", default=(),
+                        help="folders of the same benchmark re-run on other seeds: each arm they share with the table "
+                             "is compared with it (re-run rate inside the table's 95 %% interval; intervals overlap)")
     latency = sub.add_parser("latency", help="ms per chunk: each parent alone and composed, as ratios")
     _add_parents(latency)
     latency.add_argument("--pair", type=_pair, required=True)
@@ -168,7 +171,7 @@ def _open_sim(policies, settings, pace):
 def _report(args) -> int:
     from gpc_ros.benchmark.report import report
 
-    print(report(args.results, args.plots, args.json, args.parents_as_endpoints))
+    print(report(args.results, args.plots, args.json, args.parents_as_endpoints, args.rerun))
     return 0
 
 

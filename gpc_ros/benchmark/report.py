@@ -12,7 +12,9 @@ from gpc_ros.benchmark.plan import Arm
 from gpc_ros.benchmark.results import (
     ArmResult,
     Paired,
+    agreement,
     episode_rows,
+    markdown_agreement,
     markdown_paired,
     markdown_table,
     paired,
@@ -121,13 +123,18 @@ def paired_with_best_parent(rows: Sequence[dict], arms: Sequence[Arm], results: 
 
 
 def report(directories: Sequence[Path], plots: Path | None = None, json_path: Path | None = None,
-           parents_as_endpoints: bool = False) -> str:
+           parents_as_endpoints: bool = False, rerun: Sequence[Path] = ()) -> str:
     """Markdown: the merged table (every arm measured), bandit lines; writes plots / JSON if asked.
 
     ``parents_as_endpoints``: the parents alone stand for the grid's unmeasured endpoints (see
-    :func:`~gpc_ros.benchmark.runner.grid_best`).
+    :func:`~gpc_ros.benchmark.runner.grid_best`). ``rerun``: folders of the same benchmark on other seeds; each arm
+    they share with the table is compared with it (:func:`~gpc_ros.benchmark.results.agreement`).
     """
     rows = episode_rows(directories)
+    agreements = []
+    if rerun:
+        episode_rows([*directories, *rerun])  # the same benchmark (raises otherwise)
+        agreements = agreement(rows, episode_rows(rerun))
     arms = _order(list(dict.fromkeys(r["arm"] for r in rows)))
     results = table(rows, arms)
     lines = [markdown_table(results), ""]
@@ -141,6 +148,8 @@ def report(directories: Sequence[Path], plots: Path | None = None, json_path: Pa
             path = plots / f"success_vs_weight_{pair[0]}+{pair[1]}.png"
             if plot_pair(results, pair, path):
                 lines.append(f"plot: {path}")
+    if rerun:
+        lines += ["The same arms re-run on other seeds:", "", markdown_agreement(agreements), ""]
     bandits = bandit_summary(directories, results, parents_as_endpoints)
     for b in bandits:
         settled = (f"settled on the grid's best after {b['episodes_to_grid_best']} episodes"
@@ -154,5 +163,8 @@ def report(directories: Sequence[Path], plots: Path | None = None, json_path: Pa
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"arms": [asdict(r) | {"rate": r.rate} for r in results],
                                          "paired_with_best_parent": [asdict(c) for c in comparisons],
-                                         "bandits": bandits}, indent=1) + "\n")
+                                         "bandits": bandits,
+                                         "rerun_agreement": [{"arm": a.arm, "rerun": asdict(a.rerun) | {
+                                             "rate": a.rerun.rate}, "rerun_inside": a.rerun_inside,
+                                             "overlap": a.overlap} for a in agreements]}, indent=1) + "\n")
     return "\n".join(lines)

@@ -288,3 +288,56 @@ def markdown_table(results: Sequence[ArmResult]) -> str:
         ms = f"{r.chunk_ms:.0f}" if r.chunk_ms == r.chunk_ms else "–"
         lines.append(f"| `{r.arm}` | {rate} | {interval} | {r.episodes} | {r.wall_s / 60:.1f} | {ms} |")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """One arm of a re-run on other seeds against the same arm of the table."""
+
+    arm: str
+    table: ArmResult
+    rerun: ArmResult
+
+    @property
+    def rerun_inside(self) -> bool:
+        """The re-run's success rate lies inside the table's 95 % interval."""
+        return self.table.wilson_low <= self.rerun.rate <= self.table.wilson_high
+
+    @property
+    def overlap(self) -> bool:
+        """The two 95 % intervals overlap."""
+        return self.rerun.wilson_low <= self.table.wilson_high and self.table.wilson_low <= self.rerun.wilson_high
+
+
+def agreement(table_rows: Sequence[dict], rerun_rows: Sequence[dict]) -> list[Agreement]:
+    """Each arm both ran: the table's line and the re-run's (arms in the table's order).
+
+    A re-run is on *other* seeds: a seed that both ran for the same arm raises ``ValueError``.
+    """
+    main = {r.arm: r for r in table(table_rows) if r.episodes}
+    again = {r.arm: r for r in table(rerun_rows) if r.episodes}
+    both = [a for a in main if a in again]
+    seeds = {(r["arm"], int(r["seed"])) for r in table_rows if r["arm"] in again}
+    shared = sorted({(r["arm"], int(r["seed"])) for r in rerun_rows} & seeds)
+    if shared:
+        raise ValueError(f"a re-run must use other seeds; {len(shared)} (arm, seed) pairs are in both, "
+                         f"e.g. {shared[0]}")
+    return [Agreement(a, main[a], again[a]) for a in both]
+
+
+def markdown_agreement(rows: Sequence[Agreement]) -> str:
+    """Re-run against table as markdown, with a closing count line."""
+    def line(r: ArmResult) -> str:
+        return (f"{100 * r.rate:.0f} % ({r.successes}/{r.episodes}) "
+                f"[{100 * r.wilson_low:.0f}, {100 * r.wilson_high:.0f}]")
+
+    lines = ["| arm | table | re-run on other seeds | re-run rate inside the table's interval | intervals overlap |",
+             "|---|---|---|---|---|"]
+    for a in rows:
+        lines.append(f"| `{a.arm}` | {line(a.table)} | {line(a.rerun)} | {'yes' if a.rerun_inside else '**no**'} | "
+                     f"{'yes' if a.overlap else '**no**'} |")
+    lines += ["", f"{sum(a.overlap for a in rows)} of {len(rows)} arms: the intervals overlap; "
+                  f"{sum(a.rerun_inside for a in rows)} of {len(rows)}: the re-run's rate is inside the table's "
+                  f"interval."]
+    return "\n".join(lines)
+

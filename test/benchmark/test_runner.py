@@ -370,3 +370,37 @@ def test_report_merges_folders_plots_each_pair_and_summarises_the_bandit(tmp_pat
     assert (c08["both"], c08["only_arm"], c08["only_against"], c08["p"]) == (
         expected.both, expected.only_arm, expected.only_against, expected.p)
     assert f"| `convex:a+b@0.8,0.2` | `{c08['against']}` | 20 | {expected.both} |" in text
+
+
+def test_a_rerun_on_other_seeds_is_compared_arm_by_arm_with_the_table(tmp_path: Path) -> None:
+    """Known counts: a at 50/100 in the table ([40.4, 59.6] %), re-run 12/40 (30 %: outside, yet the intervals
+    [18.1, 45.4] and the table's overlap); b at 50/100, re-run 2/40 (5 %, [1.4, 16.5]: no overlap); c only in the
+    table (not compared)."""
+    from gpc_ros.benchmark.report import report
+    from gpc_ros.benchmark.results import agreement
+
+    identity = {"format": "test", "parents": {"a": 1, "b": 2, "c": 3}}
+    main, again = open_results(tmp_path / "main", identity), open_results(tmp_path / "again", identity)
+    for seed in range(100):
+        for arm in ("a", "b", "c"):
+            append_row(main / "episodes.shard-0-of-1.jsonl", {"arm": arm, "seed": seed, "success": seed % 2 == 0})
+    for seed in range(300, 340):
+        append_row(again / "episodes.shard-0-of-1.jsonl", {"arm": "a", "seed": seed, "success": seed < 312})
+        append_row(again / "episodes.shard-0-of-1.jsonl", {"arm": "b", "seed": seed, "success": seed < 302})
+    a, b = agreement(episode_rows([main]), episode_rows([again]))
+    assert (a.arm, a.rerun.successes, a.rerun.episodes, a.rerun_inside, a.overlap) == ("a", 12, 40, False, True)
+    assert (b.arm, b.rerun.successes, b.rerun_inside, b.overlap) == ("b", 2, False, False)
+    assert round(a.table.wilson_low, 3) == 0.404 and round(b.rerun.wilson_high, 3) == 0.165
+    text = report([main], json_path=tmp_path / "t.json", rerun=[again])
+    assert "| `a` | 50 % (50/100) [40, 60] | 30 % (12/40) [18, 45] | **no** | yes |" in text
+    assert "1 of 2 arms: the intervals overlap; 0 of 2: the re-run's rate is inside the table's interval." in text
+    saved = json.loads((tmp_path / "t.json").read_text())["rerun_agreement"]
+    assert [(s["arm"], s["overlap"]) for s in saved] == [("a", True), ("b", False)]
+    # the same seeds are not a re-run; another benchmark is not either
+    append_row(again / "episodes.shard-0-of-1.jsonl", {"arm": "a", "seed": 7, "success": True})
+    with pytest.raises(ValueError, match="other seeds; 1 .arm, seed. pairs"):
+        report([main], rerun=[again])
+    other = open_results(tmp_path / "other", {"format": "other", "parents": {"a": 1}})
+    append_row(other / "episodes.shard-0-of-1.jsonl", {"arm": "a", "seed": 500, "success": True})
+    with pytest.raises(ResultsMismatchError, match="another benchmark"):
+        report([main], rerun=[other])
