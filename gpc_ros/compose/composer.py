@@ -17,7 +17,10 @@ once per parent and counted in :attr:`Composer.stats`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -65,8 +68,11 @@ class ComposerConfig:
     dtype: Literal["float32", "float64"] = "float32"
     """Dtype of the sampled chunk and of the tensors handed to parents."""
     # --- execution and monitoring
-    parallel_parents: bool = False
-    """Call the K parents' forward passes in K threads (torch releases the GIL inside ops). Split-phase parents
+    parallel_parents: bool | Literal["auto"] = False
+    """True: call the K parents' forward passes in K threads (torch releases the GIL inside ops); False: one after
+    the other; "auto": measure both per denoising step and use the faster (:class:`ParallelChooser`). Threads pay
+    off for parents with big ops; with many small ops they hand the GIL over at every op and are slower than one
+    after the other (docs/graph.md). Same chunk on every path. Split-phase parents
     (:class:`~gpc_ros.compose.parent.SplitPhaseParent`, proxies to remote hosts) need no threads: when every
     parent called at a step is split-phase, all are submitted from the calling thread, then collected."""
     return_parent_chunks: bool = True
@@ -76,6 +82,9 @@ class ComposerConfig:
         make_operator(self.operator, self.allow_unnormalized_weights)  # validates operator + flag
         if self.dtype not in DTYPES:
             raise ValueError(f"ComposerConfig.dtype must be one of {sorted(DTYPES)}; got {self.dtype!r}")
+        if not (isinstance(self.parallel_parents, bool) or self.parallel_parents == "auto"):
+            raise ValueError(f"ComposerConfig.parallel_parents must be True, False or 'auto'; "
+                             f"got {self.parallel_parents!r}")
         if not isinstance(self.sampler, SamplerConfig):
             raise ValueError(f"ComposerConfig.sampler must be a SamplerConfig; got {type(self.sampler).__name__}")
         if not isinstance(self.warm_start, WarmStartConfig):
@@ -112,6 +121,55 @@ class ComposerStats:
     out_of_range_levels: dict[str, int] = field(default_factory=dict)
     """Parent name -> grid levels located outside that parent's time range (its time clamped to the range's end);
     each distinct level is counted once, when first located."""
+    parallel_steps: int = 0
+    """Denoising steps whose (two or more, not split-phase) parents ran in threads."""
+    sequential_steps: int = 0
+    """Denoising steps whose (two or more, not split-phase) parents ran one after the other."""
+
+
+class ParallelChooser:
+    """Chooses, per denoising step, whether the parents' forward passes run in threads (``"auto"``).
+
+    Threads pay off when the forwards spend long stretches in torch ops without the GIL; with many small ops the
+    threads hand the GIL over at every op and take longer than one after the other. Which holds depends on the
+    parents and on the machine's load, so it is measured on ``clock``, in pairs of adjacent steps that took
+    different paths (adjacent steps see about the same load; all steps of a chunk cost the same): the ratio
+    ``threads / one after the other`` of each such pair is kept (the last ``window``). Until ``probe`` ratios are
+    in, the paths alternate (threads first); then threads are used while the median ratio is below 1, and every
+    ``reprobe_every``-th step takes the other path once (two more pairs), so a change of load is noticed. Both
+    paths give the identical chunk; only the time differs.
+    """
+
+    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 20,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if not (probe >= 1 and window >= probe and reprobe_every >= 2):
+            raise ValueError(f"ParallelChooser needs probe >= 1, window >= probe and reprobe_every >= 2; got "
+                             f"probe={probe}, window={window}, reprobe_every={reprobe_every}")
+        self.probe, self.reprobe_every, self.clock = probe, reprobe_every, clock
+        self.ratios: deque[float] = deque(maxlen=window)
+        """``threads / one after the other`` step time of recent adjacent pairs."""
+        self._last: tuple[bool, float] | None = None
+        self._steps = 0
+
+    def parallel_next(self) -> bool:
+        """Whether the next step runs the parents in threads."""
+        self._steps += 1
+        if len(self.ratios) < self.probe:
+            return self._last is None or not self._last[0]  # alternate, threads first
+        best = self.faster()
+        return (not best) if self._steps % self.reprobe_every == 0 else best
+
+    def faster(self) -> bool | None:
+        """True if threads are faster (median ratio < 1), False if not, None before any pair was measured."""
+        return statistics.median(self.ratios) < 1.0 if self.ratios else None
+
+    def record(self, parallel: bool, seconds: float) -> None:
+        """One step's time (s, on ``clock``) and the path it took."""
+        if self._last is not None and self._last[0] != parallel:
+            threads, sequential = (seconds, self._last[1]) if parallel else (self._last[1], seconds)
+            if sequential > 0.0:
+                self.ratios.append(threads / sequential)
+        self._last = (parallel, seconds)
 
 
 class Composer:
@@ -144,7 +202,8 @@ class Composer:
         self._parameterizations = [Parameterization.parse(p.parameterization) for p in self.parents]
         self._where: dict[tuple[int, NoiseLevel], ParentTime] = {}  # parent time per grid level (fixed grids)
         self._pool = (ThreadPoolExecutor(len(self.parents), thread_name_prefix="gpc-parent")
-                      if self.config.parallel_parents else None)
+                      if self.config.parallel_parents else None)  # True or "auto"
+        self.chooser = ParallelChooser() if self.config.parallel_parents == "auto" else None
         self._split_phase = [is_split_phase(p) for p in self.parents]
 
     # ------------------------------------------------------------------ validation
@@ -302,11 +361,22 @@ class Composer:
             pending = {i: self.parents[i].submit(x_in, where.value, encodings[i])
                        for i, (where, x_in) in inputs.items()}
             results = {i: self._convert(i, pending[i].result(), *inputs[i], point, x.dtype, with_x0) for i in jobs}
-        elif self._pool is not None and len(jobs) > 1:  # first parent on this thread, the others on the pool
-            futures = {i: self._pool.submit(self._predict, i, x, point, encodings[i], with_x0) for i in jobs[1:]}
-            results = {jobs[0]: self._predict(jobs[0], x, point, encodings[jobs[0]], with_x0)}
-            results.update({i: future.result() for i, future in futures.items()})
+        elif self._pool is not None and len(jobs) > 1:
+            parallel = self.chooser.parallel_next() if self.chooser is not None else True
+            start = self.chooser.clock() if self.chooser is not None else 0.0
+            if parallel:  # first parent on this thread, the others on the pool
+                futures = {i: self._pool.submit(self._predict, i, x, point, encodings[i], with_x0) for i in jobs[1:]}
+                results = {jobs[0]: self._predict(jobs[0], x, point, encodings[jobs[0]], with_x0)}
+                results.update({i: future.result() for i, future in futures.items()})
+                self.stats.parallel_steps += 1
+            else:
+                results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
+                self.stats.sequential_steps += 1
+            if self.chooser is not None:
+                self.chooser.record(parallel, self.chooser.clock() - start)
         else:
+            if len(jobs) > 1:
+                self.stats.sequential_steps += 1
             results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
         zeros = torch.zeros_like(x)
         eps_hat = combine([results[i][0] if i in results else zeros for i in range(len(self.parents))], weights)

@@ -14,6 +14,7 @@ from gpc_ros.compose import (
     Composer,
     ComposerConfig,
     FlowTime,
+    ParallelChooser,
     SamplerConfig,
     VPTime,
     WarmStart,
@@ -75,18 +76,130 @@ def test_same_seed_same_chunk_other_seed_other_chunk() -> None:
         assert not torch.allclose(first, other), kind
 
 
-def test_parallel_parent_threads_give_the_same_chunk() -> None:
+@pytest.mark.parametrize("parallel_parents", [True, "auto"])
+def test_parallel_parent_threads_give_the_same_chunk(parallel_parents) -> None:
+    """Threads, and "auto" switching between threads and one after the other within a chunk: the same chunk."""
     parents = [gaussian("a"), gaussian("b", kind="v_prediction"), gaussian("c", kind="flow_velocity",
                                                                            convention=FlowTime())]
     observations = [obs(0.5), obs(-0.5), obs(0.1)]
+    weights = paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1])
     sequential = make(parents)
+    want = sequential.compose(sequential.encode(observations), weights, generator=5)
+    with make(parents, parallel_parents=parallel_parents) as parallel:
+        for _ in range(3):  # "auto": probing (alternating paths) in the first chunk, its choice in the later ones
+            got = parallel.compose(parallel.encode(observations), weights, generator=5)
+            assert torch.equal(got.actions, want.actions)
+            for name in "abc":
+                assert torch.equal(got.parent_actions[name], want.parent_actions[name])
+        stats = parallel.stats
+    assert sequential.stats.sequential_steps == 10 and sequential.stats.parallel_steps == 0
+    if parallel_parents is True:
+        assert (stats.parallel_steps, stats.sequential_steps) == (30, 0)
+    else:  # the first chunk alternated until 5 adjacent pairs were measured: both paths ran in it
+        assert stats.parallel_steps >= 3 and stats.sequential_steps >= 3
+        assert stats.parallel_steps + stats.sequential_steps == 30
+
+
+class Rendezvous(GaussianParent):
+    """A Gaussian parent whose ``predict`` records its thread and waits at a barrier shared by two parents.
+
+    Both predictions of a step pass the barrier only if both are in progress at the same time, i.e. they
+    overlap (the barrier's timeout is generous and only ends a broken run; nothing is timed).
+    """
+
+    def __init__(self, name: str, barrier, log: list) -> None:
+        super().__init__(name, "epsilon", VP, 8, D, 0.1)
+        self.barrier, self.log = barrier, log
+
+    def predict(self, x_t, timestep, encoding):
+        import threading
+
+        self.log.append((self.name, "start", threading.get_ident()))
+        self.barrier.wait()
+        out = super().predict(x_t, timestep, encoding)
+        self.log.append((self.name, "end", threading.get_ident()))
+        return out
+
+
+def test_parallel_parents_run_both_forwards_at_the_same_time_on_two_threads() -> None:
+    import threading
+
+    barrier, log = threading.Barrier(2, timeout=60.0), []
+    parents = [Rendezvous("a", barrier, log), Rendezvous("b", barrier, log)]
     with make(parents, parallel_parents=True) as parallel:
-        enc = parallel.encode(observations)
-        got = parallel.compose(enc, paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1]),
-                               generator=5)
-    want = sequential.compose(sequential.encode(observations),
-                              paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1]), generator=5)
-    torch.testing.assert_close(got.actions, want.actions, rtol=0, atol=0)
+        got = parallel.compose(parallel.encode([obs(0.5), obs(-0.5)]), (0.5, 0.5), generator=3)
+    plain = [gaussian("a"), gaussian("b")]
+    sequential = make(plain)
+    want = sequential.compose(sequential.encode([obs(0.5), obs(-0.5)]), (0.5, 0.5), generator=3)
+    assert torch.equal(got.actions, want.actions)
+    assert not barrier.broken
+    for step in range(10):  # per step: both started before either ended, on two different threads
+        events = log[4 * step:4 * step + 4]
+        assert [e[1] for e in events[:2]] == ["start", "start"]
+        assert {e[0] for e in events[:2]} == {"a", "b"}
+        assert len({e[2] for e in events}) == 2
+    a_thread = {e[2] for e in log if e[0] == "a"}
+    assert a_thread == {threading.get_ident()}  # the first parent on the calling thread, the second on the pool
+
+
+class FakeClock:
+    """A clock that a test advances by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_chooser(chooser: ParallelChooser, clock: FakeClock, steps: int, cost) -> list[bool]:
+    """``steps`` steps, each taking ``cost(step, parallel)`` s on ``clock``; the path each took."""
+    paths = []
+    for step in range(steps):
+        parallel = chooser.parallel_next()
+        start = chooser.clock()
+        clock.now += cost(step, parallel)
+        chooser.record(parallel, chooser.clock() - start)
+        paths.append(parallel)
+    return paths
+
+
+@pytest.mark.parametrize("threads_s,sequential_s,expect_threads", [
+    (0.020, 0.040, True),    # big ops: the forwards overlap
+    (0.012, 0.007, False),   # small ops: the GIL hand-overs cost more than the overlap saves
+    (0.0301, 0.030, False),  # a tie goes to one after the other (no threads for nothing)
+])
+def test_the_chooser_alternates_first_then_keeps_the_faster_path_and_reprobes(
+        threads_s, sequential_s, expect_threads) -> None:
+    clock = FakeClock()
+    chooser = ParallelChooser(probe=3, window=5, reprobe_every=10, clock=clock)
+    assert chooser.faster() is None
+    paths = run_chooser(chooser, clock, 40, lambda step, par: threads_s if par else sequential_s)
+    assert paths[:4] == [True, False, True, False]  # alternating until 3 pairs are measured
+    assert chooser.faster() is expect_threads
+    later = paths[4:]
+    reprobes = [i + 4 for i, p in enumerate(later) if p is not expect_threads]
+    assert reprobes == [9, 19, 29, 39]  # every 10th step (counted from 1) takes the other path once
+
+
+def test_the_chooser_follows_a_change_of_load_from_adjacent_pairs() -> None:
+    """Threads are faster for 100 steps, then 2x slower; the choice flips within a few reprobes.
+
+    A uniform slow-down of both paths (the machine got busier) does not flip it: only the ratio of adjacent
+    steps counts.
+    """
+    clock = FakeClock()
+    chooser = ParallelChooser(probe=3, window=5, reprobe_every=5, clock=clock)
+
+    def cost(step: int, parallel: bool) -> float:
+        load = 1.0 + 4.0 * ((step // 7) % 2)  # the whole machine 5x slower every other 7 steps
+        if step < 100:
+            return load * (0.02 if parallel else 0.04)
+        return load * (0.08 if parallel else 0.04)
+
+    paths = run_chooser(chooser, clock, 160, cost)
+    assert sum(paths[20:100]) >= 60  # threads kept through the load swings (only reprobes went the other way)
+    assert sum(paths[140:160]) <= 4  # after the change: one after the other, with a reprobe in threads
 
 
 class SplitPhase:
