@@ -135,17 +135,20 @@ class ParallelChooser:
     parents and on the machine's load, so it is measured on ``clock``, in pairs of adjacent steps that took
     different paths (adjacent steps see about the same load; all steps of a chunk cost the same): the ratio
     ``threads / one after the other`` of each such pair is kept (the last ``window``). Until ``probe`` ratios are
-    in, the paths alternate (threads first); then threads are used while the median ratio is below 1, and every
-    ``reprobe_every``-th step takes the other path once (two more pairs), so a change of load is noticed. Both
-    paths give the identical chunk; only the time differs.
+    in, the paths alternate (threads first); then threads are used while the median ratio is below ``margin``,
+    and every ``reprobe_every``-th step takes the other path once (two more pairs), so a change of load is
+    noticed. ``margin`` < 1 because threads always cost more CPU time (the GIL hand-overs: +6 % to +100 %
+    measured, docs/graph.md), which a shared machine pays for; they must be clearly faster. Both paths give the
+    identical chunk; only the time differs.
     """
 
-    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 20,
+    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 20, margin: float = 0.9,
                  clock: Callable[[], float] = time.perf_counter) -> None:
-        if not (probe >= 1 and window >= probe and reprobe_every >= 2):
-            raise ValueError(f"ParallelChooser needs probe >= 1, window >= probe and reprobe_every >= 2; got "
-                             f"probe={probe}, window={window}, reprobe_every={reprobe_every}")
-        self.probe, self.reprobe_every, self.clock = probe, reprobe_every, clock
+        if not (probe >= 1 and window >= probe and reprobe_every >= 2 and 0.0 < margin <= 1.0):
+            raise ValueError(f"ParallelChooser needs probe >= 1, window >= probe, reprobe_every >= 2 and margin in "
+                             f"(0, 1]; got probe={probe}, window={window}, reprobe_every={reprobe_every}, "
+                             f"margin={margin}")
+        self.probe, self.reprobe_every, self.margin, self.clock = probe, reprobe_every, margin, clock
         self.ratios: deque[float] = deque(maxlen=window)
         """``threads / one after the other`` step time of recent adjacent pairs."""
         self._last: tuple[bool, float] | None = None
@@ -160,8 +163,8 @@ class ParallelChooser:
         return (not best) if self._steps % self.reprobe_every == 0 else best
 
     def faster(self) -> bool | None:
-        """True if threads are faster (median ratio < 1), False if not, None before any pair was measured."""
-        return statistics.median(self.ratios) < 1.0 if self.ratios else None
+        """True if threads are clearly faster (median ratio < ``margin``), else False; None before any pair."""
+        return statistics.median(self.ratios) < self.margin if self.ratios else None
 
     def record(self, parallel: bool, seconds: float) -> None:
         """One step's time (s, on ``clock``) and the path it took."""

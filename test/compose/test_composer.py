@@ -168,6 +168,8 @@ def run_chooser(chooser: ParallelChooser, clock: FakeClock, steps: int, cost) ->
     (0.020, 0.040, True),    # big ops: the forwards overlap
     (0.012, 0.007, False),   # small ops: the GIL hand-overs cost more than the overlap saves
     (0.0301, 0.030, False),  # a tie goes to one after the other (no threads for nothing)
+    (0.028, 0.030, False),   # 7 % faster is not enough for the threads' extra CPU time (margin 0.9)
+    (0.026, 0.030, True),    # 13 % faster is
 ])
 def test_the_chooser_alternates_first_then_keeps_the_faster_path_and_reprobes(
         threads_s, sequential_s, expect_threads) -> None:
