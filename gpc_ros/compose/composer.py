@@ -138,8 +138,10 @@ class ParallelChooser:
     in, the paths alternate (threads first); then threads are used while the median ratio is below ``margin``,
     and every ``reprobe_every``-th step takes the other path once (two more pairs), so a change of load is
     noticed. ``margin`` < 1 because threads always cost more CPU time (the GIL hand-overs: +6 % to +100 %
-    measured, docs/graph.md), which a shared machine pays for; they must be clearly faster. Both paths give the
-    identical chunk; only the time differs.
+    measured, docs/graph.md), which a shared machine pays for; they must be clearly faster. The composer calls
+    :meth:`new_chunk` before each chunk: a chunk's first step is neither measured nor paired (it runs after the
+    idle time between chunks, with cold caches and a sleeping pool thread, and would bias whichever path it took),
+    and no pair spans two chunks. Both paths give the identical chunk; only the time differs.
     """
 
     def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 20, margin: float = 0.9,
@@ -153,6 +155,7 @@ class ParallelChooser:
         """``threads / one after the other`` step time of recent adjacent pairs."""
         self._last: tuple[bool, float] | None = None
         self._steps = 0
+        self._skip = False
 
     def parallel_next(self) -> bool:
         """Whether the next step runs the parents in threads."""
@@ -166,8 +169,15 @@ class ParallelChooser:
         """True if threads are clearly faster (median ratio < ``margin``), else False; None before any pair."""
         return statistics.median(self.ratios) < self.margin if self.ratios else None
 
+    def new_chunk(self) -> None:
+        """A chunk begins: its first step will not be measured (see the class docstring)."""
+        self._skip = True
+
     def record(self, parallel: bool, seconds: float) -> None:
         """One step's time (s, on ``clock``) and the path it took."""
+        if self._skip:
+            self._skip, self._last = False, None
+            return
         if self._last is not None and self._last[0] != parallel:
             threads, sequential = (seconds, self._last[1]) if parallel else (self._last[1], seconds)
             if sequential > 0.0:
@@ -311,6 +321,9 @@ class Composer:
 
         def denoise(x_t: torch.Tensor, point: GridPoint) -> tuple[torch.Tensor, torch.Tensor]:
             return self.denoise(x_t, point, repeated, pos_w, active)
+
+        if self.chooser is not None:
+            self.chooser.new_chunk()
 
         x = self.sampler.run(x, denoise, generator, start_index=first)
         lengths = composed_horizons(row_w, [p.action_horizon for p in self.parents])  # (M,)

@@ -152,10 +152,15 @@ class FakeClock:
         return self.now
 
 
-def run_chooser(chooser: ParallelChooser, clock: FakeClock, steps: int, cost) -> list[bool]:
-    """``steps`` steps, each taking ``cost(step, parallel)`` s on ``clock``; the path each took."""
+def run_chooser(chooser: ParallelChooser, clock: FakeClock, steps: int, cost, chunk: int = 0) -> list[bool]:
+    """``steps`` steps, each taking ``cost(step, parallel)`` s on ``clock``; the path each took.
+
+    ``chunk`` > 0: a new chunk every ``chunk`` steps (``new_chunk``, as the composer calls it).
+    """
     paths = []
     for step in range(steps):
+        if chunk and step % chunk == 0:
+            chooser.new_chunk()
         parallel = chooser.parallel_next()
         start = chooser.clock()
         clock.now += cost(step, parallel)
@@ -358,3 +363,22 @@ def test_warm_start_follows_a_changed_observation() -> None:
     assert chunk.network_calls == 5
     assert -0.8 - 0.05 < float(chunk.actions.mean()) < -0.8 + 0.2 * 1.6  # >= 80 % of the way from 0.8 to -0.8
     assert float(c.compose(enc, (1.0,), generator=0).actions.mean()) == pytest.approx(-0.8, abs=0.05)
+
+
+@pytest.mark.parametrize("threads_slower", [True, False])
+def test_a_chunks_cold_first_step_does_not_bias_the_choice(threads_slower) -> None:
+    """The first step of every 10-step chunk takes 3x as long (cold after the pause between chunks). Reprobes land
+    on a chunk's last step; were the next chunk's cold first step paired with them, every reprobe would make the
+    other path look faster and the choice would flip back and forth. It is not measured, so it holds."""
+    clock = FakeClock()
+    chooser = ParallelChooser(clock=clock)  # the defaults: probe 5, window 9, reprobe every 20th step
+    ratio = 1.3 if threads_slower else 0.7
+
+    def cost(step: int, parallel: bool) -> float:
+        return (3.0 if step % 10 == 0 else 1.0) * (0.010 * ratio if parallel else 0.010)
+
+    paths = run_chooser(chooser, clock, 400, cost, chunk=10)
+    exploit = paths[100:]
+    taken = sum(exploit) if not threads_slower else len(exploit) - sum(exploit)
+    assert taken == len(exploit) - len(exploit) // 20  # the better path everywhere but the reprobes
+    assert chooser.faster() is (not threads_slower)
