@@ -144,7 +144,7 @@ class ParallelChooser:
     and no pair spans two chunks. Both paths give the identical chunk; only the time differs.
     """
 
-    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 20, margin: float = 0.9,
+    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 50, margin: float = 0.9,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if not (probe >= 1 and window >= probe and reprobe_every >= 2 and 0.0 < margin <= 1.0):
             raise ValueError(f"ParallelChooser needs probe >= 1, window >= probe, reprobe_every >= 2 and margin in "

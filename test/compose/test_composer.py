@@ -371,14 +371,14 @@ def test_a_chunks_cold_first_step_does_not_bias_the_choice(threads_slower) -> No
     on a chunk's last step; were the next chunk's cold first step paired with them, every reprobe would make the
     other path look faster and the choice would flip back and forth. It is not measured, so it holds."""
     clock = FakeClock()
-    chooser = ParallelChooser(clock=clock)  # the defaults: probe 5, window 9, reprobe every 20th step
+    chooser = ParallelChooser(clock=clock)  # the defaults: probe 5, window 9, reprobe every 50th step
     ratio = 1.3 if threads_slower else 0.7
 
     def cost(step: int, parallel: bool) -> float:
         return (3.0 if step % 10 == 0 else 1.0) * (0.010 * ratio if parallel else 0.010)
 
-    paths = run_chooser(chooser, clock, 400, cost, chunk=10)
+    paths = run_chooser(chooser, clock, 600, cost, chunk=10)
     exploit = paths[100:]
     taken = sum(exploit) if not threads_slower else len(exploit) - sum(exploit)
-    assert taken == len(exploit) - len(exploit) // 20  # the better path everywhere but the reprobes
+    assert taken == len(exploit) - len(exploit) // chooser.reprobe_every  # the better path but for the reprobes
     assert chooser.faster() is (not threads_slower)
