@@ -132,19 +132,22 @@ class ParallelChooser:
 
     Threads pay off when the forwards spend long stretches in torch ops without the GIL; with many small ops the
     threads hand the GIL over at every op and take longer than one after the other. Which holds depends on the
-    parents and on the machine's load, so it is measured on ``clock``, in pairs of adjacent steps that took
-    different paths (adjacent steps see about the same load; all steps of a chunk cost the same): the ratio
-    ``threads / one after the other`` of each such pair is kept (the last ``window``). Until ``probe`` ratios are
-    in, the paths alternate (threads first); then threads are used while the median ratio is below ``margin``,
-    and every ``reprobe_every``-th step takes the other path once (two more pairs), so a change of load is
-    noticed. ``margin`` < 1 because threads always cost more CPU time (the GIL hand-overs: +6 % to +100 %
-    measured, docs/graph.md), which a shared machine pays for; they must be clearly faster. The composer calls
-    :meth:`new_chunk` before each chunk: a chunk's first step is neither measured nor paired (it runs after the
-    idle time between chunks, with cold caches and a sleeping pool thread, and would bias whichever path it took),
-    and no pair spans two chunks. Both paths give the identical chunk; only the time differs.
+    parents and on the machine's load, so it is measured on ``clock``. A step's time runs from its
+    :meth:`parallel_next` to the next step's, so it includes what the composer does after the forwards (where a
+    pool thread going back to sleep still competes for the GIL). Steps are compared in pairs of adjacent steps of
+    one chunk that took different paths (adjacent steps see about the same load; all steps of a chunk cost the
+    same): the ratio ``threads / one after the other`` of each pair is kept (the last ``window``). Until ``probe``
+    ratios are in, the paths alternate; then threads are used while the median ratio is below ``margin``, and
+    after every ``reprobe_every`` measured steps one step takes the other path (two more pairs), so a change of
+    load is noticed. ``margin`` < 1 because threads always cost more CPU time (the GIL hand-overs: +6 % to
+    +100 % measured, docs/graph.md), which a shared machine pays for; they must be clearly faster.
+
+    The composer calls :meth:`new_chunk` before each chunk. A chunk's first step (after the pause between chunks:
+    cold caches, a sleeping pool thread) and its last (no next step to end it) are not measured, and no pair spans
+    two chunks. Both paths give the identical chunk; only the time differs.
     """
 
-    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 50, margin: float = 0.9,
+    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 40, margin: float = 0.9,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if not (probe >= 1 and window >= probe and reprobe_every >= 2 and 0.0 < margin <= 1.0):
             raise ValueError(f"ParallelChooser needs probe >= 1, window >= probe, reprobe_every >= 2 and margin in "
@@ -153,36 +156,47 @@ class ParallelChooser:
         self.probe, self.reprobe_every, self.margin, self.clock = probe, reprobe_every, margin, clock
         self.ratios: deque[float] = deque(maxlen=window)
         """``threads / one after the other`` step time of recent adjacent pairs."""
-        self._last: tuple[bool, float] | None = None
-        self._steps = 0
-        self._skip = False
+        self._steps: int | None = None  # steps of the running chunk (None: unknown, one endless chunk)
+        self._index = -1  # index of the running step in its chunk
+        self._open: tuple[bool, float] | None = None  # the running step's path and start, if it is measured
+        self._last: bool | None = None  # the previous step's path
+        self._measured: tuple[int, bool, float] | None = None  # the last measured step: index, path, seconds
+        self._since_reprobe = 0
+
+    def new_chunk(self, steps: int | None = None) -> None:
+        """A chunk of ``steps`` denoising steps begins (see the class docstring)."""
+        self._steps, self._index, self._open, self._measured = steps, -1, None, None
 
     def parallel_next(self) -> bool:
-        """Whether the next step runs the parents in threads."""
-        self._steps += 1
+        """Whether the next step runs the parents in threads (also ends the previous step's measurement)."""
+        now = self.clock()
+        self._index += 1
+        if self._open is not None:
+            self._record(self._index - 1, self._open[0], now - self._open[1])
         if len(self.ratios) < self.probe:
-            return self._last is None or not self._last[0]  # alternate, threads first
-        best = self.faster()
-        return (not best) if self._steps % self.reprobe_every == 0 else best
+            parallel = self._last is None or not self._last  # alternate, threads first
+        else:
+            parallel = bool(self.faster())
+            last_possible = self._steps is None or self._index <= self._steps - 3  # both pairs inside the chunk
+            if self._since_reprobe >= self.reprobe_every and self._index >= 1 and last_possible:
+                parallel, self._since_reprobe = not parallel, 0
+        self._open = (parallel, now) if self._index >= 1 else None  # a chunk's first step is not measured
+        self._last = parallel
+        return parallel
 
     def faster(self) -> bool | None:
         """True if threads are clearly faster (median ratio < ``margin``), else False; None before any pair."""
         return statistics.median(self.ratios) < self.margin if self.ratios else None
 
-    def new_chunk(self) -> None:
-        """A chunk begins: its first step will not be measured (see the class docstring)."""
-        self._skip = True
-
-    def record(self, parallel: bool, seconds: float) -> None:
-        """One step's time (s, on ``clock``) and the path it took."""
-        if self._skip:
-            self._skip, self._last = False, None
+    def _record(self, index: int, parallel: bool, seconds: float) -> None:
+        """Step ``index`` of this chunk took ``seconds`` on path ``parallel``; a ratio if its predecessor differs."""
+        self._since_reprobe += 1
+        previous, self._measured = self._measured, (index, parallel, seconds)
+        if previous is None or previous[0] != index - 1 or previous[1] == parallel:
             return
-        if self._last is not None and self._last[0] != parallel:
-            threads, sequential = (seconds, self._last[1]) if parallel else (self._last[1], seconds)
-            if sequential > 0.0:
-                self.ratios.append(threads / sequential)
-        self._last = (parallel, seconds)
+        threads, sequential = (seconds, previous[2]) if parallel else (previous[2], seconds)
+        if sequential > 0.0:
+            self.ratios.append(threads / sequential)
 
 
 class Composer:
@@ -323,7 +337,7 @@ class Composer:
             return self.denoise(x_t, point, repeated, pos_w, active)
 
         if self.chooser is not None:
-            self.chooser.new_chunk()
+            self.chooser.new_chunk(network_calls_per_chunk(self.sampler, first))
 
         x = self.sampler.run(x, denoise, generator, start_index=first)
         lengths = composed_horizons(row_w, [p.action_horizon for p in self.parents])  # (M,)
@@ -379,7 +393,6 @@ class Composer:
             results = {i: self._convert(i, pending[i].result(), *inputs[i], point, x.dtype, with_x0) for i in jobs}
         elif self._pool is not None and len(jobs) > 1:
             parallel = self.chooser.parallel_next() if self.chooser is not None else True
-            start = self.chooser.clock() if self.chooser is not None else 0.0
             if parallel:  # first parent on this thread, the others on the pool
                 futures = {i: self._pool.submit(self._predict, i, x, point, encodings[i], with_x0) for i in jobs[1:]}
                 results = {jobs[0]: self._predict(jobs[0], x, point, encodings[jobs[0]], with_x0)}
@@ -388,8 +401,6 @@ class Composer:
             else:
                 results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
                 self.stats.sequential_steps += 1
-            if self.chooser is not None:
-                self.chooser.record(parallel, self.chooser.clock() - start)
         else:
             if len(jobs) > 1:
                 self.stats.sequential_steps += 1
