@@ -5,9 +5,13 @@ Parents: the ``small`` preset (the shipped size) RGB diffusion policy (96x96 ima
 policy (512 points; ``--unet-down-dims`` scales both heads up), random weights, saved as checkpoints and loaded by
 the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch 1. Cases, interleaved round by round:
 
-* ``one parent alone``: the plain in-process Composer with the RGB parent (encode + sample), 1 torch thread;
-* ``K=2 in-process Composer``: the plain Composer with both parents, sequential, 1 torch thread;
-* ``K=2 graph, in-process hosts``: the composer core over host cores in this process (no serialisation);
+* ``one parent alone``: the plain in-process Composer with the RGB parent (encode + sample), 1 torch thread
+  (what a host runs: ``torch_threads: 1``); ``one parent alone, 2 torch threads``: the same with 2 intra-op threads;
+* ``K=2 in-process Composer, sequential | threads | auto``: the plain Composer with both parents, 1 torch thread,
+  ``parallel_parents`` False (one after the other), True (the second parent's forward on a pool thread) or
+  ``"auto"`` (measured per step, the faster path; :class:`~gpc_ros.compose.composer.ParallelChooser`);
+* ``K=2 graph, in-process hosts, sequential | threads | auto``: the composer core over host cores in this process
+  (no serialisation; ``deployment: in_process``), the same three settings (``threads`` was the node's default);
 * ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
   every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping; the
   exchange topics on a dedicated :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint` on both sides (wait-set
@@ -27,7 +31,9 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
   converted to a ``Float64MultiArray`` and back, in this process: no DDS, no executor).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_graph.py [--rounds N]``. Each figure is a median over rounds;
-ratios are to ``one parent alone`` of the same run. The machine's load average is printed before and after.
+ratios are to ``one parent alone`` of the same run; ``cpu ms`` is this process's CPU time per chunk (all its
+threads; for the separate-host cases the hosts' is not in it). The machine's load average is printed before and
+after.
 """
 
 from __future__ import annotations
@@ -290,11 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         pinned = GraphComposer(pinned_config, [wire.handles[n] for n in pinned_names]) if args.pin else None
         pinned_pool = GraphComposer(pinned_config, [wire.handles[n] for n in pinned_names], split_phase=False) \
             if args.pin and args.pool else None
-        in_process = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in
-                                                            config.__dataclass_fields__}, "composer": sequential}),
-                                   [LocalHost(local["rgb"]), LocalHost(local["pcd"])])
+        in_process, two = {}, {}
+        for mode, parallel in (("sequential", False), ("threads", True), ("auto", "auto")):
+            composer_config = replace(sequential, parallel_parents=parallel)
+            in_process[mode] = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in
+                                                                      config.__dataclass_fields__},
+                                                                   "composer": composer_config}),
+                                             [LocalHost(local["rgb"]), LocalHost(local["pcd"])])
+            two[mode] = Composer([local["rgb"].parent, local["pcd"].parent], composer_config)
         one = Composer([local["rgb"].parent], sequential)
-        two = Composer([local["rgb"].parent, local["pcd"].parent], sequential)
         t_obs = time.time()
         for core in local.values():
             fill(core, t_obs)
@@ -304,10 +314,16 @@ def main(argv: list[str] | None = None) -> int:
         goal_local.window.add_state(0.0, np.array([0.45, 0.0, 0.4]))
         cases = {
             "one parent alone": lambda: one.compose(one.encode([obs["rgb"]]), w1, generator=0),
-            "K=2 in-process Composer": lambda: two.compose(two.encode([obs["rgb"], obs["pcd"]]), w2, generator=0),
-            "K=2 graph, in-process hosts": lambda: in_process.compose(t_obs + 0.01),
-            "K=2 graph, separate hosts": lambda: _checked(separate.compose(wire.now_s())),
+            "one parent alone, 2 torch threads": lambda: _threads(
+                2, lambda: one.compose(one.encode([obs["rgb"]]), w1, generator=0)),
         }
+        for mode in two:
+            cases[f"K=2 in-process Composer, {mode}"] = lambda c=two[mode]: c.compose(
+                c.encode([obs["rgb"], obs["pcd"]]), w2, generator=0)
+        for mode in in_process:
+            cases[f"K=2 graph, in-process hosts, {mode}"] = lambda g=in_process[mode]: _checked(
+                g.compose(t_obs + 0.01))
+        cases["K=2 graph, separate hosts"] = lambda: _checked(separate.compose(wire.now_s()))
         if pool is not None:
             cases["K=2 graph, separate, pool"] = lambda: _checked(pool.compose(wire.now_s()))
         if pinned is not None:
@@ -320,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             cases["K=2 graph, separate, on main nodes"] = lambda: _checked(before.compose(wire.now_s()))
         setups = {"endpoint": "goal", **({"on main nodes": "goal_before"} if args.before else {})}
         times: dict[str, list[float]] = {k: [] for k in cases}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
         exchange: dict[str, list[float]] = {k: [] for k in setups}
         local_predict: dict[str, list[float]] = {k: [] for k in setups}
         for _ in range(3):  # warm-up
@@ -330,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             order = list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]  # no case always first
             for name, fn in order:
                 sends.case = name
+                cpu0 = time.process_time()
                 times[name].append(timed(fn))
+                cpu[name].append(time.process_time() - cpu0)
             sends.case = None
             corr = 10_000 + r
             goal_local.encode(corr, 1.0)
@@ -344,10 +363,18 @@ def main(argv: list[str] | None = None) -> int:
         load_after = os.getloadavg()
         base = statistics.median(times["one parent alone"])
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
-        print(f"  {'case':<36} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13}")
+        print(f"  {'case':<42} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'cpu ms':>8}")
         for name, values in times.items():
             med, p90 = statistics.median(values), float(np.percentile(values, 90))
-            print(f"  {name:<36} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x")
+            print(f"  {name:<42} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x "
+                  f"{statistics.median(cpu[name]) * 1e3:8.1f}")
+        graph_auto = next(iter(in_process["auto"]._composers.values()))[0]  # the core Composer it built
+        for what, composer in (("K=2 in-process Composer, auto", two["auto"]),
+                               ("K=2 graph, in-process hosts, auto", graph_auto)):
+            chooser, stats = composer.chooser, composer.stats
+            print(f"  {what}: steps in threads {stats.parallel_steps}, one after the other {stats.sequential_steps}; "
+                  f"step time threads / one after the other, median of the last {len(chooser.ratios)} adjacent "
+                  f"pairs: {statistics.median(chooser.ratios):.2f}")
         print("\n  second host's request of a step sent after the first (median, p90; timed rounds only):")
         for name, gaps in sends.gaps().items():
             print(f"  {name:<36} {statistics.median(gaps) * 1e3:.3f} ms, p90 "
@@ -379,6 +406,15 @@ def _serialise_round_trip(x: torch.Tensor) -> None:
     received = conversions.exchange_from_msg(conversions.exchange_to_msg(request))
     reply = protocol.Exchange(protocol.KIND_PREDICT, 1, 0, 0.0, 0, 0, 32, 1, received.tensor)
     conversions.exchange_from_msg(conversions.exchange_to_msg(reply))
+
+
+def _threads(n: int, fn):
+    """``fn()`` with ``n`` torch intra-op threads (process-global), then back to 1."""
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(1)
 
 
 def _checked(result) -> None:

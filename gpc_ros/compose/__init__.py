@@ -8,7 +8,7 @@ alignment), :mod:`.parent` (the parent contract), :mod:`.operators` (convex, lin
 See docs/compose.md.
 """
 
-from gpc_ros.compose.composer import ComposedChunk, Composer, ComposerConfig, ComposerStats
+from gpc_ros.compose.composer import ComposedChunk, Composer, ComposerConfig, ComposerStats, ParallelChooser
 from gpc_ros.compose.errors import (
                                     CompositionError,
                                     IncompatibleParentError,
@@ -26,8 +26,8 @@ from gpc_ros.compose.warm_start import RunningPlan, WarmStart, WarmStartConfig, 
 __all__ = [
     "ActionNormalization", "ComposedChunk", "Composer", "ComposerConfig", "ComposerStats", "CompositionError",
     "ConvexOperator", "FlowTime", "IncompatibleParentError", "InvalidPredictionError", "InvalidWeightsError",
-    "LinearOperator", "MixtureOperator",
-    "NoiseLevel", "NonFinitePredictionError", "Parameterization", "ParentPolicy", "RunningPlan", "SamplerConfig",
+    "LinearOperator", "MixtureOperator", "NoiseLevel", "NonFinitePredictionError", "ParallelChooser",
+    "Parameterization", "ParentPolicy", "RunningPlan", "SamplerConfig",
     "VPTime", "WarmStart", "WarmStartConfig", "make_operator", "make_sampler", "make_vp_scheduler",
     "warm_start_from_plan",
 ]

@@ -17,7 +17,10 @@ once per parent and counted in :attr:`Composer.stats`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -65,8 +68,11 @@ class ComposerConfig:
     dtype: Literal["float32", "float64"] = "float32"
     """Dtype of the sampled chunk and of the tensors handed to parents."""
     # --- execution and monitoring
-    parallel_parents: bool = False
-    """Call the K parents' forward passes in K threads (torch releases the GIL inside ops). Split-phase parents
+    parallel_parents: bool | Literal["auto"] = False
+    """True: call the K parents' forward passes in K threads (torch releases the GIL inside ops); False: one after
+    the other; "auto": measure both per denoising step and use the faster (:class:`ParallelChooser`). Threads pay
+    off for parents with big ops; with many small ops they hand the GIL over at every op and are slower than one
+    after the other (docs/graph.md). Same chunk on every path. Split-phase parents
     (:class:`~gpc_ros.compose.parent.SplitPhaseParent`, proxies to remote hosts) need no threads: when every
     parent called at a step is split-phase, all are submitted from the calling thread, then collected."""
     return_parent_chunks: bool = True
@@ -76,6 +82,9 @@ class ComposerConfig:
         make_operator(self.operator, self.allow_unnormalized_weights)  # validates operator + flag
         if self.dtype not in DTYPES:
             raise ValueError(f"ComposerConfig.dtype must be one of {sorted(DTYPES)}; got {self.dtype!r}")
+        if not (isinstance(self.parallel_parents, bool) or self.parallel_parents == "auto"):
+            raise ValueError(f"ComposerConfig.parallel_parents must be True, False or 'auto'; "
+                             f"got {self.parallel_parents!r}")
         if not isinstance(self.sampler, SamplerConfig):
             raise ValueError(f"ComposerConfig.sampler must be a SamplerConfig; got {type(self.sampler).__name__}")
         if not isinstance(self.warm_start, WarmStartConfig):
@@ -112,6 +121,82 @@ class ComposerStats:
     out_of_range_levels: dict[str, int] = field(default_factory=dict)
     """Parent name -> grid levels located outside that parent's time range (its time clamped to the range's end);
     each distinct level is counted once, when first located."""
+    parallel_steps: int = 0
+    """Denoising steps whose (two or more, not split-phase) parents ran in threads."""
+    sequential_steps: int = 0
+    """Denoising steps whose (two or more, not split-phase) parents ran one after the other."""
+
+
+class ParallelChooser:
+    """Chooses, per denoising step, whether the parents' forward passes run in threads (``"auto"``).
+
+    Threads pay off when the forwards spend long stretches in torch ops without the GIL; with many small ops the
+    threads hand the GIL over at every op and take longer than one after the other. Which holds depends on the
+    parents and on the machine's load, so it is measured on ``clock``. A step's time runs from its
+    :meth:`parallel_next` to the next step's, so it includes what the composer does after the forwards (where a
+    pool thread going back to sleep still competes for the GIL). Steps are compared in pairs of adjacent steps of
+    one chunk that took different paths (adjacent steps see about the same load; all steps of a chunk cost the
+    same): the ratio ``threads / one after the other`` of each pair is kept (the last ``window``). Until ``probe``
+    ratios are in, the paths alternate; then threads are used while the median ratio is below ``margin``, and
+    after every ``reprobe_every`` measured steps one step takes the other path (two more pairs), so a change of
+    load is noticed. ``margin`` < 1 because threads always cost more CPU time (the GIL hand-overs: +6 % to
+    +100 % measured, docs/graph.md), which a shared machine pays for; they must be clearly faster.
+
+    The composer calls :meth:`new_chunk` before each chunk. A chunk's first step (after the pause between chunks:
+    cold caches, a sleeping pool thread) and its last (no next step to end it) are not measured, and no pair spans
+    two chunks. Both paths give the identical chunk; only the time differs.
+    """
+
+    def __init__(self, probe: int = 5, window: int = 9, reprobe_every: int = 40, margin: float = 0.9,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if not (probe >= 1 and window >= probe and reprobe_every >= 2 and 0.0 < margin <= 1.0):
+            raise ValueError(f"ParallelChooser needs probe >= 1, window >= probe, reprobe_every >= 2 and margin in "
+                             f"(0, 1]; got probe={probe}, window={window}, reprobe_every={reprobe_every}, "
+                             f"margin={margin}")
+        self.probe, self.reprobe_every, self.margin, self.clock = probe, reprobe_every, margin, clock
+        self.ratios: deque[float] = deque(maxlen=window)
+        """``threads / one after the other`` step time of recent adjacent pairs."""
+        self._steps: int | None = None  # steps of the running chunk (None: unknown, one endless chunk)
+        self._index = -1  # index of the running step in its chunk
+        self._open: tuple[bool, float] | None = None  # the running step's path and start, if it is measured
+        self._last: bool | None = None  # the previous step's path
+        self._measured: tuple[int, bool, float] | None = None  # the last measured step: index, path, seconds
+        self._since_reprobe = 0
+
+    def new_chunk(self, steps: int | None = None) -> None:
+        """A chunk of ``steps`` denoising steps begins (see the class docstring)."""
+        self._steps, self._index, self._open, self._measured = steps, -1, None, None
+
+    def parallel_next(self) -> bool:
+        """Whether the next step runs the parents in threads (also ends the previous step's measurement)."""
+        now = self.clock()
+        self._index += 1
+        if self._open is not None:
+            self._record(self._index - 1, self._open[0], now - self._open[1])
+        if len(self.ratios) < self.probe:
+            parallel = self._last is None or not self._last  # alternate, threads first
+        else:
+            parallel = bool(self.faster())
+            last_possible = self._steps is None or self._index <= self._steps - 3  # both pairs inside the chunk
+            if self._since_reprobe >= self.reprobe_every and self._index >= 1 and last_possible:
+                parallel, self._since_reprobe = not parallel, 0
+        self._open = (parallel, now) if self._index >= 1 else None  # a chunk's first step is not measured
+        self._last = parallel
+        return parallel
+
+    def faster(self) -> bool | None:
+        """True if threads are clearly faster (median ratio < ``margin``), else False; None before any pair."""
+        return statistics.median(self.ratios) < self.margin if self.ratios else None
+
+    def _record(self, index: int, parallel: bool, seconds: float) -> None:
+        """Step ``index`` of this chunk took ``seconds`` on path ``parallel``; a ratio if its predecessor differs."""
+        self._since_reprobe += 1
+        previous, self._measured = self._measured, (index, parallel, seconds)
+        if previous is None or previous[0] != index - 1 or previous[1] == parallel:
+            return
+        threads, sequential = (seconds, previous[2]) if parallel else (previous[2], seconds)
+        if sequential > 0.0:
+            self.ratios.append(threads / sequential)
 
 
 class Composer:
@@ -144,7 +229,8 @@ class Composer:
         self._parameterizations = [Parameterization.parse(p.parameterization) for p in self.parents]
         self._where: dict[tuple[int, NoiseLevel], ParentTime] = {}  # parent time per grid level (fixed grids)
         self._pool = (ThreadPoolExecutor(len(self.parents), thread_name_prefix="gpc-parent")
-                      if self.config.parallel_parents else None)
+                      if self.config.parallel_parents else None)  # True or "auto"
+        self.chooser = ParallelChooser() if self.config.parallel_parents == "auto" else None
         self._split_phase = [is_split_phase(p) for p in self.parents]
 
     # ------------------------------------------------------------------ validation
@@ -250,6 +336,9 @@ class Composer:
         def denoise(x_t: torch.Tensor, point: GridPoint) -> tuple[torch.Tensor, torch.Tensor]:
             return self.denoise(x_t, point, repeated, pos_w, active)
 
+        if self.chooser is not None:
+            self.chooser.new_chunk(network_calls_per_chunk(self.sampler, first))
+
         x = self.sampler.run(x, denoise, generator, start_index=first)
         lengths = composed_horizons(row_w, [p.action_horizon for p in self.parents])  # (M,)
         x = hold_tail(x, lengths)
@@ -302,11 +391,19 @@ class Composer:
             pending = {i: self.parents[i].submit(x_in, where.value, encodings[i])
                        for i, (where, x_in) in inputs.items()}
             results = {i: self._convert(i, pending[i].result(), *inputs[i], point, x.dtype, with_x0) for i in jobs}
-        elif self._pool is not None and len(jobs) > 1:  # first parent on this thread, the others on the pool
-            futures = {i: self._pool.submit(self._predict, i, x, point, encodings[i], with_x0) for i in jobs[1:]}
-            results = {jobs[0]: self._predict(jobs[0], x, point, encodings[jobs[0]], with_x0)}
-            results.update({i: future.result() for i, future in futures.items()})
+        elif self._pool is not None and len(jobs) > 1:
+            parallel = self.chooser.parallel_next() if self.chooser is not None else True
+            if parallel:  # first parent on this thread, the others on the pool
+                futures = {i: self._pool.submit(self._predict, i, x, point, encodings[i], with_x0) for i in jobs[1:]}
+                results = {jobs[0]: self._predict(jobs[0], x, point, encodings[jobs[0]], with_x0)}
+                results.update({i: future.result() for i, future in futures.items()})
+                self.stats.parallel_steps += 1
+            else:
+                results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
+                self.stats.sequential_steps += 1
         else:
+            if len(jobs) > 1:
+                self.stats.sequential_steps += 1
             results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
         zeros = torch.zeros_like(x)
         eps_hat = combine([results[i][0] if i in results else zeros for i in range(len(self.parents))], weights)

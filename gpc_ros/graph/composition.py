@@ -59,7 +59,10 @@ class ComposerNodeConfig:
     """One weight per parent (changeable at run time; the next chunk uses them; 0 = the parent is not called)."""
     deployment: Literal["separate", "in_process"] = "separate"
     """separate (each host its own process, steps over DDS) | in_process (host nodes inside this process)."""
-    composer: ComposerConfig = field(default_factory=lambda: ComposerConfig(parallel_parents=True))
+    composer: ComposerConfig = field(default_factory=lambda: ComposerConfig(parallel_parents="auto"))
+    """How to sample. ``composer.parallel_parents`` matters for in-process hosts only (separate hosts' steps are
+    sent split-phase and overlap in their own processes): "auto" runs the parents' forwards in threads when that
+    measures faster than one after the other (docs/graph.md)."""
     seed: int = 0
     """Chunk k (k-th published, from 0) is sampled with torch seed seed + k; -1 = a fresh random seed each chunk."""
     # --- timing
@@ -440,8 +443,10 @@ class GraphComposer:
     """Composes the hosts' parents per chunk (see the module docstring); thread-safe for weight changes.
 
     ``split_phase`` (default True): remote hosts' steps are sent from the composer's thread, then awaited; False
-    sends each from its own thread of the core Composer's ``parallel_parents`` pool (the path before split-phase,
-    kept for comparison, e.g. in ``bench/bench_graph.py``). Both give the identical chunk.
+    sends each from its own thread of the core Composer's pool with ``composer.parallel_parents`` True (the path
+    before split-phase, kept for comparison, e.g. in ``bench/bench_graph.py``). Both give the identical chunk.
+    In-process hosts (:class:`LocalHost`) follow ``composer.parallel_parents`` (threads, one after the other, or
+    "auto": whichever measures faster).
     """
 
     def __init__(self, config: ComposerNodeConfig, handles: Sequence[HostHandle], split_phase: bool = True) -> None:

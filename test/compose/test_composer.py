@@ -14,6 +14,7 @@ from gpc_ros.compose import (
     Composer,
     ComposerConfig,
     FlowTime,
+    ParallelChooser,
     SamplerConfig,
     VPTime,
     WarmStart,
@@ -75,18 +76,136 @@ def test_same_seed_same_chunk_other_seed_other_chunk() -> None:
         assert not torch.allclose(first, other), kind
 
 
-def test_parallel_parent_threads_give_the_same_chunk() -> None:
+@pytest.mark.parametrize("parallel_parents", [True, "auto"])
+def test_parallel_parent_threads_give_the_same_chunk(parallel_parents) -> None:
+    """Threads, and "auto" switching between threads and one after the other within a chunk: the same chunk."""
     parents = [gaussian("a"), gaussian("b", kind="v_prediction"), gaussian("c", kind="flow_velocity",
                                                                            convention=FlowTime())]
     observations = [obs(0.5), obs(-0.5), obs(0.1)]
+    weights = paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1])
     sequential = make(parents)
+    want = sequential.compose(sequential.encode(observations), weights, generator=5)
+    with make(parents, parallel_parents=parallel_parents) as parallel:
+        for _ in range(3):  # "auto": probing (alternating paths) in the first chunk, its choice in the later ones
+            got = parallel.compose(parallel.encode(observations), weights, generator=5)
+            assert torch.equal(got.actions, want.actions)
+            for name in "abc":
+                assert torch.equal(got.parent_actions[name], want.parent_actions[name])
+        stats = parallel.stats
+    assert sequential.stats.sequential_steps == 10 and sequential.stats.parallel_steps == 0
+    if parallel_parents is True:
+        assert (stats.parallel_steps, stats.sequential_steps) == (30, 0)
+    else:  # the first chunk alternated until 5 adjacent pairs were measured: both paths ran in it
+        assert stats.parallel_steps >= 3 and stats.sequential_steps >= 3
+        assert stats.parallel_steps + stats.sequential_steps == 30
+
+
+class Rendezvous(GaussianParent):
+    """A Gaussian parent whose ``predict`` records its thread and waits at a barrier shared by two parents.
+
+    Both predictions of a step pass the barrier only if both are in progress at the same time, i.e. they
+    overlap (the barrier's timeout is generous and only ends a broken run; nothing is timed).
+    """
+
+    def __init__(self, name: str, barrier, log: list) -> None:
+        super().__init__(name, "epsilon", VP, 8, D, 0.1)
+        self.barrier, self.log = barrier, log
+
+    def predict(self, x_t, timestep, encoding):
+        import threading
+
+        self.log.append((self.name, "start", threading.get_ident()))
+        self.barrier.wait()
+        out = super().predict(x_t, timestep, encoding)
+        self.log.append((self.name, "end", threading.get_ident()))
+        return out
+
+
+def test_parallel_parents_run_both_forwards_at_the_same_time_on_two_threads() -> None:
+    import threading
+
+    barrier, log = threading.Barrier(2, timeout=60.0), []
+    parents = [Rendezvous("a", barrier, log), Rendezvous("b", barrier, log)]
     with make(parents, parallel_parents=True) as parallel:
-        enc = parallel.encode(observations)
-        got = parallel.compose(enc, paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1]),
-                               generator=5)
-    want = sequential.compose(sequential.encode(observations),
-                              paper_grid()[:, :1] * [1, 0, 0] + [0, 0.5, 0.5] * (1 - paper_grid()[:, :1]), generator=5)
-    torch.testing.assert_close(got.actions, want.actions, rtol=0, atol=0)
+        got = parallel.compose(parallel.encode([obs(0.5), obs(-0.5)]), (0.5, 0.5), generator=3)
+    plain = [gaussian("a"), gaussian("b")]
+    sequential = make(plain)
+    want = sequential.compose(sequential.encode([obs(0.5), obs(-0.5)]), (0.5, 0.5), generator=3)
+    assert torch.equal(got.actions, want.actions)
+    assert not barrier.broken
+    for step in range(10):  # per step: both started before either ended, on two different threads
+        events = log[4 * step:4 * step + 4]
+        assert [e[1] for e in events[:2]] == ["start", "start"]
+        assert {e[0] for e in events[:2]} == {"a", "b"}
+        assert len({e[2] for e in events}) == 2
+    a_thread = {e[2] for e in log if e[0] == "a"}
+    assert a_thread == {threading.get_ident()}  # the first parent on the calling thread, the second on the pool
+
+
+class FakeClock:
+    """A clock that a test advances by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_chooser(chooser: ParallelChooser, clock: FakeClock, steps: int, cost, chunk: int = 0) -> list[bool]:
+    """``steps`` steps, each taking ``cost(step, parallel)`` s on ``clock``; the path each took.
+
+    ``chunk`` > 0: a new chunk every ``chunk`` steps (``new_chunk``, as the composer calls it).
+    """
+    paths = []
+    for step in range(steps):
+        if chunk and step % chunk == 0:
+            chooser.new_chunk(chunk)
+        parallel = chooser.parallel_next()  # a step lasts until the next step's parallel_next
+        clock.now += cost(step, parallel)
+        paths.append(parallel)
+    return paths
+
+
+@pytest.mark.parametrize("threads_s,sequential_s,expect_threads", [
+    (0.020, 0.040, True),    # big ops: the forwards overlap
+    (0.012, 0.007, False),   # small ops: the GIL hand-overs cost more than the overlap saves
+    (0.0301, 0.030, False),  # a tie goes to one after the other (no threads for nothing)
+    (0.028, 0.030, False),   # 7 % faster is not enough for the threads' extra CPU time (margin 0.9)
+    (0.026, 0.030, True),    # 13 % faster is
+])
+def test_the_chooser_alternates_first_then_keeps_the_faster_path_and_reprobes(
+        threads_s, sequential_s, expect_threads) -> None:
+    clock = FakeClock()
+    chooser = ParallelChooser(probe=3, window=5, reprobe_every=10, clock=clock)
+    assert chooser.faster() is None
+    paths = run_chooser(chooser, clock, 40, lambda step, par: threads_s if par else sequential_s)
+    # alternating until 3 pairs are measured (the first step is not measured; a step's time is known when the
+    # next one begins): steps 1-2, 2-3, 3-4
+    assert paths[:5] == [True, False, True, False, True]
+    assert chooser.faster() is expect_threads
+    reprobes = [i for i in range(5, 40) if paths[i] is not expect_threads]
+    assert reprobes == [11, 21, 31]  # after every 10 measured steps, one step takes the other path
+
+
+def test_the_chooser_follows_a_change_of_load_from_adjacent_pairs() -> None:
+    """Threads are faster for 100 steps, then 2x slower; the choice flips within a few reprobes.
+
+    A uniform slow-down of both paths (the machine got busier) does not flip it: only the ratio of adjacent
+    steps counts.
+    """
+    clock = FakeClock()
+    chooser = ParallelChooser(probe=3, window=5, reprobe_every=5, clock=clock)
+
+    def cost(step: int, parallel: bool) -> float:
+        load = 1.0 + 4.0 * ((step // 7) % 2)  # the whole machine 5x slower every other 7 steps
+        if step < 100:
+            return load * (0.02 if parallel else 0.04)
+        return load * (0.08 if parallel else 0.04)
+
+    paths = run_chooser(chooser, clock, 160, cost)
+    assert sum(paths[20:100]) >= 60  # threads kept through the load swings (only reprobes went the other way)
+    assert sum(paths[140:160]) <= 4  # after the change: one after the other, with a reprobe in threads
 
 
 class SplitPhase:
@@ -243,3 +362,22 @@ def test_warm_start_follows_a_changed_observation() -> None:
     assert chunk.network_calls == 5
     assert -0.8 - 0.05 < float(chunk.actions.mean()) < -0.8 + 0.2 * 1.6  # >= 80 % of the way from 0.8 to -0.8
     assert float(c.compose(enc, (1.0,), generator=0).actions.mean()) == pytest.approx(-0.8, abs=0.05)
+
+
+@pytest.mark.parametrize("threads_slower", [True, False])
+def test_a_chunks_cold_first_step_does_not_bias_the_choice(threads_slower) -> None:
+    """The first step of every 10-step chunk takes 3x as long (cold after the pause between chunks). Were it
+    measured and paired with its neighbours, it would make whichever path it took look slower and the choice would
+    flip back and forth. It is not measured and no pair spans two chunks, so the choice holds."""
+    clock = FakeClock()
+    chooser = ParallelChooser(clock=clock)  # the defaults: probe 5, window 9, reprobe every 50th step
+    ratio = 1.3 if threads_slower else 0.7
+
+    def cost(step: int, parallel: bool) -> float:
+        return (3.0 if step % 10 == 0 else 1.0) * (0.010 * ratio if parallel else 0.010)
+
+    paths = run_chooser(chooser, clock, 600, cost, chunk=10)
+    assert chooser.faster() is (not threads_slower)
+    reprobes = [i for i in range(100, 600) if paths[i] is threads_slower]
+    assert len(reprobes) == 10  # 40 measured steps (8 of each 10-step chunk) between two reprobes
+    assert all(i % 10 not in (0, 8, 9) for i in reprobes)  # both pairs of a reprobe inside its chunk

@@ -180,6 +180,7 @@ def test_unnormalized_weights_on_a_flow_grid_starting_at_pure_noise_are_refused(
     (lambda: SamplerConfig("flow_euler", flow_t_start=1.5), r"flow_t_start must be in \(0, 1\]; got 1.5"),
     (lambda: ComposerConfig(operator="and"), r"operator must be one of \['convex', 'linear', 'mixture'\]; got 'and'"),
     (lambda: ComposerConfig(dtype="float16"), r"ComposerConfig.dtype must be one of .*got 'float16'"),
+    (lambda: ComposerConfig(parallel_parents="yes"), r"parallel_parents must be True, False or 'auto'; got 'yes'"),
     (lambda: WarmStartConfig(remaining_fraction=0.0), r"remaining_fraction must be in \(0, 1\]; got 0.0"),
     (lambda: ActionNormalization.min_max([0.0], [0.0]), r"scale must be finite and > 0"),
 ])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_exchange_packs_float32_tensors_and_every_header_field_exactly() -> None
 
 def assert_plain_composers_chunk(cores, config: ComposerNodeConfig, result, seed: int) -> tuple[Composer, list]:
     """The graph's chunk (and each parent's) equals the plain in-process Composer's at weights (0.3, 0.7), ``seed``."""
-    reference = Composer([c.parent for c in cores], config.composer)
+    reference = Composer([c.parent for c in cores], replace(config.composer, parallel_parents=False))
     observations = [c.window.at(T0 + 0.01)[0] for c in cores]
     expected = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
                                  generator=seed)
@@ -114,11 +115,15 @@ def assert_plain_composers_chunk(cores, config: ComposerNodeConfig, result, seed
     return reference, observations
 
 
-@pytest.mark.parametrize("deployment", ["in_process", "wire"])
-def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) -> None:
+@pytest.mark.parametrize("deployment,parallel_parents", [
+    ("in_process", "auto"), ("in_process", True), ("in_process", False), ("wire", "auto")])
+def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment, parallel_parents) -> None:
+    """In process with the parents in threads, one after the other or "auto" (both in the first chunk: it
+    alternates while it measures), and over the wire: the plain sequential Composer's chunk."""
     cores = checkpoint_cores()
     config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
                                 step_timeout_s=GENEROUS_S)
+    config = replace(config, composer=replace(config.composer, parallel_parents=parallel_parents))
     handles = [LocalHost(c) for c in cores] if deployment == "in_process" else wire(cores)
     graph = GraphComposer(config, handles)
     result = graph.compose(T0 + 0.01)
@@ -129,6 +134,14 @@ def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment) ->
     again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
                               generator=6)
     assert torch.equal(second.actions, again.actions[0, 0])
+    (composer, *_), = graph._composers.values()
+    stats = composer.stats
+    if deployment == "wire":  # split-phase: neither threads nor one after the other
+        assert (stats.parallel_steps, stats.sequential_steps) == (0, 0)
+    elif parallel_parents == "auto":
+        assert stats.parallel_steps >= 3 and stats.sequential_steps >= 3
+    else:
+        assert (stats.parallel_steps > 0, stats.sequential_steps > 0) == (parallel_parents, not parallel_parents)
     graph.close()
     reference.close()
 
@@ -141,6 +154,7 @@ def test_split_phase_steps_leave_from_the_composers_thread_and_give_the_identica
     cores = checkpoint_cores()
     config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
                                 step_timeout_s=GENEROUS_S)
+    config = replace(config, composer=replace(config.composer, parallel_parents=True))  # the pool on every step
     sent: list[tuple[int, str, int]] = []
     handles = wire(cores)
     for handle in handles:
