@@ -164,8 +164,10 @@ def episode_rows(directories: Sequence[str | os.PathLike]) -> list[dict]:
 
 
 def row_parents(row: dict) -> list[str]:
-    """The parent names an episode row used: its ``parents`` field, else read from its arm id (``rgb``,
-    ``convex:rgb+pcd@0.9,0.1``)."""
+    """The parent names an episode row used.
+
+    Its ``parents`` field, else read from its arm id (``rgb``, ``convex:rgb+pcd@0.9,0.1``).
+    """
     if row.get("parents"):
         return list(row["parents"])
     arm = str(row["arm"])
