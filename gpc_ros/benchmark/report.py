@@ -21,7 +21,7 @@ from gpc_ros.benchmark.results import (
     read_rows,
     table,
 )
-from gpc_ros.benchmark.runner import bandit_arms, episodes_to_best, grid_arm_ids, grid_best
+from gpc_ros.benchmark.runner import bandit_arms, episodes_to_best, grid_arm_ids, grid_best_ties
 
 
 def _order(arm_ids: list[str]) -> list[Arm]:
@@ -91,13 +91,14 @@ def bandit_summary(directories: Sequence[Path], results: Sequence[ArmResult],
                 continue
             pair = tuple(rows[0]["parents"])
             seed = int(rows[0].get("search_seed", 0))
-            best = grid_best(results, pair, parents_as_endpoints)
+            ties = grid_best_ties(results, pair, parents_as_endpoints)
             ids = grid_arm_ids(results, pair, parents_as_endpoints)
             entry = {"pair": "+".join(pair), "episodes": len(rows), "search_seed": seed,
-                     "grid_best": bandit_arms(pair)[best].id if best is not None else None,
+                     "grid_best": bandit_arms(pair)[ties[0]].id if ties else None,
+                     "grid_best_tied_with": [bandit_arms(pair)[i].id for i in ties[1:]],
                      "grid_episodes": sum(r.episodes for r in results if r.arm in ids),
                      "endpoints_from_parents": sorted(a for a in ids if a in pair),
-                     "episodes_to_grid_best": episodes_to_best(rows, pair, best, seed) if best is not None else None}
+                     "episodes_to_grid_best": episodes_to_best(rows, pair, ties, seed) if ties else None}
             from gpc_ros.benchmark.runner import replay_search
 
             search = replay_search(rows, pair, seed)
@@ -152,12 +153,14 @@ def report(directories: Sequence[Path], plots: Path | None = None, json_path: Pa
         lines += ["The same arms re-run on other seeds:", "", markdown_agreement(agreements), ""]
     bandits = bandit_summary(directories, results, parents_as_endpoints)
     for b in bandits:
-        settled = (f"settled on the grid's best after {b['episodes_to_grid_best']} episodes"
-                   if b["episodes_to_grid_best"] is not None else "not settled on the grid's best (yet)")
+        best_word = "the grid's best" + (" (or an arm tied with it)" if b["grid_best_tied_with"] else "")
+        settled = (f"settled on {best_word} after {b['episodes_to_grid_best']} episodes"
+                   if b["episodes_to_grid_best"] is not None else f"not settled on {best_word} (yet)")
+        tied = f", tied with {', '.join(b['grid_best_tied_with'])}" if b["grid_best_tied_with"] else ""
         stand_in = (f", the parents alone {' and '.join(b['endpoints_from_parents'])} standing for its endpoints"
                     if b["endpoints_from_parents"] else "")
         lines.append(f"bandit {b['pair']}: {b['episodes']} episodes, its best {b['bandit_best']} "
-                     f"({b['bandit_best_successes']}/{b['bandit_best_trials']}); grid best {b['grid_best']} "
+                     f"({b['bandit_best_successes']}/{b['bandit_best_trials']}); grid best {b['grid_best']}{tied} "
                      f"({b['grid_episodes']} grid episodes{stand_in}); {settled}")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

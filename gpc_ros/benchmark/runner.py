@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -118,18 +118,19 @@ def run_bandit(directory: Path, pair: tuple[str, str], seeds: Sequence[int], epi
     return search
 
 
-def episodes_to_best(rows: Sequence[dict], pair: tuple[str, str], best_index: int, search_seed: int = 0
-                     ) -> int | None:
+def episodes_to_best(rows: Sequence[dict], pair: tuple[str, str], best_index: int | Collection[int],
+                     search_seed: int = 0) -> int | None:
     """After how many bandit episodes the search's best arm became ``best_index`` for good.
 
     Best = highest posterior mean; "for good" = until the last recorded episode. None if it is not the best at the
-    end.
+    end. ``best_index`` may be several indices (grid arms tied for best, :func:`grid_best_ties`): any of them counts.
     """
+    targets = {best_index} if isinstance(best_index, int) else set(best_index)
     search = WeightSearch(paper_grid(), list(pair), SearchConfig("thompson", seed=search_seed))
     settled: int | None = None
     for n, row in enumerate(rows, start=1):
         search.record(int(row["arm_index"]), bool(row["success"]))
-        if search.best().index == best_index:
+        if search.best().index in targets:
             settled = n if settled is None else settled
         else:
             settled = None
@@ -165,6 +166,21 @@ def grid_best(results, pair: tuple[str, str], parents_as_endpoints: bool = False
         return None
     best = max(measured, key=lambda r: (r.rate, r.wilson_low, r.episodes))
     return ids[best.arm]
+
+
+def grid_best_ties(results, pair: tuple[str, str], parents_as_endpoints: bool = False) -> list[int]:
+    """Indices of the measured grid arms tied for best, :func:`grid_best`'s arm first.
+
+    Tied: the same successes out of the same episodes. Empty if no grid arm was measured.
+    """
+    best = grid_best(results, pair, parents_as_endpoints)
+    if best is None:
+        return []
+    ids = grid_arm_ids(results, pair, parents_as_endpoints)
+    by_index = {i: r for r in results if r.episodes and (i := ids.get(r.arm)) is not None}
+    top = by_index[best]
+    return [best] + sorted(i for i, r in by_index.items()
+                           if i != best and (r.successes, r.episodes) == (top.successes, top.episodes))
 
 
 def arm_weights(rows: Sequence[dict]) -> np.ndarray:

@@ -404,3 +404,25 @@ def test_a_rerun_on_other_seeds_is_compared_arm_by_arm_with_the_table(tmp_path: 
     append_row(other / "episodes.shard-0-of-1.jsonl", {"arm": "a", "seed": 500, "success": True})
     with pytest.raises(ResultsMismatchError, match="another benchmark"):
         report([main], rerun=[other])
+
+
+def test_grid_arms_tied_for_best_all_count_as_the_grids_best() -> None:
+    """Two grid weights with the same successes out of the same episodes are both the grid's best: a search that
+    settles on either has found it (the colour RGB + DP3 grid has w_rgb 0.9 and 0.8 at 61/100 each)."""
+    from gpc_ros.benchmark.runner import grid_best, grid_best_ties
+
+    def rows(arm: str, successes: int, n: int = 10, first: int = 0) -> list[dict]:
+        return [{"arm": arm, "seed": s, "success": s < first + successes} for s in range(first, first + n)]
+
+    measured = rows("convex:a+b@0.9,0.1", 6) + rows("convex:a+b@0.8,0.2", 6, first=100) + rows("convex:a+b@0.5,0.5", 3)
+    results = table(measured)
+    assert grid_best(results, ("a", "b")) == 9 and grid_best_ties(results, ("a", "b")) == [9, 8]
+    # the same rate from more episodes is not a tie: its interval is narrower, and it is the best alone
+    assert grid_best_ties(table(measured + rows("convex:a+b@0.7,0.3", 12, n=20)), ("a", "b")) == [7]
+    assert grid_best_ties(table(rows("convex:a+b@0.5,0.5", 3)), ("a", "b")) == [5]
+    assert grid_best_ties(table(rows("a", 3)), ("a", "b")) == []
+    # a search whose best ends on the tied arm 8 (and never on 9) has settled on "the grid's best"
+    search_rows = [{"arm_index": 8, "success": True}] * 12 + [{"arm_index": 2, "success": False}] * 3
+    assert episodes_to_best(search_rows, ("a", "b"), 9) is None
+    n = episodes_to_best(search_rows, ("a", "b"), [9, 8])
+    assert n is not None and n == episodes_to_best(search_rows, ("a", "b"), 8)
