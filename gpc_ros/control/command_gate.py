@@ -181,6 +181,15 @@ class CommandGate:
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
                 robot_joint_velocities_rad_s: np.ndarray | None = None):
+        """The franky motion for ``cmd``: its target with the feed-forward velocity, then the same target at rest.
+
+        franky's planner is time-optimal and often reaches the target before the next motion replaces it (always when
+        the robot's clock runs faster than the executor's). With only the first waypoint franky then *holds* it: the
+        1 kHz command stopped dead from full speed within 1 ms (50 x the joint, 75 x the TCP acceleration bound,
+        ``test_stream_end_sim.py``) and the next motion started from that stop's acceleration. The second waypoint
+        makes the planner brake to rest at the target within its acceleration and jerk limits instead (it passes the
+        target by the braking distance, which the braking envelope / the Cartesian clamp's braking already allow for).
+        """
         previous = self._last
         self._last = cmd
         self.motions_built += 1
@@ -198,17 +207,21 @@ class CommandGate:
             over = float(np.max(np.abs(qd) / allowed))
             if over > 1.0:
                 qd = qd / over
-            state = franky.JointState(cmd.joint_positions_rad.astype(np.float64), qd.astype(np.float64))
-            return franky.JointWaypointMotion([franky.JointWaypoint(state)],
-                                              franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
+            q = cmd.joint_positions_rad.astype(np.float64)
+            waypoints = [franky.JointWaypoint(franky.JointState(q, qd.astype(np.float64)))]
+            if np.any(qd):
+                waypoints.append(franky.JointWaypoint(q))  # come to rest at the target if not preempted in time
+            return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
                                               return_when_finished=False)
         tcp = cmd.tcp
         v = tcp.step_velocity_m_s * feed_forward_scale
-        state = franky.CartesianState(
-            franky.RobotPose(franky.Affine(tcp.position_m.astype(np.float64), tcp.quaternion_xyzw.astype(np.float64))),
-            franky.RobotVelocity(franky.Twist(v.astype(np.float64), np.zeros(3))),
-        )
-        return franky.CartesianWaypointMotion([franky.CartesianWaypoint(state)], return_when_finished=False)
+        pose = franky.RobotPose(franky.Affine(tcp.position_m.astype(np.float64),
+                                              tcp.quaternion_xyzw.astype(np.float64)))
+        state = franky.CartesianState(pose, franky.RobotVelocity(franky.Twist(v.astype(np.float64), np.zeros(3))))
+        waypoints = [franky.CartesianWaypoint(state)]
+        if np.any(v):
+            waypoints.append(franky.CartesianWaypoint(pose))  # come to rest at the target if not preempted in time
+        return franky.CartesianWaypointMotion(waypoints, return_when_finished=False)
 
     def stop_motion(self, relative_dynamics_factor: float = 1.0):
         """Franky's planned stop for the streaming mode (``JointStopMotion`` / ``CartesianStopMotion``).
