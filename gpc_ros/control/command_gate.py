@@ -167,8 +167,9 @@ class CommandGate:
             fastest = directions[0] * float(np.min(limit / np.maximum(np.abs(directions[0]), 1e-12)))
             factor = self.braking.brakeable_scale(start, fastest, factor)
         if jac is not None and len(directions) > 1 and np.all(np.isfinite(directions[1])):
-            # Already faster than the limits (franky-sim restarts every motion from its lagging dq_d, which keeps the
-            # planner above a lowered limit for a while): aim lower by the same ratio, so the speed settles at it.
+            # Already faster than the limits (with franky-sim's own lagging dq_d every motion restarted above a lowered
+            # limit for a while; with the exact report after a limit was lowered): aim lower by the same ratio, so the
+            # speed settles at it.
             velocity = directions[1]
             over = max(float(np.linalg.norm(jac[:3] @ velocity)) / c.max_speed_m_s,
                        float(np.linalg.norm(jac[3:] @ velocity)) / c.max_rotation_speed_rad_s)
