@@ -29,6 +29,11 @@ from gpc_ros.control.joint_guard import JointCommand, JointSpaceGuard
 
 #: Streaming modes (ExecutorConfig.streaming_mode).
 STREAMING_MODES: tuple[str, ...] = ("joint", "cartesian")
+#: Dynamics of the last waypoint of a streamed motion, the target at rest (:meth:`CommandGate._motion`): the robot's
+#: limits, each axis braking on its own (franky's ``TimeIfNecessary`` synchronisation). Time-synchronised like the
+#: first waypoint, franky's planner failed now and then (``Motion planner failed with error code -111``, Ruckig's
+#: synchronisation error: 1 of 6 e-stop run-ups).
+BRAKE_TO_REST = franky.RelativeDynamicsFactor.MAX_DYNAMICS
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -188,8 +193,9 @@ class CommandGate:
         the robot's clock runs faster than the executor's). With only the first waypoint franky then *holds* it: the
         1 kHz command stopped dead from full speed within 1 ms (50 x the joint, 75 x the TCP acceleration bound,
         ``test_stream_end_sim.py``) and the next motion started from that stop's acceleration. The second waypoint
-        makes the planner brake to rest at the target within its acceleration and jerk limits instead (it passes the
-        target by the braking distance, which the braking envelope / the Cartesian clamp's braking already allow for).
+        makes the planner brake to rest at the target within the robot's acceleration and jerk limits instead, every
+        axis on its own (``BRAKE_TO_REST``); it passes the target by the braking distance, which the braking envelope /
+        the Cartesian clamp's braking already allow for.
         """
         previous = self._last
         self._last = cmd
@@ -211,7 +217,7 @@ class CommandGate:
             q = cmd.joint_positions_rad.astype(np.float64)
             waypoints = [franky.JointWaypoint(franky.JointState(q, qd.astype(np.float64)))]
             if np.any(qd):
-                waypoints.append(franky.JointWaypoint(q))  # come to rest at the target if not preempted in time
+                waypoints.append(franky.JointWaypoint(q, relative_dynamics_factor=BRAKE_TO_REST))
             return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
                                               return_when_finished=False)
         tcp = cmd.tcp
@@ -221,7 +227,7 @@ class CommandGate:
         state = franky.CartesianState(pose, franky.RobotVelocity(franky.Twist(v.astype(np.float64), np.zeros(3))))
         waypoints = [franky.CartesianWaypoint(state)]
         if np.any(v):
-            waypoints.append(franky.CartesianWaypoint(pose))  # come to rest at the target if not preempted in time
+            waypoints.append(franky.CartesianWaypoint(pose, relative_dynamics_factor=BRAKE_TO_REST))
         return franky.CartesianWaypointMotion(waypoints, return_when_finished=False)
 
     def stop_motion(self, relative_dynamics_factor: float = 1.0):
