@@ -3,7 +3,8 @@
 1. Limits per unit time at 10, 30 and 100 Hz chunk rates (a 0.2 m/s line, streamed for a few seconds): measured
    peak TCP speed / ``max_speed_m_s``, peak commanded acceleration / ``max_acceleration_m_s2``, and the largest
    velocity step between two consecutive 1 kHz commands (franky's motion callbacks: every command the robot got)
-   / its bound ``max_acceleration_m_s2 * 1 ms``; all on the robot's clock.
+   / its bound ``max_acceleration_m_s2 * 1 ms``, split into the steps at a re-plan (a new motion's first command) and
+   elsewhere, and the largest joint velocity step / ``max_joint_acceleration_rad_s2 * 1 ms``; all on the robot's clock.
 2. Streaming modes (joint vs cartesian) towards the unreachable in-box corner (0.75, 0.40, 0.05) of issue 9: how far
    the *measured* TCP / elbow / wrist left their boxes, joints past their hardware limits, peak speed / limit.
 3. Stops from 0.1, 0.3 and 0.5 m/s (limits raised to 0.6 m/s for this part): time and distance to rest.
@@ -37,7 +38,7 @@ CORNER = np.array([0.75, 0.40, 0.05])
 
 
 class CommandLog:
-    """A real franky.Robot whose motions get a 1 kHz callback recording (robot time, commanded TCP)."""
+    """A real franky.Robot whose motions get a 1 kHz callback recording (robot time, commanded TCP, joints, motion)."""
 
     def __init__(self, robot, kinematics: FR3Kinematics) -> None:
         object.__setattr__(self, "_robot", robot)
@@ -45,33 +46,41 @@ class CommandLog:
         object.__setattr__(self, "rows", [])
         object.__setattr__(self, "lock", threading.Lock())
         object.__setattr__(self, "recording", False)
+        object.__setattr__(self, "motions", 0)
 
     def move(self, motion, *args, **kwargs):
         if self.recording and hasattr(motion, "register_callback"):
             # The callback must not reference this wrapper or the robot: franky keeps it alive with the motion, and a
             # robot kept alive keeps franky-sim's only client slot (the next executor then cannot connect).
             kin, rows, lock = self._kin, self.rows, self.lock
+            index = self.motions
+            object.__setattr__(self, "motions", index + 1)
 
             def callback(state, dt, rel, abs_time, signal) -> None:
                 if hasattr(signal, "q"):
-                    p = kin.forward(np.array(signal.q))[0]
+                    q = np.array(signal.q)
+                    p = kin.forward(q)[0]
                 else:
+                    q = np.full(7, np.nan)
                     p = np.array(signal.O_T_EE)[12:15]
                 with lock:
-                    rows.append((abs_time.to_sec(), p))
+                    rows.append((abs_time.to_sec(), p, q, index))
             motion.register_callback(callback)
         return self._robot.move(motion, *args, **kwargs)
 
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(robot time, commanded TCP, commanded joints (NaN for Cartesian motions), motion index), time-ordered."""
         with self.lock:
             rows = list(self.rows)
             self.rows.clear()
         t = np.array([r[0] for r in rows])
         p = np.array([r[1] for r in rows]).reshape(-1, 3)
+        q = np.array([r[2] for r in rows]).reshape(-1, 7)
+        m = np.array([r[3] for r in rows], dtype=int)
         order = np.argsort(t, kind="stable")
-        t, p = t[order], p[order]
+        t, p, q, m = t[order], p[order], q[order], m[order]
         keep = np.concatenate([[True], np.diff(t) > 0]) if len(t) else np.zeros(0, bool)
-        return t[keep], p[keep]
+        return t[keep], p[keep], q[keep], m[keep]
 
     def __getattr__(self, name):
         return getattr(self._robot, name)
@@ -98,6 +107,35 @@ def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig)
     acc = np.linalg.norm(v[idx[ok]] - v[ok], axis=1) / (vt[idx[ok]] - vt[ok])
     return (float(speed.max()) / e.max_speed_m_s, float(acc.max()) / e.max_acceleration_m_s2,
             float(steps.max()) / (e.max_acceleration_m_s2 * 1e-3))
+
+
+def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray,
+                 e: SafetyEnvelopeConfig) -> tuple[float, float, float]:
+    """Where the 1 kHz steps are: (largest TCP step at a re-plan / bound, largest TCP step elsewhere / bound,
+    largest joint velocity step anywhere / (``max_joint_acceleration_rad_s2`` x 1 ms)).
+
+    A step "at a re-plan" is the change from the old motion's last commanded velocity to the new motion's first, or
+    from that to the new motion's second (within 1 ms of the re-plan).
+    """
+    if len(t) < 30:
+        return float("nan"), float("nan"), float("nan")
+    dt = np.diff(t)
+    one_ms = np.abs(dt - 1e-3) < 2e-4
+    ok = one_ms[1:] & one_ms[:-1]  # ok[k]: commands k, k+1, k+2 are 1 ms apart; the step is at command k+1
+    tcp = np.linalg.norm(np.diff(np.diff(p, axis=0) / dt[:, None], axis=0), axis=1)
+    joint = np.max(np.abs(np.diff(np.diff(q, axis=0) / dt[:, None], axis=0)), axis=1)
+    # command j+1 starts a motion when motion[j+1] != motion[j]; the step from the old motion's velocity to the new
+    # one's first is tcp[j-1] (commands j-1, j, j+1), the next one tcp[j]: both count as "at a re-plan"
+    starts = np.flatnonzero(np.diff(motion) != 0)
+    at_replan = np.zeros(len(tcp), bool)
+    near = np.concatenate([starts - 1, starts])
+    at_replan[near[(near >= 0) & (near < len(tcp))]] = True
+    bound, joint_bound = e.max_acceleration_m_s2 * 1e-3, e.max_joint_acceleration_rad_s2 * 1e-3
+    at = tcp[ok & at_replan]
+    away = tcp[ok & ~at_replan]
+    joints = joint[ok & np.isfinite(joint)]
+    return (float(at.max(initial=0.0)) / bound, float(away.max(initial=0.0)) / bound,
+            float(joints.max(initial=0.0)) / joint_bound)
 
 
 def start_executor(host: str, logs: list, **overrides) -> FrankaExecutor:
@@ -177,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"control_rate_hz={executor.config.control_rate_hz} streaming_mode={executor.config.streaming_mode} "
               f"max_speed_m_s={e.max_speed_m_s} max_acceleration_m_s2={e.max_acceleration_m_s2}; paced franky-sim\n")
         print("1) limits per unit time (0.2 m/s line; ratios to the configured limits, robot clock)")
-        print(f"{'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} {'1 ms dv/bound':>14}")
+        print(f"{'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} {'1 ms dv/bound':>14} "
+              f"{'at re-plans':>12} {'elsewhere':>10} {'joint 1 ms dq/bound':>20}")
         direction = 1.0
         for rate in args.rates_hz:
             snaps, detach = record(executor)
@@ -188,13 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             executor.stop()
             executor.wait_stopped(30.0)
             executor.enable(True)
-            t, p = logs[-1].take()
+            t, p, q, motion = logs[-1].take()
             v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e)
+            at_replans, elsewhere, joint_step = replan_split(t, p, q, motion, e)
             rt = np.array([s.robot_time_s for s in snaps])
             wall = np.array([s.time_s for s in snaps])
             pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
             meas = measured_extremes(executor, snaps)["speed_ratio"]
-            print(f"{rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} {step_ratio:14.2f}")
+            print(f"{rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} {step_ratio:14.2f} "
+                  f"{at_replans:12.2f} {elsewhere:10.2f} {joint_step:20.2f}")
             direction = -direction
         executor.close()
 

@@ -3,16 +3,19 @@
 Pure numpy and the FR3 model, no franky.
 
 Every streamed motion restarts franky's planner (Ruckig) from the state the robot reports: the last command's
-position, but the *reported* velocity ``dq_d``. franky-sim reports a low-pass of the commanded velocity (about 20 ms
-behind), so a re-plan every 10-20 ms of robot time restarts each braking from a velocity it had already shed: measured
-on franky-sim, a joint braked at 1.35 rad/s^2 where the planner's limit is 5 rad/s^2, overshot its target by 0.25 rad
-and carried the commanded TCP 46 mm out of the workspace box (docs/driver.md). The joint-space check of each
-*target* cannot see this; what bounds it is the planner's speed.
+position, but the *reported* velocity ``dq_d`` and acceleration ``ddq_d``. franky-sim 1.0.4 itself reports a low-pass
+of the commanded velocity (about 20 ms behind); with it a re-plan every 10-20 ms of robot time restarted each braking
+from a velocity it had already shed: a joint braked at 1.35 rad/s^2 where the planner's limit is 5 rad/s^2, overshot
+its target by 0.25 rad and carried the commanded TCP 46 mm out of the workspace box (docs/driver.md). Since
+2026-12-02 the sim server reports the exact last commanded state, as a real FR3 does
+(:class:`gpc_ros.sim.franky_sim_server.CommandedState`), and re-plans brake at the planner's limit; the envelope below
+was tuned against the low-pass and is kept as a conservative bound (not re-tuned). The joint-space check of each
+*target* cannot see any of this; what bounds it is the planner's speed.
 
 So the motion's velocity factor (:meth:`~gpc_ros.control.command_gate.CommandGate.joint_speed_factor`) is also
 limited by this envelope. From the robot's commanded joints ``q``, a joint velocity ``v`` is *brakeable* when the arm,
-every joint braking on its own at ``braking_deceleration_rad_s2`` after a delay of ``braking_lag_s`` (franky-sim's
-re-plans brake each joint like that, so the path bends as the slower joints stop first)::
+every joint braking on its own at ``braking_deceleration_rad_s2`` after a delay of ``braking_lag_s`` (with franky-sim's
+low-passed report, re-plans braked each joint like that, so the path bends as the slower joints stop first)::
 
     q_i(t) = q_i + v_i min(t, lag) + sign(v_i) (|v_i| tau - a tau^2 / 2),   tau = clip(t - lag, 0, |v_i| / a)
 

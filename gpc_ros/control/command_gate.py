@@ -29,6 +29,11 @@ from gpc_ros.control.joint_guard import JointCommand, JointSpaceGuard
 
 #: Streaming modes (ExecutorConfig.streaming_mode).
 STREAMING_MODES: tuple[str, ...] = ("joint", "cartesian")
+#: Dynamics of the last waypoint of a streamed motion, the target at rest (:meth:`CommandGate._motion`): the robot's
+#: limits, each axis braking on its own (franky's ``TimeIfNecessary`` synchronisation). Time-synchronised like the
+#: first waypoint, franky's planner failed now and then (``Motion planner failed with error code -111``, Ruckig's
+#: synchronisation error: 1 of 6 e-stop run-ups).
+BRAKE_TO_REST = franky.RelativeDynamicsFactor.MAX_DYNAMICS
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -167,8 +172,9 @@ class CommandGate:
             fastest = directions[0] * float(np.min(limit / np.maximum(np.abs(directions[0]), 1e-12)))
             factor = self.braking.brakeable_scale(start, fastest, factor)
         if jac is not None and len(directions) > 1 and np.all(np.isfinite(directions[1])):
-            # Already faster than the limits (franky-sim restarts every motion from its lagging dq_d, which keeps the
-            # planner above a lowered limit for a while): aim lower by the same ratio, so the speed settles at it.
+            # Already faster than the limits (with franky-sim's own lagging dq_d every motion restarted above a lowered
+            # limit for a while; with the exact report after a limit was lowered): aim lower by the same ratio, so the
+            # speed settles at it.
             velocity = directions[1]
             over = max(float(np.linalg.norm(jac[:3] @ velocity)) / c.max_speed_m_s,
                        float(np.linalg.norm(jac[3:] @ velocity)) / c.max_rotation_speed_rad_s)
@@ -181,6 +187,16 @@ class CommandGate:
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
                 robot_joint_velocities_rad_s: np.ndarray | None = None):
+        """The franky motion for ``cmd``: its target with the feed-forward velocity, then the same target at rest.
+
+        franky's planner is time-optimal and often reaches the target before the next motion replaces it (always when
+        the robot's clock runs faster than the executor's). With only the first waypoint franky then *holds* it: the
+        1 kHz command stopped dead from full speed within 1 ms (50 x the joint, 75 x the TCP acceleration bound,
+        ``test_stream_end_sim.py``) and the next motion started from that stop's acceleration. The second waypoint
+        makes the planner brake to rest at the target within the robot's acceleration and jerk limits instead, every
+        axis on its own (``BRAKE_TO_REST``); it passes the target by the braking distance, which the braking envelope /
+        the Cartesian clamp's braking already allow for.
+        """
         previous = self._last
         self._last = cmd
         self.motions_built += 1
@@ -198,17 +214,21 @@ class CommandGate:
             over = float(np.max(np.abs(qd) / allowed))
             if over > 1.0:
                 qd = qd / over
-            state = franky.JointState(cmd.joint_positions_rad.astype(np.float64), qd.astype(np.float64))
-            return franky.JointWaypointMotion([franky.JointWaypoint(state)],
-                                              franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
+            q = cmd.joint_positions_rad.astype(np.float64)
+            waypoints = [franky.JointWaypoint(franky.JointState(q, qd.astype(np.float64)))]
+            if np.any(qd):
+                waypoints.append(franky.JointWaypoint(q, relative_dynamics_factor=BRAKE_TO_REST))
+            return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
                                               return_when_finished=False)
         tcp = cmd.tcp
         v = tcp.step_velocity_m_s * feed_forward_scale
-        state = franky.CartesianState(
-            franky.RobotPose(franky.Affine(tcp.position_m.astype(np.float64), tcp.quaternion_xyzw.astype(np.float64))),
-            franky.RobotVelocity(franky.Twist(v.astype(np.float64), np.zeros(3))),
-        )
-        return franky.CartesianWaypointMotion([franky.CartesianWaypoint(state)], return_when_finished=False)
+        pose = franky.RobotPose(franky.Affine(tcp.position_m.astype(np.float64),
+                                              tcp.quaternion_xyzw.astype(np.float64)))
+        state = franky.CartesianState(pose, franky.RobotVelocity(franky.Twist(v.astype(np.float64), np.zeros(3))))
+        waypoints = [franky.CartesianWaypoint(state)]
+        if np.any(v):
+            waypoints.append(franky.CartesianWaypoint(pose, relative_dynamics_factor=BRAKE_TO_REST))
+        return franky.CartesianWaypointMotion(waypoints, return_when_finished=False)
 
     def stop_motion(self, relative_dynamics_factor: float = 1.0):
         """Franky's planned stop for the streaming mode (``JointStopMotion`` / ``CartesianStopMotion``).

@@ -176,7 +176,8 @@ class RobotSnapshot:
     """The robot's last commanded joints q_d (the 1 kHz command stream franky sends), rad."""
     commanded_joint_velocities_rad_s: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     """The robot's reported commanded joint velocities dq_d (rad/s): where franky's planner starts a new motion from
-    (franky-sim reports a low-pass of them, about 20 ms behind)."""
+    (the last commanded velocity, on a real FR3 and from the sim server; franky-sim's own value, a low-pass about
+    20 ms behind, only for a client that fell behind: docs/sim.md)."""
     ee_position_m: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     """fr3_hand_tcp position in fr3_link0 as franky reports it (O_T_EE; franky-sim: from the commanded joints)."""
     ee_quaternion_xyzw: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
@@ -904,7 +905,7 @@ class FrankaExecutor:
         self._last_sent_joints = self.gate.last.joint_positions_rad
         if same and self._robot.is_in_control:
             # Holding: the running motion already holds this target. Re-sending it would preempt franky's planner
-            # for nothing (on franky-sim each preemption restarts from a finite-difference velocity: the arm drifts).
+            # for nothing (with franky-sim's own finite-difference velocity, each preemption made the arm drift).
             return
         self._robot.move(motion, asynchronous=True)
         self._commands_sent += 1
@@ -923,11 +924,12 @@ class FrankaExecutor:
         """Whether to let the running joint motion go on instead of preempting it this period (counted).
 
         franky restarts a preempting motion from the velocity the robot reports. When that is above the running
-        motion's own velocity limit (franky-sim's reported velocity is a low-pass of finite differences that jumps
-        above the commanded velocity when its packets arrive unevenly under load), a re-plan would step the commanded
-        velocity up to it; repeated every period this ratcheted joints from 0.30 to 0.44 rad/s under a 0.30 rad/s
-        limit (TCP 1.2 x ``max_speed_m_s``). The running motion brakes to its limit at franky's full acceleration
-        instead. At most ``MAX_DEFERRED_REPLANS`` periods in a row.
+        motion's own velocity limit, a re-plan would step the commanded velocity up to it. With franky-sim's own
+        report (a low-pass of finite differences that jumped above the commanded velocity when its packets arrived
+        unevenly under load) this ratcheted joints from 0.30 to 0.44 rad/s under a 0.30 rad/s limit (TCP 1.2 x
+        ``max_speed_m_s``). The sim server now reports the last commanded velocity (franky-sim's own only for a
+        client that fell behind, docs/sim.md), where this rarely fires; it stays as a guard. The running motion
+        brakes to its limit at franky's full acceleration instead. At most ``MAX_DEFERRED_REPLANS`` periods in a row.
         """
         if self.config.streaming_mode != "joint" or self._deferred_replans >= MAX_DEFERRED_REPLANS:
             self._deferred_replans = 0

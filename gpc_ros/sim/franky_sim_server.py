@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 Pace = Literal["realtime", "fast"]
@@ -87,6 +89,8 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
     with sim, franky_sim.SimulationServer(sim, hostname_candidates=[config.host]) as server:
         cleanup: list[Callable[[], None]] = []
         may_step: Callable[[], bool] = lambda: True
+        for rs in server.robot_servers:
+            CommandedState(rs).install()
         try:
             if task is not None:
                 cleanup, may_step = _share_cell(sim, server, task, config.host)
@@ -107,6 +111,133 @@ def serve(config: FrankySimConfig, stop: threading.Event, on_ready: Callable[[st
                 server.async_thread.join(5.0)
             for close in cleanup:
                 close()
+
+
+#: After a state packet without a new command before it (a late client), this many packets carry franky-sim's own
+#: derivative fields (its low-pass settles in about 20 ms), not the exact ones (:class:`CommandedState`).
+LATE_CLIENT_PACKETS = 20
+
+
+class CommandedState:
+    """Report libfranka's *last commanded* state, as a real FR3 does, in place of franky-sim's filtered estimates.
+
+    On a real robot ``q_d`` / ``O_T_EE_c`` are the last commanded joints / pose, and ``dq_d``, ``ddq_d`` /
+    ``O_dP_EE_c``, ``O_ddP_EE_c`` their backward differences: libfranka's own rate limiter (``limitRate``) takes
+    the commanded velocity as ``(q_c - q_d) / 1 ms`` and its acceleration as ``(that - dq_d) / 1 ms``, and the
+    Cartesian twist from the translation and the rotation ``R_c R_last^T`` the same way. franky starts every new
+    (preempting) motion's planner from them: the position from its own previous command, the velocity from ``dq_d``
+    (``O_dP_EE_c``), the acceleration from ``ddq_d`` (``O_ddP_EE_c``).
+
+    franky-sim 1.0.4 reports instead, in position modes, ``dq_d`` = a low-pass (alpha 0.95 per tick, about 20 ms
+    behind) of the finite differences of ``q_d``, the same for ``O_dP_EE_c``, and ``ddq_d`` = the low-passed
+    derivative of the *measured* joint velocity ``dq``. Measured with ``bench/replan_step_probe.py``: every re-plan
+    then restarted franky's planner from a velocity 13-25 x (max acceleration x 1 ms) away from the one it was
+    commanding; without the low-pass, from a measured acceleration 30 x its limit, which the jerk limit lets the
+    planner shed only over tens of milliseconds (steps of 15-36 x the bound after the re-plan).
+
+    So, in the state packets of a joint position motion, ``q_d`` is the last joint command received and ``dq_d``,
+    ``ddq_d`` its exact backward differences; in a Cartesian pose motion ``O_T_EE_c`` is the last pose command and
+    ``O_dP_EE_c`` (linear; angular from ``log(R R_last^T)``, base axes), ``O_ddP_EE_c`` its differences. The time
+    between two commands is the client's: the difference of their message ids (the state packet each answers;
+    libfranka's clock is the packet count, 1 ms each, a held cell's keep-alive packets included). Counting the
+    packets the simulator sent instead gave, under a 0.7-core CPU quota where commands arrive late and in bursts,
+    reported accelerations of 100-450 rad/s^2; franky started re-plans from them and a joint ran to 2.2 rad/s. A
+    late client (a packet went out with no new command before it: the simulator stepped on with the old command,
+    which a real FR3 never does: it extrapolates, and aborts after a few lost packets) gets franky-sim's own values
+    in that packet and the next ``LATE_CLIENT_PACKETS`` - 1: franky extrapolates the milliseconds it skipped from
+    them. With the exact values there, 2-3 of 12 scenarios of test_driver_starved.py halted per variant tried (0 of
+    12 with franky-sim's values, and with this fallback). A new motion (mode change) starts at rest at its first
+    command (until then franky-sim's position fields); idle reports zero velocities and accelerations. The other
+    mode's fields, velocity and torque modes are franky-sim's own. The physics is untouched: franky-sim still tracks
+    its own copy of the command (the same values after each physics step).
+    """
+
+    def __init__(self, robot_server) -> None:
+        import pinocchio
+        from franky_sim.franka_robot_protocol import UDPCommand
+
+        self._log3 = pinocchio.log3
+        self._parse = UDPCommand.from_bytes
+        self._rs = robot_server
+        self._handle_udp = robot_server._handle_udp_command
+        self._pending = None  # the newest motion command received since the last state packet
+        self._finished = False  # the client ended its motion since the last state packet
+        self.reset()
+
+    def install(self) -> "CommandedState":
+        """Take over the robot server's state packets and watch its command packets."""
+        self._rs._get_state_bytes = self._get_state_bytes
+        self._rs._handle_udp_command = self._handle_udp_command
+        return self
+
+    def reset(self) -> None:
+        """Forget the command history: the next commanded state starts at rest."""
+        self._mode = None
+        self._since_late = LATE_CLIENT_PACKETS  # state packets since one went out without a new command before it
+        self._last_id = 0  # message id of the last command taken: the state packet it answered (libfranka's ms)
+        self._last: np.ndarray | None = None  # joints (7,) or pose (4, 4)
+        self._velocity: np.ndarray | None = None
+        self._acceleration: np.ndarray | None = None
+
+    def _handle_udp_command(self, data: bytes) -> None:
+        self._handle_udp(data)
+        command = self._parse(data)
+        if command.message_id > 0 and not (command.motion_generation_finished or command.torque_command_finished):
+            self._pending = command
+        elif command.motion_generation_finished or command.torque_command_finished:
+            self._finished = True
+
+    def _get_state_bytes(self) -> bytes:
+        return self.report(self._rs.robot_state).pack_state()
+
+    def report(self, state):
+        """``state`` (franky-sim's ``FrankaRobotState``) with the commanded fields replaced; one call per packet."""
+        command, self._pending = self._pending, None
+        finished, self._finished = self._finished, False
+        mode = getattr(state.motion_generator_mode, "name", str(state.motion_generator_mode))
+        late = command is None and not finished and mode == self._mode and self._last is not None
+        self._since_late = 0 if late else self._since_late + 1
+        joint = mode == "kJointPosition"
+        if mode != self._mode:
+            self.reset()
+            self._mode = mode
+            if joint or mode == "kCartesianPosition":  # a motion starts at rest, at its first command
+                self._velocity = np.zeros(7 if joint else 6)
+                self._acceleration = np.zeros_like(self._velocity)
+                if command is not None:
+                    self._last, self._last_id = self._value(command, joint), command.message_id
+        elif self._velocity is not None and self._last is None and command is not None:
+            self._last, self._last_id = self._value(command, joint), command.message_id
+        elif self._last is not None and command is not None and command.message_id > self._last_id:
+            value = self._value(command, joint)
+            dt = 1e-3 * (command.message_id - self._last_id)
+            if joint:
+                velocity = (value - self._last) / dt
+            else:
+                velocity = np.concatenate([(value[:3, 3] - self._last[:3, 3]) / dt,
+                                           self._log3(value[:3, :3] @ self._last[:3, :3].T) / dt])
+            self._acceleration = (velocity - self._velocity) / dt
+            self._velocity, self._last, self._last_id = velocity, value, command.message_id
+        if self._since_late < LATE_CLIENT_PACKETS:
+            # A late client (see the class doc): franky-sim's own values, from the arm braking on the held command.
+            return state
+        if joint:
+            q_d = state.q_d if self._last is None else tuple(self._last.tolist())
+            return state.replace(q_d=q_d, dq_d=tuple(self._velocity.tolist()),
+                                 ddq_d=tuple(self._acceleration.tolist()))
+        if mode == "kCartesianPosition":
+            pose = state.O_T_EE_c if self._last is None else tuple(self._last.flatten(order="F").tolist())
+            return state.replace(O_T_EE_c=pose, O_dP_EE_c=tuple(self._velocity.tolist()),
+                                 O_ddP_EE_c=tuple(self._acceleration.tolist()))
+        if mode == "kIdle":
+            return state.replace(dq_d=(0.0,) * 7, ddq_d=(0.0,) * 7, O_dP_EE_c=(0.0,) * 6, O_ddP_EE_c=(0.0,) * 6)
+        return state
+
+    @staticmethod
+    def _value(command, joint: bool) -> np.ndarray:
+        if joint:
+            return np.array(command.q_c, dtype=np.float64)
+        return np.array(command.O_T_EE_c, dtype=np.float64).reshape((4, 4), order="F")
 
 
 #: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.
