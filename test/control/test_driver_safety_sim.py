@@ -388,15 +388,17 @@ def test_loop_robustness(franky_sim_fast):
                                         state.ee_quaternion_xyzw))
 
 
-@pytest.mark.parametrize("speed_m_s", [0.1, 0.3, pytest.param(0.5, marks=pytest.mark.slow)])
-# 0.5 m/s is slow-only: franky-sim reached only 0.382-0.432 m/s in two fresh-clone runs (needs 80 %)
-def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim_fast, speed_m_s):
+@pytest.mark.parametrize("speed_m_s", [0.1, 0.3, 0.5])
+def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim, speed_m_s):
     """From 0.1, 0.3 and 0.5 m/s (measured on the robot's clock; speed and acceleration limits raised for this test):
     franky's planned stop, time and distance to rest reported, nothing sent afterwards, the arm at rest."""
+    # The simulator is paced at real time: the plans are stamped on the wall clock and the speed is measured on the
+    # robot's, so with the free-running simulator the robot-clock speed of a plan fell with the simulator's lead over
+    # the wall clock (CI, an idle runner: capped at 0.245 of the needed 0.24 m/s at speed[-1]; here 0.6-1.2x).
     # The boxes are widened in y too: the run-up goes from y = -0.25 m towards +0.3 m, and with the default box
     # (|y| <= 0.40 m) the braking envelope already caps the speed on the way (fastest 0.234 of the needed 0.24 m/s
     # in an idle fresh-clone run). This test is about the stop, not the boxes.
-    executor, recorder = start(franky_sim_fast.host, watchdog_timeout_s=5.0,
+    executor, recorder = start(franky_sim.host, watchdog_timeout_s=5.0,
                                envelope=SafetyEnvelopeConfig(max_speed_m_s=0.6, max_acceleration_m_s2=4.0,
                                                              max_joint_speed_rad_s=2.5,
                                                              max_joint_acceleration_rad_s2=10.0,
@@ -415,8 +417,12 @@ def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim_fast, sp
         t_end = time.monotonic() + 120.0
         while reached is None and executor.state.measured_tcp_m[1] < 0.3 and time.monotonic() < t_end:
             p = executor.state.measured_tcp_m
-            lead = 0.05 + speed_m_s * 0.05 * np.arange(10)  # a plan moving at speed_m_s, 5 cm ahead of the arm
-            executor.execute(pose_chunk(time.monotonic(), p + np.outer(lead, [0.0, 1.0, 0.0]), quat))
+            # A plan moving at speed_m_s, 5 cm ahead of the arm, 1 s long: each motion ends at rest, and a plan this
+            # long keeps its end out of braking reach even when the loaded test loop replaces it late.
+            lead = 0.05 + speed_m_s * 0.05 * np.arange(20)
+            plan = p + np.outer(lead, [0.0, 1.0, 0.0])
+            plan[:, 1] = np.minimum(plan[:, 1], 0.7)  # inside the widened box
+            executor.execute(pose_chunk(time.monotonic(), plan, quat))
             snaps = recorder.since(max(n0, len(recorder) - 400))
             speed = windowed_speed_m_s(np.array([x.robot_time_s for x in snaps]),
                                        np.array([x.measured_tcp_m for x in snaps]), 0.05)
