@@ -12,9 +12,6 @@ with a second waypoint at the same target at rest. All on the robot's clock (fra
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 
@@ -22,6 +19,7 @@ from gpc_ros.control.command_gate import CommandGate
 from gpc_ros.control.envelope import InterventionCounter, SafetyEnvelope, SafetyEnvelopeConfig
 from gpc_ros.control.joint_guard import JointSpaceGuard
 from gpc_ros.control.kinematics import FR3Kinematics
+from gpc_ros.testing.franky_chain import record_chain, set_planner_limits, velocity_steps
 
 Q_HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
 PERIOD_S = 0.02  # the executor's default control period
@@ -91,63 +89,29 @@ def _run(host: str, mode: str, late: int | None = None, late_s: float = 0.0,
     c = gate.envelope.config
     robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
     try:
-        robot.relative_dynamics_factor = 1.0
-        for name, value in (("joint_velocity_limit", [c.max_joint_speed_rad_s] * 7),
-                            ("joint_acceleration_limit", [c.max_joint_acceleration_rad_s2] * 7),
-                            ("joint_jerk_limit", [c.max_joint_jerk_rad_s3] * 7),
-                            ("translation_velocity_limit", c.max_speed_m_s),
-                            ("translation_acceleration_limit", c.max_acceleration_m_s2),
-                            ("translation_jerk_limit", c.max_jerk_m_s3)):
-            limit = getattr(robot, name)
-            limit.set(np.minimum(np.asarray(value, dtype=np.float64), np.asarray(limit.max)).tolist()
-                      if np.ndim(value) else min(float(value), float(limit.max)))
+        set_planner_limits(robot, {"joint_velocity_limit": [c.max_joint_speed_rad_s] * 7,
+                                   "joint_acceleration_limit": [c.max_joint_acceleration_rad_s2] * 7,
+                                   "joint_jerk_limit": [c.max_joint_jerk_rad_s3] * 7,
+                                   "translation_velocity_limit": c.max_speed_m_s,
+                                   "translation_acceleration_limit": c.max_acceleration_m_s2,
+                                   "translation_jerk_limit": c.max_jerk_m_s3})
         gate.planner_joint_velocity_limit_rad_s = np.asarray(robot.joint_velocity_limit.get(), dtype=np.float64)
         robot.move(franky.JointWaypointMotion([franky.JointWaypoint(Q_HOME)]))
         motions = _streamed_motions(gate, mode, count)
-        rows: list[tuple[float, np.ndarray]] = []
-        lock = threading.Lock()
-
-        def log(state, dt, rel, abs_time, signal) -> None:
-            command = np.array(signal.q) if hasattr(signal, "q") else np.array(signal.O_T_EE)[12:15]
-            with lock:
-                rows.append((abs_time.to_sec(), command))
-
-        reaction = franky.JointPositionReaction if mode == "joint" else franky.CartesianPoseReaction
-        for k, motion in enumerate(motions):
-            motion.register_callback(log)
-            if k + 1 < len(motions):
-                after = late_s if k == late else PERIOD_S
-                motion.add_reaction(reaction(franky.Measure.REL_TIME >= after, motions[k + 1]))
-        robot.move(motions[0], asynchronous=True)
+        after = [late_s if k == late else PERIOD_S for k in range(len(motions) - 1)]
         until = count * PERIOD_S + ALONE_S + (late_s if late is not None else 0.0)
-        give_up = time.monotonic() + 120.0  # only against a hang; nothing is asserted on it
-        while time.monotonic() < give_up:
-            with lock:
-                if rows and rows[-1][0] - rows[0][0] >= until:
-                    break
-            time.sleep(0.01)
-        robot.stop()
-        try:
-            robot.join_motion(5.0)
-        except franky.ControlException:
-            pass  # libfranka's stop ends the move as "preempted"
-        with lock:
-            rows = sorted(rows, key=lambda r: r[0])
+        record = record_chain(robot, motions, after, until)
     finally:
         del robot
-    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    return record.robot_time_s, record.command
 
 
 @pytest.mark.parametrize("mode", ["joint", "cartesian"])
 def test_a_motion_not_replaced_in_time_does_not_stop_dead(franky_sim_fast, mode):
     t, c = _run(franky_sim_fast.host, mode)
     assert t[-1] - t[0] >= STREAMED * PERIOD_S + ALONE_S - 0.01, "the stream did not run to its end"
-    dt = np.diff(t)
-    v = np.diff(c, axis=0) / dt[:, None]
-    dv = np.diff(v, axis=0)
-    size = np.max(np.abs(dv), axis=1) if mode == "joint" else np.linalg.norm(dv, axis=1)
-    one_ms = np.abs(dt - 1e-3) < 2e-4  # after a missed tick franky extrapolates: not what this is about
-    steps = np.where(one_ms[1:] & one_ms[:-1], size, 0.0)
+    v = np.diff(c, axis=0) / np.diff(t)[:, None]
+    steps = velocity_steps(t, c, "max" if mode == "joint" else "l2")
     c_env = SafetyEnvelopeConfig()
     steps = steps / ((c_env.max_joint_acceleration_rad_s2 if mode == "joint" else c_env.max_acceleration_m_s2) * 1e-3)
     assert np.count_nonzero(steps) > 300, f"too few consecutive 1 kHz commands ({np.count_nonzero(steps)})"
