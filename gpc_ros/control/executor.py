@@ -633,6 +633,9 @@ class FrankaExecutor:
         set_limit("joint_acceleration_limit", np.full(7, e.max_joint_acceleration_rad_s2))
         set_limit("joint_jerk_limit", np.full(7, e.max_joint_jerk_rad_s3))
         self.gate.planner_joint_velocity_limit_rad_s = np.asarray(robot.joint_velocity_limit.get(), dtype=np.float64)
+        self.gate.planner_joint_acceleration_limit_rad_s2 = np.asarray(robot.joint_acceleration_limit.get(),
+                                                                       dtype=np.float64)
+        self.gate.planner_joint_jerk_limit_rad_s3 = np.asarray(robot.joint_jerk_limit.get(), dtype=np.float64)
         d = e.relative_dynamics_factor
         robot.relative_dynamics_factor = franky.RelativeDynamicsFactor(d, d, d)
         robot.set_collision_behavior(list(c.collision_torque_thresholds_nm), list(c.collision_force_thresholds_n))

@@ -36,6 +36,22 @@ def set_planner_limits(robot, limits: Mapping[str, float | Sequence[float]],
             limit.set(min(float(value), float(limit.max)))
 
 
+def settled_start(robot, timeout_s: float = 10.0, tolerance_rad: float = 1e-5) -> np.ndarray:
+    """(7,) joints (rad) the next motion starts from, once the idle arm has settled (at most ``timeout_s``).
+
+    franky-sim's arm sags a few mrad after a move ends, and a new motion starts from where the arm is (``q_d``).
+    """
+    q = np.asarray(robot.state.q_d, dtype=np.float64)
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        time.sleep(0.05)
+        q_next = np.asarray(robot.state.q_d, dtype=np.float64)
+        if float(np.abs(q_next - q).max()) < tolerance_rad:
+            return q_next
+        q = q_next
+    return q
+
+
 @dataclass(frozen=True)
 class ChainRecord:
     """Every 1 kHz command of a chain, in robot-time order.

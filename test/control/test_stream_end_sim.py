@@ -19,7 +19,7 @@ from gpc_ros.control.command_gate import CommandGate
 from gpc_ros.control.envelope import InterventionCounter, SafetyEnvelope, SafetyEnvelopeConfig
 from gpc_ros.control.joint_guard import JointSpaceGuard
 from gpc_ros.control.kinematics import FR3Kinematics
-from gpc_ros.testing.franky_chain import record_chain, set_planner_limits, velocity_steps
+from gpc_ros.testing.franky_chain import record_chain, set_planner_limits, settled_start, velocity_steps
 
 Q_HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
 PERIOD_S = 0.02  # the executor's default control period
@@ -49,12 +49,13 @@ def _plan(t: float, speed: float, acc: float) -> tuple[float, float]:
 def _streamed_motions(gate: CommandGate, mode: str, count: int = STREAMED) -> list:
     """The gate's motions for a plan moving joint 1 (joint) or the TCP along y (cartesian), one per period."""
     motions = []
-    p0, quat = gate.guard.kinematics.forward(Q_HOME)
+    q0 = gate.last_joints_rad  # the seed
+    p0, quat = gate.guard.kinematics.forward(q0)
     for k in range(1, count + 2):
         s, v = _plan(k * PERIOD_S, 0.25 if mode == "joint" else 0.15, 2.5 if mode == "joint" else 1.0)
         if mode == "joint":
             axis = np.eye(7)[0]
-            motion, _ = gate.joint_motion(Q_HOME + s * axis, PERIOD_S, v * axis)
+            motion, _ = gate.joint_motion(q0 + s * axis, PERIOD_S, v * axis)
         else:
             axis = np.array([0.0, 1.0, 0.0])
             motion, _ = gate.pose_motion(p0 + s * axis, quat, PERIOD_S, v * axis)
@@ -97,6 +98,10 @@ def _run(host: str, mode: str, late: int | None = None, late_s: float = 0.0,
                                    "translation_jerk_limit": c.max_jerk_m_s3})
         gate.planner_joint_velocity_limit_rad_s = np.asarray(robot.joint_velocity_limit.get(), dtype=np.float64)
         robot.move(franky.JointWaypointMotion([franky.JointWaypoint(Q_HOME)]))
+        # franky starts the stream from the measured joints (franky-sim's arm sags a few mrad off Q_HOME): seed the
+        # gate there, as the executor does after a connect or a stop (seeded at Q_HOME, the first motions corrected
+        # the sag and, time-synchronised, held joint 1 back).
+        gate.reset_to(settled_start(robot))
         motions = _streamed_motions(gate, mode, count)
         after = [late_s if k == late else PERIOD_S for k in range(len(motions) - 1)]
         until = count * PERIOD_S + ALONE_S + (late_s if late is not None else 0.0)
