@@ -66,8 +66,8 @@ def test_the_factors_follow_the_limits_read_back_from_franky():
     (0.05, 0.0002, 0.03, np.sqrt(0.03 ** 2 + 2 * 1.0 * 0.0002)),  # already moving that way: a head start
     (0.05, 0.0005, -0.04, np.sqrt(2 * 1.0 * 0.0005)),  # moving the other way: no head start
     (-0.05, -0.0005, 0.0, -np.sqrt(2 * 1.0 * 0.0005)),  # negative direction, same cap
-    (0.05, -0.001, 0.0, 0.0),  # pointing away from the displacement: no feed-forward
-    (0.05, 0.0, 0.0, 0.0),  # no displacement
+    (0.05, -0.001, 0.0, 0.05),  # pointing away from the displacement (the arm ahead of its plan): as it is
+    (0.05, 0.0, 0.0, 0.05),  # no displacement: as it is (the joint turns either way)
     (0.0, 0.01, 0.0, 0.0),
 ])
 def test_the_feed_forward_is_capped_at_what_the_joint_reaches(velocity, displacement, start_velocity, expected):
