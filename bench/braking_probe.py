@@ -3,9 +3,10 @@
 The braking envelope (gpc_ros/control/braking.py) assumes every joint brakes at ``braking_deceleration_rad_s2``
 after ``braking_lag_s``. This streams the gate's joint motions (a ramp of joint 1, or of joints 1 and 4) up to a
 speed, then holds: from then on every control period brings a motion towards the last target at rest. All motions
-replace each other by franky reactions on the robot's clock, every 1 kHz command is logged. Printed per run: the speed
-when the hold began, the delay until the commanded speed fell by 2 %, the mean deceleration from 90 % to 10 % of it,
-and the distance from the hold to rest against the envelope's ``v lag + v^2 / (2 a)``.
+replace each other by franky reactions on the robot's clock, every 1 kHz command is logged. Printed per run: when the
+leading joint starts to slow down after the hold, how long braking takes, and per moving joint its speed then, its
+distance to rest and mean deceleration, against braking.py's model (every joint braking on its own at
+``braking_deceleration_rad_s2``).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/braking_probe.py [--runs 2]``.
 """
@@ -27,7 +28,7 @@ Q_HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
 PERIOD_S = 0.02
 
 
-def run(host: str, axis: np.ndarray, speed: float, acc: float, hold_periods: int = 25) -> dict[str, float]:
+def run(host: str, axis: np.ndarray, speed: float, acc: float, hold_periods: int = 40) -> dict[str, float]:
     """Ramp along ``axis`` (joint space, unit max-norm) to ``speed`` rad/s at ``acc`` rad/s^2, then hold."""
     import franky
 
@@ -63,19 +64,23 @@ def run(host: str, axis: np.ndarray, speed: float, acc: float, hold_periods: int
         del robot
     t, q, m = record.robot_time_s, record.command, record.motion
     v = np.diff(q, axis=0) / np.diff(t)[:, None]
-    speed_along = v @ axis / float(axis @ axis)
     start = int(np.flatnonzero(m[1:] >= moving)[0])  # first velocity sample of the first hold motion
-    v_hold = float(speed_along[start])
-    after = speed_along[start:]
-    slowing = int(np.flatnonzero(after < 0.98 * v_hold)[0])
-    i90 = int(np.flatnonzero(after < 0.9 * v_hold)[0])
-    i10 = int(np.flatnonzero(after < 0.1 * v_hold)[0])
-    rest = int(np.flatnonzero(np.abs(after) < 1e-3)[0])
-    decel = 0.8 * v_hold / max(t[start + i10] - t[start + i90], 1e-9)
-    distance = float(np.abs(q[start + rest] - q[start]).max())
-    model = v_hold * c.braking_lag_s + v_hold ** 2 / (2.0 * c.braking_deceleration_rad_s2)
-    return {"v_hold": v_hold, "lag_s": float(t[start + slowing] - t[start]), "decel": decel,
-            "distance": distance, "model": model, "acc_factor": gate.last_dynamics_factors[0]}
+    lead = int(np.argmax(np.abs(axis)))
+    after = np.abs(v[start:, lead])
+    onset = start + int(np.flatnonzero(after < 0.98 * after[0])[0])  # the leading joint starts to slow down
+    moving_joints = np.flatnonzero(np.abs(axis) > 0)
+    rest = onset + int(np.flatnonzero(np.abs(v[onset:, moving_joints]).max(axis=1) < 1e-3)[0])
+    v_on = v[onset - 1]
+    a = getattr(gate, "last_dynamics_factors", (1.0, 1.0))[0] * c.max_joint_acceleration_rad_s2
+    duration = float(t[rest] - t[onset])
+    out = {"lag_s": float(t[onset] - t[start]), "duration_s": duration, "planner_a": a,
+           "model_duration_s": float(np.abs(v_on).max()) / c.braking_deceleration_rad_s2}
+    for j in moving_joints:
+        out[f"v{j + 1}"] = float(v_on[j])
+        out[f"d{j + 1}"] = float(abs(q[rest, j] - q[onset, j]))
+        out[f"model{j + 1}"] = v_on[j] ** 2 / (2.0 * c.braking_deceleration_rad_s2)  # on its own, as braking.py
+        out[f"decel{j + 1}"] = float(abs(v_on[j])) / max(duration, 1e-9)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, axis in cases.items():
             for _ in range(args.runs):
                 r = run(sim.host, axis, 0.3, 1.0)
-                print(f"{name:>11}: speed at hold {r['v_hold']:.3f} rad/s, falls after {1e3 * r['lag_s']:.0f} ms, "
-                      f"deceleration {r['decel']:.2f} rad/s^2 (acceleration factor {r['acc_factor']:.2f}), "
-                      f"distance to rest {1e3 * r['distance']:.1f} mrad (envelope's model {1e3 * r['model']:.1f})",
-                      flush=True)
+                joints = "; ".join(
+                    f"joint {j[1:]} at {r[j]:.3f} rad/s: {1e3 * r['d' + j[1:]]:.1f} mrad to rest (on its own at "
+                    f"braking_deceleration: {1e3 * r['model' + j[1:]]:.1f}), mean {r['decel' + j[1:]]:.2f} rad/s^2"
+                    for j in r if j.startswith("v"))
+                print(f"{name:>11}: slows {1e3 * r['lag_s']:.0f} ms after the hold, at rest after "
+                      f"{1e3 * r['duration_s']:.0f} ms (planner {r['planner_a']:.2f} rad/s^2); {joints}", flush=True)
     return 0
 
 

@@ -34,6 +34,11 @@ STREAMING_MODES: tuple[str, ...] = ("joint", "cartesian")
 #: first waypoint, franky's planner failed now and then (``Motion planner failed with error code -111``, Ruckig's
 #: synchronisation error: 1 of 6 e-stop run-ups).
 BRAKE_TO_REST = franky.RelativeDynamicsFactor.MAX_DYNAMICS
+#: The per-motion acceleration factor never lets a joint's acceleration limit fall below this x
+#: ``braking_deceleration_rad_s2`` (:meth:`CommandGate.joint_dynamics_factors`): measured (bench/braking_probe.py,
+#: franky-sim), franky's planner brakes a joint at a mean 0.87-0.90 x its acceleration limit (jerk ramps, libfranka's
+#: 100 Hz command low-pass), so at 1.0 x the braking envelope's deceleration would be 10-13 % optimistic.
+BRAKING_FLOOR_MARGIN = 1.25
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -198,10 +203,11 @@ class CommandGate:
         times ``relative_dynamics_factor``), every joint on its own profile, so the TCP's acceleration
         ``J ddq + dJ dq`` is at most ``f_a * sum_i a_i |J_i|`` plus the velocity term (columns ``J_i`` of the linear,
         resp. angular, Jacobian at ``joints_rad``). ``f_a`` is the largest factor for which that stays within
-        ``max_acceleration_m_s2`` and ``max_rotation_acceleration_rad_s2``, but never below the braking envelope's
-        ``braking_deceleration_rad_s2`` (the arm must still brake as :mod:`.braking` assumes): where the floor
-        binds, the bound is ``floor / f_a`` times looser (1.2-1.4 x at the FR3's usual poses, the column sums being
-        2.4-2.9 m/rad). The jerk factor bounds ``sum_i j_i |J_i|`` by ``max_jerk_m_s3`` / ``max_rotation_jerk_rad_s3``
+        ``max_acceleration_m_s2`` and ``max_rotation_acceleration_rad_s2``, but never below ``BRAKING_FLOOR_MARGIN``
+        x the braking envelope's ``braking_deceleration_rad_s2`` (the arm must still brake as :mod:`.braking`
+        assumes): where the floor binds (at the default limits it always does), the bound is ``floor / f_a`` times
+        looser (1.5 x translation, 1.75 x rotation at the FR3's usual poses, whose column sums are 2.4-2.9 m/rad and
+        7 rad/rad). The jerk factor bounds ``sum_i j_i |J_i|`` by ``max_jerk_m_s3`` / ``max_rotation_jerk_rad_s3``
         the same way, without a floor (a lower jerk only rounds the corners of the profile). Both in (0, 1].
         """
         c = self.envelope.config
@@ -213,7 +219,7 @@ class CommandGate:
         jerk = d * self.planner_joint_jerk_limit_rad_s3
         f_acc = min(1.0, c.max_acceleration_m_s2 / max(float(acc @ lin), 1e-12),
                     c.max_rotation_acceleration_rad_s2 / max(float(acc @ ang), 1e-12))
-        floor = min(1.0, c.braking_deceleration_rad_s2 / max(float(acc.min()), 1e-12))
+        floor = min(1.0, BRAKING_FLOOR_MARGIN * c.braking_deceleration_rad_s2 / max(float(acc.min()), 1e-12))
         f_jerk = min(1.0, c.max_jerk_m_s3 / max(float(jerk @ lin), 1e-12),
                      c.max_rotation_jerk_rad_s3 / max(float(jerk @ ang), 1e-12))
         return max(f_acc, floor), max(f_jerk, MIN_SPEED_FACTOR)

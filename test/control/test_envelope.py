@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
-from gpc_ros.control.command_gate import MIN_SPEED_FACTOR, CommandGate
+from gpc_ros.control.command_gate import BRAKING_FLOOR_MARGIN, MIN_SPEED_FACTOR, CommandGate
 from gpc_ros.control.envelope import (
     CartesianCommand,
     InterventionCounter,
@@ -279,7 +279,8 @@ def _check_commands(chunks, period_s, start, mode):
                 columns = np.abs(KINEMATICS.jacobian(sent_q))
                 worst_lin = acc * cfg.max_joint_acceleration_rad_s2 * np.linalg.norm(columns[:3], axis=0).sum()
                 worst_ang = acc * cfg.max_joint_acceleration_rad_s2 * np.linalg.norm(columns[3:], axis=0).sum()
-                floor = cfg.braking_deceleration_rad_s2 / cfg.max_joint_acceleration_rad_s2
+                floor = min(1.0, BRAKING_FLOOR_MARGIN * cfg.braking_deceleration_rad_s2
+                            / cfg.max_joint_acceleration_rad_s2)
                 assert 0.0 < acc <= 1.0 and acc >= floor - 1e-12
                 assert acc == pytest.approx(floor) or (worst_lin <= cfg.max_acceleration_m_s2 + 1e-9 and
                                                        worst_ang <= cfg.max_rotation_acceleration_rad_s2 + 1e-9)
