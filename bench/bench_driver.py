@@ -5,14 +5,16 @@
    velocity step between two consecutive 1 kHz commands (franky's motion callbacks: every command the robot got)
    / its bound ``max_acceleration_m_s2 * 1 ms``, split into the steps at a re-plan (a new motion's first command) and
    elsewhere, and the largest joint velocity step / ``max_joint_acceleration_rad_s2 * 1 ms``; all on the robot's clock.
+   Twice: franky-sim paced at real time, and free-running with the executor's clock slowed (``--ahead-clock-rate``),
+   so that the robot's clock runs ahead of the executor's (more robot time per control period than planned for).
 2. Streaming modes (joint vs cartesian) towards the unreachable in-box corner (0.75, 0.40, 0.05) of issue 9: how far
    the *measured* TCP / elbow / wrist left their boxes, joints past their hardware limits, peak speed / limit.
 3. Stops from 0.1, 0.3 and 0.5 m/s (limits raised to 0.6 m/s for this part): time and distance to rest.
 4. Chunk accepted -> first motion command (executor clock), and the time to build one command with the joint-space
    check (IK + containment) vs the Cartesian clamp alone, measured in-process side by side.
 
-Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_driver.py [--duration-s 3] [--latency-trials 20]``. franky-sim
-runs at a load-dependent pace (0.1-4x real time on a shared 2-core machine); figures are on the robot's clock.
+Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_driver.py [--duration-s 3] [--latency-trials 20] [--parts 1]``.
+franky-sim runs at a load-dependent pace (0.1-4x real time on a shared 2-core machine); figures on the robot's clock.
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ of the commanded velocity (about 20 ms behind); with it a re-plan every 10-20 ms
 from a velocity it had already shed: a joint braked at 1.35 rad/s^2 where the planner's limit is 5 rad/s^2, overshot
 its target by 0.25 rad and carried the commanded TCP 46 mm out of the workspace box (docs/driver.md). Since
 2026-12-02 the sim server reports the exact last commanded state, as a real FR3 does
-(:class:`gpc_ros.sim.franky_sim_server.CommandedState`), and re-plans brake at the planner's limit; the envelope below
-was tuned against the low-pass and is kept as a conservative bound (not re-tuned). The joint-space check of each
+(:class:`gpc_ros.sim.franky_sim_server.CommandedState`), and re-plans brake at the planner's limit. Since the per-motion
+acceleration factor (:meth:`~gpc_ros.control.command_gate.CommandGate.joint_dynamics_factors`) that limit is
+``BRAKING_FLOOR_MARGIN`` x ``braking_deceleration_rad_s2`` at the default envelope (re-checked with
+bench/braking_probe.py: a lone joint braked at a mean 1.13 rad/s^2 where 1.0 is assumed, starting 2-6 ms after the
+hold where 20 ms is assumed), and franky's re-plans brake time-synchronised: every joint over the same time, along a
+straight line, the slower joints further than on their own. Both paths are checked. The joint-space check of each
 *target* cannot see any of this; what bounds it is the planner's speed.
 
 So the motion's velocity factor (:meth:`~gpc_ros.control.command_gate.CommandGate.joint_speed_factor`) is also
