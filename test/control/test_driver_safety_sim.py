@@ -394,7 +394,7 @@ def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim, speed_m
     franky's planned stop, time and distance to rest reported, nothing sent afterwards, the arm at rest."""
     # The simulator is paced at real time: the plans are stamped on the wall clock and the speed is measured on the
     # robot's, so with the free-running simulator the robot-clock speed of a plan fell with the simulator's lead over
-    # the wall clock (CI, an idle runner: capped at 0.245 of the needed 0.24 m/s at speed[-1]; here 0.6-1.2x).
+    # the wall clock (CI: fastest 0.245 m/s, never 0.24 at a check; the rate here was 0.6-1.2x).
     # The boxes are widened in y too: the run-up goes from y = -0.25 m towards +0.3 m, and with the default box
     # (|y| <= 0.40 m) the braking envelope already caps the speed on the way (fastest 0.234 of the needed 0.24 m/s
     # in an idle fresh-clone run). This test is about the stop, not the boxes.
