@@ -39,6 +39,11 @@ BRAKE_TO_REST = franky.RelativeDynamicsFactor.MAX_DYNAMICS
 #: franky-sim), franky's planner brakes a joint at a mean 0.87-0.90 x its acceleration limit (jerk ramps, libfranka's
 #: 100 Hz command low-pass), so at 1.0 x the braking envelope's deceleration would be 10-13 % optimistic.
 BRAKING_FLOOR_MARGIN = 1.25
+#: Share of a joint's per-motion acceleration limit the feed-forward's uniform acceleration may use
+#: (:meth:`CommandGate._consistent_feed_forward`); the rest is left for the planner's jerk-limited corners.
+FEED_FORWARD_ACCELERATION_SHARE = 0.8
+#: Durations (s) among which :meth:`CommandGate._consistent_feed_forward` picks the one the joints arrive in.
+FEED_FORWARD_DURATIONS_S = np.geomspace(1e-3, 1.0, 400)
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -63,6 +68,8 @@ class CommandGate:
         """(7,) franky's joint acceleration limits (rad/s^2), as above (:meth:`joint_dynamics_factors`)."""
         self.planner_joint_jerk_limit_rad_s3 = np.full(7, envelope.config.max_joint_jerk_rad_s3)
         """(7,) franky's joint jerk limits (rad/s^3), as above."""
+        self.last_arrival_s: float | None = None
+        """Duration (s) the last joint motion's first waypoint takes at least (:meth:`_consistent_feed_forward`)."""
         self.last_dynamics_factors = (1.0, 1.0)
         """(acceleration, jerk) factors of the last joint motion built (:meth:`joint_dynamics_factors`)."""
         self.braking = BrakingEnvelope(envelope.config, guard.kinematics, guard.hard_lower_rad, guard.hard_upper_rad)
@@ -96,13 +103,15 @@ class CommandGate:
     # -- motions --------------------------------------------------------------------------------------------------
     def pose_motion(self, position_m: np.ndarray, quaternion_xyzw: np.ndarray, period_s: float,
                     velocity_m_s: np.ndarray | None = None, robot_joints_rad: np.ndarray | None = None,
-                    robot_joint_velocities_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
+                    robot_joint_velocities_rad_s: np.ndarray | None = None,
+                    arrival_s: float | None = None) -> tuple[object, JointCommand]:
         """A streaming motion (holds its target, returns at once) towards the checked pose target.
 
         ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` (7,): the joints and joint velocities the robot is
         commanded at now (``q_d``, ``dq_d``), where franky's planner starts from; None = the last command, at rest
-        (:meth:`joint_speed_factor`). Raises ChunkRejectedError for a non-finite target (nothing is built) and
-        RuntimeError if not seeded.
+        (:meth:`joint_speed_factor`). ``arrival_s``: time (s) until the target is due (joint streaming: the motion
+        arrives no earlier, :meth:`_consistent_feed_forward`); None = as soon as the planner can. Raises
+        ChunkRejectedError for a non-finite target (nothing is built) and RuntimeError if not seeded.
         """
         last = self._require_seed()
         clamped = self.envelope.clamp_cartesian(position_m, quaternion_xyzw, last.tcp, period_s, velocity_m_s)
@@ -110,14 +119,15 @@ class CommandGate:
         ff = float(np.linalg.norm(clamped.velocity_m_s))
         moved = float(np.linalg.norm(cmd.tcp.step_velocity_m_s))
         scale = 0.0 if moved < 1e-9 else min(1.0, ff / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s), cmd
 
     #: Older name of :meth:`pose_motion`.
     cartesian_motion = pose_motion
 
     def joint_motion(self, joints_rad: np.ndarray, period_s: float, velocity_rad_s: np.ndarray | None = None,
                      robot_joints_rad: np.ndarray | None = None,
-                     robot_joint_velocities_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
+                     robot_joint_velocities_rad_s: np.ndarray | None = None,
+                     arrival_s: float | None = None) -> tuple[object, JointCommand]:
         """A streaming motion towards the checked joint target.
 
         Args:
@@ -126,6 +136,8 @@ class CommandGate:
             velocity_rad_s: Optional (7,) plan slope (rad/s) used as feed-forward; None = stop at the target.
             robot_joints_rad: Optional (7,) joints the robot is commanded at now (``q_d``); None = the last command.
             robot_joint_velocities_rad_s: Optional (7,) its commanded joint velocities (``dq_d``); None = at rest.
+            arrival_s: Optional time (s) until the target is due: the motion arrives no earlier
+                (:meth:`_consistent_feed_forward`); None = as soon as the planner can.
 
         Returns:
             The franky motion and the checked command it encodes.
@@ -145,7 +157,7 @@ class CommandGate:
         if velocity_rad_s is not None and np.all(np.isfinite(velocity_rad_s)):
             moved = float(np.abs(cmd.joint_velocities_rad_s).max())
             scale = 0.0 if moved < 1e-9 else min(1.0, float(np.abs(velocity_rad_s).max()) / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s), cmd
 
     def joint_speed_factor(self, target_rad: np.ndarray, start_rad: np.ndarray,
                            start_velocity_rad_s: np.ndarray | None = None) -> float:
@@ -224,30 +236,61 @@ class CommandGate:
                      c.max_rotation_jerk_rad_s3 / max(float(jerk @ ang), 1e-12))
         return max(f_acc, floor), max(f_jerk, MIN_SPEED_FACTOR)
 
-    def _reachable_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
-                                start_velocity_rad_s: np.ndarray | None, acceleration_factor: float) -> np.ndarray:
-        """(7,) the feed-forward joint velocity, each joint capped at what it reaches over its displacement.
+    def _consistent_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
+                                 start_velocity_rad_s: np.ndarray | None, acceleration_factor: float,
+                                 velocity_limit_rad_s: np.ndarray, arrival_s: float | None = None
+                                 ) -> tuple[np.ndarray, float | None]:
+        """(7,) the feed-forward joint velocity, and the duration (s) in which every joint arrives with it.
 
-        franky's planner must arrive at the target *with* this velocity. A joint that cannot reach it within its
-        displacement at its acceleration (``acceleration_factor`` x franky's limit) is moved *backwards* first to
-        gain the run-up: measured, joint 1 ran at -0.08 rad/s away from a target ahead of it, asked for 0.05 rad/s
-        0.5 mrad ahead at 1 rad/s^2. So ``|v_i| <= sqrt(v0_i^2 + 2 a_i |d_i|)`` (``v0_i``: the start velocity if it
-        points the same way, else 0). A velocity pointing away from the displacement (the arm ahead of its plan) is
-        left as it is: the joint has to turn either way, and zeroing it made the arm stop and go (1 of 5 runs of
-        test_streamed_chunks_move_without_stop_and_go at 10 Hz, speed down to 0.02-0.04 of 0.11 m/s).
+        franky's planner is time-synchronised: every joint arrives at its target, with its feed-forward velocity, at
+        the same time. A joint that cannot stop and wait on the way (``v0^2 + v^2 > 2 a d``) can arrive only within a
+        window of durations; where the windows of two joints do not overlap, the planner takes the next duration at
+        which a joint can loop (pass its target, turn, come back, turn again): every joint then slows down for tens to
+        hundreds of ms (or the planner fails, error -111). Measured at the per-motion acceleration of 1.25 rad/s^2
+        (:meth:`joint_dynamics_factors`), with targets one control period ahead: the 10 Hz stream of
+        test_streamed_chunks_move_without_stop_and_go fell from 0.13 to 0.02 m/s in every run.
+
+        So the velocities are chosen for one duration ``T``: joint ``i`` arrives at ``v_i = 2 d_i / T - v0_i``, the end
+        of a uniform acceleration from ``v0_i`` over its displacement ``d_i`` (``v0_i``: where the planner starts) that
+        stays within ``FEED_FORWARD_ACCELERATION_SHARE`` of the joint's acceleration (``acceleration_factor`` x
+        franky's limit) and within ``velocity_limit_rad_s``. Every joint then has a direct profile of duration ``T``.
+        ``T`` is the feasible duration nearest (in ratio) to ``arrival_s`` (when the target is due), else to the
+        duration whose velocities best match the plan's (least squares on ``1 / T`` of ``d_i / T`` against
+        ``(v0_i + velocity_i) / 2``). On track (``d = v T``, ``v0 = v``) every velocity is the plan's. A joint ahead of
+        its target arrives moving back towards it. Without a feed-forward (all zero) the velocities stay zero and the
+        duration is ``arrival_s``.
         """
-        a = acceleration_factor * self.envelope.config.relative_dynamics_factor * \
-            self.planner_joint_acceleration_limit_rad_s2
+        v = np.asarray(velocity_rad_s, dtype=np.float64)
+        if not np.any(v):
+            return v, arrival_s
         d = np.asarray(displacement_rad, dtype=np.float64)
         v0 = np.zeros(7) if start_velocity_rad_s is None else np.asarray(start_velocity_rad_s, dtype=np.float64)
-        along = np.where(np.sign(v0) == np.sign(d), np.abs(v0), 0.0)
-        reach = np.sqrt(along * along + 2.0 * a * np.abs(d))
-        v = np.asarray(velocity_rad_s, dtype=np.float64)
-        return np.where(np.sign(v) == np.sign(d), np.sign(v) * np.minimum(np.abs(v), reach), v)
+        a = FEED_FORWARD_ACCELERATION_SHARE * acceleration_factor * self.envelope.config.relative_dynamics_factor * \
+            self.planner_joint_acceleration_limit_rad_s2
+        limit = np.asarray(velocity_limit_rad_s, dtype=np.float64)
+        durations = FEED_FORWARD_DURATIONS_S
+        ends = 2.0 * d / durations[:, None] - v0  # (K, 7)
+        excess = np.maximum(np.abs(ends - v0) / (a * durations[:, None]), np.abs(ends) / limit).max(axis=1)
+        if arrival_s is not None and arrival_s > 0.0:
+            preferred = float(arrival_s)
+        else:
+            weight = float(d @ d)
+            match = float(d @ (v0 + v)) / (2.0 * weight) if weight > 1e-18 else 0.0  # 1 / T of the best match
+            preferred = 1.0 / match if match > 0.0 else float(durations[-1])
+        distance = np.abs(np.log(durations / preferred))
+        if np.any(excess <= 1.0):
+            k = int(np.argmin(np.where(excess <= 1.0, distance, np.inf)))
+        else:  # nothing within the limits (a joint starts above its velocity limit): the least excess
+            k = int(np.argmin(excess))
+        return np.clip(ends[k], -limit, limit), float(durations[k])
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
-                robot_joint_velocities_rad_s: np.ndarray | None = None):
+                robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None):
         """The franky motion for ``cmd``: its target with the feed-forward velocity, then the same target at rest.
+
+        Joint streaming: the first waypoint is reached no earlier than the duration
+        :meth:`_consistent_feed_forward` chose (its ``minimum_time``), so the planner's time-synchronised profile is
+        the direct one of that duration rather than a faster one that reaches the target before the next motion.
 
         franky's planner is time-optimal and often reaches the target before the next motion replaces it (always when
         the robot's clock runs faster than the executor's). With only the first waypoint franky then *holds* it: the
@@ -277,8 +320,10 @@ class CommandGate:
             q = cmd.joint_positions_rad.astype(np.float64)
             f_acc, f_jerk = self.joint_dynamics_factors(q)
             self.last_dynamics_factors = (f_acc, f_jerk)
-            qd = self._reachable_feed_forward(qd, q - start, velocity, f_acc)
-            waypoints = [franky.JointWaypoint(franky.JointState(q, qd.astype(np.float64)))]
+            qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)
+            self.last_arrival_s = duration
+            minimum = None if duration is None else franky.Duration(int(round(1e3 * duration)))
+            waypoints = [franky.JointWaypoint(franky.JointState(q, qd.astype(np.float64)), minimum_time=minimum)]
             if np.any(qd):
                 waypoints.append(franky.JointWaypoint(q, relative_dynamics_factor=BRAKE_TO_REST))
             return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, f_acc, f_jerk),

@@ -81,6 +81,11 @@ class ExecutorConfig:
     streaming_mode: str = "joint"
     """``joint`` (checked joint targets as JointWaypointMotions, the safe default) or ``cartesian`` (the same
     checked targets as poses in CartesianWaypointMotions); docs/driver.md compares them."""
+    target_lead_periods: float = 3.0
+    """``joint`` streaming: each motion goes to the plan's target this many control periods ahead, due then (franky
+    plans it to arrive no earlier); ``cartesian`` streaming: one period ahead, as soon as possible. A target one
+    period ahead left the joints' planner (at the per-motion acceleration bound) no room to adjust their timing: the
+    10 Hz stream stopped and went (docs/driver.md)."""
     urdf_path: str = ""
     """FR3 URDF for the kinematics ("" = this package's urdf/fr3.urdf, else the one franky-sim ships)."""
     watchdog_timeout_s: float = 0.5
@@ -126,6 +131,9 @@ class ExecutorConfig:
         if self.streaming_mode not in STREAMING_MODES:
             raise ValueError(f"ExecutorConfig.streaming_mode must be one of {STREAMING_MODES}, "
                              f"got {self.streaming_mode!r}")
+        if not (isinstance(self.target_lead_periods, (int, float)) and 1.0 <= self.target_lead_periods <= 10.0):
+            raise ValueError(f"ExecutorConfig.target_lead_periods must be a number in [1, 10], "
+                             f"got {self.target_lead_periods!r}")
         for name in ("watchdog_timeout_s", "reconnect_period_s", "state_timeout_s", "link_timeout_s",
                      "max_future_lead_s", "stop_timeout_s"):
             value = getattr(self, name)
@@ -889,19 +897,23 @@ class FrankaExecutor:
             return
         if self._replan_would_speed_up(snap):
             return
-        target = sample(plan, now + period)
-        ahead = sample(plan, now + 2.0 * period)
-        at_end = now + period >= plan.end_time_s
+        joint_streaming = self.config.streaming_mode == "joint"
+        lead = self.config.target_lead_periods * period if joint_streaming else period
+        target = sample(plan, now + lead)
+        ahead = sample(plan, now + lead + period)
+        at_end = now + lead >= plan.end_time_s
         limits_period = self._limits_period_s(snap)
+        arrival = lead if joint_streaming else None
         if plan.is_cartesian:
             velocity = np.zeros(3) if at_end else (ahead.position_m - target.position_m) / period
             motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity,
-                                              snap.commanded_joint_positions_rad, snap.commanded_joint_velocities_rad_s)
+                                              snap.commanded_joint_positions_rad, snap.commanded_joint_velocities_rad_s,
+                                              arrival)
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
             motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity,
                                                snap.commanded_joint_positions_rad,
-                                               snap.commanded_joint_velocities_rad_s)
+                                               snap.commanded_joint_velocities_rad_s, arrival)
         last_sent = self._last_sent_joints
         same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
             not np.any(self.gate.last.joint_velocities_rad_s)

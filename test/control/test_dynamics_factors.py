@@ -1,11 +1,11 @@
-"""Per-motion acceleration / jerk factors and the reachable feed-forward of joint motions (pure, no franky-sim)."""
+"""Per-motion acceleration / jerk factors and the consistent feed-forward of joint motions (pure, no franky-sim)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gpc_ros.control.command_gate import BRAKING_FLOOR_MARGIN, CommandGate
+from gpc_ros.control.command_gate import BRAKING_FLOOR_MARGIN, FEED_FORWARD_ACCELERATION_SHARE, CommandGate
 from gpc_ros.control.envelope import InterventionCounter, SafetyEnvelope, SafetyEnvelopeConfig
 from gpc_ros.control.joint_guard import JointSpaceGuard
 from gpc_ros.control.kinematics import FR3Kinematics
@@ -60,30 +60,71 @@ def test_the_factors_follow_the_limits_read_back_from_franky():
     assert after == pytest.approx(min(1.0, 2.0 * before))
 
 
-@pytest.mark.parametrize("velocity, displacement, start_velocity, expected", [
-    (0.05, 0.0005, 0.0, np.sqrt(2 * 1.0 * 0.0005)),  # from rest: 0.032 rad/s reachable within 0.5 mrad
-    (0.05, 0.01, 0.0, 0.05),  # reachable: unchanged
-    (0.05, 0.0002, 0.03, np.sqrt(0.03 ** 2 + 2 * 1.0 * 0.0002)),  # already moving that way: a head start
-    (0.05, 0.0005, -0.04, np.sqrt(2 * 1.0 * 0.0005)),  # moving the other way: no head start
-    (-0.05, -0.0005, 0.0, -np.sqrt(2 * 1.0 * 0.0005)),  # negative direction, same cap
-    (0.05, -0.001, 0.0, 0.05),  # pointing away from the displacement (the arm ahead of its plan): as it is
-    (0.05, 0.0, 0.0, 0.05),  # no displacement: as it is (the joint turns either way)
-    (0.0, 0.01, 0.0, 0.0),
+def _feed_forward(gate, velocity, displacement, start_velocity, arrival_s=None, limit=1.0):
+    v, d, v0 = (np.asarray(x, dtype=np.float64) for x in (velocity, displacement, start_velocity))
+    return gate._consistent_feed_forward(v, d, v0, 0.2, np.full(7, limit), arrival_s)
+
+
+def _uniform_acceleration_rad_s2(velocity, displacement, start_velocity, duration_s):
+    """(7,) the acceleration of each joint's uniform profile, and the distance it covers minus its displacement."""
+    v, d, v0 = (np.asarray(x, dtype=np.float64) for x in (velocity, displacement, start_velocity))
+    return (v - v0) / duration_s, 0.5 * (v + v0) * duration_s - d
+
+
+SHARE = FEED_FORWARD_ACCELERATION_SHARE * 1.0  # of 5 rad/s^2 x factor 0.2 (the factor passed in)
+
+
+@pytest.mark.parametrize("velocity, displacement, start_velocity, arrival_s", [
+    (0.1, 0.006, 0.1, 0.06),  # on track: the plan's velocity, due when the target is
+    (0.1, 0.006, 0.1, None),  # the same without a due time (least squares)
+    (0.05, 0.0005, 0.0, 0.02),  # from rest, 0.5 mrad ahead: not in 20 ms, later and slower
+    (0.05, -0.001, 0.05, 0.06),  # the arm ahead of its plan: back towards the target
+    (0.09, 0.0, 0.09, 0.06),  # no displacement
 ])
-def test_the_feed_forward_is_capped_at_what_the_joint_reaches(velocity, displacement, start_velocity, expected):
-    gate = _gate()  # 5 rad/s^2 x factor 0.2 = 1 rad/s^2 (the factor passed in)
-    out = gate._reachable_feed_forward(np.full(7, velocity), np.full(7, displacement), np.full(7, start_velocity),
-                                       0.2)
-    np.testing.assert_allclose(out, np.full(7, expected), atol=1e-12)
+def test_every_joint_reaches_its_target_with_its_feed_forward_in_one_duration(velocity, displacement, start_velocity,
+                                                                           arrival_s):
+    gate = _gate()
+    out, duration = _feed_forward(gate, np.full(7, velocity), np.full(7, displacement), np.full(7, start_velocity),
+                                  arrival_s)
+    acceleration, miss = _uniform_acceleration_rad_s2(out, np.full(7, displacement), np.full(7, start_velocity),
+                                                      duration)
+    assert np.all(np.abs(acceleration) <= SHARE * (1 + 1e-9))
+    np.testing.assert_allclose(miss, 0.0, atol=1e-12)
+    if displacement == pytest.approx(velocity * 0.06) and start_velocity == velocity:
+        np.testing.assert_allclose(out, velocity, rtol=0.02)  # on track: the plan's velocity
+        assert duration == pytest.approx(0.06, rel=0.02)
+
+
+def test_joints_whose_windows_do_not_overlap_get_velocities_for_one_common_duration():
+    """Measured on franky-sim (the motion before a 10 Hz stop): joint 7 at 0.153 rad/s only 3.9 mrad behind its
+    target cannot arrive later than ~28 ms at 1 rad/s^2; joint 2 at 0.039 rad/s, 1.6 mrad behind, not before ~31 ms.
+    With the plan's velocities the time-synchronised planner had to loop; consistent ones need no loop."""
+    gate = _gate()
+    d = np.array([2.17, 1.645, 2.019, 1.956, -0.375, -0.588, 3.857]) * 1e-3
+    v0 = np.array([0.067, 0.039, 0.059, 0.054, -0.001, -0.001, 0.153])
+    plan = np.array([0.094, 0.067, 0.087, 0.083, -0.01, -0.016, 0.18])
+    out, duration = _feed_forward(gate, plan, d, v0, 0.06, limit=0.43)
+    acceleration, miss = _uniform_acceleration_rad_s2(out, d, v0, duration)
+    assert np.all(np.abs(acceleration) <= SHARE * (1 + 1e-9))
+    np.testing.assert_allclose(miss, 0.0, atol=1e-12)
+    assert np.all(np.abs(out) <= 0.43)
+
+
+def test_without_a_feed_forward_the_velocities_stay_zero():
+    out, duration = _feed_forward(_gate(), np.zeros(7), np.full(7, 0.01), np.full(7, 0.1), 0.06)
+    assert not np.any(out) and duration == 0.06
 
 
 def test_a_streamed_joint_motion_carries_the_factors():
     gate = _gate()
     gate.reset_to(Q_HOME)
-    motion, cmd = gate.joint_motion(Q_HOME + 0.01, 0.02, np.full(7, 0.5))
+    motion, cmd = gate.joint_motion(Q_HOME + 0.01, 0.02, np.full(7, 0.5), arrival_s=0.06)
     factor = motion.relative_dynamics_factor
     assert (factor.acceleration, factor.jerk) == pytest.approx(gate.last_dynamics_factors)
     assert factor.acceleration == pytest.approx(0.25)  # the floor: 1.25 x 1 rad/s^2 of 5
     step = cmd.joint_positions_rad - Q_HOME  # 2 mrad (the guard's acceleration limit from rest)
-    reach = np.sqrt(2 * 1.25 * np.abs(step))  # 0.071 rad/s within 2 mrad at 1.25 rad/s^2
-    np.testing.assert_allclose(np.abs(np.asarray(motion.waypoints[0].target.velocity)), reach, rtol=1e-9)
+    first = motion.waypoints[0]
+    duration = gate.last_arrival_s
+    assert first.minimum_time.to_sec() == pytest.approx(duration, abs=1e-3)
+    np.testing.assert_allclose(np.asarray(first.target.velocity), 2.0 * step / duration, rtol=1e-9)  # from rest
+    assert np.all(np.abs(np.asarray(first.target.velocity)) / duration <= FEED_FORWARD_ACCELERATION_SHARE * 1.25 + 1e-9)
