@@ -51,6 +51,8 @@ class CommandGate:
         self.motions_built = 0
         self.last_speed_factor = 1.0
         """Velocity factor of the last joint motion built (:meth:`joint_speed_factor`)."""
+        self.last_target_velocity_rad_s = np.zeros(7)
+        """Target velocity of the last joint motion built (rad/s): the feed-forward after scaling to the limit."""
         self.planner_joint_velocity_limit_rad_s = np.full(7, envelope.config.max_joint_speed_rad_s)
         """(7,) franky's joint velocity limits (rad/s): ``max_joint_speed_rad_s`` capped by franky's maxima; the
         executor sets the values it read back from the robot."""
@@ -215,7 +217,8 @@ class CommandGate:
             if over > 1.0:
                 qd = qd / over
             q = cmd.joint_positions_rad.astype(np.float64)
-            waypoints = [franky.JointWaypoint(franky.JointState(q, qd.astype(np.float64)))]
+            self.last_target_velocity_rad_s = qd.astype(np.float64)
+            waypoints = [franky.JointWaypoint(franky.JointState(q, self.last_target_velocity_rad_s))]
             if np.any(qd):
                 waypoints.append(franky.JointWaypoint(q, relative_dynamics_factor=BRAKE_TO_REST))
             return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, 1.0, 1.0),

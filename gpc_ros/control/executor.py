@@ -315,6 +315,7 @@ class FrankaExecutor:
         """``state_samples`` count when the loop carried out the last stop (tests count periods, not seconds)."""
         self._chunk_arrival_s: float | None = None
         self._planner_failures: deque[float] = deque()
+        self._last_sent_motion: tuple | None = None
         self._planner_resume: dict[str, Any] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
@@ -943,6 +944,9 @@ class FrankaExecutor:
             # for nothing (with franky-sim's own finite-difference velocity, each preemption made the arm drift).
             return
         self._robot.move(motion, asynchronous=True)
+        self._last_sent_motion = (self.gate.last.joint_positions_rad, self.gate.last_target_velocity_rad_s,
+                                  self.gate.last_speed_factor, snap.commanded_joint_positions_rad,
+                                  snap.commanded_joint_velocities_rad_s)
         self._commands_sent += 1
         if self._chunk_arrival_s is not None:
             self.first_command_latency_s = self._clock() - self._chunk_arrival_s
@@ -1087,13 +1091,14 @@ class FrankaExecutor:
         failures.append(now)
         while failures and now - failures[0] > PLANNER_RETRY_WINDOW_S:
             failures.popleft()
-        last = self.gate.last
-        logger.warning("%s (%d in %.0f s, planner_retries %d); target %s rad, velocity %s rad/s, speed factor %.3f; "
-                       "robot q_d %s rad, dq_d %s rad/s", message, len(failures), PLANNER_RETRY_WINDOW_S,
-                       self.config.planner_retries, np.array2string(last.joint_positions_rad, precision=5),
-                       np.array2string(last.joint_velocities_rad_s, precision=5), self.gate.last_speed_factor,
-                       np.array2string(self._snapshot.commanded_joint_positions_rad, precision=5),
-                       np.array2string(self._snapshot.commanded_joint_velocities_rad_s, precision=5))
+        sent = self._last_sent_motion
+        detail = ""
+        if sent is not None:
+            text = [np.array2string(np.asarray(v), precision=5, max_line_width=400) for v in sent]
+            detail = (f"; the last motion sent: target {text[0]} rad, target velocity {text[1]} rad/s, speed factor "
+                      f"{sent[2]:.3f}, from the robot's q_d {text[3]} rad, dq_d {text[4]} rad/s")
+        logger.warning("%s (%d in %.0f s, planner_retries %d)%s", message, len(failures), PLANNER_RETRY_WINDOW_S,
+                       self.config.planner_retries, detail)
         if len(failures) > self.config.planner_retries:
             return False
         self.interventions.add("planner_retries")
