@@ -61,6 +61,8 @@ class CommandGate:
         self.motions_built = 0
         self.last_speed_factor = 1.0
         """Velocity factor of the last joint motion built (:meth:`joint_speed_factor`)."""
+        self.last_target_velocity_rad_s = np.zeros(7)
+        """Target velocity of the last joint motion built (rad/s): the feed-forward after scaling to the limit."""
         self.planner_joint_velocity_limit_rad_s = np.full(7, envelope.config.max_joint_speed_rad_s)
         """(7,) franky's joint velocity limits (rad/s): ``max_joint_speed_rad_s`` capped by franky's maxima; the
         executor sets the values it read back from the robot."""
@@ -322,8 +324,10 @@ class CommandGate:
             self.last_dynamics_factors = (f_acc, f_jerk)
             qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)
             self.last_arrival_s = duration
+            self.last_target_velocity_rad_s = qd.astype(np.float64)
             minimum = None if duration is None else franky.Duration(int(round(1e3 * duration)))
-            waypoints = [franky.JointWaypoint(franky.JointState(q, qd.astype(np.float64)), minimum_time=minimum)]
+            waypoints = [franky.JointWaypoint(franky.JointState(q, self.last_target_velocity_rad_s),
+                                              minimum_time=minimum)]
             if np.any(qd):
                 waypoints.append(franky.JointWaypoint(q, relative_dynamics_factor=BRAKE_TO_REST))
             return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, f_acc, f_jerk),

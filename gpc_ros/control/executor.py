@@ -56,6 +56,13 @@ DEFAULT_COLLISION_FORCES_N: tuple[float, ...] = (20.0, 20.0, 20.0, 25.0, 25.0, 2
 #: control periods in a row.
 REPLAN_SPEED_TOLERANCE = 1.02
 MAX_DEFERRED_REPLANS = 2
+#: After a planner failure the arm counts as at rest when no measured joint moved faster than this over the last
+#: ~20 ms of the robot's clock (rad/s, from the measured positions).
+REST_JOINT_SPEED_RAD_S = 0.02
+#: ``planner_retries`` counts the failures within this window of the executor's clock (s).
+PLANNER_RETRY_WINDOW_S = 10.0
+#: franky's message for a failed motion plan (its ``RuntimeError``); the code is Ruckig's result.
+PLANNER_FAILURE_PREFIX = "Motion planner failed"
 
 
 class ExecutionRefusedError(RuntimeError):
@@ -106,6 +113,11 @@ class ExecutorConfig:
     stop_timeout_s: float = 2.0
     """A planned stop (franky's stop motion) not at rest within this long (robot clock) falls back to the hard
     stop (s)."""
+    planner_retries: int = 2
+    """franky planner failures (``Motion planner failed with error code ...``, e.g. Ruckig's -111 synchronisation
+    error, a numerical failure on a valid target) resumed automatically: the executor waits until the measured arm
+    is at rest (``REST_JOINT_SPEED_RAD_S``, within ``stop_timeout_s``), then streams the plan again from the measured
+    joints. One more within ``PLANNER_RETRY_WINDOW_S`` latches a control fault (0 = every planner failure latches)."""
     collision_torque_thresholds_nm: tuple[float, ...] = DEFAULT_COLLISION_TORQUES_NM
     """Joint torque collision thresholds fr3_joint1..7 (Nm), given to franky's set_collision_behavior."""
     collision_force_thresholds_n: tuple[float, ...] = DEFAULT_COLLISION_FORCES_N
@@ -134,6 +146,10 @@ class ExecutorConfig:
         if not (isinstance(self.target_lead_periods, (int, float)) and 1.0 <= self.target_lead_periods <= 10.0):
             raise ValueError(f"ExecutorConfig.target_lead_periods must be a number in [1, 10], "
                              f"got {self.target_lead_periods!r}")
+        if not (isinstance(self.planner_retries, int) and not isinstance(self.planner_retries, bool)
+                and 0 <= self.planner_retries <= 10):
+            raise ValueError(f"ExecutorConfig.planner_retries must be an integer in [0, 10], "
+                             f"got {self.planner_retries!r}")
         for name in ("watchdog_timeout_s", "reconnect_period_s", "state_timeout_s", "link_timeout_s",
                      "max_future_lead_s", "stop_timeout_s"):
             value = getattr(self, name)
@@ -297,7 +313,8 @@ class FrankaExecutor:
         self._last_sent_joints: np.ndarray | None = None
         self._deferred_replans = 0
         self._last_fresh_s = -np.inf
-        self._tcp_history: deque[tuple[float, np.ndarray]] = deque()
+        self._tcp_history: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
+        """(robot time, measured TCP, measured joints) over the last ~20 ms of the robot's clock."""
         self._state_listeners: list[Callable[[RobotSnapshot], None]] = []
         self._listener_errors_logged = 0
         self.first_command_latency_s: float | None = None
@@ -305,6 +322,9 @@ class FrankaExecutor:
         self.stop_handled_at_sample: int | None = None
         """``state_samples`` count when the loop carried out the last stop (tests count periods, not seconds)."""
         self._chunk_arrival_s: float | None = None
+        self._planner_failures: deque[float] = deque()
+        self._last_sent_motion: tuple | None = None
+        self._planner_resume: dict[str, Any] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def start(self) -> "FrankaExecutor":
@@ -593,6 +613,7 @@ class FrankaExecutor:
             self._blender.reset()
         self._pending = None
         self._latest_stamp_s = -np.inf
+        self._planner_resume = None
         logger.info("recovered")
 
     def _drain_requests(self, now: float) -> None:
@@ -735,11 +756,24 @@ class FrankaExecutor:
         history = self._tcp_history
         if not history or not snap.robot_time_s > history[0][0]:
             return 0.0
-        t0, p0 = history[0]
+        t0, p0, _ = history[0]
         return float(np.linalg.norm(snap.measured_tcp_m - p0) / (snap.robot_time_s - t0))
+
+    def _joint_speed_rad_s(self, snap: RobotSnapshot) -> float:
+        """Fastest measured joint over the last ~20 ms of the robot's clock, from positions (rad/s; inf if unknown).
+
+        From the measured positions, not the reported velocities: franky-sim keeps reporting the last velocity of a
+        motion that ended (an idle arm at rest read 0.077 rad/s for seconds).
+        """
+        history = self._tcp_history
+        if not history or not snap.robot_time_s - history[0][0] >= 0.015:
+            return float("inf")
+        t0, _, q0 = history[0]
+        return float(np.max(np.abs(snap.joint_positions_rad - q0)) / (snap.robot_time_s - t0))
 
     def _begin_stop(self, reason: str, now: float) -> None:
         """Drop the plan and send franky's planned stop (a hard stop if even sending it fails)."""
+        self._planner_resume = None
         with self._lock:
             self._blender.reset()
             self.watchdog.disarm()
@@ -895,6 +929,8 @@ class FrankaExecutor:
                            self.config.watchdog_timeout_s)
             self._begin_stop("watchdog", now)
             return
+        if not self._resume_after_planner_failure(snap):
+            return
         if self._replan_would_speed_up(snap):
             return
         joint_streaming = self.config.streaming_mode == "joint"
@@ -923,6 +959,9 @@ class FrankaExecutor:
             # for nothing (with franky-sim's own finite-difference velocity, each preemption made the arm drift).
             return
         self._robot.move(motion, asynchronous=True)
+        self._last_sent_motion = (self.gate.last.joint_positions_rad, self.gate.last_target_velocity_rad_s,
+                                  self.gate.last_speed_factor, snap.commanded_joint_positions_rad,
+                                  snap.commanded_joint_velocities_rad_s)
         self._commands_sent += 1
         if self._chunk_arrival_s is not None:
             self.first_command_latency_s = self._clock() - self._chunk_arrival_s
@@ -1025,7 +1064,7 @@ class FrankaExecutor:
                     next_command = max(next_command + self.config.control_period_s, now)
                     self._command(now, snap)
                 self._previous_snap = snap
-                self._tcp_history.append((snap.robot_time_s, snap.measured_tcp_m))
+                self._tcp_history.append((snap.robot_time_s, snap.measured_tcp_m, snap.joint_positions_rad))
                 while len(self._tcp_history) > 1 and snap.robot_time_s - self._tcp_history[1][0] >= 0.02:
                     self._tcp_history.popleft()
             except franky.NetworkException as exc:
@@ -1037,7 +1076,8 @@ class FrankaExecutor:
                 except (franky.Exception, RuntimeError) as probe_exc:
                     self._link_lost(probe_exc)
                     continue
-                self._set_fault(f"control error: {type(exc).__name__}: {exc}")
+                if not self._planner_failed(exc, now):
+                    self._set_fault(f"control error: {type(exc).__name__}: {exc}")
                 self.gate.reset_to(self._snapshot.joint_positions_rad)
                 continue
             except Exception as exc:  # a bug or a surprise: latch, stop the arm, keep the loop
@@ -1051,6 +1091,53 @@ class FrankaExecutor:
                 continue
             self._notify(snap)
             time.sleep(max(0.0, tick - (time.monotonic() - t_tick)))
+
+    def _planner_failed(self, exc: BaseException, now: float) -> bool:
+        """A franky planner failure while streaming: arrange the automatic resume and say so (False: latch it).
+
+        franky's planner (Ruckig) fails now and then on a valid target (-111, its synchronisation: 84 times in the logs
+        of 6129 benchmark episodes on franky-sim). franky then ends its control loop and the robot goes idle;
+        nothing was commanded outside the envelope. Resuming waits for the arm to come to rest (:meth:`_command`).
+        """
+        message = str(exc)
+        if not message.startswith(PLANNER_FAILURE_PREFIX) or self._stop is not None or self._fault is not None:
+            return False
+        failures = self._planner_failures
+        failures.append(now)
+        while failures and now - failures[0] > PLANNER_RETRY_WINDOW_S:
+            failures.popleft()
+        sent = self._last_sent_motion
+        detail = ""
+        if sent is not None:
+            text = [np.array2string(np.asarray(v), precision=5, max_line_width=400) for v in sent]
+            detail = (f"; the last motion sent: target {text[0]} rad, target velocity {text[1]} rad/s, speed factor "
+                      f"{sent[2]:.3f}, from the robot's q_d {text[3]} rad, dq_d {text[4]} rad/s")
+        logger.warning("%s (%d in %.0f s, planner_retries %d)%s", message, len(failures), PLANNER_RETRY_WINDOW_S,
+                       self.config.planner_retries, detail)
+        if len(failures) > self.config.planner_retries:
+            return False
+        self.interventions.add("planner_retries")
+        self._planner_resume = {"t0": self._snapshot.robot_time_s, "message": message}
+        self._last_command_robot_time_s = None
+        self._last_sent_joints = None
+        return True
+
+    def _resume_after_planner_failure(self, snap: RobotSnapshot) -> bool:
+        """Whether streaming may go on after a planner failure: the arm is at rest (then re-seeded), or not yet."""
+        info = self._planner_resume
+        if info is None:
+            return True
+        if self._joint_speed_rad_s(snap) > REST_JOINT_SPEED_RAD_S:
+            if snap.robot_time_s - info["t0"] > self.config.stop_timeout_s:
+                self._planner_resume = None
+                self._set_fault(f"control error: {info['message']}; the arm was not at rest "
+                                f"{self.config.stop_timeout_s} s later")
+            return False
+        self._planner_resume = None
+        self._robot.recover_from_errors()
+        self.gate.reset_to(snap.joint_positions_rad)
+        logger.info("resuming after the planner failure (at rest %.3f s later)", snap.robot_time_s - info["t0"])
+        return True
 
     def _link_lost(self, exc: BaseException) -> None:
         """The connection is gone (typed: franky.NetworkException): this fault replaces any earlier one."""

@@ -251,7 +251,8 @@ class PlannerFailsOnce:
             setattr(self._robot, name, value)
 
 
-def test_a_planner_error_latches_a_control_fault_but_keeps_the_connection(franky_sim_fast):
+def test_with_no_planner_retries_a_planner_error_latches_a_control_fault_but_keeps_the_connection(franky_sim_fast):
+    # planner_retries=0: the fault path itself (the automatic resume is test_planner_retry_sim.py's)
     connections = []
 
     def robot_factory(host: str):
@@ -259,7 +260,8 @@ def test_a_planner_error_latches_a_control_fault_but_keeps_the_connection(franky
         connections.append(robot)
         return robot
 
-    executor = FrankaExecutor(ExecutorConfig(robot_host=franky_sim_fast.host, watchdog_timeout_s=60.0),
+    executor = FrankaExecutor(ExecutorConfig(robot_host=franky_sim_fast.host, watchdog_timeout_s=60.0,
+                                             planner_retries=0),
                               robot_factory=robot_factory).start()
     with executor:
         assert executor.wait_connected(20.0)
