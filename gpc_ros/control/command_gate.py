@@ -44,6 +44,10 @@ BRAKING_FLOOR_MARGIN = 1.25
 FEED_FORWARD_ACCELERATION_SHARE = 0.8
 #: Durations (s) among which :meth:`CommandGate._consistent_feed_forward` picks the one the joints arrive in.
 FEED_FORWARD_DURATIONS_S = np.geomspace(1e-3, 1.0, 400)
+#: A joint whose consistent feed-forward turns it around further than this (rad) past where it starts makes the
+#: motion fall back to the reachable feed-forward, planned time-optimally
+#: (:meth:`CommandGate._consistent_feed_forward`).
+TURN_TOLERANCE_RAD = 1e-4
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -260,7 +264,9 @@ class CommandGate:
         duration whose velocities best match the plan's (least squares on ``1 / T`` of ``d_i / T`` against
         ``(v0_i + velocity_i) / 2``). On track (``d = v T``, ``v0 = v``) every velocity is the plan's. A joint ahead of
         its target arrives moving back towards it. Without a feed-forward (all zero) the velocities stay zero and the
-        duration is ``arrival_s``.
+        duration is ``arrival_s``. A motion in which a joint would turn around (moving one way, arriving the other)
+        further than ``TURN_TOLERANCE_RAD`` gets :meth:`_reachable_feed_forward` and no duration instead: its uniform
+        deceleration can be far below the planner's, and the joint would pass its target further than braking does.
         """
         v = np.asarray(velocity_rad_s, dtype=np.float64)
         if not np.any(v):
@@ -284,7 +290,36 @@ class CommandGate:
             k = int(np.argmin(np.where(excess <= 1.0, distance, np.inf)))
         else:  # nothing within the limits (a joint starts above its velocity limit): the least excess
             k = int(np.argmin(excess))
-        return np.clip(ends[k], -limit, limit), float(durations[k])
+        out = np.clip(ends[k], -limit, limit)
+        # A joint that turns within the motion would brake only at its uniform deceleration, which can be far below
+        # the planner's (measured: joint 4 ramped at its limit overshot into the halt margin under a CPU quota,
+        # test_driver_starved.py): such a motion brakes time-optimally, as before.
+        turning = v0 * out < 0.0
+        excursion = v0 * v0 * durations[k] / np.maximum(2.0 * np.abs(out - v0), 1e-12)
+        if np.any(turning & (excursion > TURN_TOLERANCE_RAD)):
+            return self._reachable_feed_forward(v, d, start_velocity_rad_s, acceleration_factor), None
+        return out, float(durations[k])
+
+    def _reachable_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
+                                start_velocity_rad_s: np.ndarray | None, acceleration_factor: float) -> np.ndarray:
+        """(7,) the feed-forward joint velocity, each joint capped at what it reaches over its displacement.
+
+        franky's planner must arrive at the target *with* this velocity. A joint that cannot reach it within its
+        displacement at its acceleration (``acceleration_factor`` x franky's limit) is moved *backwards* first to
+        gain the run-up: measured, joint 1 ran at -0.08 rad/s away from a target ahead of it, asked for 0.05 rad/s
+        0.5 mrad ahead at 1 rad/s^2. So ``|v_i| <= sqrt(v0_i^2 + 2 a_i |d_i|)`` (``v0_i``: the start velocity if it
+        points the same way, else 0). A velocity pointing away from the displacement (the arm ahead of its plan) is
+        left as it is: the joint has to turn either way, and zeroing it made the arm stop and go (1 of 5 runs of
+        test_streamed_chunks_move_without_stop_and_go at 10 Hz, speed down to 0.02-0.04 of 0.11 m/s).
+        """
+        a = acceleration_factor * self.envelope.config.relative_dynamics_factor * \
+            self.planner_joint_acceleration_limit_rad_s2
+        d = np.asarray(displacement_rad, dtype=np.float64)
+        v0 = np.zeros(7) if start_velocity_rad_s is None else np.asarray(start_velocity_rad_s, dtype=np.float64)
+        along = np.where(np.sign(v0) == np.sign(d), np.abs(v0), 0.0)
+        reach = np.sqrt(along * along + 2.0 * a * np.abs(d))
+        v = np.asarray(velocity_rad_s, dtype=np.float64)
+        return np.where(np.sign(v) == np.sign(d), np.sign(v) * np.minimum(np.abs(v), reach), v)
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
                 robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None):

@@ -78,8 +78,8 @@ SHARE = FEED_FORWARD_ACCELERATION_SHARE * 1.0  # of 5 rad/s^2 x factor 0.2 (the 
     (0.1, 0.006, 0.1, 0.06),  # on track: the plan's velocity, due when the target is
     (0.1, 0.006, 0.1, None),  # the same without a due time (least squares)
     (0.05, 0.0005, 0.0, 0.02),  # from rest, 0.5 mrad ahead: not in 20 ms, later and slower
-    (0.05, -0.001, 0.05, 0.06),  # the arm ahead of its plan: back towards the target
-    (0.09, 0.0, 0.09, 0.06),  # no displacement
+    (0.05, -0.001, 0.002, 0.06),  # the arm ahead of its plan, nearly at rest: back towards the target
+    (0.09, 0.0, 0.0, 0.06),  # no displacement, at rest: stays
 ])
 def test_every_joint_reaches_its_target_with_its_feed_forward_in_one_duration(velocity, displacement, start_velocity,
                                                                            arrival_s):
@@ -95,19 +95,35 @@ def test_every_joint_reaches_its_target_with_its_feed_forward_in_one_duration(ve
         assert duration == pytest.approx(0.06, rel=0.02)
 
 
-def test_joints_whose_windows_do_not_overlap_get_velocities_for_one_common_duration():
-    """Measured on franky-sim (the motion before a 10 Hz stop): joint 7 at 0.153 rad/s only 3.9 mrad behind its
-    target cannot arrive later than ~28 ms at 1 rad/s^2; joint 2 at 0.039 rad/s, 1.6 mrad behind, not before ~31 ms.
-    With the plan's velocities the time-synchronised planner had to loop; consistent ones need no loop."""
+def test_joints_whose_windows_overlap_three_periods_ahead_get_velocities_for_one_common_duration():
+    """Measured on franky-sim (the motion before a 10 Hz stop, targets one period ahead): joint 7 at 0.153 rad/s only
+    3.9 mrad behind its target cannot arrive later than ~28 ms at 1 rad/s^2; joint 2 at 0.039 rad/s, 1.6 mrad behind,
+    not before ~31 ms: no common duration without a loop (that motion falls back). The same joints three periods
+    behind their targets can both arrive in 66-137 ms: one duration, every joint on a uniform acceleration."""
     gate = _gate()
     d = np.array([2.17, 1.645, 2.019, 1.956, -0.375, -0.588, 3.857]) * 1e-3
     v0 = np.array([0.067, 0.039, 0.059, 0.054, -0.001, -0.001, 0.153])
     plan = np.array([0.094, 0.067, 0.087, 0.083, -0.01, -0.016, 0.18])
-    out, duration = _feed_forward(gate, plan, d, v0, 0.06, limit=0.43)
-    acceleration, miss = _uniform_acceleration_rad_s2(out, d, v0, duration)
+    assert _feed_forward(gate, plan, d, v0, 0.02, limit=0.43)[1] is None
+    out, duration = _feed_forward(gate, plan, 3.0 * d, v0, 0.06, limit=0.43)
+    assert 0.06 < duration < 0.14
+    acceleration, miss = _uniform_acceleration_rad_s2(out, 3.0 * d, v0, duration)
     assert np.all(np.abs(acceleration) <= SHARE * (1 + 1e-9))
     np.testing.assert_allclose(miss, 0.0, atol=1e-12)
-    assert np.all(np.abs(out) <= 0.43)
+    assert np.all(out * v0 >= 0.0) and np.all(np.abs(out) <= 0.43)
+
+
+@pytest.mark.parametrize("displacement, start_velocity", [
+    (-0.001, 0.05),  # the arm ahead of its plan, moving on
+    (0.0005, 0.3),  # a joint at a clamped target (a limit) it cannot stop before
+])
+def test_a_joint_that_would_turn_around_falls_back_to_the_time_optimal_plan(displacement, start_velocity):
+    gate = _gate()
+    out, duration = _feed_forward(gate, np.full(7, 0.05), np.full(7, displacement), np.full(7, start_velocity), 0.06)
+    assert duration is None  # no minimum time: the planner brakes at its own acceleration
+    expected = gate._reachable_feed_forward(np.full(7, 0.05), np.full(7, displacement), np.full(7, start_velocity),
+                                            0.2)
+    np.testing.assert_allclose(out, expected)
 
 
 def test_without_a_feed_forward_the_velocities_stay_zero():
