@@ -357,7 +357,12 @@ class CommandGate:
             q = cmd.joint_positions_rad.astype(np.float64)
             f_acc, f_jerk = self.joint_dynamics_factors(q)
             self.last_dynamics_factors = (f_acc, f_jerk)
+            qd_plan = qd
             qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)
+            if duration is not None and np.any(qd) and not self.braking.brakeable(q, qd):
+                # The consistent velocity (not along the checked direction when the arm is off its plan) must
+                # leave the arm brakeable where it arrives; else the reachable one, planned time-optimally.
+                qd, duration = self._reachable_feed_forward(qd_plan, q - start, velocity, f_acc), None
             self.last_arrival_s = duration
             self.last_target_velocity_rad_s = qd.astype(np.float64)
             minimum = None if duration is None else franky.Duration(int(round(1e3 * duration)))
