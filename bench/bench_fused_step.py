@@ -5,7 +5,8 @@ call (torch.func vmap over stacked weights; the hand-built grouped forward of
 Heads: the ``small`` preset's RGB diffusion and DP3 U-Nets (random weights, 1.57 M parameters each), batch
 ``--rows`` (1 = one candidate, no parent chunks, as in ``bench/bench_graph.py``), horizon 16, 1 torch thread.
 Cases are interleaved rep by rep (order reversed every rep); each figure is the median over ``--reps`` reps of a
-block of ``--inner`` calls; ratios are to ``one head`` (eager) and, for the traced cases, also to ``one head, traced``
+block of ``--inner`` calls; ratios are to ``one head`` (eager) and to ``one head, fused code path (K = 1)`` (the
+fused forward with one head: what its leaner Python costs alone), and for the traced cases also to ``one head, traced``
 (``torch.jit.trace`` + ``torch.jit.freeze``: the same ops without the Python module calls). Also times both parents'
 observation encoders (once per chunk) for their share of a chunk. Every fused result is checked against the
 separate forwards (max abs diff printed; the run fails above 1e-5).
@@ -43,11 +44,29 @@ class _Fused(torch.nn.Module):
         return tuple(self.grouped([x0, x1], [t0, t1], [c0, c1]))
 
 
+def _profile(cases: dict, calls: int) -> int:
+    """Print the top ops by self CPU time of ``calls`` calls of each case (after 20 warm-up calls)."""
+    from torch.profiler import profile
+
+    with torch.no_grad():
+        for name, fn in cases.items():
+            for _ in range(20):
+                fn()
+            with profile() as prof:
+                for _ in range(calls):
+                    fn()
+            print(f"\n  {name}: {calls} calls")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--inner", type=int, default=10)
     parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: torch.profiler's top ops (self CPU time) of one head and of the fused two heads")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # the traced branch on B is fixed: B = rows
@@ -63,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     c = [torch.randn(m, policies[0].encoding_dim), torch.randn(m, policies[1].encoding_dim)]
     grouped, same = GroupedUnet1D([a, b], conv="bmm"), GroupedUnet1D([a, a], conv="bmm")
     grouped_conv = GroupedUnet1D([a, b], conv="grouped")
+    lean = GroupedUnet1D([a], conv="bmm")  # the fused code path with one head: what the fused forward costs alone
 
     params, buffers = torch.func.stack_module_state([a, b])
     base = copy.deepcopy(a).to("meta")
@@ -75,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         traced = [torch.jit.freeze(torch.jit.trace(u, (x[i], t[i], c[i]))) for i, u in enumerate((a, b))]
         fused_traced = torch.jit.freeze(torch.jit.trace(_Fused(grouped), (*x, *t, *c), check_trace=False).eval())
     xs, ts, cs = torch.stack(x), torch.stack(t), torch.stack(c)
+    if args.profile:
+        return _profile({"one head": lambda: a(x[0], t[0], c[0]),
+                         "two heads, fused: unfold + bmm": lambda: grouped(x, t, c)}, args.reps)
     obs = [random_observation(p.config.observation, seed=0) for p in policies]
     cases = {
         "one head": lambda: a(x[0], t[0], c[0]),
         "two heads, one after the other": lambda: (a(x[0], t[0], c[0]), b(x[1], t[1], c[1])),
+        "one head, fused code path (K = 1)": lambda: lean(x[:1], t[:1], c[:1]),
         "two heads, fused: unfold + bmm": lambda: grouped(x, t, c),
         "same head twice, fused: unfold + bmm": lambda: same(x, t, c),
         "two heads, fused: grouped conv": lambda: grouped_conv(x, t, c),
@@ -93,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = [a(x[0], t[0], c[0]), b(x[1], t[1], c[1])]
         diff_g = max(float((r - o).abs().max()) for f in (grouped, grouped_conv, lambda *v: fused_traced(*x, *t, *c))
                      for r, o in zip(ref, f(x, t, c)))
+        diff_g = max(diff_g, float((lean(x[:1], t[:1], c[:1])[0] - ref[0]).abs().max()))
         diff_t = max(float((traced[i](x[i], t[i], c[i]) - ref[i]).abs().max()) for i in range(2))
         diff_v = max(float((r - o).abs().max()) for r, o in zip(ref, vmapped(params, buffers, xs, ts, cs)))
         times: dict[str, list[float]] = {k: [] for k in cases}
@@ -106,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
                     fn()
                 times[name].append((time.perf_counter() - t0) / args.inner)
     base_s, traced_s = statistics.median(times["one head"]), statistics.median(times["one head, traced"])
+    lean_s = statistics.median(times["one head, fused code path (K = 1)"])
     print(f"  {m} row(s); median of {args.reps} reps x {args.inner} calls, interleaved:")
-    print(f"  {'case':<40} {'median ms':>10} {'x one head':>11} {'x one head, traced':>19}")
+    print(f"  {'case':<40} {'median ms':>10} {'x one head':>11} {'x K = 1 path':>13} {'x one head, traced':>19}")
     for name, values in times.items():
         med = statistics.median(values)
+        vs_lean = f"{med / lean_s:12.2f}x" if "fused" in name else " " * 13
         vs_traced = f"{med / traced_s:18.2f}x" if "traced" in name else ""
-        print(f"  {name:<40} {med * 1e3:10.3f} {med / base_s:10.2f}x {vs_traced}")
+        print(f"  {name:<40} {med * 1e3:10.3f} {med / base_s:10.2f}x {vs_lean} {vs_traced}")
     print(f"  max abs diff vs separate eager forwards: fused {diff_g:.3g}, vmap {diff_v:.3g}, "
           f"traced heads {diff_t:.3g}")
     if max(diff_g, diff_v, diff_t) > 1e-5:

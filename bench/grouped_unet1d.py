@@ -19,7 +19,7 @@ their FiLM weights get zero columns for the padding, which leaves every product 
 
 The result equals the K separate forwards up to float rounding (a grouped kernel may sum in another order).
 The stacked weights are a copy; they are rebuilt when a head's parameter is changed in place (its version counter,
-e.g. by ``load_state_dict``) or replaced.
+e.g. by ``load_state_dict``); a parameter replaced by another object is not noticed.
 """
 
 from __future__ import annotations
@@ -77,12 +77,13 @@ class GroupedUnet1D:
         self.time_dim, self.n_groups, self.eps = config.time_embed_dim, config.n_groups, _norm_eps(unets[0])
         self.cond_dims = [u.down[0][0].film[1].in_features - self.time_dim for u in unets]
         self.cond_width = max(self.cond_dims)
-        self._versions: list[tuple[int, int]] | None = None
+        self._sources = [p for u in unets for p in u.parameters()]  # walking the modules per call costs ~0.5 ms
+        self._versions: list[int] | None = None
         self._build()
 
     # ------------------------------------------------------------------ stacking
-    def _current(self) -> list[tuple[int, int]]:
-        return [(id(p), p._version) for u in self.unets for p in u.parameters()]
+    def _current(self) -> list[int]:
+        return [p._version for p in self._sources]
 
     def _conv(self, convs: Sequence[nn.Module]) -> dict:
         c, k = convs[0], self.k
@@ -166,9 +167,8 @@ class GroupedUnet1D:
                 cols = torch.bmm(c["mat"], x)  # (K, out * ks, L)
                 y = fn.fold(cols, (1, length), (1, c["ks"]), padding=(0, c["padding"]), stride=(1, c["stride"]))
                 return (y.view(k, c["out"], length) + c["bias3"]).view(1, -1, length)
-            if c["ks"] > 1 or c["padding"]:
-                x = fn.pad(x, (c["padding"], c["padding"])).unfold(2, c["ks"], c["stride"])  # (K, in, L', ks)
-                x = x.transpose(2, 3).reshape(k, -1, x.shape[2])  # (K, in * ks, L'), rows in * ks as the weight
+            if c["ks"] > 1 or c["padding"]:  # im2col: (K, in * ks, L'), rows in * ks as the weight's
+                x = fn.unfold(x.unsqueeze(2), (1, c["ks"]), padding=(0, c["padding"]), stride=(1, c["stride"]))
             return torch.baddbmm(c["bias3"], c["mat"], x).view(1, -1, x.shape[-1])
         if c["transposed"]:
             return fn.conv_transpose1d(h, c["weight"], c["bias"], c["stride"], c["padding"], groups=k)
@@ -182,7 +182,7 @@ class GroupedUnet1D:
         lo, mid, hi = res["film"]
         scale, bias = film[..., lo:mid, None], film[..., mid:hi, None]  # (B, K, out, 1)
         out = self._block(h, res["conv1"], res["norm1"])
-        out = (out.view(b, k, res["out"], -1) * scale + bias).view(b, k * res["out"], -1)
+        out = torch.addcmul(bias, out.view(b, k, res["out"], -1), scale).reshape(b, k * res["out"], -1)
         skip = h if res["residual"] is None else self._apply_conv(h, res["residual"])
         return self._block(out, res["conv2"], res["norm2"]) + skip
 
