@@ -48,6 +48,9 @@ FEED_FORWARD_DURATIONS_S = np.geomspace(1e-3, 1.0, 400)
 #: motion fall back to the reachable feed-forward, planned time-optimally
 #: (:meth:`CommandGate._consistent_feed_forward`).
 TURN_TOLERANCE_RAD = 1e-4
+#: A start velocity above this x franky's joint velocity limit is not one the planner commanded
+#: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
+SPURIOUS_SPEED_RATIO = 1.1
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -356,6 +359,11 @@ class CommandGate:
                 qd = qd / over
             q = cmd.joint_positions_rad.astype(np.float64)
             f_acc, f_jerk = self.joint_dynamics_factors(q)
+            if velocity is not None and np.any(np.abs(velocity) > SPURIOUS_SPEED_RATIO * dynamics *
+                                               self.planner_joint_velocity_limit_rad_s):
+                # A start the planner never commands (franky-sim's report to a starved client): brake it at franky's
+                # full limits. At the per-motion factors it took seconds (joint 2 ran away to 11.7 rad/s).
+                f_acc, f_jerk = 1.0, 1.0
             self.last_dynamics_factors = (f_acc, f_jerk)
             qd_plan = qd
             qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)

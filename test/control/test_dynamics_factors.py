@@ -144,3 +144,17 @@ def test_a_streamed_joint_motion_carries_the_factors():
     assert first.minimum_time.to_sec() == pytest.approx(duration, abs=1e-3)
     np.testing.assert_allclose(np.asarray(first.target.velocity), 2.0 * step / duration, rtol=1e-9)  # from rest
     assert np.all(np.abs(np.asarray(first.target.velocity)) / duration <= FEED_FORWARD_ACCELERATION_SHARE * 1.25 + 1e-9)
+
+
+def test_a_start_faster_than_the_planner_ever_commands_is_braked_at_franky_s_full_limits():
+    """franky-sim's report to a starved client (test_driver_starved.py): a joint at 11.7 rad/s took seconds to brake
+    at the per-motion 1.25 rad/s^2; such a start gets franky's full acceleration and jerk."""
+    gate = _gate()
+    gate.reset_to(Q_HOME)
+    start_velocity = np.zeros(7)
+    start_velocity[1] = 1.2  # > 1.1 x the 1 rad/s limit
+    motion, _ = gate.joint_motion(Q_HOME + 0.01, 0.02, np.full(7, 0.1), Q_HOME, start_velocity, arrival_s=0.06)
+    assert (motion.relative_dynamics_factor.acceleration, motion.relative_dynamics_factor.jerk) == (1.0, 1.0)
+    start_velocity[1] = 0.9  # one the planner commands: the per-motion factors
+    motion, _ = gate.joint_motion(Q_HOME + 0.02, 0.02, np.full(7, 0.1), Q_HOME, start_velocity, arrival_s=0.06)
+    assert motion.relative_dynamics_factor.acceleration == pytest.approx(0.25)
