@@ -6,7 +6,9 @@ rep), median over ``--reps``:
 
 * ``eager one`` / ``traced one`` / ``scripted one``: one head alone;
 * ``* two seq``: both heads one after the other;
-* ``* two threads``: each head's block on its own pool thread (2 threads);
+* ``* two threads``: each head's block on its own pool thread (2 threads), each under ``torch.no_grad()`` (grad
+  mode is per thread); ``traced two threads, grad on``: the same with grad mode on in the pool threads (what a pool
+  thread has unless it sets it);
 * ``traced fork/wait``: one scripted wrapper that ``torch.jit.fork``s head A and runs head B, then waits
   (TorchScript's own inter-op pool, ``torch.set_num_interop_threads(2)``);
 * ``procs two`` / ``procs one``: two worker processes (1 torch thread each, each with its own traced head),
@@ -135,6 +137,16 @@ def main() -> int:
             fa.result()
             fb.result()
 
+    def block_grad_on(f, i):  # what a pool thread does without its own torch.no_grad (the first probe)
+        with torch.enable_grad():
+            for _ in range(n):
+                f(x[i], t[i], c[i])
+
+    def threads_grad_on(f, g):
+        fa, fb = pool.submit(block_grad_on, f, 0), pool.submit(block_grad_on, g, 1)
+        fa.result()
+        fb.result()
+
     def procs_case(both_run):
         starts[0].put(True)
         starts[1].put(both_run)
@@ -148,6 +160,7 @@ def main() -> int:
         "traced one": lambda: block(tr[0], 0),
         "traced two seq": lambda: (block(tr[0], 0), block(tr[1], 1)),
         "traced two threads": lambda: threads(tr[0], tr[1]),
+        "traced two threads, grad on": lambda: threads_grad_on(tr[0], tr[1]),
         "traced fork/wait": lambda: both(x[0], t[0], c[0], x[1], t[1], c[1], n),
         "procs one (traced)": lambda: procs_case(False),
         "procs two (traced)": lambda: procs_case(True),
