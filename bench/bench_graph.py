@@ -12,6 +12,9 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
   ``"auto"`` (measured per step, the faster path; :class:`~gpc_ros.compose.composer.ParallelChooser`);
 * ``K=2 graph, in-process hosts, sequential | threads | auto``: the composer core over host cores in this process
   (no serialisation; ``deployment: in_process``), the same three settings (``threads`` was the node's default);
+* ``..., traced`` (``--traced``, default on): the same in-process cases with both parents' heads run as frozen
+  TorchScript traces (``HostConfig.trace_head``), and ``one parent alone, traced``, the fair baseline for them
+  (column ``x one traced``);
 * ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
   every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping; the
   exchange topics on a dedicated :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint` on both sides (wait-set
@@ -31,9 +34,9 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
   converted to a ``Float64MultiArray`` and back, in this process: no DDS, no executor).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_graph.py [--rounds N]``. Each figure is a median over rounds;
-ratios are to ``one parent alone`` of the same run; ``cpu ms`` is this process's CPU time per chunk (all its
-threads; for the separate-host cases the hosts' is not in it). The machine's load average is printed before and
-after.
+ratios are to ``one parent alone`` of the same run (and to ``one parent alone, traced``); ``cpu ms`` is this
+process's CPU time per chunk (all its threads; for the separate-host cases the hosts' is not in it). The machine's
+load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -221,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the separate hosts with each step's requests sent from a thread per host "
                              "(the core Composer's pool: the path before the split-phase send)")
+    parser.add_argument("--traced", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the in-process cases with traced heads (HostConfig.trace_head) and one "
+                             "parent alone with its head traced")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
                         help="also measure separate hosts pinned to a core each (cpu_affinity)")
     args = parser.parse_args(argv)
@@ -274,10 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("hosts did not announce within 300 s")
             time.sleep(0.1)
         publisher.start()
-        local = {}
+        local, local_traced = {}, {}
         for n in ("rgb", "pcd"):
             parent, observing = load_host_parent(HostConfig(name=n, checkpoint=checkpoints[n]))
             local[n] = HostCore(parent, observing)
+            if args.traced:
+                parent, observing = load_host_parent(HostConfig(name=n, checkpoint=checkpoints[n], trace_head=True))
+                local_traced[n] = HostCore(parent, observing)
         config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.5, 0.5), max_observation_age_s=5.0,
                                     max_observation_skew_s=5.0, encode_timeout_s=5.0, step_timeout_s=5.0)
         config = ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
@@ -299,14 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         in_process, two = {}, {}
         for mode, parallel in (("sequential", False), ("threads", True), ("auto", "auto")):
             composer_config = replace(sequential, parallel_parents=parallel)
-            in_process[mode] = GraphComposer(ComposerNodeConfig(**{**{f: getattr(config, f) for f in
-                                                                      config.__dataclass_fields__},
-                                                                   "composer": composer_config}),
-                                             [LocalHost(local["rgb"]), LocalHost(local["pcd"])])
-            two[mode] = Composer([local["rgb"].parent, local["pcd"].parent], composer_config)
+            for suffix, cores_ in (("", local), (", traced", local_traced)):
+                if not cores_:
+                    continue
+                in_process[mode + suffix] = GraphComposer(
+                    ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
+                                          "composer": composer_config}),
+                    [LocalHost(cores_["rgb"]), LocalHost(cores_["pcd"])])
+                two[mode + suffix] = Composer([cores_["rgb"].parent, cores_["pcd"].parent], composer_config)
         one = Composer([local["rgb"].parent], sequential)
+        one_traced = Composer([local_traced["rgb"].parent], sequential) if args.traced else None
         t_obs = time.time()
-        for core in local.values():
+        for core in (*local.values(), *local_traced.values()):
             fill(core, t_obs)
         obs = {n: c.window.at(t_obs)[0] for n, c in local.items()}
         w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
@@ -317,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             "one parent alone, 2 torch threads": lambda: _threads(
                 2, lambda: one.compose(one.encode([obs["rgb"]]), w1, generator=0)),
         }
+        if one_traced is not None:
+            cases["one parent alone, traced"] = lambda: one_traced.compose(one_traced.encode([obs["rgb"]]), w1,
+                                                                           generator=0)
         for mode in two:
             cases[f"K=2 in-process Composer, {mode}"] = lambda c=two[mode]: c.compose(
                 c.encode([obs["rgb"], obs["pcd"]]), w2, generator=0)
@@ -342,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(3):  # warm-up
             for fn in cases.values():
                 fn()
+        for core in local_traced.values():  # traces are made in the background: wait, then warm them up too
+            if not core.parent._denoiser.wait_for_traces(120.0):
+                raise SystemExit(f"the traces of {core.parent.name} were not made within 120 s")
+        for fn in cases.values():
+            fn()
         x = torch.randn(1, 16, 3)
         for r in range(args.rounds):
             order = list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]  # no case always first
@@ -362,15 +383,21 @@ def main(argv: list[str] | None = None) -> int:
                     local_predict[setup].append(timed(lambda c=corr: goal_local.predict(c, x, 50.0)))
         load_after = os.getloadavg()
         base = statistics.median(times["one parent alone"])
+        base_traced = statistics.median(times["one parent alone, traced"]) if args.traced else float("nan")
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
-        print(f"  {'case':<42} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'cpu ms':>8}")
+        print(f"  {'case':<46} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'x one traced':>13} "
+              f"{'cpu ms':>8}")
         for name, values in times.items():
             med, p90 = statistics.median(values), float(np.percentile(values, 90))
-            print(f"  {name:<42} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x "
+            print(f"  {name:<46} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x {med / base_traced:12.2f}x "
                   f"{statistics.median(cpu[name]) * 1e3:8.1f}")
-        graph_auto = next(iter(in_process["auto"]._composers.values()))[0]  # the core Composer it built
-        for what, composer in (("K=2 in-process Composer, auto", two["auto"]),
-                               ("K=2 graph, in-process hosts, auto", graph_auto)):
+        autos = [("K=2 in-process Composer, auto", two["auto"]),
+                 ("K=2 graph, in-process hosts, auto", next(iter(in_process["auto"]._composers.values()))[0])]
+        if args.traced:
+            autos += [("K=2 in-process Composer, auto, traced", two["auto, traced"]),
+                      ("K=2 graph, in-process hosts, auto, traced",
+                       next(iter(in_process["auto, traced"]._composers.values()))[0])]
+        for what, composer in autos:  # the graph's: the core Composer it built
             chooser, stats = composer.chooser, composer.stats
             print(f"  {what}: steps in threads {stats.parallel_steps}, one after the other {stats.sequential_steps}; "
                   f"step time threads / one after the other, median of the last {len(chooser.ratios)} adjacent "

@@ -71,8 +71,9 @@ class ComposerConfig:
     parallel_parents: bool | Literal["auto"] = False
     """True: call the K parents' forward passes in K threads (torch releases the GIL inside ops); False: one after
     the other; "auto": measure both per denoising step and use the faster (:class:`ParallelChooser`). Threads pay
-    off for parents with big ops; with many small ops they hand the GIL over at every op and are slower than one
-    after the other (docs/graph.md). Same chunk on every path. Split-phase parents
+    off for parents with big ops, or with heads traced to TorchScript (``HostConfig.trace_head``), which do not hold
+    the GIL; with many small eager ops they hand the GIL over at every op and are slower than one after the other
+    (docs/graph.md). Same chunk on every path. Split-phase parents
     (:class:`~gpc_ros.compose.parent.SplitPhaseParent`, proxies to remote hosts) need no threads: when every
     parent called at a step is split-phase, all are submitted from the calling thread, then collected."""
     return_parent_chunks: bool = True

@@ -54,6 +54,10 @@ class HostConfig:
     """torch device of the parent."""
     torch_threads: int = 1
     """torch intra-op threads of this host (hosts on one machine should not fight for its cores)."""
+    trace_head: bool = False
+    """Checkpoint parents: run the U-Net head as a frozen TorchScript trace (bit-identical, ~0.55x the time of a
+    small head's step, and two in-process hosts' traced heads overlap in the composer's threads; docs/graph.md).
+    The first step of each new batch shape traces (a few hundred ms)."""
     cpu_affinity: str = ""
     """CPUs this host's process runs on, taskset syntax ('1', '0,2', '2-3'); '' = any. Hosts on one machine: one
     core each, so their steps overlap (docs/graph.md); ignored for hosts inside the composer's process."""
@@ -93,6 +97,11 @@ class HostConfig:
         if self.factory and self.modality == "auto":
             raise ValueError("HostConfig.modality must be image, pointcloud or state for a factory parent "
                              "(only a checkpoint says its own modality)")
+        if not isinstance(self.trace_head, bool):
+            raise ValueError(f"HostConfig.trace_head must be true or false; got {self.trace_head!r}")
+        if self.trace_head and self.factory:
+            raise ValueError("HostConfig.trace_head applies to checkpoint parents only (a factory parent brings its "
+                             f"own denoiser); got trace_head=True with factory={self.factory!r}")
         parse_cpu_list(self.cpu_affinity, "HostConfig.cpu_affinity")
         for attr, low in (("obs_horizon", 0), ("state_dim", -1), ("torch_threads", 1), ("window_size", 1)):
             value = getattr(self, attr)
@@ -125,7 +134,7 @@ def load_host_parent(config: HostConfig) -> tuple[ParentPolicy, Observing]:
         observing = Observing(modality, config.obs_horizon or obs.obs_horizon,
                               obs.state_dim if config.state_dim < 0 else config.state_dim,
                               obs.image.image_size, obs.pointcloud.num_points, obs.pointcloud.point_dim)
-        return policy.as_parent(config.name), observing
+        return policy.as_parent(config.name, trace_head=config.trace_head), observing
     module_name, _, function = config.factory.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), function)

@@ -8,7 +8,7 @@ A :class:`ChunkPolicy` is an ``nn.Module`` that
   the normalised action space, predicting the family's parameterisation;
 * ``compute_loss(batch) -> scalar`` for training (``batch`` holds the observation keys and ``"action"``
   ``(B, H, D)`` in physical units);
-* ``as_parent(name)``: the core's :class:`~gpc_ros.compose.parent.ParentPolicy` view of it.
+* ``as_parent(name, trace_head=False)``: the core's :class:`~gpc_ros.compose.parent.ParentPolicy` view of it.
 
 Families (``diffusion``, ``dp3``, ``flow``) only choose the objective and validate their config.
 """
@@ -165,13 +165,25 @@ class ChunkPolicy(nn.Module):
         prediction = self.denoise(x_t.to(device), network_time.to(device), encoding)
         return torch.nn.functional.mse_loss(prediction, target.to(device))
 
-    def as_parent(self, name: str | None = None):
-        """The core's parent-contract view of this policy (puts the module in eval mode)."""
-        from gpc_ros.policies.adapter import ModuleParent
+    def as_parent(self, name: str | None = None, trace_head: bool = False):
+        """The core's parent-contract view of this policy (puts the module in eval mode).
 
+        ``trace_head``: run the U-Net head as a frozen TorchScript trace per input shape
+        (:class:`~gpc_ros.policies.traced.TracedHead`): the bit-identical prediction in about half the time, and
+        without holding the GIL, so parents in threads (``ComposerConfig.parallel_parents``) overlap.
+
+        Raises:
+            TypeError: ``trace_head`` is not a bool.
+        """
+        from gpc_ros.policies.adapter import ModuleParent
+        from gpc_ros.policies.traced import TracedHead
+
+        if not isinstance(trace_head, bool):
+            raise TypeError(f"as_parent: trace_head must be True or False; got {trace_head!r}")
         self.eval()
+        denoiser = TracedHead(self.unet) if trace_head else self.denoise
         return ModuleParent(
-            name=name or self.policy_type, denoiser=self.denoise, parameterization=self.parameterization,
+            name=name or self.policy_type, denoiser=denoiser, parameterization=self.parameterization,
             time_convention=self.time_convention, action_horizon=self.config.action_horizon,
             action_dim=self.config.action_dim, normalization=self.action_normalization, encoder=self.encode,
             device=self._device())

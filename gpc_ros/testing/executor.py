@@ -1,4 +1,4 @@
-"""Test helper for the franky executor: a state listener that keeps every snapshot (shared by the driver tests)."""
+"""Test helpers for the franky executor (shared by the driver tests): a snapshot recorder, a started executor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import threading
 
 import numpy as np
 
-from gpc_ros.control.executor import RobotSnapshot
+from gpc_ros.control.executor import ExecutorConfig, FrankaExecutor, RobotSnapshot
+from gpc_ros.testing.spin import wait_until
 
 
 class Recorder:
@@ -45,3 +46,15 @@ class Recorder:
         a = np.array(rows)
         pace = (a[-1, 0] - a[0, 0]) / (wall[-1] - wall[0])
         return a[:, 0], a[:, 1:], pace
+
+
+def start_executor(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:
+    """An executor connected to ``host`` (ExecutorConfig ``overrides``), with a first state, a Recorder, enabled."""
+    executor = FrankaExecutor(ExecutorConfig(robot_host=host, **overrides)).start()
+    assert executor.wait_connected(20.0), f"no connection to franky-sim at {host}"
+    recorder = Recorder()
+    executor.add_state_listener(recorder)
+    wait_until(lambda: np.all(np.isfinite(executor.state.ee_position_m)), 5.0, "a first state reading",
+               period_s=0.01)
+    executor.enable(True)
+    return executor, recorder

@@ -18,24 +18,13 @@ from gpc_ros.control.executor import ExecutionRefusedError, ExecutorConfig, Fran
 from gpc_ros.control.gripper import GripperConfig
 from gpc_ros.control.motion_metrics import windowed_speed_m_s
 from gpc_ros.control.timing import TimingConfig
-from gpc_ros.testing.executor import Recorder
+from gpc_ros.testing.executor import Recorder, start_executor
 from gpc_ros.testing.spin import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 wait_for = functools.partial(wait_until, period_s=0.01)
-
-
-def start_executor(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:
-    config = ExecutorConfig(robot_host=host, **overrides)
-    executor = FrankaExecutor(config).start()
-    assert executor.wait_connected(20.0), f"no connection to franky-sim at {host}"
-    recorder = Recorder()
-    executor.add_state_listener(recorder)
-    wait_for(lambda: np.all(np.isfinite(executor.state.ee_position_m)), 5.0, "a first state reading")
-    executor.enable(True)
-    return executor, recorder
 
 
 def line_chunk(now: float, p_start: np.ndarray, q: np.ndarray, velocity_m_s: np.ndarray, n: int = 16,

@@ -19,22 +19,12 @@ import pytest
 from gpc_ros.control.chunk import ActionChunk
 from gpc_ros.control.executor import REST_JOINT_SPEED_RAD_S, ExecutorConfig, FrankaExecutor
 from gpc_ros.control.joint_guard import box_excess_m
-from gpc_ros.testing.executor import Recorder
+from gpc_ros.testing.executor import Recorder, start_executor
 from gpc_ros.testing.spin import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 wait_for = functools.partial(wait_until, period_s=0.01)
-
-
-def _start(host: str, **overrides) -> tuple[FrankaExecutor, Recorder]:
-    executor = FrankaExecutor(ExecutorConfig(robot_host=host, **overrides)).start()
-    assert executor.wait_connected(20.0), f"no connection to franky-sim at {host}"
-    recorder = Recorder()
-    executor.add_state_listener(recorder)
-    wait_for(lambda: np.all(np.isfinite(executor.state.ee_position_m)), 5.0, "a first state reading")
-    executor.enable(True)
-    return executor, recorder
 
 
 def _break_motions(executor: FrankaExecutor, bad: set[int]) -> list[int]:
@@ -99,7 +89,7 @@ def _inside(executor: FrankaExecutor, recorder: Recorder) -> None:
 
 
 def test_one_planner_failure_pauses_at_rest_then_the_arm_finishes_the_line(franky_sim):
-    executor, recorder = _start(franky_sim.host)
+    executor, recorder = start_executor(franky_sim.host)
     try:
         calls = _break_motions(executor, bad={15})
         end = _stream_line(executor, np.array([0.0, 0.06, 0.0]), 2.5)
@@ -123,7 +113,7 @@ def test_one_planner_failure_pauses_at_rest_then_the_arm_finishes_the_line(frank
 
 
 def test_planner_failures_beyond_the_retries_latch_a_fault_and_nothing_moves_afterwards(franky_sim):
-    executor, recorder = _start(franky_sim.host, planner_retries=2)
+    executor, recorder = start_executor(franky_sim.host, planner_retries=2)
     try:
         _break_motions(executor, bad=set(range(10, 10_000)))
         with pytest.raises(Exception):  # refused once the fault is latched (ExecutionRefusedError)

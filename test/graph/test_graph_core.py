@@ -53,10 +53,11 @@ def fill(core: HostCore, t_s: float, seed: int = 0, frames: int = 3, period_s: f
             core.window.add_frame(ts, rng.uniform(-0.3, 0.6, (o.num_points, 3)).astype(np.float32))
 
 
-def checkpoint_cores() -> list[HostCore]:
+def checkpoint_cores(trace_head: bool = False) -> list[HostCore]:
     cores = []
     for name, folder in (("rgb", "diffusion_rgb"), ("pcd", "flow_pointcloud")):
-        parent, observing = load_host_parent(HostConfig(name=name, checkpoint=f"{DATA}/{folder}"))
+        parent, observing = load_host_parent(HostConfig(name=name, checkpoint=f"{DATA}/{folder}",
+                                                        trace_head=trace_head))
         cores.append(HostCore(parent, observing))
     for i, core in enumerate(cores):
         fill(core, T0, seed=i)
@@ -142,6 +143,29 @@ def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment, pa
         assert stats.parallel_steps >= 3 and stats.sequential_steps >= 3
     else:
         assert (stats.parallel_steps > 0, stats.sequential_steps > 0) == (parallel_parents, not parallel_parents)
+    graph.close()
+    reference.close()
+
+
+@pytest.mark.parametrize("deployment", ["in_process", "wire"])
+def test_hosts_with_traced_heads_give_the_eager_composers_chunk(deployment) -> None:
+    """``trace_head: true`` hosts: the first chunk (answered eagerly while the traces are made) and the next one
+    (traced) are the plain eager Composer's chunks for their seeds."""
+    cores = checkpoint_cores(trace_head=True)
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
+                                step_timeout_s=GENEROUS_S)
+    graph = GraphComposer(config, [LocalHost(c) for c in cores] if deployment == "in_process" else wire(cores))
+    first = graph.compose(T0 + 0.01)
+    heads = [c.parent._denoiser for c in cores]
+    assert all(head.wait_for_traces(GENEROUS_S) for head in heads)
+    before = [head.calls_traced for head in heads]
+    second = graph.compose(T0 + 0.01)
+    assert [head.calls_traced - b for head, b in zip(heads, before)] == [10, 10]  # every step traced
+    eager = checkpoint_cores()
+    reference, observations = assert_plain_composers_chunk(eager, config, first, 5)
+    again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                              generator=6)
+    assert torch.equal(second.actions, again.actions[0, 0])
     graph.close()
     reference.close()
 

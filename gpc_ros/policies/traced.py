@@ -1,0 +1,151 @@
+"""A parent's noise head run as a frozen TorchScript trace (``ChunkPolicy.as_parent(trace_head=True)``).
+
+The shipped heads are small (1.6 M parameters): one eager forward is ~2 ms of about a hundred small ops, and most of
+it is Python dispatch that holds the GIL, so two parents' eager forwards in two threads do not overlap
+(docs/graph.md). ``torch.jit.trace`` + ``torch.jit.freeze`` runs the same ops in C++ without the GIL: the
+prediction is bit-identical (``torch.equal``, tested) in ~0.55x the eager time, and two parents' traced heads in
+two threads (``ComposerConfig.parallel_parents``) run at the same time.
+
+A trace is specialised to its input shapes, so :class:`TracedHead` keeps one per input signature (rows, horizon,
+conditioning width, dtype, device): a composer asks for 1 row per candidate and observation, plus one per parent
+when it also samples each parent alone. A new signature's trace is made on a background thread (about 0.45 s for
+a shipped head, logged) while the calls with that signature run eagerly; ``background=False`` traces in the first
+call instead. The weights are frozen into the trace: a trace is dropped and redone when any parameter or buffer has been
+changed in place (``load_state_dict``, an optimizer step: torch's version counters), but a parameter REPLACED by a
+new tensor object is not noticed; call :meth:`TracedHead.reset` after that. In training mode, with gradients
+enabled or with a non-tensor encoding the module runs eagerly (a trace is for inference only).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_TRACING = threading.Lock()
+"""One trace at a time in a process: two traces made at once in two threads (two parents' first step in
+``parallel_parents`` threads) failed torch's trace check (graphs differed across invocations)."""
+
+
+class TracedHead:
+    """``(x_t (M, H, D), network_time (M,), encoding (M, C)) -> (M, H, D)`` through a frozen trace of ``module``.
+
+    ``max_traces``: traces kept (one per input signature); the oldest is dropped beyond that.
+    ``background``: make a new signature's trace on a thread of its own and answer eagerly until it is ready (the
+    same prediction), so no call waits the ~0.45 s a trace takes (a separate host's first step would otherwise
+    exceed the composer's ``step_timeout_s``); False: trace in the first call. A trace that failed in the background
+    is raised by the next call.
+    """
+
+    def __init__(self, module: nn.Module, max_traces: int = 8, background: bool = True) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"TracedHead.module must be a torch.nn.Module; got {type(module).__name__}")
+        if not (isinstance(max_traces, int) and not isinstance(max_traces, bool) and max_traces >= 1):
+            raise ValueError(f"TracedHead.max_traces must be an int >= 1; got {max_traces!r}")
+        if not isinstance(background, bool):
+            raise TypeError(f"TracedHead.background must be True or False; got {background!r}")
+        self.module = module
+        self.max_traces = max_traces
+        self.background = background
+        self.traces_made = 0
+        """Traces made so far (new signatures and retraces after weight changes)."""
+        self.calls_traced = 0
+        """Calls answered by a trace."""
+        self.calls_eager = 0
+        """Calls answered eagerly (training mode, grad mode on, no trace yet for their inputs' shapes)."""
+        self._traces: dict[tuple, torch.jit.ScriptModule] = {}
+        self._pending: dict[tuple, threading.Thread] = {}
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every trace and re-read the module's parameters and buffers (after replacing one of them)."""
+        with self._lock:
+            self._tensors = [*self.module.parameters(), *self.module.buffers()]
+            self._versions = self._current_versions()
+            self._traces.clear()
+
+    def _current_versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in self._tensors)
+
+    def __call__(self, x_t: torch.Tensor, network_time: torch.Tensor, encoding: object) -> torch.Tensor:
+        """The module's prediction, through the trace for these inputs' shapes (made on first use)."""
+        if not isinstance(encoding, torch.Tensor) or self.module.training or torch.is_grad_enabled():
+            self.calls_eager += 1
+            return self.module(x_t, network_time, encoding)
+        key = tuple((tuple(a.shape), a.dtype, a.device) for a in (x_t, network_time, encoding))
+        with self._lock:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise RuntimeError(f"tracing the head of {type(self.module).__name__} failed") from failure
+            versions = self._current_versions()
+            if versions != self._versions:
+                logger.info("the traced head's weights changed in place: dropping its %d trace(s)", len(self._traces))
+                self._traces.clear()
+                self._versions = versions
+            traced = self._traces.get(key)
+            if traced is None and not self.background:
+                traced = self._install(key, self._trace(key, (x_t, network_time, encoding)))
+            elif traced is None and key not in self._pending:
+                args = tuple(a.detach().clone() for a in (x_t, network_time, encoding))
+                thread = threading.Thread(target=self._trace_in_background, args=(key, args, versions),
+                                          name="gpc-trace", daemon=True)
+                self._pending[key] = thread
+                thread.start()
+        if traced is None:
+            self.calls_eager += 1
+            return self.module(x_t, network_time, encoding)
+        self.calls_traced += 1
+        return traced(x_t, network_time, encoding)
+
+    def wait_for_traces(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the traces being made in the background; True if none is left."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = list(self._pending.values())
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            return not self._pending
+
+    def _trace_in_background(self, key: tuple, args: tuple[torch.Tensor, ...], versions: tuple[int, ...]) -> None:
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                traced = self._trace(key, args)
+        except BaseException as exc:  # stored and raised by the next call (the caller's thread)
+            with self._lock:
+                self._failure = exc
+                self._pending.pop(key, None)
+            return
+        with self._lock:
+            self._pending.pop(key, None)
+            if versions == self._versions:  # else the weights changed while tracing: the next call traces again
+                self._install(key, traced)
+
+    def _install(self, key: tuple, traced: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+        """Keep ``traced`` for ``key`` (caller holds the lock)."""
+        if len(self._traces) >= self.max_traces:
+            self._traces.pop(next(iter(self._traces)))
+        self._traces[key] = traced
+        return traced
+
+    def _trace(self, key: tuple, args: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
+        start = time.perf_counter()
+        with _TRACING, warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # torch 2.13 marks trace and freeze deprecated (for torch.compile / torch.export); they are used because
+            # they give the bit-identical prediction without a compiler toolchain (docs/graph.md, session 10)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # optimize_numerics=False: no folding that could change a single bit of the prediction
+            traced = torch.jit.freeze(torch.jit.trace(self.module, args), optimize_numerics=False)
+        self.traces_made += 1
+        logger.info("traced the head of %s for inputs %s in %.0f ms", type(self.module).__name__,
+                    [k[0] for k in key], (time.perf_counter() - start) * 1e3)
+        return traced

@@ -1,0 +1,143 @@
+"""A traced head (``as_parent(trace_head=True)``) predicts exactly what the eager head predicts, at the shipped size."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from gpc_ros.compose import Composer, ComposerConfig, SamplerConfig
+from gpc_ros.graph.host import HostConfig
+from gpc_ros.policies import make_policy
+from gpc_ros.policies.encoders.observation import random_observation
+from gpc_ros.policies.presets import policy_config
+from gpc_ros.policies.traced import TracedHead
+
+from .test_compose_integration import ACTION_NORM, STATE_NORM
+
+SHIPPED_KEYS = {"action": [3], "observation.state": [3], "observation.image": [96, 96, 3],
+                "observation.pointcloud": [512, 3]}
+WAIT_S = 120.0  # generous: the suite must pass on a loaded machine; the wait ends when the traces are made
+
+
+def shipped(policy_type: str, seed: int):
+    torch.manual_seed(seed)
+    return make_policy(policy_type, policy_config(policy_type, "small", SHIPPED_KEYS), ACTION_NORM, STATE_NORM)
+
+
+@pytest.fixture(scope="module")
+def parents():
+    return shipped("diffusion", 1), shipped("dp3", 2)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_traced_prediction_is_bit_identical_to_eager(parents, rows) -> None:
+    for policy in parents:
+        eager, traced = policy.as_parent("eager"), policy.as_parent("traced", trace_head=True)
+        head = traced._denoiser
+        encoding = eager.encode(random_observation(policy.config.observation, rows, seed=rows))
+        g = torch.Generator().manual_seed(rows)
+        x = torch.randn(rows, 16, 3, generator=g)
+        assert torch.equal(traced.predict(x, 999.0, encoding), eager.predict(x, 999.0, encoding))  # eager, tracing
+        assert head.wait_for_traces(WAIT_S)
+        for timestep in (999.0, 500.0, 37.0, 0.0):
+            x = torch.randn(rows, 16, 3, generator=g)
+            assert torch.equal(traced.predict(x, timestep, encoding), eager.predict(x, timestep, encoding))
+        assert head.traces_made == 1 and head.calls_traced == 4  # one trace per input shape, reused at every time
+
+
+@pytest.mark.parametrize("parallel", [False, True, "auto"])
+def test_composed_chunk_is_bit_identical_with_traced_heads(parents, parallel) -> None:
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=parallel)
+    weights = ([0.5, 0.5], [[0.3, 0.7], [1.0, 0.0]])
+    chunks = {}
+    for trace in (False, True):
+        with Composer([p.as_parent(p.policy_type, trace_head=trace) for p in parents], config) as composer:
+            if trace:  # first chunks: eager while the traces are made (3 and 4 rows), then traced
+                first = [composer.compose(composer.encode(observations), w, generator=3) for w in weights]
+                heads = [parent._denoiser for parent in composer.parents]
+                assert all(head.wait_for_traces(WAIT_S) for head in heads)
+                calls = [head.calls_traced for head in heads]
+            chunks[trace] = [composer.compose(composer.encode(observations), w, generator=3) for w in weights]
+    assert [head.calls_traced - c for head, c in zip(heads, calls)] == [20, 20]  # 2 chunks x 10 steps, all traced
+    for eager, traced, early in zip(chunks[False], chunks[True], first):
+        for got in (traced, early):
+            assert torch.equal(got.actions, eager.actions)
+            for name, actions in eager.parent_actions.items():
+                assert torch.equal(got.parent_actions[name], actions)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_weights_changed_in_place_are_retraced(parents, caplog, background) -> None:
+    policy = shipped("dp3", 5)
+    head = TracedHead(policy.unet.eval(), background=background)
+    x, t, c = torch.randn(2, 16, 3), torch.full((2,), 10.0), torch.randn(2, policy.encoding_dim)
+    with torch.no_grad():
+        head(x, t, c)
+        assert head.wait_for_traces(WAIT_S)
+        policy.load_state_dict(parents[1].state_dict())  # copies in place: version counters move
+        with caplog.at_level(logging.INFO, logger="gpc_ros.policies.traced"):
+            got = head(x, t, c)
+            assert head.wait_for_traces(WAIT_S)
+            again = head(x, t, c)
+        want = parents[1].unet(x, t, c)
+        assert torch.equal(got, want) and torch.equal(again, want)
+    assert head.traces_made == 2 and head.calls_traced == (3 if not background else 1)
+    assert "weights changed in place" in caplog.text
+
+
+def test_a_failed_background_trace_is_raised_by_the_next_call(monkeypatch) -> None:
+    policy = shipped("dp3", 8).eval()
+    head = TracedHead(policy.unet)
+
+    def broken(*args, **kwargs):
+        raise ValueError("no trace today")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    x, t, c = torch.randn(1, 16, 3), torch.full((1,), 1.0), torch.randn(1, policy.encoding_dim)
+    with torch.no_grad():
+        head(x, t, c)
+        assert head.wait_for_traces(WAIT_S)
+        with pytest.raises(RuntimeError, match="tracing the head of ConditionalUnet1D failed") as info:
+            head(x, t, c)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_training_mode_and_gradients_run_eagerly() -> None:
+    policy = shipped("diffusion", 6)
+    head = TracedHead(policy.unet, background=False)
+    x, t, c = torch.randn(1, 16, 3), torch.full((1,), 3.0), torch.randn(1, policy.encoding_dim)
+    out = head(x, t, c)  # gradients on, training mode
+    assert out.requires_grad and head.traces_made == 0
+    policy.eval()
+    head(x, t, c)  # gradients still on
+    assert head.traces_made == 0 and head.calls_eager == 2
+
+
+def test_at_most_max_traces_are_kept() -> None:
+    policy = shipped("dp3", 7).eval()
+    head = TracedHead(policy.unet, max_traces=2, background=False)
+    with torch.no_grad():
+        for rows in (1, 2, 3, 1):
+            head(torch.randn(rows, 16, 3), torch.full((rows,), 1.0), torch.randn(rows, policy.encoding_dim))
+    assert head.traces_made == 4 and len(head._traces) == 2
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda: shipped("dp3", 0).as_parent("p", trace_head="yes"), TypeError,
+     r"as_parent: trace_head must be True or False; got 'yes'"),
+    (lambda: TracedHead(lambda x, t, c: x), TypeError, r"TracedHead.module must be a torch.nn.Module; got function"),
+    (lambda: TracedHead(torch.nn.Identity(), max_traces=0), ValueError,
+     r"TracedHead.max_traces must be an int >= 1; got 0"),
+    (lambda: TracedHead(torch.nn.Identity(), background=1), TypeError,
+     r"TracedHead.background must be True or False; got 1"),
+    (lambda: HostConfig(name="a", checkpoint="x", trace_head="on"), ValueError,
+     r"HostConfig.trace_head must be true or false; got 'on'"),
+    (lambda: HostConfig(name="a", factory="m:f", modality="state", trace_head=True), ValueError,
+     r"HostConfig.trace_head applies to checkpoint parents only .*factory='m:f'"),
+])
+def test_bad_settings_are_refused_with_the_field_and_the_value(make, error, match) -> None:
+    with pytest.raises(error, match=match):
+        make()
