@@ -51,6 +51,12 @@ TURN_TOLERANCE_RAD = 1e-4
 #: A start velocity above this x franky's joint velocity limit is not one the planner commanded
 #: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
 SPURIOUS_SPEED_RATIO = 1.1
+#: A start acceleration above this x the motion's own joint acceleration limit (``f_a`` x franky's limit) is not one
+#: the planner commanded (a starved client gets franky-sim's low-passed derivative of the *measured* velocity, tens of
+#: rad/s^2): :meth:`CommandGate._motion` gives that motion franky's full jerk, so the planner sheds it within a few ms
+#: instead of tens (the velocity it gains on the way grows as a^2 / 2j: 0.56 rad/s from 30 rad/s^2 at the TCP jerk
+#: bound's joint jerk of ~800 rad/s^3, 0.09 at 5000).
+SPURIOUS_ACCELERATION_RATIO = 1.5
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -113,11 +119,13 @@ class CommandGate:
     def pose_motion(self, position_m: np.ndarray, quaternion_xyzw: np.ndarray, period_s: float,
                     velocity_m_s: np.ndarray | None = None, robot_joints_rad: np.ndarray | None = None,
                     robot_joint_velocities_rad_s: np.ndarray | None = None,
-                    arrival_s: float | None = None) -> tuple[object, JointCommand]:
+                    arrival_s: float | None = None,
+                    robot_joint_accelerations_rad_s2: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion (holds its target, returns at once) towards the checked pose target.
 
-        ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` (7,): the joints and joint velocities the robot is
-        commanded at now (``q_d``, ``dq_d``), where franky's planner starts from; None = the last command, at rest
+        ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` / ``robot_joint_accelerations_rad_s2`` (7,): the
+        joints, joint velocities and accelerations the robot is commanded at now (``q_d``, ``dq_d``, ``ddq_d``), where
+        franky's planner starts from; None = the last command, at rest
         (:meth:`joint_speed_factor`). ``arrival_s``: time (s) until the target is due (joint streaming: the motion
         arrives no earlier, :meth:`_consistent_feed_forward`); None = as soon as the planner can. Raises
         ChunkRejectedError for a non-finite target (nothing is built) and RuntimeError if not seeded.
@@ -128,7 +136,8 @@ class CommandGate:
         ff = float(np.linalg.norm(clamped.velocity_m_s))
         moved = float(np.linalg.norm(cmd.tcp.step_velocity_m_s))
         scale = 0.0 if moved < 1e-9 else min(1.0, ff / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s,
+                            robot_joint_accelerations_rad_s2), cmd
 
     #: Older name of :meth:`pose_motion`.
     cartesian_motion = pose_motion
@@ -136,7 +145,8 @@ class CommandGate:
     def joint_motion(self, joints_rad: np.ndarray, period_s: float, velocity_rad_s: np.ndarray | None = None,
                      robot_joints_rad: np.ndarray | None = None,
                      robot_joint_velocities_rad_s: np.ndarray | None = None,
-                     arrival_s: float | None = None) -> tuple[object, JointCommand]:
+                     arrival_s: float | None = None,
+                     robot_joint_accelerations_rad_s2: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion towards the checked joint target.
 
         Args:
@@ -147,6 +157,7 @@ class CommandGate:
             robot_joint_velocities_rad_s: Optional (7,) its commanded joint velocities (``dq_d``); None = at rest.
             arrival_s: Optional time (s) until the target is due: the motion arrives no earlier
                 (:meth:`_consistent_feed_forward`); None = as soon as the planner can.
+            robot_joint_accelerations_rad_s2: Optional (7,) its commanded joint accelerations (``ddq_d``); None = 0.
 
         Returns:
             The franky motion and the checked command it encodes.
@@ -166,7 +177,8 @@ class CommandGate:
         if velocity_rad_s is not None and np.all(np.isfinite(velocity_rad_s)):
             moved = float(np.abs(cmd.joint_velocities_rad_s).max())
             scale = 0.0 if moved < 1e-9 else min(1.0, float(np.abs(velocity_rad_s).max()) / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s,
+                            robot_joint_accelerations_rad_s2), cmd
 
     def joint_speed_factor(self, target_rad: np.ndarray, start_rad: np.ndarray,
                            start_velocity_rad_s: np.ndarray | None = None) -> float:
@@ -325,7 +337,8 @@ class CommandGate:
         return np.where(np.sign(v) == np.sign(d), np.sign(v) * np.minimum(np.abs(v), reach), v)
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
-                robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None):
+                robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None,
+                robot_joint_accelerations_rad_s2: np.ndarray | None = None):
         """The franky motion for ``cmd``: its target with the feed-forward velocity, then the same target at rest.
 
         Joint streaming: the first waypoint is reached no earlier than the duration
@@ -364,6 +377,14 @@ class CommandGate:
                 # A start the planner never commands (franky-sim's report to a starved client): brake it at franky's
                 # full limits. At the per-motion factors it took seconds (joint 2 ran away to 11.7 rad/s).
                 f_acc, f_jerk = 1.0, 1.0
+            acceleration = robot_joint_accelerations_rad_s2
+            if acceleration is not None and np.all(np.isfinite(acceleration)) and np.any(
+                    np.abs(acceleration) > SPURIOUS_ACCELERATION_RATIO * f_acc * dynamics *
+                    self.planner_joint_acceleration_limit_rad_s2):
+                # A start acceleration the planner never commands (franky-sim's report to a starved client): shed it
+                # at franky's full jerk (SPURIOUS_ACCELERATION_RATIO); the acceleration limit stays the motion's.
+                f_jerk = 1.0
+                self.envelope.counter.add("full_jerk_spurious_start")
             self.last_dynamics_factors = (f_acc, f_jerk)
             qd_plan = qd
             qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)

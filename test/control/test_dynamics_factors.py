@@ -158,3 +158,25 @@ def test_a_start_faster_than_the_planner_ever_commands_is_braked_at_franky_s_ful
     start_velocity[1] = 0.9  # one the planner commands: the per-motion factors
     motion, _ = gate.joint_motion(Q_HOME + 0.02, 0.02, np.full(7, 0.1), Q_HOME, start_velocity, arrival_s=0.06)
     assert motion.relative_dynamics_factor.acceleration == pytest.approx(0.25)
+
+
+def test_a_start_acceleration_the_planner_never_commands_is_shed_at_franky_s_full_jerk():
+    """A starved client gets franky-sim's derivative of the *measured* velocity as ddq_d (tens of rad/s^2, docs/sim.md);
+    franky's planner starts from it and, at the TCP jerk bound's per-motion jerk (~800 rad/s^3), sheds it over tens of
+    ms while the joint speeds up by a^2 / 2j. Such a start gets franky's full jerk; its acceleration limit stays the
+    motion's own (the floor), so the next motion starts inside it again. Counted."""
+    gate = _gate()
+    gate.reset_to(Q_HOME)
+    per_motion = gate.joint_dynamics_factors(Q_HOME + 0.01)
+    assert per_motion[1] < 0.5  # the TCP jerk bound lowers franky's joint jerk at the defaults
+    start_acceleration = np.zeros(7)
+    start_acceleration[1] = 30.0  # > 1.5 x the motion's 1.25 rad/s^2
+    motion, _ = gate.joint_motion(Q_HOME + 0.01, 0.02, np.full(7, 0.1), Q_HOME, np.zeros(7), 0.06, start_acceleration)
+    factor = motion.relative_dynamics_factor
+    assert (factor.acceleration, factor.jerk) == pytest.approx((per_motion[0], 1.0))
+    assert gate.envelope.counter["full_jerk_spurious_start"] == 1
+    start_acceleration[1] = 1.2  # one the planner commands: the per-motion factors, not counted
+    motion, _ = gate.joint_motion(Q_HOME + 0.01, 0.02, np.full(7, 0.1), Q_HOME, np.zeros(7), 0.06, start_acceleration)
+    assert (motion.relative_dynamics_factor.acceleration, motion.relative_dynamics_factor.jerk) == \
+        pytest.approx(gate.joint_dynamics_factors(Q_HOME + 0.01))
+    assert gate.envelope.counter["full_jerk_spurious_start"] == 1
