@@ -51,11 +51,11 @@ TURN_TOLERANCE_RAD = 1e-4
 #: A start velocity above this x franky's joint velocity limit is not one the planner commanded
 #: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
 SPURIOUS_SPEED_RATIO = 1.1
-#: A start acceleration above this x the motion's own joint acceleration limit (``f_a`` x franky's limit) is not one
-#: the planner commanded (a starved client gets franky-sim's low-passed derivative of the *measured* velocity, tens of
-#: rad/s^2): :meth:`CommandGate._motion` gives that motion franky's full jerk, so the planner sheds it within a few ms
-#: instead of tens (the velocity it gains on the way grows as a^2 / 2j: 0.56 rad/s from 30 rad/s^2 at the TCP jerk
-#: bound's joint jerk of ~800 rad/s^3, 0.09 at 5000).
+#: A start acceleration above this x the motion's own joint acceleration limit (``f_a`` x franky's limit) was not
+#: planned at that limit: a ``BRAKE_TO_REST`` waypoint's full-dynamics brake, or, for a starved client, franky-sim's
+#: low-passed derivative of the *measured* velocity (tens of rad/s^2). :meth:`CommandGate._motion` gives that motion
+#: franky's full jerk, so the planner sheds it within a few ms instead of tens (the velocity it gains on the way grows
+#: as a^2 / 2j: 0.56 rad/s from 30 rad/s^2 at the TCP jerk bound's joint jerk of ~800 rad/s^3, 0.09 at 5000).
 SPURIOUS_ACCELERATION_RATIO = 1.5
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
@@ -381,10 +381,10 @@ class CommandGate:
             if acceleration is not None and np.all(np.isfinite(acceleration)) and np.any(
                     np.abs(acceleration) > SPURIOUS_ACCELERATION_RATIO * f_acc * dynamics *
                     self.planner_joint_acceleration_limit_rad_s2):
-                # A start acceleration the planner never commands (franky-sim's report to a starved client): shed it
-                # at franky's full jerk (SPURIOUS_ACCELERATION_RATIO); the acceleration limit stays the motion's.
+                # A start acceleration not planned at this limit (a full-dynamics brake; franky-sim's report to a
+                # starved client): shed it at franky's full jerk; the acceleration limit stays the motion's.
                 f_jerk = 1.0
-                self.envelope.counter.add("full_jerk_spurious_start")
+                self.envelope.counter.add("full_jerk_starts")
             self.last_dynamics_factors = (f_acc, f_jerk)
             qd_plan = qd
             qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)
