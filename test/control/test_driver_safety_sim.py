@@ -400,8 +400,13 @@ def test_e_stop_from_speed_comes_to_rest_with_a_planned_stop(franky_sim, speed_m
     # The boxes are widened in y too: the run-up goes from y = -0.25 m towards +0.3 m, and with the default box
     # (|y| <= 0.40 m) the braking envelope already caps the speed on the way (fastest 0.234 of the needed 0.24 m/s
     # in an idle fresh-clone run). This test is about the stop, not the boxes.
+    # The TCP acceleration limits are raised too: every joint motion's acceleration factor keeps the sum over the
+    # joints of |J_i| x their acceleration within them (CommandGate.joint_dynamics_factors); at 4 m/s^2 and 5 rad/s^2
+    # that left the joints 1 rad/s^2 (the braking floor) and the run-up reached only 0.23 / 0.25 of 0.3 / 0.5 m/s;
+    # at 10 m/s^2 and 30 rad/s^2 (4 rad/s^2) 0.36 of 0.5 m/s. At these (8 rad/s^2 of 10) it is the old run-up.
     executor, recorder = start(franky_sim.host, watchdog_timeout_s=5.0,
-                               envelope=SafetyEnvelopeConfig(max_speed_m_s=0.6, max_acceleration_m_s2=4.0,
+                               envelope=SafetyEnvelopeConfig(max_speed_m_s=0.6, max_acceleration_m_s2=20.0,
+                                                             max_rotation_acceleration_rad_s2=60.0,
                                                              max_joint_speed_rad_s=2.5,
                                                              max_joint_acceleration_rad_s2=10.0,
                                                              workspace_min_m=(0.25, -0.8, 0.05),
