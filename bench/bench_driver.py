@@ -314,9 +314,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print("\n3) stops (max_speed_m_s 0.6 for this part): franky's planned stop, robot clock")
         print(f"{'from m/s':>9} {'kind':>8} {'speed at stop':>14} {'time to rest s':>15} {'distance mm':>12}")
+        # As test_e_stop_from_speed_comes_to_rest_with_a_planned_stop: the TCP acceleration limits raised (each joint
+        # motion's acceleration factor keeps sum_i |J_i| a_i within them: at 4 m/s^2 the 0.5 m/s run-up reached
+        # 0.008 m/s, 2026-12-03) and the boxes widened in y (the braking envelope caps the run-up otherwise).
         executor = start_executor(sim.host, logs, envelope=SafetyEnvelopeConfig(
-            max_speed_m_s=0.6, max_acceleration_m_s2=4.0, max_joint_speed_rad_s=2.5,
-            max_joint_acceleration_rad_s2=10.0))
+            max_speed_m_s=0.6, max_acceleration_m_s2=20.0, max_rotation_acceleration_rad_s2=60.0,
+            max_joint_speed_rad_s=2.5, max_joint_acceleration_rad_s2=10.0,
+            workspace_min_m=(0.25, -0.8, 0.05), workspace_max_m=(0.75, 0.8, 0.70),
+            arm_points_min_m=(-0.30, -0.9, 0.05), arm_points_max_m=(0.90, 0.9, 1.10)))
         for target in (0.1, 0.3, 0.5):
             q0 = executor.state.ee_quaternion_xyzw.copy()
             home = executor.state.measured_tcp_m.copy()
