@@ -51,12 +51,6 @@ TURN_TOLERANCE_RAD = 1e-4
 #: A start velocity above this x franky's joint velocity limit is not one the planner commanded
 #: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
 SPURIOUS_SPEED_RATIO = 1.1
-#: A start acceleration above this x the motion's own joint acceleration limit (``f_a`` x franky's limit) was not
-#: planned at that limit: a ``BRAKE_TO_REST`` waypoint's full-dynamics brake, or, for a starved client, franky-sim's
-#: low-passed derivative of the *measured* velocity (tens of rad/s^2). :meth:`CommandGate._motion` gives that motion
-#: franky's full jerk, so the planner sheds it within a few ms instead of tens (the velocity it gains on the way grows
-#: as a^2 / 2j: 0.56 rad/s from 30 rad/s^2 at the TCP jerk bound's joint jerk of ~800 rad/s^3, 0.09 at 5000).
-SPURIOUS_ACCELERATION_RATIO = 1.5
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -119,13 +113,11 @@ class CommandGate:
     def pose_motion(self, position_m: np.ndarray, quaternion_xyzw: np.ndarray, period_s: float,
                     velocity_m_s: np.ndarray | None = None, robot_joints_rad: np.ndarray | None = None,
                     robot_joint_velocities_rad_s: np.ndarray | None = None,
-                    arrival_s: float | None = None,
-                    robot_joint_accelerations_rad_s2: np.ndarray | None = None) -> tuple[object, JointCommand]:
+                    arrival_s: float | None = None) -> tuple[object, JointCommand]:
         """A streaming motion (holds its target, returns at once) towards the checked pose target.
 
-        ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` / ``robot_joint_accelerations_rad_s2`` (7,): the
-        joints, joint velocities and accelerations the robot is commanded at now (``q_d``, ``dq_d``, ``ddq_d``), where
-        franky's planner starts from; None = the last command, at rest
+        ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` (7,): the joints and joint velocities the robot is
+        commanded at now (``q_d``, ``dq_d``), where franky's planner starts from; None = the last command, at rest
         (:meth:`joint_speed_factor`). ``arrival_s``: time (s) until the target is due (joint streaming: the motion
         arrives no earlier, :meth:`_consistent_feed_forward`); None = as soon as the planner can. Raises
         ChunkRejectedError for a non-finite target (nothing is built) and RuntimeError if not seeded.
@@ -136,8 +128,7 @@ class CommandGate:
         ff = float(np.linalg.norm(clamped.velocity_m_s))
         moved = float(np.linalg.norm(cmd.tcp.step_velocity_m_s))
         scale = 0.0 if moved < 1e-9 else min(1.0, ff / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s,
-                            robot_joint_accelerations_rad_s2), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s), cmd
 
     #: Older name of :meth:`pose_motion`.
     cartesian_motion = pose_motion
@@ -145,8 +136,7 @@ class CommandGate:
     def joint_motion(self, joints_rad: np.ndarray, period_s: float, velocity_rad_s: np.ndarray | None = None,
                      robot_joints_rad: np.ndarray | None = None,
                      robot_joint_velocities_rad_s: np.ndarray | None = None,
-                     arrival_s: float | None = None,
-                     robot_joint_accelerations_rad_s2: np.ndarray | None = None) -> tuple[object, JointCommand]:
+                     arrival_s: float | None = None) -> tuple[object, JointCommand]:
         """A streaming motion towards the checked joint target.
 
         Args:
@@ -157,7 +147,6 @@ class CommandGate:
             robot_joint_velocities_rad_s: Optional (7,) its commanded joint velocities (``dq_d``); None = at rest.
             arrival_s: Optional time (s) until the target is due: the motion arrives no earlier
                 (:meth:`_consistent_feed_forward`); None = as soon as the planner can.
-            robot_joint_accelerations_rad_s2: Optional (7,) its commanded joint accelerations (``ddq_d``); None = 0.
 
         Returns:
             The franky motion and the checked command it encodes.
@@ -177,8 +166,7 @@ class CommandGate:
         if velocity_rad_s is not None and np.all(np.isfinite(velocity_rad_s)):
             moved = float(np.abs(cmd.joint_velocities_rad_s).max())
             scale = 0.0 if moved < 1e-9 else min(1.0, float(np.abs(velocity_rad_s).max()) / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s,
-                            robot_joint_accelerations_rad_s2), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s), cmd
 
     def joint_speed_factor(self, target_rad: np.ndarray, start_rad: np.ndarray,
                            start_velocity_rad_s: np.ndarray | None = None) -> float:
@@ -240,8 +228,11 @@ class CommandGate:
         x the braking envelope's ``braking_deceleration_rad_s2`` (the arm must still brake as :mod:`.braking`
         assumes): where the floor binds (at the default limits it always does), the bound is ``floor / f_a`` times
         looser (1.5 x translation, 1.75 x rotation at the FR3's usual poses, whose column sums are 2.4-2.9 m/rad and
-        7 rad/rad). The jerk factor bounds ``sum_i j_i |J_i|`` by ``max_jerk_m_s3`` / ``max_rotation_jerk_rad_s3``
-        the same way, without a floor (a lower jerk only rounds the corners of the profile). Both in (0, 1].
+        7 rad/rad). The jerk factor is 1 (franky's joint jerk limit, ``max_joint_jerk_rad_s3``): a factor bounding
+        ``sum_i j_i |J_i|`` by ``max_jerk_m_s3`` (~0.16 at the defaults, ~800 rad/s^3 per joint) let the planner shed a
+        start acceleration above the motion's limit only slowly, gaining ``a^2 / 2j`` on the way (franky starts every
+        motion from the reported ``ddq_d``, tens of rad/s^2 for a starved client: docs/driver.md, *A starved
+        client*). ``f_a`` in (0, 1].
         """
         c = self.envelope.config
         d = c.relative_dynamics_factor
@@ -249,13 +240,10 @@ class CommandGate:
         lin = np.linalg.norm(columns[:3], axis=0)
         ang = np.linalg.norm(columns[3:], axis=0)
         acc = d * self.planner_joint_acceleration_limit_rad_s2
-        jerk = d * self.planner_joint_jerk_limit_rad_s3
         f_acc = min(1.0, c.max_acceleration_m_s2 / max(float(acc @ lin), 1e-12),
                     c.max_rotation_acceleration_rad_s2 / max(float(acc @ ang), 1e-12))
         floor = min(1.0, BRAKING_FLOOR_MARGIN * c.braking_deceleration_rad_s2 / max(float(acc.min()), 1e-12))
-        f_jerk = min(1.0, c.max_jerk_m_s3 / max(float(jerk @ lin), 1e-12),
-                     c.max_rotation_jerk_rad_s3 / max(float(jerk @ ang), 1e-12))
-        return max(f_acc, floor), max(f_jerk, MIN_SPEED_FACTOR)
+        return max(f_acc, floor), 1.0
 
     def _consistent_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
                                  start_velocity_rad_s: np.ndarray | None, acceleration_factor: float,
@@ -337,8 +325,7 @@ class CommandGate:
         return np.where(np.sign(v) == np.sign(d), np.sign(v) * np.minimum(np.abs(v), reach), v)
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
-                robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None,
-                robot_joint_accelerations_rad_s2: np.ndarray | None = None):
+                robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None):
         """The franky motion for ``cmd``: its target with the feed-forward velocity, then the same target at rest.
 
         Joint streaming: the first waypoint is reached no earlier than the duration
@@ -377,14 +364,6 @@ class CommandGate:
                 # A start the planner never commands (franky-sim's report to a starved client): brake it at franky's
                 # full limits. At the per-motion factors it took seconds (joint 2 ran away to 11.7 rad/s).
                 f_acc, f_jerk = 1.0, 1.0
-            acceleration = robot_joint_accelerations_rad_s2
-            if acceleration is not None and np.all(np.isfinite(acceleration)) and np.any(
-                    np.abs(acceleration) > SPURIOUS_ACCELERATION_RATIO * f_acc * dynamics *
-                    self.planner_joint_acceleration_limit_rad_s2):
-                # A start acceleration not planned at this limit (a full-dynamics brake; franky-sim's report to a
-                # starved client): shed it at franky's full jerk; the acceleration limit stays the motion's.
-                f_jerk = 1.0
-                self.envelope.counter.add("full_jerk_starts")
             self.last_dynamics_factors = (f_acc, f_jerk)
             qd_plan = qd
             qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)

@@ -204,7 +204,8 @@ class RobotSnapshot:
     20 ms behind, only for a client that fell behind: docs/sim.md)."""
     commanded_joint_accelerations_rad_s2: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     """The robot's reported commanded joint accelerations ddq_d (rad/s^2): franky's planner starts a new motion with
-    them (a starved client gets franky-sim's low-passed derivative of the measured velocity instead: docs/sim.md)."""
+    them (a starved client gets franky-sim's low-passed derivative of the measured velocity instead: docs/sim.md;
+    diagnostics only)."""
     ee_position_m: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     """fr3_hand_tcp position in fr3_link0 as franky reports it (O_T_EE; franky-sim: from the commanded joints)."""
     ee_quaternion_xyzw: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
@@ -948,13 +949,12 @@ class FrankaExecutor:
             velocity = np.zeros(3) if at_end else (ahead.position_m - target.position_m) / period
             motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity,
                                               snap.commanded_joint_positions_rad, snap.commanded_joint_velocities_rad_s,
-                                              arrival, snap.commanded_joint_accelerations_rad_s2)
+                                              arrival)
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
             motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity,
                                                snap.commanded_joint_positions_rad,
-                                               snap.commanded_joint_velocities_rad_s, arrival,
-                                               snap.commanded_joint_accelerations_rad_s2)
+                                               snap.commanded_joint_velocities_rad_s, arrival)
         last_sent = self._last_sent_joints
         same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
             not np.any(self.gate.last.joint_velocities_rad_s)
