@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
 
 from gpc_ros.compose import Composer, ComposerConfig, SamplerConfig
+from gpc_ros.compose.errors import IncompatibleParentError
 from gpc_ros.graph.host import HostConfig
 from gpc_ros.policies import make_policy
 from gpc_ros.policies.encoders.observation import random_observation
@@ -50,7 +52,7 @@ def test_traced_prediction_is_bit_identical_to_eager(parents, rows) -> None:
 @pytest.mark.parametrize("parallel", [False, True, "auto"])
 def test_composed_chunk_is_bit_identical_with_traced_heads(parents, parallel) -> None:
     observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
-    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=parallel)
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=parallel, joint_step=False)
     weights = ([0.5, 0.5], [[0.3, 0.7], [1.0, 0.0]])
     chunks = {}
     for trace in (False, True):
@@ -67,6 +69,65 @@ def test_composed_chunk_is_bit_identical_with_traced_heads(parents, parallel) ->
             assert torch.equal(got.actions, eager.actions)
             for name, actions in eager.parent_actions.items():
                 assert torch.equal(got.parent_actions[name], actions)
+
+
+@pytest.mark.parametrize("parallel,joint", [(True, "auto"), ("auto", "auto"), (False, True)])
+def test_joint_step_of_traced_heads_is_bit_identical(parents, parallel, joint) -> None:
+    """All parents' heads forked in one traced call per step: the same chunks (and each parent's own chunk)."""
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=parallel)
+    weights = ([0.5, 0.5], [[0.3, 0.7], [1.0, 0.0]])
+    with Composer([p.as_parent(p.policy_type) for p in parents], replace(config, parallel_parents=False)) as eager:
+        want = [eager.compose(eager.encode(observations), w, generator=3) for w in weights]
+    config = replace(config, joint_step=joint)
+    with Composer([p.as_parent(p.policy_type, trace_head=True) for p in parents], config) as composer:
+        joint = composer._joint.head
+        first = [composer.compose(composer.encode(observations), w, generator=3) for w in weights]  # eager, tracing
+        assert joint.wait_for_traces(WAIT_S)
+        again = [composer.compose(composer.encode(observations), w, generator=3) for w in weights]
+        assert composer.stats.joint_steps == 40 and composer.stats.parallel_steps == 0
+        assert composer.stats.sequential_steps == 0
+    assert joint.calls_traced == 20 and joint.traces_made == 2  # 3 and 4 rows: one trace each
+    assert all(parent._denoiser.calls_traced == parent._denoiser.calls_eager == 0 for parent in composer.parents)
+    assert "prim::fork" in str(next(iter(joint._traces.values())).graph)  # the second head is forked in the trace
+    for got_chunks in (first, again):
+        for got, ref in zip(got_chunks, want):
+            assert torch.equal(got.actions, ref.actions)
+            for name, actions in ref.parent_actions.items():
+                assert torch.equal(got.parent_actions[name], actions)
+
+
+def test_joint_step_only_when_every_parent_is_called_and_allowed(parents) -> None:
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
+    base = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False)
+    traced = [p.as_parent(p.policy_type, trace_head=True) for p in parents]
+    assert Composer(traced, base)._joint is None  # "auto" with parallel_parents False: one after the other
+    assert Composer(traced, replace(base, parallel_parents=True, joint_step=False))._joint is None
+    assert Composer([p.as_parent(p.policy_type) for p in parents], replace(base, parallel_parents=True))._joint is None
+    assert Composer(traced[:1], replace(base, parallel_parents=True))._joint is None
+    with Composer(traced, replace(base, parallel_parents=True)) as composer:
+        with_zero = composer.compose(composer.encode(observations), [1.0, 0.0], generator=1)  # pcd not called
+        assert composer.stats.joint_steps == 0 and composer.stats.sequential_steps == 0
+    with Composer([p.as_parent(p.policy_type) for p in parents], base) as eager:
+        want = eager.compose(eager.encode(observations), [1.0, 0.0], generator=1)
+    assert torch.equal(with_zero.actions, want.actions)
+
+
+def test_joint_step_retraces_after_weights_change_in_place(parents) -> None:
+    policies = [shipped("diffusion", 11), shipped("dp3", 12)]
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(policies)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False, parallel_parents=True)
+    with Composer([p.as_parent(p.policy_type, trace_head=True) for p in policies], config) as composer:
+        composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)
+        assert composer._joint.head.wait_for_traces(WAIT_S)
+        policies[1].load_state_dict(parents[1].state_dict())  # copies in place: the dp3 head's weights change
+        composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)  # eager while retracing
+        assert composer._joint.head.wait_for_traces(WAIT_S)
+        got = composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)
+        assert composer._joint.head.traces_made == 2
+    with Composer([p.as_parent(p.policy_type) for p in policies], replace(config, parallel_parents=False)) as eager:
+        want = eager.compose(eager.encode(observations), [0.5, 0.5], generator=2)
+    assert torch.equal(got.actions, want.actions)
 
 
 @pytest.mark.parametrize("background", [False, True])
@@ -137,6 +198,12 @@ def test_at_most_max_traces_are_kept() -> None:
      r"HostConfig.trace_head must be true or false; got 'on'"),
     (lambda: HostConfig(name="a", factory="m:f", modality="state", trace_head=True), ValueError,
      r"HostConfig.trace_head applies to checkpoint parents only .*factory='m:f'"),
+    (lambda: ComposerConfig(joint_step="always"), ValueError,
+     r"ComposerConfig.joint_step must be True, False or 'auto'; got 'always'"),
+    (lambda: Composer([shipped("dp3", 0).as_parent("a"), shipped("dp3", 1).as_parent("b")],
+                      ComposerConfig(joint_step=True)), IncompatibleParentError,
+     r"ComposerConfig.joint_step=True needs two or more parents that offer a joint step together .*"
+     r"parents \['a', 'b'\] \(ModuleParent, ModuleParent\) offer none"),
 ])
 def test_bad_settings_are_refused_with_the_field_and_the_value(make, error, match) -> None:
     with pytest.raises(error, match=match):
