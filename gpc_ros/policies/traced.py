@@ -163,9 +163,9 @@ class TracedHead:
 class ForkedHeads(nn.Module):
     """``(x_0, t_0, c_0, ..., x_{K-1}, t_{K-1}, c_{K-1}) -> (y_0, ..., y_{K-1})``: K heads' predictions in one call.
 
-    Heads 1..K-1 are forked (``torch.jit.fork``), head 0 runs on the calling thread, then all are waited for. Run
-    eagerly (Python), a fork runs at once, so the heads run one after the other; traced, the forks go to torch's
-    inter-op pool and the heads run at the same time. The predictions are each head's own, bit for bit (tested).
+    Traced, heads 1..K-1 are forked (``torch.jit.fork``) onto torch's inter-op pool, head 0 runs on the calling
+    thread, then all are waited for: the heads run at the same time. Run eagerly (Python; while the trace is being
+    made), the heads run one after the other. The predictions are each head's own, bit for bit (tested).
     """
 
     def __init__(self, heads: list[nn.Module]) -> None:
@@ -176,6 +176,8 @@ class ForkedHeads(nn.Module):
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Three inputs per head, in the heads' order -> one prediction per head."""
+        if not torch.jit.is_tracing():  # eagerly a fork would run at once anyway (and warn: deprecated)
+            return tuple(head(*args[3 * i:3 * i + 3]) for i, head in enumerate(self.heads))
         futures = [torch.jit.fork(head, *args[3 * i:3 * i + 3]) for i, head in enumerate(self.heads) if i > 0]
         first = self.heads[0](*args[:3])
         return (first, *(torch.jit.wait(future) for future in futures))
