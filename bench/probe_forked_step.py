@@ -12,6 +12,10 @@ hosts load them, heads traced, 1 intra-op thread, 2 inter-op threads), cases int
   conversion, checks and combination unchanged;
 * ``K=2 forked, no checks``: the same without the per-parent finite / shape checks (what cutting the composer's
   per-parent Python could reach at most);
+* ``K=2 split-phase, fork each``: each parent a split-phase parent whose ``submit`` forks its own head (both heads
+  forked, the composer's thread waits);
+* ``K=2 joint_step (built)``: the plain Composer with ``ComposerConfig.joint_step`` True (what was built from this
+  probe: :class:`~gpc_ros.policies.adapter.JointHeadsStep`, added after the probe's first runs);
 * ``heads only: one`` / ``heads only: K=2 forked``: encode + 10 bare head calls, no composer at all (the floor).
 
 Each K=2 chunk is checked against the sequential one for the same seed (``torch.equal``). Prints the load average
@@ -159,7 +163,9 @@ def main() -> int:
            "K=2 threads": Composer([rgb, pcd], replace(seq, parallel_parents=True)),
            "K=2 forked": ForkedComposer([rgb, pcd], seq),
            "K=2 forked, no checks": ForkedComposer([rgb, pcd], seq, checks=False),
-           "K=2 split-phase, fork each": Composer([SplitPhaseTraced(rgb), SplitPhaseTraced(pcd)], seq)}
+           "K=2 split-phase, fork each": Composer([SplitPhaseTraced(rgb), SplitPhaseTraced(pcd)], seq),
+           "K=2 joint_step (built)": Composer([rgb, pcd], replace(seq, joint_step=True))}
+    two["K=2 joint_step (built)"]._joint.head.background = False
     w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
 
     g = torch.Generator().manual_seed(0)
