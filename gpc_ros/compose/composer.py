@@ -360,6 +360,8 @@ class Composer:
 
         if self.chooser is not None:
             self.chooser.new_chunk(network_calls_per_chunk(self.sampler, first))
+        if self._joint is not None:
+            self._joint.new_chunk()
 
         x = self.sampler.run(x, denoise, generator, start_index=first)
         lengths = composed_horizons(row_w, [p.action_horizon for p in self.parents])  # (M,)

@@ -164,6 +164,10 @@ class JointStep(Protocol):
         """One ``(x_t, timestep, encoding)`` per parent, in order -> what each parent's ``predict`` returns."""
         ...
 
+    def new_chunk(self) -> None:
+        """A chunk begins (the composer calls this before its first step; e.g. to check weights once per chunk)."""
+        ...
+
 
 def joint_step(parents: Sequence[object]) -> JointStep | None:
     """The joint step ``parents`` offer together (the first parent's ``joint_step_with(parents)``), or None."""

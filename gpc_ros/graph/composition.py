@@ -426,6 +426,10 @@ class LocalJointStep:
         self.proxies = list(proxies)
         self.inner = inner
 
+    def new_chunk(self) -> None:
+        """A chunk begins (passed on to the parents' joint step)."""
+        self.inner.new_chunk()
+
     def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Any]]) -> list[torch.Tensor]:
         """One ``(x_t, timestep, encoding)`` per host, in order (the encoding is the host's) -> the predictions."""
         steps, encodings = [], []

@@ -131,15 +131,20 @@ class JointHeadsStep:
 
     ``step([(x_t, timestep, encoding), ...])`` (one request per parent, in the parents' order) returns what each
     parent's :meth:`ModuleParent.predict` returns, bit for bit: the same inputs, the same checks, the same heads,
-    only run at the same time (:func:`~gpc_ros.policies.traced.forked_heads`). A :class:`~gpc_ros.compose.parent.
-    JointStep`.
+    only run at the same time (:func:`~gpc_ros.policies.traced.forked_heads`). Weights changed in place are
+    noticed at the next :meth:`new_chunk` (a parent's own traced head checks at every call). A
+    :class:`~gpc_ros.compose.parent.JointStep`.
     """
 
     def __init__(self, parents: Sequence[ModuleParent]) -> None:
         from gpc_ros.policies.traced import forked_heads
 
         self.parents = list(parents)
-        self.head = forked_heads([p._denoiser for p in self.parents])
+        self.head = forked_heads([p._denoiser for p in self.parents], check_every_call=False)
+
+    def new_chunk(self) -> None:
+        """A chunk begins: drop the traces if a head's weights changed in place (checked once per chunk)."""
+        self.head.check_weights()
 
     def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> list[torch.Tensor]:
         """One ``(x_t, timestep, encoding)`` per parent, in order -> each parent's ``(M, H, D)`` prediction."""

@@ -46,15 +46,22 @@ class TracedHead:
     same prediction), so no call waits the ~0.45 s a trace takes (a separate host's first step would otherwise
     exceed the composer's ``step_timeout_s``); False: trace in the first call. A trace that failed in the background
     is raised by the next call.
+    ``check_every_call``: read the weights' version counters at every call (True) or only in
+    :meth:`check_weights` (False: the composer's joint step checks once per chunk; reading ~300 counters per
+    denoising step cost up to ~0.1 ms, docs/graph.md session 12).
     """
 
-    def __init__(self, module: nn.Module, max_traces: int = 8, background: bool = True) -> None:
+    def __init__(self, module: nn.Module, max_traces: int = 8, background: bool = True,
+                 check_every_call: bool = True) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"TracedHead.module must be a torch.nn.Module; got {type(module).__name__}")
         if not (isinstance(max_traces, int) and not isinstance(max_traces, bool) and max_traces >= 1):
             raise ValueError(f"TracedHead.max_traces must be an int >= 1; got {max_traces!r}")
         if not isinstance(background, bool):
             raise TypeError(f"TracedHead.background must be True or False; got {background!r}")
+        if not isinstance(check_every_call, bool):
+            raise TypeError(f"TracedHead.check_every_call must be True or False; got {check_every_call!r}")
+        self.check_every_call = check_every_call
         self.module = module
         self.max_traces = max_traces
         self.background = background
@@ -77,6 +84,18 @@ class TracedHead:
             self._versions = self._current_versions()
             self._traces.clear()
 
+    def check_weights(self) -> None:
+        """Drop the traces if a parameter or buffer changed in place since the last check (version counters)."""
+        with self._lock:
+            self._check_weights_locked()
+
+    def _check_weights_locked(self) -> None:
+        versions = self._current_versions()
+        if versions != self._versions:
+            logger.info("the traced head's weights changed in place: dropping its %d trace(s)", len(self._traces))
+            self._traces.clear()
+            self._versions = versions
+
     def _current_versions(self) -> tuple[int, ...]:
         return tuple(t._version for t in self._tensors)
 
@@ -94,11 +113,9 @@ class TracedHead:
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 raise RuntimeError(f"tracing the head of {type(self.module).__name__} failed") from failure
-            versions = self._current_versions()
-            if versions != self._versions:
-                logger.info("the traced head's weights changed in place: dropping its %d trace(s)", len(self._traces))
-                self._traces.clear()
-                self._versions = versions
+            if self.check_every_call:
+                self._check_weights_locked()
+            versions = self._versions
             traced = self._traces.get(key)
             if traced is None and not self.background:
                 traced = self._install(key, self._trace(key, args))
@@ -183,7 +200,7 @@ class ForkedHeads(nn.Module):
         return (first, *(torch.jit.wait(future) for future in futures))
 
 
-def forked_heads(heads: list[TracedHead]) -> TracedHead:
+def forked_heads(heads: list[TracedHead], check_every_call: bool = True) -> TracedHead:
     """One :class:`TracedHead` over a :class:`ForkedHeads` of ``heads``' modules (their trace settings).
 
     Makes sure torch's inter-op pool has a thread for each forked head (``torch.set_num_interop_threads``, which
@@ -200,4 +217,4 @@ def forked_heads(heads: list[TracedHead]) -> TracedHead:
             logger.warning("torch has %d inter-op thread(s) for %d forked heads and cannot be given more (%s): "
                            "the heads partly run one after the other", have, need, exc)
     return TracedHead(ForkedHeads([h.module for h in heads]).eval(), max_traces=heads[0].max_traces,
-                      background=heads[0].background)
+                      background=heads[0].background, check_every_call=check_every_call)

@@ -124,7 +124,7 @@ def test_joint_step_retraces_after_weights_change_in_place(parents) -> None:
         composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)  # eager while retracing
         assert composer._joint.head.wait_for_traces(WAIT_S)
         got = composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)
-        assert composer._joint.head.traces_made == 2
+        assert composer._joint.head.traces_made == 2 and not composer._joint.head.check_every_call  # per chunk
     with Composer([p.as_parent(p.policy_type) for p in policies], replace(config, parallel_parents=False)) as eager:
         want = eager.compose(eager.encode(observations), [0.5, 0.5], generator=2)
     assert torch.equal(got.actions, want.actions)
@@ -147,6 +147,20 @@ def test_weights_changed_in_place_are_retraced(parents, caplog, background) -> N
         assert torch.equal(got, want) and torch.equal(again, want)
     assert head.traces_made == 2 and head.calls_traced == (3 if not background else 1)
     assert "weights changed in place" in caplog.text
+
+
+def test_weights_checked_only_when_asked_without_check_every_call(parents) -> None:
+    """``check_every_call=False`` (the joint step: once per chunk): a change is noticed at ``check_weights``."""
+    policy = shipped("dp3", 9)
+    head = TracedHead(policy.unet.eval(), background=False, check_every_call=False)
+    x, t, c = torch.randn(2, 16, 3), torch.full((2,), 10.0), torch.randn(2, policy.encoding_dim)
+    with torch.no_grad():
+        head(x, t, c)
+        policy.load_state_dict(parents[1].state_dict())
+        head(x, t, c)  # the old trace (which shares some of the weights' storage: no defined result)
+        assert head.traces_made == 1 and head.calls_traced == 2  # the counters are not read at the call
+        head.check_weights()
+        assert torch.equal(head(x, t, c), parents[1].unet(x, t, c)) and head.traces_made == 2  # retraced
 
 
 def test_a_failed_background_trace_is_raised_by_the_next_call(monkeypatch) -> None:
@@ -198,6 +212,8 @@ def test_at_most_max_traces_are_kept() -> None:
      r"HostConfig.trace_head must be true or false; got 'on'"),
     (lambda: HostConfig(name="a", factory="m:f", modality="state", trace_head=True), ValueError,
      r"HostConfig.trace_head applies to checkpoint parents only .*factory='m:f'"),
+    (lambda: TracedHead(torch.nn.Identity(), check_every_call="no"), TypeError,
+     r"TracedHead.check_every_call must be True or False; got 'no'"),
     (lambda: ComposerConfig(joint_step="always"), ValueError,
      r"ComposerConfig.joint_step must be True, False or 'auto'; got 'always'"),
     (lambda: Composer([shipped("dp3", 0).as_parent("a"), shipped("dp3", 1).as_parent("b")],
