@@ -97,6 +97,24 @@ def test_joint_step_of_traced_heads_is_bit_identical(parents, parallel, joint) -
                 assert torch.equal(got.parent_actions[name], actions)
 
 
+def test_joint_step_of_three_traced_parents_is_bit_identical(parents) -> None:
+    """K = 3: two heads forked, one on the calling thread; the chunk equals the eager Composer's."""
+    policies = [*parents, shipped("diffusion", 13)]
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(policies)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False, joint_step=True)
+    with Composer([p.as_parent(f"{p.policy_type}{i}") for i, p in enumerate(policies)],
+                  replace(config, joint_step=False)) as eager:
+        want = eager.compose(eager.encode(observations), [0.2, 0.3, 0.5], generator=4)
+    traced = [p.as_parent(f"{p.policy_type}{i}", trace_head=True) for i, p in enumerate(policies)]
+    with Composer(traced, config) as composer:
+        assert composer._joint.head.wait_for_traces(WAIT_S) and composer._joint.head.traces_made == 0
+        composer.compose(composer.encode(observations), [0.2, 0.3, 0.5], generator=4)  # eager, tracing
+        assert composer._joint.head.wait_for_traces(WAIT_S)
+        got = composer.compose(composer.encode(observations), [0.2, 0.3, 0.5], generator=4)
+        assert composer._joint.head.calls_traced == 4 and composer.stats.joint_steps == 8
+    assert torch.equal(got.actions, want.actions)
+
+
 def test_joint_step_only_when_every_parent_is_called_and_allowed(parents) -> None:
     observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
     base = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False)
