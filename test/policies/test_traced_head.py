@@ -115,6 +115,30 @@ def test_joint_step_of_three_traced_parents_is_bit_identical(parents) -> None:
     assert torch.equal(got.actions, want.actions)
 
 
+def test_too_few_inter_op_threads_are_raised_or_logged(parents, monkeypatch, caplog) -> None:
+    """forked_heads asks torch for K - 1 inter-op threads; torch refuses once inter-op work started: a warning."""
+    from gpc_ros.policies.traced import forked_heads
+
+    heads = [TracedHead(p.unet.eval()) for p in parents]
+    asked = []
+
+    def refuse(n: int) -> None:
+        asked.append(n)
+        raise RuntimeError("Error: cannot set number of interop threads after parallel work has started")
+
+    monkeypatch.setattr(torch, "get_num_interop_threads", lambda: 0)
+    monkeypatch.setattr(torch, "set_num_interop_threads", refuse)
+    with caplog.at_level(logging.WARNING, logger="gpc_ros.policies.traced"):
+        joint = forked_heads(heads)
+    assert asked == [1] and "0 inter-op thread(s) for 1 forked heads and cannot be given more" in caplog.text
+    x, t = torch.randn(1, 16, 3), torch.full((1,), 3.0)
+    cs = [torch.randn(1, p.encoding_dim) for p in parents]
+    with torch.no_grad():
+        got = joint(x, t, cs[0], x, t, cs[1])  # eager (tracing in the background): the heads' own predictions
+        assert joint.wait_for_traces(WAIT_S)
+        assert all(torch.equal(g, p.unet(x, t, c)) for g, p, c in zip(got, parents, cs))
+
+
 def test_joint_step_only_when_every_parent_is_called_and_allowed(parents) -> None:
     observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
     base = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False)
