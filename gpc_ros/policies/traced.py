@@ -18,7 +18,7 @@ enabled or with a non-tensor encoding the module runs eagerly (a trace is for in
 :class:`ForkedHeads` puts K heads in one module whose forward forks heads 1..K-1 onto torch's inter-op pool
 (``torch.jit.fork``) and runs head 0 on the calling thread; traced (:func:`forked_heads`), one call per
 denoising step runs all K heads at the same time in C++, without the GIL and without handing work to a Python
-thread (the composer's joint step, ``ComposerConfig.joint_step``; docs/graph.md, session 12).
+thread (the composer's joint step, ``ComposerConfig.joint_step``; docs/graph.md, session 11).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class TracedHead:
     is raised by the next call.
     ``check_every_call``: read the weights' version counters at every call (True) or only in
     :meth:`check_weights` (False: the composer's joint step checks once per chunk; reading ~300 counters per
-    denoising step cost up to ~0.1 ms, docs/graph.md session 12).
+    denoising step cost up to ~0.1 ms, docs/graph.md session 11).
     """
 
     def __init__(self, module: nn.Module, max_traces: int = 8, background: bool = True,
