@@ -5,14 +5,16 @@
    velocity step between two consecutive 1 kHz commands (franky's motion callbacks: every command the robot got)
    / its bound ``max_acceleration_m_s2 * 1 ms``, split into the steps at a re-plan (a new motion's first command) and
    elsewhere, and the largest joint velocity step / ``max_joint_acceleration_rad_s2 * 1 ms``; all on the robot's clock.
+   Twice: franky-sim paced at real time, and free-running with the executor's clock slowed (``--ahead-clock-rate``),
+   so that the robot's clock runs ahead of the executor's (more robot time per control period than planned for).
 2. Streaming modes (joint vs cartesian) towards the unreachable in-box corner (0.75, 0.40, 0.05) of issue 9: how far
    the *measured* TCP / elbow / wrist left their boxes, joints past their hardware limits, peak speed / limit.
 3. Stops from 0.1, 0.3 and 0.5 m/s (limits raised to 0.6 m/s for this part): time and distance to rest.
 4. Chunk accepted -> first motion command (executor clock), and the time to build one command with the joint-space
    check (IK + containment) vs the Cartesian clamp alone, measured in-process side by side.
 
-Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_driver.py [--duration-s 3] [--latency-trials 20]``. franky-sim
-runs at a load-dependent pace (0.1-4x real time on a shared 2-core machine); figures are on the robot's clock.
+Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_driver.py [--duration-s 3] [--latency-trials 20] [--parts 1]``.
+franky-sim runs at a load-dependent pace (0.1-4x real time on a shared 2-core machine); figures on the robot's clock.
 """
 
 from __future__ import annotations
@@ -138,7 +140,22 @@ def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray
             float(joints.max(initial=0.0)) / joint_bound)
 
 
-def start_executor(host: str, logs: list, **overrides) -> FrankaExecutor:
+class ScaledClock:
+    """The executor's clock running at ``rate`` x ``time.monotonic`` (rate < 1: the robot's clock runs ahead)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.t0 + self.rate * (time.monotonic() - self.t0)
+
+    def sleep_until(self, t: float) -> None:
+        """Sleep until this clock reads ``t``."""
+        time.sleep(max(0.0, (t - self()) / self.rate))
+
+
+def start_executor(host: str, logs: list, clock: ScaledClock | None = None, **overrides) -> FrankaExecutor:
     logs.clear()  # drop the previous executor's robot: franky-sim takes one client, released when the Robot goes
     gc.collect()
 
@@ -151,7 +168,8 @@ def start_executor(host: str, logs: list, **overrides) -> FrankaExecutor:
 
     overrides.setdefault("gripper", GripperConfig(enabled=False))
     executor = FrankaExecutor(ExecutorConfig(robot_host=host, require_enable=False, watchdog_timeout_s=2.0,
-                                             **overrides), robot_factory=factory).start()
+                                             **overrides), clock=clock or time.monotonic,
+                              robot_factory=factory).start()
     if not executor.wait_connected(30.0):
         raise SystemExit(f"no connection to franky-sim at {host}")
     time.sleep(0.3)
@@ -165,14 +183,16 @@ def record(executor: FrankaExecutor) -> tuple[list, callable]:
 
 
 def stream_line(executor: FrankaExecutor, rate_hz: float, duration_s: float, direction: float,
-                speed_m_s: float = 0.2) -> None:
+                speed_m_s: float = 0.2, clock: ScaledClock | None = None) -> None:
+    """Chunks along a line at ``rate_hz`` for ``duration_s`` (both on the executor's clock)."""
+    clock = clock or ScaledClock(1.0)
     s = executor.state
     p0, q0 = s.measured_tcp_m.copy(), s.ee_quaternion_xyzw.copy()
     velocity = np.array([0.0, direction * speed_m_s, 0.0])
-    t_start = time.monotonic()
+    t_start = clock()
     k = 0
-    while time.monotonic() - t_start < duration_s:
-        now = time.monotonic()
+    while clock() - t_start < duration_s:
+        now = clock()
         times = now + 0.05 * np.arange(16)
         try:
             executor.execute(ActionChunk.from_arrays(now, 0.05, positions_m=p0 + np.outer(times - t_start, velocity),
@@ -180,7 +200,7 @@ def stream_line(executor: FrankaExecutor, rate_hz: float, duration_s: float, dir
         except (ChunkRejectedError, ExecutionRefusedError):
             pass
         k += 1
-        time.sleep(max(0.0, t_start + k / rate_hz - time.monotonic()))
+        clock.sleep_until(t_start + k / rate_hz)
 
 
 def measured_extremes(executor: FrankaExecutor, snaps: list) -> dict[str, float]:
@@ -201,75 +221,107 @@ def measured_extremes(executor: FrankaExecutor, snaps: list) -> dict[str, float]
     }
 
 
+def limits_table(host: str, label: str, rates_hz: list[float], duration_s: float, clock_rate: float = 1.0) -> None:
+    """Part 1 on one franky-sim: one row per chunk rate (ratios on the robot's clock).
+
+    ``clock_rate`` < 1 runs the executor's clock slower than wall time, so the robot's clock runs ahead of it.
+    """
+    logs: list = []
+    clock = ScaledClock(clock_rate)
+    executor = start_executor(host, logs, clock)
+    e = executor.config.envelope
+    direction = 1.0
+    for rate in rates_hz:
+        snaps, detach = record(executor)
+        logs[-1].recording = True
+        stream_line(executor, rate, duration_s, direction, clock=clock)
+        logs[-1].recording = False
+        detach()
+        executor.stop()
+        executor.wait_stopped(30.0)
+        executor.enable(True)
+        t, p, q, motion = logs[-1].take()
+        v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e)
+        at_replans, elsewhere, joint_step = replan_split(t, p, q, motion, e)
+        rt = np.array([s.robot_time_s for s in snaps])
+        wall = np.array([s.time_s for s in snaps])
+        pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
+        meas = measured_extremes(executor, snaps)["speed_ratio"]
+        print(f"{label:>14} {rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} {step_ratio:14.2f} "
+              f"{at_replans:12.2f} {elsewhere:10.2f} {joint_step:20.2f}", flush=True)
+        direction = -direction
+    executor.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--corner-s", type=float, default=15.0)
     parser.add_argument("--latency-trials", type=int, default=20)
     parser.add_argument("--rates-hz", type=float, nargs="+", default=[10, 30, 100])
+    parser.add_argument("--sim-paces", nargs="+", choices=["realtime", "fast"], default=["realtime", "fast"],
+                        help="franky-sim paces for part 1 (fast: the simulator's clock runs ahead of the executor's)")
+    parser.add_argument("--ahead-clock-rate", type=float, default=0.4,
+                        help="executor clock / wall time with the fast franky-sim (part 1): below the sim's pace")
+    parser.add_argument("--parts", default="1234", help="which parts to run, e.g. 1 or 34")
     args = parser.parse_args(argv)
+    parts = set(args.parts)
+    if "1" in parts:
+        print("1) limits per unit time (0.2 m/s line; ratios to the configured limits, robot clock); franky-sim paced "
+              "at real time, then free-running with the executor's clock at --ahead-clock-rate x wall time (pace = "
+              "robot s per executor s: > 1, the robot's clock runs ahead)")
+        print(f"{'sim':>14} {'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} "
+              f"{'1 ms dv/bound':>14} {'at re-plans':>12} {'elsewhere':>10} {'joint 1 ms dq/bound':>20}")
+        for sim_pace in args.sim_paces:
+            with FrankySimProcess(pace=sim_pace) as sim:
+                if sim_pace == "realtime":
+                    limits_table(sim.host, "paced", args.rates_hz, args.duration_s)
+                else:
+                    limits_table(sim.host, f"fast, exec {args.ahead_clock_rate:g}x", args.rates_hz, args.duration_s,
+                                 args.ahead_clock_rate)
+    if not parts & set("234"):
+        return 0
     with FrankySimProcess(pace="realtime") as sim:
         logs: list = []
-        executor = start_executor(sim.host, logs)
-        e = executor.config.envelope
-        print(f"control_rate_hz={executor.config.control_rate_hz} streaming_mode={executor.config.streaming_mode} "
-              f"max_speed_m_s={e.max_speed_m_s} max_acceleration_m_s2={e.max_acceleration_m_s2}; paced franky-sim\n")
-        print("1) limits per unit time (0.2 m/s line; ratios to the configured limits, robot clock)")
-        print(f"{'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} {'1 ms dv/bound':>14} "
-              f"{'at re-plans':>12} {'elsewhere':>10} {'joint 1 ms dq/bound':>20}")
-        direction = 1.0
-        for rate in args.rates_hz:
-            snaps, detach = record(executor)
-            logs[-1].recording = True
-            stream_line(executor, rate, args.duration_s, direction)
-            logs[-1].recording = False
-            detach()
-            executor.stop()
-            executor.wait_stopped(30.0)
-            executor.enable(True)
-            t, p, q, motion = logs[-1].take()
-            v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e)
-            at_replans, elsewhere, joint_step = replan_split(t, p, q, motion, e)
-            rt = np.array([s.robot_time_s for s in snaps])
-            wall = np.array([s.time_s for s in snaps])
-            pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
-            meas = measured_extremes(executor, snaps)["speed_ratio"]
-            print(f"{rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} {step_ratio:14.2f} "
-                  f"{at_replans:12.2f} {elsewhere:10.2f} {joint_step:20.2f}")
-            direction = -direction
-        executor.close()
+        if "2" in parts:
+            print("\n2) streaming modes, towards the unreachable in-box corner (0.75, 0.40, 0.05), measured arm")
+            print(f"{'mode':>10} {'TCP out mm':>11} {'elbow/wrist out mm':>19} {'joint past hw mrad':>19} "
+                  f"{'speed/limit':>12} {'closest to corner mm':>21} {'fault':>6}")
+            for mode in ("joint", "cartesian"):
+                executor = start_executor(sim.host, logs, streaming_mode=mode)
+                snaps, detach = record(executor)
+                q0 = executor.state.ee_quaternion_xyzw.copy()
+                t_end = time.monotonic() + args.corner_s
+                while time.monotonic() < t_end:
+                    s = executor.state
+                    d = CORNER - s.measured_tcp_m
+                    steps = s.measured_tcp_m + np.outer(np.linspace(0.0, 1.0, 10), d * min(1.0, 0.09 / max(
+                        np.linalg.norm(d), 1e-9)))
+                    try:
+                        executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=steps,
+                                                                 quaternions_xyzw=np.tile(q0, (10, 1))))
+                    except (ChunkRejectedError, ExecutionRefusedError):
+                        pass
+                    time.sleep(0.05)
+                detach()
+                m = measured_extremes(executor, snaps)
+                print(f"{mode:>10} {m['tcp_out_mm']:11.1f} {m['elbow_wrist_out_mm']:19.1f} "
+                      f"{m['joint_past_hw_mrad']:19.1f} {m['speed_ratio']:12.2f} {m['closest_to_corner_mm']:21.0f} "
+                      f"{str(executor.state.fault is not None):>6}")
+                executor.close()
 
-        print("\n2) streaming modes, towards the unreachable in-box corner (0.75, 0.40, 0.05), measured arm")
-        print(f"{'mode':>10} {'TCP out mm':>11} {'elbow/wrist out mm':>19} {'joint past hw mrad':>19} "
-              f"{'speed/limit':>12} {'closest to corner mm':>21} {'fault':>6}")
-        for mode in ("joint", "cartesian"):
-            executor = start_executor(sim.host, logs, streaming_mode=mode)
-            snaps, detach = record(executor)
-            q0 = executor.state.ee_quaternion_xyzw.copy()
-            t_end = time.monotonic() + args.corner_s
-            while time.monotonic() < t_end:
-                s = executor.state
-                d = CORNER - s.measured_tcp_m
-                steps = s.measured_tcp_m + np.outer(np.linspace(0.0, 1.0, 10), d * min(1.0, 0.09 / max(
-                    np.linalg.norm(d), 1e-9)))
-                try:
-                    executor.execute(ActionChunk.from_arrays(time.monotonic(), 0.05, positions_m=steps,
-                                                             quaternions_xyzw=np.tile(q0, (10, 1))))
-                except (ChunkRejectedError, ExecutionRefusedError):
-                    pass
-                time.sleep(0.05)
-            detach()
-            m = measured_extremes(executor, snaps)
-            print(f"{mode:>10} {m['tcp_out_mm']:11.1f} {m['elbow_wrist_out_mm']:19.1f} {m['joint_past_hw_mrad']:19.1f} "
-                  f"{m['speed_ratio']:12.2f} {m['closest_to_corner_mm']:21.0f} "
-                  f"{str(executor.state.fault is not None):>6}")
-            executor.close()
-
+        if not parts & set("34"):
+            return 0
         print("\n3) stops (max_speed_m_s 0.6 for this part): franky's planned stop, robot clock")
         print(f"{'from m/s':>9} {'kind':>8} {'speed at stop':>14} {'time to rest s':>15} {'distance mm':>12}")
+        # As test_e_stop_from_speed_comes_to_rest_with_a_planned_stop: the TCP acceleration limits raised (each joint
+        # motion's acceleration factor keeps sum_i |J_i| a_i within them: at 4 m/s^2 the 0.5 m/s run-up reached
+        # 0.008 m/s, 2026-12-03) and the boxes widened in y (the braking envelope caps the run-up otherwise).
         executor = start_executor(sim.host, logs, envelope=SafetyEnvelopeConfig(
-            max_speed_m_s=0.6, max_acceleration_m_s2=4.0, max_joint_speed_rad_s=2.5,
-            max_joint_acceleration_rad_s2=10.0))
+            max_speed_m_s=0.6, max_acceleration_m_s2=20.0, max_rotation_acceleration_rad_s2=60.0,
+            max_joint_speed_rad_s=2.5, max_joint_acceleration_rad_s2=10.0,
+            workspace_min_m=(0.25, -0.8, 0.05), workspace_max_m=(0.75, 0.8, 0.70),
+            arm_points_min_m=(-0.30, -0.9, 0.05), arm_points_max_m=(0.90, 0.9, 1.10)))
         for target in (0.1, 0.3, 0.5):
             q0 = executor.state.ee_quaternion_xyzw.copy()
             home = executor.state.measured_tcp_m.copy()

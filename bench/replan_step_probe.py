@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from gpc_ros.sim.franky_sim_process import FrankySimProcess
+from gpc_ros.testing.franky_chain import set_planner_limits
 
 JOINT_ACC = 5.0  # rad/s^2, the envelope's max_joint_acceleration_rad_s2
 CART_ACC = 2.0  # m/s^2, the envelope's max_acceleration_m_s2
@@ -35,13 +36,9 @@ def run(host: str, mode: str, replan_s: tuple[float, ...], cutoff_hz: float | No
     robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
     try:
         robot.recover_from_errors()
-        robot.relative_dynamics_factor = 1.0
-        for name, value in (("joint_velocity_limit", [1.0] * 7), ("joint_acceleration_limit", [JOINT_ACC] * 7),
-                            ("joint_jerk_limit", [5000.0] * 7), ("translation_velocity_limit", 0.25),
-                            ("translation_acceleration_limit", CART_ACC), ("translation_jerk_limit", 2000.0)):
-            limit = getattr(robot, name)
-            limit.set(np.minimum(np.asarray(value, dtype=np.float64), np.asarray(limit.max)).tolist()
-                      if np.ndim(value) else min(float(value), float(limit.max)))
+        set_planner_limits(robot, {"joint_velocity_limit": [1.0] * 7, "joint_acceleration_limit": [JOINT_ACC] * 7,
+                                   "joint_jerk_limit": [5000.0] * 7, "translation_velocity_limit": 0.25,
+                                   "translation_acceleration_limit": CART_ACC, "translation_jerk_limit": 2000.0})
         move_kwargs = {} if cutoff_hz is None else {"cutoff_frequency": cutoff_hz}
         robot.move(franky.JointWaypointMotion([franky.JointWaypoint(Q_HOME)]), **move_kwargs)  # start at rest
         rows: list[dict] = []

@@ -8,8 +8,12 @@ of the commanded velocity (about 20 ms behind); with it a re-plan every 10-20 ms
 from a velocity it had already shed: a joint braked at 1.35 rad/s^2 where the planner's limit is 5 rad/s^2, overshot
 its target by 0.25 rad and carried the commanded TCP 46 mm out of the workspace box (docs/driver.md). Since
 2026-12-02 the sim server reports the exact last commanded state, as a real FR3 does
-(:class:`gpc_ros.sim.franky_sim_server.CommandedState`), and re-plans brake at the planner's limit; the envelope below
-was tuned against the low-pass and is kept as a conservative bound (not re-tuned). The joint-space check of each
+(:class:`gpc_ros.sim.franky_sim_server.CommandedState`), and re-plans brake at the planner's limit. Since the per-motion
+acceleration factor (:meth:`~gpc_ros.control.command_gate.CommandGate.joint_dynamics_factors`) that limit is
+``BRAKING_FLOOR_MARGIN`` x ``braking_deceleration_rad_s2`` at the default envelope (re-checked with
+bench/braking_probe.py: a lone joint braked at a mean 1.13 rad/s^2 where 1.0 is assumed, starting 2-6 ms after the
+hold where 20 ms is assumed), and franky's re-plans brake time-synchronised: every joint over the same time, along a
+straight line, the slower joints further than on their own. Both paths are checked. The joint-space check of each
 *target* cannot see any of this; what bounds it is the planner's speed.
 
 So the motion's velocity factor (:meth:`~gpc_ros.control.command_gate.CommandGate.joint_speed_factor`) is also
@@ -92,21 +96,27 @@ class BrakingEnvelope:
         v = np.asarray(velocity_rad_s, dtype=np.float64)
         return np.sign(v) * np.array([self.stopping_distance_rad(x) for x in v])
 
-    def braking_path(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray,
-                     samples: int = PATH_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    def braking_path(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, samples: int = PATH_SAMPLES,
+                     synchronized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Joints (samples, 7) (rad) and joint velocities (samples, 7) (rad/s) along the braking path.
 
-        The samples are at equal steps of time, the last one at rest.
+        The samples are at equal steps of time, the last one at rest. ``synchronized``: every joint brakes over the
+        same time ``T = max_i |v_i| / a`` (franky's time-synchronised re-plan), i.e. along a straight line in joint
+        space, the slower joints at less than ``a`` and so *further* than on their own (``|v_i| T / 2``).
         """
         c = self.config
         a, lag = c.braking_deceleration_rad_s2, c.braking_lag_s
         v = np.asarray(velocity_rad_s, dtype=np.float64)
         speed = np.abs(v)
-        total = lag + float(speed.max()) / a
-        t = total * np.arange(1, samples + 1)[:, None] / samples
+        stop = float(speed.max()) / a
+        t = (lag + stop) * np.arange(1, samples + 1)[:, None] / samples
+        start = np.asarray(start_rad, dtype=np.float64)
+        if synchronized:
+            tau = np.clip(t - lag, 0.0, stop)
+            q = start + v * np.minimum(t, lag) + v * (tau - tau * tau / (2.0 * max(stop, 1e-12)))
+            return q, v * (1.0 - tau / max(stop, 1e-12))
         tau = np.clip(t - lag, 0.0, speed / a)
-        q = np.asarray(start_rad, dtype=np.float64) + v * np.minimum(t, lag) + np.sign(v) * (speed * tau
-                                                                                             - 0.5 * a * tau * tau)
+        q = start + v * np.minimum(t, lag) + np.sign(v) * (speed * tau - 0.5 * a * tau * tau)
         return q, np.sign(v) * (speed - a * tau)
 
     def brakeable(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, baseline: dict[str, float] | None = None
@@ -124,13 +134,14 @@ class BrakingEnvelope:
         v = np.asarray(velocity_rad_s, dtype=np.float64)
         if float(np.abs(v).max()) < 1e-12:
             return True
-        end = start + self.stopping_displacement_rad(v)
-        lower_bad = (end < self.joint_lower_rad) & (v < 0.0)
-        upper_bad = (end > self.joint_upper_rad) & (v > 0.0)
-        if np.any(lower_bad | upper_bad):
-            return False
-        base = self._excess(start) if baseline is None else baseline
         c = self.config
+        synced_end = start + v * (c.braking_lag_s + 0.5 * float(np.abs(v).max()) / c.braking_deceleration_rad_s2)
+        for end in (start + self.stopping_displacement_rad(v), synced_end):
+            lower_bad = (end < self.joint_lower_rad) & (v < 0.0)
+            upper_bad = (end > self.joint_upper_rad) & (v > 0.0)
+            if np.any(lower_bad | upper_bad):
+                return False
+        base = self._excess(start) if baseline is None else baseline
         path, velocities = self.braking_path(start, v)
         for i, (q, w) in enumerate(zip(np.vstack([start, path]), np.vstack([v, velocities]))):
             excess = base if i == 0 else self._excess(q)
@@ -141,6 +152,12 @@ class BrakingEnvelope:
                 if np.linalg.norm(twist[:3]) > c.max_speed_m_s or \
                         np.linalg.norm(twist[3:]) > c.max_rotation_speed_rad_s:
                     return False
+        # The time-synchronised path (franky's re-plans): straight in joint space, the joint velocity only scaled
+        # down (its TCP speed is not checked again), but the slower joints travel further than on their own.
+        for q in self.braking_path(start, v, synchronized=True)[0]:
+            excess = self._excess(q)
+            if any(excess[k] > base[k] + EXCESS_TOLERANCE_M for k in excess):
+                return False
         return True
 
     def brakeable_scale(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, upper: float = 1.0) -> float:

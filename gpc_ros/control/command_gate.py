@@ -34,6 +34,29 @@ STREAMING_MODES: tuple[str, ...] = ("joint", "cartesian")
 #: first waypoint, franky's planner failed now and then (``Motion planner failed with error code -111``, Ruckig's
 #: synchronisation error: 1 of 6 e-stop run-ups).
 BRAKE_TO_REST = franky.RelativeDynamicsFactor.MAX_DYNAMICS
+#: The per-motion acceleration factor never lets a joint's acceleration limit fall below this x
+#: ``braking_deceleration_rad_s2`` (:meth:`CommandGate.joint_dynamics_factors`): measured (bench/braking_probe.py,
+#: franky-sim), franky's planner brakes a joint at a mean 0.87-0.90 x its acceleration limit (jerk ramps, libfranka's
+#: 100 Hz command low-pass), so at 1.0 x the braking envelope's deceleration would be 10-13 % optimistic.
+BRAKING_FLOOR_MARGIN = 1.25
+#: Share of a joint's per-motion acceleration limit the feed-forward's uniform acceleration may use
+#: (:meth:`CommandGate._consistent_feed_forward`); the rest is left for the planner's jerk-limited corners.
+FEED_FORWARD_ACCELERATION_SHARE = 0.8
+#: Durations (s) among which :meth:`CommandGate._consistent_feed_forward` picks the one the joints arrive in.
+FEED_FORWARD_DURATIONS_S = np.geomspace(1e-3, 1.0, 400)
+#: A joint whose consistent feed-forward turns it around further than this (rad) past where it starts makes the
+#: motion fall back to the reachable feed-forward, planned time-optimally
+#: (:meth:`CommandGate._consistent_feed_forward`).
+TURN_TOLERANCE_RAD = 1e-4
+#: A start velocity above this x franky's joint velocity limit is not one the planner commanded
+#: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
+SPURIOUS_SPEED_RATIO = 1.1
+#: A start acceleration above this x the motion's own joint acceleration limit (``f_a`` x franky's limit) was not
+#: planned at that limit: a ``BRAKE_TO_REST`` waypoint's full-dynamics brake, or, for a starved client, franky-sim's
+#: low-passed derivative of the *measured* velocity (tens of rad/s^2). :meth:`CommandGate._motion` gives that motion
+#: franky's full jerk, so the planner sheds it within a few ms instead of tens (the velocity it gains on the way grows
+#: as a^2 / 2j: 0.56 rad/s from 30 rad/s^2 at the TCP jerk bound's joint jerk of ~800 rad/s^3, 0.09 at 5000).
+SPURIOUS_ACCELERATION_RATIO = 1.5
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -56,6 +79,14 @@ class CommandGate:
         self.planner_joint_velocity_limit_rad_s = np.full(7, envelope.config.max_joint_speed_rad_s)
         """(7,) franky's joint velocity limits (rad/s): ``max_joint_speed_rad_s`` capped by franky's maxima; the
         executor sets the values it read back from the robot."""
+        self.planner_joint_acceleration_limit_rad_s2 = np.full(7, envelope.config.max_joint_acceleration_rad_s2)
+        """(7,) franky's joint acceleration limits (rad/s^2), as above (:meth:`joint_dynamics_factors`)."""
+        self.planner_joint_jerk_limit_rad_s3 = np.full(7, envelope.config.max_joint_jerk_rad_s3)
+        """(7,) franky's joint jerk limits (rad/s^3), as above."""
+        self.last_arrival_s: float | None = None
+        """Duration (s) the last joint motion's first waypoint takes at least (:meth:`_consistent_feed_forward`)."""
+        self.last_dynamics_factors = (1.0, 1.0)
+        """(acceleration, jerk) factors of the last joint motion built (:meth:`joint_dynamics_factors`)."""
         self.braking = BrakingEnvelope(envelope.config, guard.kinematics, guard.hard_lower_rad, guard.hard_upper_rad)
         """Limits the planner's speed to what can stop inside the boxes and joint limits (:mod:`.braking`)."""
 
@@ -87,13 +118,17 @@ class CommandGate:
     # -- motions --------------------------------------------------------------------------------------------------
     def pose_motion(self, position_m: np.ndarray, quaternion_xyzw: np.ndarray, period_s: float,
                     velocity_m_s: np.ndarray | None = None, robot_joints_rad: np.ndarray | None = None,
-                    robot_joint_velocities_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
+                    robot_joint_velocities_rad_s: np.ndarray | None = None,
+                    arrival_s: float | None = None,
+                    robot_joint_accelerations_rad_s2: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion (holds its target, returns at once) towards the checked pose target.
 
-        ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` (7,): the joints and joint velocities the robot is
-        commanded at now (``q_d``, ``dq_d``), where franky's planner starts from; None = the last command, at rest
-        (:meth:`joint_speed_factor`). Raises ChunkRejectedError for a non-finite target (nothing is built) and
-        RuntimeError if not seeded.
+        ``robot_joints_rad`` / ``robot_joint_velocities_rad_s`` / ``robot_joint_accelerations_rad_s2`` (7,): the
+        joints, joint velocities and accelerations the robot is commanded at now (``q_d``, ``dq_d``, ``ddq_d``), where
+        franky's planner starts from; None = the last command, at rest
+        (:meth:`joint_speed_factor`). ``arrival_s``: time (s) until the target is due (joint streaming: the motion
+        arrives no earlier, :meth:`_consistent_feed_forward`); None = as soon as the planner can. Raises
+        ChunkRejectedError for a non-finite target (nothing is built) and RuntimeError if not seeded.
         """
         last = self._require_seed()
         clamped = self.envelope.clamp_cartesian(position_m, quaternion_xyzw, last.tcp, period_s, velocity_m_s)
@@ -101,14 +136,17 @@ class CommandGate:
         ff = float(np.linalg.norm(clamped.velocity_m_s))
         moved = float(np.linalg.norm(cmd.tcp.step_velocity_m_s))
         scale = 0.0 if moved < 1e-9 else min(1.0, ff / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s,
+                            robot_joint_accelerations_rad_s2), cmd
 
     #: Older name of :meth:`pose_motion`.
     cartesian_motion = pose_motion
 
     def joint_motion(self, joints_rad: np.ndarray, period_s: float, velocity_rad_s: np.ndarray | None = None,
                      robot_joints_rad: np.ndarray | None = None,
-                     robot_joint_velocities_rad_s: np.ndarray | None = None) -> tuple[object, JointCommand]:
+                     robot_joint_velocities_rad_s: np.ndarray | None = None,
+                     arrival_s: float | None = None,
+                     robot_joint_accelerations_rad_s2: np.ndarray | None = None) -> tuple[object, JointCommand]:
         """A streaming motion towards the checked joint target.
 
         Args:
@@ -117,6 +155,9 @@ class CommandGate:
             velocity_rad_s: Optional (7,) plan slope (rad/s) used as feed-forward; None = stop at the target.
             robot_joints_rad: Optional (7,) joints the robot is commanded at now (``q_d``); None = the last command.
             robot_joint_velocities_rad_s: Optional (7,) its commanded joint velocities (``dq_d``); None = at rest.
+            arrival_s: Optional time (s) until the target is due: the motion arrives no earlier
+                (:meth:`_consistent_feed_forward`); None = as soon as the planner can.
+            robot_joint_accelerations_rad_s2: Optional (7,) its commanded joint accelerations (``ddq_d``); None = 0.
 
         Returns:
             The franky motion and the checked command it encodes.
@@ -136,7 +177,8 @@ class CommandGate:
         if velocity_rad_s is not None and np.all(np.isfinite(velocity_rad_s)):
             moved = float(np.abs(cmd.joint_velocities_rad_s).max())
             scale = 0.0 if moved < 1e-9 else min(1.0, float(np.abs(velocity_rad_s).max()) / moved)
-        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s), cmd
+        return self._motion(cmd, scale, robot_joints_rad, robot_joint_velocities_rad_s, arrival_s,
+                            robot_joint_accelerations_rad_s2), cmd
 
     def joint_speed_factor(self, target_rad: np.ndarray, start_rad: np.ndarray,
                            start_velocity_rad_s: np.ndarray | None = None) -> float:
@@ -187,9 +229,121 @@ class CommandGate:
                 factor /= over
         return float(np.clip(factor, MIN_SPEED_FACTOR, 1.0))
 
+    def joint_dynamics_factors(self, joints_rad: np.ndarray) -> tuple[float, float]:
+        """Acceleration and jerk factors (franky's ``RelativeDynamicsFactor``) of a joint motion near ``joints_rad``.
+
+        franky's planner moves joint ``i`` with ``|ddq_i| <= f_a * a_i`` (``a_i``: franky's joint acceleration limit
+        times ``relative_dynamics_factor``), every joint on its own profile, so the TCP's acceleration
+        ``J ddq + dJ dq`` is at most ``f_a * sum_i a_i |J_i|`` plus the velocity term (columns ``J_i`` of the linear,
+        resp. angular, Jacobian at ``joints_rad``). ``f_a`` is the largest factor for which that stays within
+        ``max_acceleration_m_s2`` and ``max_rotation_acceleration_rad_s2``, but never below ``BRAKING_FLOOR_MARGIN``
+        x the braking envelope's ``braking_deceleration_rad_s2`` (the arm must still brake as :mod:`.braking`
+        assumes): where the floor binds (at the default limits it always does), the bound is ``floor / f_a`` times
+        looser (1.5 x translation, 1.75 x rotation at the FR3's usual poses, whose column sums are 2.4-2.9 m/rad and
+        7 rad/rad). The jerk factor bounds ``sum_i j_i |J_i|`` by ``max_jerk_m_s3`` / ``max_rotation_jerk_rad_s3``
+        the same way, without a floor (a lower jerk only rounds the corners of the profile). Both in (0, 1].
+        """
+        c = self.envelope.config
+        d = c.relative_dynamics_factor
+        columns = np.abs(self.guard.kinematics.jacobian(joints_rad))
+        lin = np.linalg.norm(columns[:3], axis=0)
+        ang = np.linalg.norm(columns[3:], axis=0)
+        acc = d * self.planner_joint_acceleration_limit_rad_s2
+        jerk = d * self.planner_joint_jerk_limit_rad_s3
+        f_acc = min(1.0, c.max_acceleration_m_s2 / max(float(acc @ lin), 1e-12),
+                    c.max_rotation_acceleration_rad_s2 / max(float(acc @ ang), 1e-12))
+        floor = min(1.0, BRAKING_FLOOR_MARGIN * c.braking_deceleration_rad_s2 / max(float(acc.min()), 1e-12))
+        f_jerk = min(1.0, c.max_jerk_m_s3 / max(float(jerk @ lin), 1e-12),
+                     c.max_rotation_jerk_rad_s3 / max(float(jerk @ ang), 1e-12))
+        return max(f_acc, floor), max(f_jerk, MIN_SPEED_FACTOR)
+
+    def _consistent_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
+                                 start_velocity_rad_s: np.ndarray | None, acceleration_factor: float,
+                                 velocity_limit_rad_s: np.ndarray, arrival_s: float | None = None
+                                 ) -> tuple[np.ndarray, float | None]:
+        """(7,) the feed-forward joint velocity, and the duration (s) in which every joint arrives with it.
+
+        franky's planner is time-synchronised: every joint arrives at its target, with its feed-forward velocity, at
+        the same time. A joint that cannot stop and wait on the way (``v0^2 + v^2 > 2 a d``) can arrive only within a
+        window of durations; where the windows of two joints do not overlap, the planner takes the next duration at
+        which a joint can loop (pass its target, turn, come back, turn again): every joint then slows down for tens to
+        hundreds of ms (or the planner fails, error -111). Measured at the per-motion acceleration of 1.25 rad/s^2
+        (:meth:`joint_dynamics_factors`), with targets one control period ahead: the 10 Hz stream of
+        test_streamed_chunks_move_without_stop_and_go fell from 0.13 to 0.02 m/s in every run.
+
+        So the velocities are chosen for one duration ``T``: joint ``i`` arrives at ``v_i = 2 d_i / T - v0_i``, the end
+        of a uniform acceleration from ``v0_i`` over its displacement ``d_i`` (``v0_i``: where the planner starts) that
+        stays within ``FEED_FORWARD_ACCELERATION_SHARE`` of the joint's acceleration (``acceleration_factor`` x
+        franky's limit) and within ``velocity_limit_rad_s``. Every joint then has a direct profile of duration ``T``.
+        ``T`` is the feasible duration nearest (in ratio) to ``arrival_s`` (when the target is due), else to the
+        duration whose velocities best match the plan's (least squares on ``1 / T`` of ``d_i / T`` against
+        ``(v0_i + velocity_i) / 2``). On track (``d = v T``, ``v0 = v``) every velocity is the plan's. A joint ahead of
+        its target arrives moving back towards it. Without a feed-forward (all zero) the velocities stay zero and the
+        duration is ``arrival_s``. A motion in which a joint would turn around (moving one way, arriving the other)
+        further than ``TURN_TOLERANCE_RAD`` gets :meth:`_reachable_feed_forward` and no duration instead: its uniform
+        deceleration can be far below the planner's, and the joint would pass its target further than braking does.
+        """
+        v = np.asarray(velocity_rad_s, dtype=np.float64)
+        if not np.any(v):
+            return v, arrival_s
+        d = np.asarray(displacement_rad, dtype=np.float64)
+        v0 = np.zeros(7) if start_velocity_rad_s is None else np.asarray(start_velocity_rad_s, dtype=np.float64)
+        a = FEED_FORWARD_ACCELERATION_SHARE * acceleration_factor * self.envelope.config.relative_dynamics_factor * \
+            self.planner_joint_acceleration_limit_rad_s2
+        limit = np.asarray(velocity_limit_rad_s, dtype=np.float64)
+        durations = FEED_FORWARD_DURATIONS_S
+        ends = 2.0 * d / durations[:, None] - v0  # (K, 7)
+        excess = np.maximum(np.abs(ends - v0) / (a * durations[:, None]), np.abs(ends) / limit).max(axis=1)
+        if arrival_s is not None and arrival_s > 0.0:
+            preferred = float(arrival_s)
+        else:
+            weight = float(d @ d)
+            match = float(d @ (v0 + v)) / (2.0 * weight) if weight > 1e-18 else 0.0  # 1 / T of the best match
+            preferred = 1.0 / match if match > 0.0 else float(durations[-1])
+        distance = np.abs(np.log(durations / preferred))
+        if np.any(excess <= 1.0):
+            k = int(np.argmin(np.where(excess <= 1.0, distance, np.inf)))
+        else:  # nothing within the limits (a joint starts above its velocity limit): the least excess
+            k = int(np.argmin(excess))
+        out = np.clip(ends[k], -limit, limit)
+        # A joint that turns within the motion would brake only at its uniform deceleration, which can be far below
+        # the planner's (measured: joint 4 ramped at its limit overshot into the halt margin under a CPU quota,
+        # test_driver_starved.py): such a motion brakes time-optimally, as before.
+        turning = v0 * out < 0.0
+        excursion = v0 * v0 * durations[k] / np.maximum(2.0 * np.abs(out - v0), 1e-12)
+        if np.any(turning & (excursion > TURN_TOLERANCE_RAD)):
+            return self._reachable_feed_forward(v, d, start_velocity_rad_s, acceleration_factor), None
+        return out, float(durations[k])
+
+    def _reachable_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
+                                start_velocity_rad_s: np.ndarray | None, acceleration_factor: float) -> np.ndarray:
+        """(7,) the feed-forward joint velocity, each joint capped at what it reaches over its displacement.
+
+        franky's planner must arrive at the target *with* this velocity. A joint that cannot reach it within its
+        displacement at its acceleration (``acceleration_factor`` x franky's limit) is moved *backwards* first to
+        gain the run-up: measured, joint 1 ran at -0.08 rad/s away from a target ahead of it, asked for 0.05 rad/s
+        0.5 mrad ahead at 1 rad/s^2. So ``|v_i| <= sqrt(v0_i^2 + 2 a_i |d_i|)`` (``v0_i``: the start velocity if it
+        points the same way, else 0). A velocity pointing away from the displacement (the arm ahead of its plan) is
+        left as it is: the joint has to turn either way, and zeroing it made the arm stop and go (1 of 5 runs of
+        test_streamed_chunks_move_without_stop_and_go at 10 Hz, speed down to 0.02-0.04 of 0.11 m/s).
+        """
+        a = acceleration_factor * self.envelope.config.relative_dynamics_factor * \
+            self.planner_joint_acceleration_limit_rad_s2
+        d = np.asarray(displacement_rad, dtype=np.float64)
+        v0 = np.zeros(7) if start_velocity_rad_s is None else np.asarray(start_velocity_rad_s, dtype=np.float64)
+        along = np.where(np.sign(v0) == np.sign(d), np.abs(v0), 0.0)
+        reach = np.sqrt(along * along + 2.0 * a * np.abs(d))
+        v = np.asarray(velocity_rad_s, dtype=np.float64)
+        return np.where(np.sign(v) == np.sign(d), np.sign(v) * np.minimum(np.abs(v), reach), v)
+
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
-                robot_joint_velocities_rad_s: np.ndarray | None = None):
+                robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None,
+                robot_joint_accelerations_rad_s2: np.ndarray | None = None):
         """The franky motion for ``cmd``: its target with the feed-forward velocity, then the same target at rest.
+
+        Joint streaming: the first waypoint is reached no earlier than the duration
+        :meth:`_consistent_feed_forward` chose (its ``minimum_time``), so the planner's time-synchronised profile is
+        the direct one of that duration rather than a faster one that reaches the target before the next motion.
 
         franky's planner is time-optimal and often reaches the target before the next motion replaces it (always when
         the robot's clock runs faster than the executor's). With only the first waypoint franky then *holds* it: the
@@ -217,11 +371,35 @@ class CommandGate:
             if over > 1.0:
                 qd = qd / over
             q = cmd.joint_positions_rad.astype(np.float64)
+            f_acc, f_jerk = self.joint_dynamics_factors(q)
+            if velocity is not None and np.any(np.abs(velocity) > SPURIOUS_SPEED_RATIO * dynamics *
+                                               self.planner_joint_velocity_limit_rad_s):
+                # A start the planner never commands (franky-sim's report to a starved client): brake it at franky's
+                # full limits. At the per-motion factors it took seconds (joint 2 ran away to 11.7 rad/s).
+                f_acc, f_jerk = 1.0, 1.0
+            acceleration = robot_joint_accelerations_rad_s2
+            if acceleration is not None and np.all(np.isfinite(acceleration)) and np.any(
+                    np.abs(acceleration) > SPURIOUS_ACCELERATION_RATIO * f_acc * dynamics *
+                    self.planner_joint_acceleration_limit_rad_s2):
+                # A start acceleration not planned at this limit (a full-dynamics brake; franky-sim's report to a
+                # starved client): shed it at franky's full jerk; the acceleration limit stays the motion's.
+                f_jerk = 1.0
+                self.envelope.counter.add("full_jerk_starts")
+            self.last_dynamics_factors = (f_acc, f_jerk)
+            qd_plan = qd
+            qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)
+            if duration is not None and np.any(qd) and not self.braking.brakeable(q, qd):
+                # The consistent velocity (not along the checked direction when the arm is off its plan) must
+                # leave the arm brakeable where it arrives; else the reachable one, planned time-optimally.
+                qd, duration = self._reachable_feed_forward(qd_plan, q - start, velocity, f_acc), None
+            self.last_arrival_s = duration
             self.last_target_velocity_rad_s = qd.astype(np.float64)
-            waypoints = [franky.JointWaypoint(franky.JointState(q, self.last_target_velocity_rad_s))]
+            minimum = None if duration is None else franky.Duration(int(round(1e3 * duration)))
+            waypoints = [franky.JointWaypoint(franky.JointState(q, self.last_target_velocity_rad_s),
+                                              minimum_time=minimum)]
             if np.any(qd):
                 waypoints.append(franky.JointWaypoint(q, relative_dynamics_factor=BRAKE_TO_REST))
-            return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, 1.0, 1.0),
+            return franky.JointWaypointMotion(waypoints, franky.RelativeDynamicsFactor(factor, f_acc, f_jerk),
                                               return_when_finished=False)
         tcp = cmd.tcp
         v = tcp.step_velocity_m_s * feed_forward_scale

@@ -109,11 +109,14 @@ class SafetyEnvelopeConfig:
     """Deceleration (rad/s^2, every joint) the braking envelope assumes the arm brakes with between re-plans:
     the planner's speed along a motion is limited so that it can stop inside the boxes and joint limits at this rate.
     With franky-sim's own lagging reported velocity a re-plan every 10-20 ms braked at 0.2-0.4 x the planner's
-    ``max_joint_acceleration_rad_s2`` (measured: 1.35 rad/s^2 of 5), hence this value; with the exact commanded state
-    the sim server reports now (as a real FR3 does) re-plans brake at the planner's limit, so it is conservative."""
+    ``max_joint_acceleration_rad_s2`` (measured: 1.35 rad/s^2 of 5), hence this value. With the exact commanded state
+    the sim server reports now (as a real FR3 does) re-plans brake at the planner's limit, and the per-motion
+    acceleration factor never takes that below 1.25 x this value (command_gate.BRAKING_FLOOR_MARGIN); raising it
+    raises the planner's acceleration and loosens the TCP acceleration bound where that floor binds (docs/driver.md)."""
     braking_lag_s: float = 0.02
     """Delay (s) before the braking above starts (chosen when franky-sim's own report, a low-pass of the commanded
-    velocity about 20 ms behind, was what re-plans started from; conservative with the exact report)."""
+    velocity about 20 ms behind, was what re-plans started from; with the exact report braking started 2-6 ms after a
+    hold, bench/braking_probe.py; kept: a re-plan may come a control period late)."""
     braking_margin_m: float = 0.005
     """The braking arm's TCP, elbow and wrist stop this far inside their boxes (m)."""
     # --- measured state ---

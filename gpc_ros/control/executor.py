@@ -88,6 +88,11 @@ class ExecutorConfig:
     streaming_mode: str = "joint"
     """``joint`` (checked joint targets as JointWaypointMotions, the safe default) or ``cartesian`` (the same
     checked targets as poses in CartesianWaypointMotions); docs/driver.md compares them."""
+    target_lead_periods: float = 3.0
+    """``joint`` streaming: each motion goes to the plan's target this many control periods ahead, due then (franky
+    plans it to arrive no earlier); ``cartesian`` streaming: one period ahead, as soon as possible. A target one
+    period ahead left the joints' planner (at the per-motion acceleration bound) no room to adjust their timing: the
+    10 Hz stream stopped and went (docs/driver.md)."""
     urdf_path: str = ""
     """FR3 URDF for the kinematics ("" = this package's urdf/fr3.urdf, else the one franky-sim ships)."""
     watchdog_timeout_s: float = 0.5
@@ -138,6 +143,9 @@ class ExecutorConfig:
         if self.streaming_mode not in STREAMING_MODES:
             raise ValueError(f"ExecutorConfig.streaming_mode must be one of {STREAMING_MODES}, "
                              f"got {self.streaming_mode!r}")
+        if not (isinstance(self.target_lead_periods, (int, float)) and 1.0 <= self.target_lead_periods <= 10.0):
+            raise ValueError(f"ExecutorConfig.target_lead_periods must be a number in [1, 10], "
+                             f"got {self.target_lead_periods!r}")
         if not (isinstance(self.planner_retries, int) and not isinstance(self.planner_retries, bool)
                 and 0 <= self.planner_retries <= 10):
             raise ValueError(f"ExecutorConfig.planner_retries must be an integer in [0, 10], "
@@ -194,6 +202,9 @@ class RobotSnapshot:
     """The robot's reported commanded joint velocities dq_d (rad/s): where franky's planner starts a new motion from
     (the last commanded velocity, on a real FR3 and from the sim server; franky-sim's own value, a low-pass about
     20 ms behind, only for a client that fell behind: docs/sim.md)."""
+    commanded_joint_accelerations_rad_s2: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
+    """The robot's reported commanded joint accelerations ddq_d (rad/s^2): franky's planner starts a new motion with
+    them (a starved client gets franky-sim's low-passed derivative of the measured velocity instead: docs/sim.md)."""
     ee_position_m: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     """fr3_hand_tcp position in fr3_link0 as franky reports it (O_T_EE; franky-sim: from the commanded joints)."""
     ee_quaternion_xyzw: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
@@ -654,6 +665,9 @@ class FrankaExecutor:
         set_limit("joint_acceleration_limit", np.full(7, e.max_joint_acceleration_rad_s2))
         set_limit("joint_jerk_limit", np.full(7, e.max_joint_jerk_rad_s3))
         self.gate.planner_joint_velocity_limit_rad_s = np.asarray(robot.joint_velocity_limit.get(), dtype=np.float64)
+        self.gate.planner_joint_acceleration_limit_rad_s2 = np.asarray(robot.joint_acceleration_limit.get(),
+                                                                       dtype=np.float64)
+        self.gate.planner_joint_jerk_limit_rad_s3 = np.asarray(robot.joint_jerk_limit.get(), dtype=np.float64)
         d = e.relative_dynamics_factor
         robot.relative_dynamics_factor = franky.RelativeDynamicsFactor(d, d, d)
         robot.set_collision_behavior(list(c.collision_torque_thresholds_nm), list(c.collision_force_thresholds_n))
@@ -730,6 +744,7 @@ class FrankaExecutor:
             snap = RobotSnapshot(
                 time_s=now, robot_time_s=robot_time, joint_positions_rad=q, joint_velocities_rad_s=np.array(st.dq),
                 commanded_joint_positions_rad=np.array(st.q_d), commanded_joint_velocities_rad_s=np.array(st.dq_d),
+                commanded_joint_accelerations_rad_s2=np.array(st.ddq_d),
                 ee_position_m=np.array(affine.translation), ee_quaternion_xyzw=np.array(affine.quaternion),
                 measured_tcp_m=points["tcp"], measured_elbow_m=points["elbow"], measured_wrist_m=points["wrist"],
                 gripper_width_m=width, connected=True, enabled=self._enabled,
@@ -922,19 +937,24 @@ class FrankaExecutor:
             return
         if self._replan_would_speed_up(snap):
             return
-        target = sample(plan, now + period)
-        ahead = sample(plan, now + 2.0 * period)
-        at_end = now + period >= plan.end_time_s
+        joint_streaming = self.config.streaming_mode == "joint"
+        lead = self.config.target_lead_periods * period if joint_streaming else period
+        target = sample(plan, now + lead)
+        ahead = sample(plan, now + lead + period)
+        at_end = now + lead >= plan.end_time_s
         limits_period = self._limits_period_s(snap)
+        arrival = lead if joint_streaming else None
         if plan.is_cartesian:
             velocity = np.zeros(3) if at_end else (ahead.position_m - target.position_m) / period
             motion, _ = self.gate.pose_motion(target.position_m, target.quaternion_xyzw, limits_period, velocity,
-                                              snap.commanded_joint_positions_rad, snap.commanded_joint_velocities_rad_s)
+                                              snap.commanded_joint_positions_rad, snap.commanded_joint_velocities_rad_s,
+                                              arrival, snap.commanded_joint_accelerations_rad_s2)
         else:
             velocity = np.zeros(7) if at_end else (ahead.joint_positions_rad - target.joint_positions_rad) / period
             motion, _ = self.gate.joint_motion(target.joint_positions_rad, limits_period, velocity,
                                                snap.commanded_joint_positions_rad,
-                                               snap.commanded_joint_velocities_rad_s)
+                                               snap.commanded_joint_velocities_rad_s, arrival,
+                                               snap.commanded_joint_accelerations_rad_s2)
         last_sent = self._last_sent_joints
         same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
             not np.any(self.gate.last.joint_velocities_rad_s)

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
+from gpc_ros.control.chunk import MAX_CHUNK_STEPS, ActionChunk, ChunkRejectedError
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,36 @@ class SeamBlender:
         else:
             new_plan = self._ensemble(trimmed)
         self._history.append(trimmed)
+        if old is not None and old.start_time_s - 1e-9 <= new_plan.start_time_s - new_plan.dt_s <= old.end_time_s \
+                and new_plan.start_time_s > now_s and new_plan.n_steps < MAX_CHUNK_STEPS:
+            new_plan = self._lead_in(old, new_plan)
         self.plan = new_plan
         return new_plan
+
+    @staticmethod
+    def _lead_in(old: ActionChunk, plan: ActionChunk) -> ActionChunk:
+        """``plan`` with one step before its first: the old plan's value then, so that the plan covers ``now``.
+
+        A chunk trimmed to its steps due from now on starts up to one step *after* now; sampled before its first step,
+        the plan would hold that step (a target up to ``dt_s`` ahead in time) with zero slope: measured on franky-sim,
+        once per 10 Hz chunk the streamed motion had no feed-forward velocity and braked towards its target
+        (test_streamed_chunks_move_without_stop_and_go). The old plan is what was in effect until then.
+        """
+        t = plan.start_time_s - plan.dt_s
+        before = sample(old, t)
+        fields: dict[str, np.ndarray | None] = {}
+        for key, attr in (("positions_m", "position_m"), ("quaternions_xyzw", "quaternion_xyzw"),
+                          ("joint_positions_rad", "joint_positions_rad"), ("gripper_width_m", "gripper_width_m")):
+            rows = getattr(plan, key)
+            value = getattr(before, attr)
+            if rows is None or value is None:
+                fields[key] = None if rows is None else np.concatenate([rows[:1], rows])
+                continue
+            value = np.asarray(value, dtype=np.float64)
+            if key == "quaternions_xyzw" and float(value @ rows[0]) < 0.0:
+                value = -value
+            fields[key] = np.concatenate([value[None] if value.ndim else value.reshape(1), rows])
+        return ActionChunk(t, plan.dt_s, **fields)
 
     def _crossfade(self, old: ActionChunk, new: ActionChunk) -> ActionChunk:
         k = min(int(self.config.crossfade_steps), new.n_steps)

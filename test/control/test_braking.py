@@ -81,6 +81,24 @@ def test_a_joint_running_into_its_limit_is_not_brakeable():
     assert braking.brakeable_scale(q, v) < 1.0 and braking.brakeable(q, braking.brakeable_scale(q, v) * v)
 
 
+def test_a_slow_joint_braking_in_step_with_a_fast_one_needs_more_room():
+    """franky's re-plans brake all joints over the same time (time-synchronised): a slow joint then brakes at less
+    than the deceleration and travels ``|v_i| T / 2``, further than on its own (``v_i^2 / (2 a)``)."""
+    braking = gate().braking
+    c = braking.config
+    q = READY_Q.copy()
+    v = np.zeros(7)
+    v[4], v[6] = 0.6, 0.1  # T = 0.6 s: joint 7 goes 0.1 x (0.02 + 0.3) = 32 mrad in step, 7 mrad on its own
+    own = v[6] * c.braking_lag_s + v[6] ** 2 / (2 * c.braking_deceleration_rad_s2)
+    synced = v[6] * (c.braking_lag_s + 0.5 * v[4] / c.braking_deceleration_rad_s2)
+    q[6] = braking.joint_upper_rad[6] - 0.5 * (own + synced)  # room for the one, not for the other
+    path, velocities = braking.braking_path(q, v, synchronized=True)
+    assert path[-1][6] - q[6] == pytest.approx(synced) and not np.any(velocities[-1])
+    assert not braking.brakeable(q, v)
+    q[6] = braking.joint_upper_rad[6] - 1.1 * synced
+    assert braking.brakeable(q, v)
+
+
 def test_a_velocity_is_brakeable_only_within_the_tcp_speed_limits():
     """Along the braking path the TCP must stay within max_speed_m_s (joints braking each on their own can leave a
     fast joint uncancelled: franky-sim's TCP reached 1.2 x the limit that way)."""

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpc_ros.control.chunk import ActionChunk, ChunkRejectedError
-from gpc_ros.control.command_gate import MIN_SPEED_FACTOR, CommandGate
+from gpc_ros.control.command_gate import BRAKING_FLOOR_MARGIN, MIN_SPEED_FACTOR, CommandGate
 from gpc_ros.control.envelope import (
     CartesianCommand,
     InterventionCounter,
@@ -273,6 +273,17 @@ def _check_commands(chunks, period_s, start, mode):
                 planner_limit = factor * cfg.max_joint_speed_rad_s
                 assert 0.0 < factor <= 1.0
                 assert np.abs(np.array(sent.velocity)).max() <= planner_limit + 1e-9
+                # ... and every joint's acceleration at most the factor x its limit, which keeps the TCP's
+                # acceleration (sum over the joints of |J_i| a_i) within its limits, or at the braking floor.
+                acc = motion.relative_dynamics_factor.acceleration
+                columns = np.abs(KINEMATICS.jacobian(sent_q))
+                worst_lin = acc * cfg.max_joint_acceleration_rad_s2 * np.linalg.norm(columns[:3], axis=0).sum()
+                worst_ang = acc * cfg.max_joint_acceleration_rad_s2 * np.linalg.norm(columns[3:], axis=0).sum()
+                floor = min(1.0, BRAKING_FLOOR_MARGIN * cfg.braking_deceleration_rad_s2
+                            / cfg.max_joint_acceleration_rad_s2)
+                assert 0.0 < acc <= 1.0 and acc >= floor - 1e-12
+                assert acc == pytest.approx(floor) or (worst_lin <= cfg.max_acceleration_m_s2 + 1e-9 and
+                                                       worst_ang <= cfg.max_rotation_acceleration_rad_s2 + 1e-9)
                 step = sent_q - previous_joints
                 if np.abs(step).max() > 1e-9:
                     jac = KINEMATICS.jacobian(sent_q)

@@ -12,9 +12,6 @@ with a second waypoint at the same target at rest. All on the robot's clock (fra
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 
@@ -22,6 +19,7 @@ from gpc_ros.control.command_gate import CommandGate
 from gpc_ros.control.envelope import InterventionCounter, SafetyEnvelope, SafetyEnvelopeConfig
 from gpc_ros.control.joint_guard import JointSpaceGuard
 from gpc_ros.control.kinematics import FR3Kinematics
+from gpc_ros.testing.franky_chain import record_chain, set_planner_limits, settled_start, velocity_steps
 
 Q_HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
 PERIOD_S = 0.02  # the executor's default control period
@@ -51,12 +49,13 @@ def _plan(t: float, speed: float, acc: float) -> tuple[float, float]:
 def _streamed_motions(gate: CommandGate, mode: str, count: int = STREAMED) -> list:
     """The gate's motions for a plan moving joint 1 (joint) or the TCP along y (cartesian), one per period."""
     motions = []
-    p0, quat = gate.guard.kinematics.forward(Q_HOME)
+    q0 = gate.last_joints_rad  # the seed
+    p0, quat = gate.guard.kinematics.forward(q0)
     for k in range(1, count + 2):
         s, v = _plan(k * PERIOD_S, 0.25 if mode == "joint" else 0.15, 2.5 if mode == "joint" else 1.0)
         if mode == "joint":
             axis = np.eye(7)[0]
-            motion, _ = gate.joint_motion(Q_HOME + s * axis, PERIOD_S, v * axis)
+            motion, _ = gate.joint_motion(q0 + s * axis, PERIOD_S, v * axis)
         else:
             axis = np.array([0.0, 1.0, 0.0])
             motion, _ = gate.pose_motion(p0 + s * axis, quat, PERIOD_S, v * axis)
@@ -91,63 +90,33 @@ def _run(host: str, mode: str, late: int | None = None, late_s: float = 0.0,
     c = gate.envelope.config
     robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
     try:
-        robot.relative_dynamics_factor = 1.0
-        for name, value in (("joint_velocity_limit", [c.max_joint_speed_rad_s] * 7),
-                            ("joint_acceleration_limit", [c.max_joint_acceleration_rad_s2] * 7),
-                            ("joint_jerk_limit", [c.max_joint_jerk_rad_s3] * 7),
-                            ("translation_velocity_limit", c.max_speed_m_s),
-                            ("translation_acceleration_limit", c.max_acceleration_m_s2),
-                            ("translation_jerk_limit", c.max_jerk_m_s3)):
-            limit = getattr(robot, name)
-            limit.set(np.minimum(np.asarray(value, dtype=np.float64), np.asarray(limit.max)).tolist()
-                      if np.ndim(value) else min(float(value), float(limit.max)))
+        set_planner_limits(robot, {"joint_velocity_limit": [c.max_joint_speed_rad_s] * 7,
+                                   "joint_acceleration_limit": [c.max_joint_acceleration_rad_s2] * 7,
+                                   "joint_jerk_limit": [c.max_joint_jerk_rad_s3] * 7,
+                                   "translation_velocity_limit": c.max_speed_m_s,
+                                   "translation_acceleration_limit": c.max_acceleration_m_s2,
+                                   "translation_jerk_limit": c.max_jerk_m_s3})
         gate.planner_joint_velocity_limit_rad_s = np.asarray(robot.joint_velocity_limit.get(), dtype=np.float64)
         robot.move(franky.JointWaypointMotion([franky.JointWaypoint(Q_HOME)]))
+        # franky starts the stream from the measured joints (franky-sim's arm sags a few mrad off Q_HOME): seed the
+        # gate there, as the executor does after a connect or a stop (seeded at Q_HOME, the first motions corrected
+        # the sag and, time-synchronised, held joint 1 back).
+        gate.reset_to(settled_start(robot))
         motions = _streamed_motions(gate, mode, count)
-        rows: list[tuple[float, np.ndarray]] = []
-        lock = threading.Lock()
-
-        def log(state, dt, rel, abs_time, signal) -> None:
-            command = np.array(signal.q) if hasattr(signal, "q") else np.array(signal.O_T_EE)[12:15]
-            with lock:
-                rows.append((abs_time.to_sec(), command))
-
-        reaction = franky.JointPositionReaction if mode == "joint" else franky.CartesianPoseReaction
-        for k, motion in enumerate(motions):
-            motion.register_callback(log)
-            if k + 1 < len(motions):
-                after = late_s if k == late else PERIOD_S
-                motion.add_reaction(reaction(franky.Measure.REL_TIME >= after, motions[k + 1]))
-        robot.move(motions[0], asynchronous=True)
+        after = [late_s if k == late else PERIOD_S for k in range(len(motions) - 1)]
         until = count * PERIOD_S + ALONE_S + (late_s if late is not None else 0.0)
-        give_up = time.monotonic() + 120.0  # only against a hang; nothing is asserted on it
-        while time.monotonic() < give_up:
-            with lock:
-                if rows and rows[-1][0] - rows[0][0] >= until:
-                    break
-            time.sleep(0.01)
-        robot.stop()
-        try:
-            robot.join_motion(5.0)
-        except franky.ControlException:
-            pass  # libfranka's stop ends the move as "preempted"
-        with lock:
-            rows = sorted(rows, key=lambda r: r[0])
+        record = record_chain(robot, motions, after, until)
     finally:
         del robot
-    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    return record.robot_time_s, record.command
 
 
 @pytest.mark.parametrize("mode", ["joint", "cartesian"])
 def test_a_motion_not_replaced_in_time_does_not_stop_dead(franky_sim_fast, mode):
     t, c = _run(franky_sim_fast.host, mode)
     assert t[-1] - t[0] >= STREAMED * PERIOD_S + ALONE_S - 0.01, "the stream did not run to its end"
-    dt = np.diff(t)
-    v = np.diff(c, axis=0) / dt[:, None]
-    dv = np.diff(v, axis=0)
-    size = np.max(np.abs(dv), axis=1) if mode == "joint" else np.linalg.norm(dv, axis=1)
-    one_ms = np.abs(dt - 1e-3) < 2e-4  # after a missed tick franky extrapolates: not what this is about
-    steps = np.where(one_ms[1:] & one_ms[:-1], size, 0.0)
+    v = np.diff(c, axis=0) / np.diff(t)[:, None]
+    steps = velocity_steps(t, c, "max" if mode == "joint" else "l2")
     c_env = SafetyEnvelopeConfig()
     steps = steps / ((c_env.max_joint_acceleration_rad_s2 if mode == "joint" else c_env.max_acceleration_m_s2) * 1e-3)
     assert np.count_nonzero(steps) > 300, f"too few consecutive 1 kHz commands ({np.count_nonzero(steps)})"

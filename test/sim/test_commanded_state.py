@@ -8,13 +8,11 @@ commanded velocity by 13-25 x the bound at every re-plan (issue 9, docs/sim.md).
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 
 from gpc_ros.sim.franky_sim_server import LATE_CLIENT_PACKETS, CommandedState
+from gpc_ros.testing.franky_chain import ChainRecord, record_chain, set_planner_limits, velocity_steps
 
 JOINT_ACC = 5.0  # rad/s^2 (the envelope's default max_joint_acceleration_rad_s2)
 CART_ACC = 2.0  # m/s^2 (the envelope's default max_acceleration_m_s2)
@@ -27,36 +25,21 @@ Q_HOME = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785])
 REPLAN_S = (0.06, 0.02, 0.1, 0.04)  # robot time each motion runs before a reaction replaces it
 
 
-def _run_replans(host: str, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Motions replacing each other by reactions on the robot clock; (robot time, command, motion index) at 1 kHz."""
+def _run_replans(host: str, mode: str) -> ChainRecord:
+    """Motions replacing each other by reactions on the robot clock; every 1 kHz command."""
     import franky
 
     robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
     try:
-        robot.relative_dynamics_factor = 1.0
-        for name, value in (("joint_velocity_limit", [1.0] * 7), ("joint_acceleration_limit", [JOINT_ACC] * 7),
-                            ("joint_jerk_limit", [5000.0] * 7), ("translation_velocity_limit", 0.25),
-                            ("translation_acceleration_limit", CART_ACC), ("translation_jerk_limit", 2000.0)):
-            limit = getattr(robot, name)
-            limit.set(np.minimum(np.asarray(value, dtype=np.float64), np.asarray(limit.max)).tolist()
-                      if np.ndim(value) else min(float(value), float(limit.max)))
+        set_planner_limits(robot, {"joint_velocity_limit": [1.0] * 7, "joint_acceleration_limit": [JOINT_ACC] * 7,
+                                   "joint_jerk_limit": [5000.0] * 7, "translation_velocity_limit": 0.25,
+                                   "translation_acceleration_limit": CART_ACC, "translation_jerk_limit": 2000.0})
         robot.move(franky.JointWaypointMotion([franky.JointWaypoint(Q_HOME)]))
-        rows: list[tuple[float, np.ndarray, int]] = []
-        lock = threading.Lock()
-
-        def log(index: int):
-            def callback(state, dt, rel, abs_time, signal) -> None:
-                command = np.array(signal.q) if hasattr(signal, "q") else np.array(signal.O_T_EE)[12:15]
-                with lock:
-                    rows.append((abs_time.to_sec(), command, index))
-            return callback
-
         if mode == "joint":
             offsets = [np.array([0.4, 0.3, 0.0, 0.3, 0.0, -0.3, 0.3]),
                        np.array([-0.4, -0.1, 0.0, -0.2, 0.0, 0.2, -0.3])]
             motions = [franky.JointWaypointMotion([franky.JointWaypoint(Q_HOME + offsets[k % 2])],
                                                   return_when_finished=False) for k in range(len(REPLAN_S) + 1)]
-            reaction = franky.JointPositionReaction
         else:
             pose0 = robot.current_cartesian_state.pose.end_effector_pose
             p0, quat0 = np.array(pose0.translation), np.array(pose0.quaternion)
@@ -64,50 +47,18 @@ def _run_replans(host: str, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
             motions = [franky.CartesianWaypointMotion(
                 [franky.CartesianWaypoint(franky.RobotPose(franky.Affine(p0 + offsets[k % 2], quat0)))],
                 return_when_finished=False) for k in range(len(REPLAN_S) + 1)]
-            reaction = franky.CartesianPoseReaction
-        for k, motion in enumerate(motions):
-            motion.register_callback(log(k))
-        for k, delay in enumerate(REPLAN_S):
-            motions[k].add_reaction(reaction(franky.Measure.REL_TIME >= delay, motions[k + 1]))
-        robot.move(motions[0], asynchronous=True)
-        until = sum(REPLAN_S) + 0.1  # robot time: the last motion runs 0.1 s
-        give_up = time.monotonic() + 120.0  # only against a hang; nothing is asserted on it
-        while time.monotonic() < give_up:
-            with lock:
-                if rows and rows[-1][0] - rows[0][0] >= until:
-                    break
-            time.sleep(0.01)
-        robot.stop()
-        try:
-            robot.join_motion(5.0)
-        except franky.ControlException:
-            pass  # libfranka's stop ends the move as "preempted"
-        with lock:
-            rows = sorted(rows, key=lambda r: r[0])
+        return record_chain(robot, motions, REPLAN_S, sum(REPLAN_S) + 0.1)  # the last motion runs 0.1 s
     finally:
         del robot
-    return (np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
-
-
-def _steps(t: np.ndarray, c: np.ndarray, mode: str) -> np.ndarray:
-    """Velocity change between consecutive 1 kHz commands (joint: largest per joint; Cartesian: norm), per command.
-
-    Only where three commands come exactly 1 ms apart: after a missed tick franky extrapolates the robot's motion
-    (constant acceleration), which is not what this test is about.
-    """
-    dt = np.diff(t)
-    v = np.diff(c, axis=0) / dt[:, None]
-    dv = np.diff(v, axis=0)
-    size = np.max(np.abs(dv), axis=1) if mode == "joint" else np.linalg.norm(dv, axis=1)
-    one_ms = np.abs(dt - 1e-3) < 2e-4
-    return np.where(one_ms[1:] & one_ms[:-1], size, 0.0)
 
 
 @pytest.mark.parametrize("mode", ["joint", "cartesian"])
 def test_a_preempting_replan_does_not_step_the_commanded_velocity(franky_sim_fast, mode):
-    t, c, motion = _run_replans(franky_sim_fast.host, mode)
+    record = _run_replans(franky_sim_fast.host, mode)
+    t, c, motion = record.robot_time_s, record.command, record.motion
     assert set(motion.tolist()) == set(range(len(REPLAN_S) + 1)), "every reaction must have replaced its motion"
-    steps = _steps(t, c, mode) / ((JOINT_ACC if mode == "joint" else CART_ACC) * 1e-3)
+    bound = (JOINT_ACC if mode == "joint" else CART_ACC) * 1e-3
+    steps = velocity_steps(t, c, "max" if mode == "joint" else "l2") / bound
     assert np.count_nonzero(steps) > 200, f"too few consecutive 1 kHz commands ({np.count_nonzero(steps)})"
     starts = np.flatnonzero(np.diff(motion) != 0) + 1  # first command of each new motion
     at_replans = [float(steps[k - 2]) for k in starts]  # the change from the old motion's velocity to the new one's
