@@ -14,7 +14,8 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
   (no serialisation; ``deployment: in_process``), the same three settings (``threads`` was the node's default);
 * ``..., traced`` (``--traced``, default on): the same in-process cases with both parents' heads run as frozen
   TorchScript traces (``HostConfig.trace_head``), and ``one parent alone, traced``, the fair baseline for them
-  (column ``x one traced``);
+  (column ``x one traced``); ``joint, traced``: both heads in ONE traced call per step, the second forked
+  (``ComposerConfig.joint_step`` True; the other traced cases have it False);
 * ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
   every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping; the
   exchange topics on a dedicated :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint` on both sides (wait-set
@@ -306,10 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         pinned_pool = GraphComposer(pinned_config, [wire.handles[n] for n in pinned_names], split_phase=False) \
             if args.pin and args.pool else None
         in_process, two = {}, {}
-        for mode, parallel in (("sequential", False), ("threads", True), ("auto", "auto")):
-            composer_config = replace(sequential, parallel_parents=parallel)
+        modes = [("sequential", False, False), ("threads", True, False), ("auto", "auto", False)]
+        if args.traced:
+            modes.append(("joint", "auto", True))
+        for mode, parallel, joint in modes:
+            composer_config = replace(sequential, parallel_parents=parallel, joint_step=joint)
             for suffix, cores_ in (("", local), (", traced", local_traced)):
-                if not cores_:
+                if not cores_ or (joint and not suffix):
                     continue
                 in_process[mode + suffix] = GraphComposer(
                     ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
@@ -358,9 +362,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(3):  # warm-up
             for fn in cases.values():
                 fn()
-        for core in local_traced.values():  # traces are made in the background: wait, then warm them up too
-            if not core.parent._denoiser.wait_for_traces(120.0):
-                raise SystemExit(f"the traces of {core.parent.name} were not made within 120 s")
+        joint_heads = [two["joint, traced"]._joint.head,
+                       next(iter(in_process["joint, traced"]._composers.values()))[0]._joint.inner.head] \
+            if args.traced else []
+        for name, head in [*((c.parent.name, c.parent._denoiser) for c in local_traced.values()),
+                           *(("joint", h) for h in joint_heads)]:  # traces are made in the background: wait,
+            if not head.wait_for_traces(120.0):  # then warm them up too
+                raise SystemExit(f"the traces of {name} were not made within 120 s")
         for fn in cases.values():
             fn()
         x = torch.randn(1, 16, 3)
@@ -397,6 +405,13 @@ def main(argv: list[str] | None = None) -> int:
             autos += [("K=2 in-process Composer, auto, traced", two["auto, traced"]),
                       ("K=2 graph, in-process hosts, auto, traced",
                        next(iter(in_process["auto, traced"]._composers.values()))[0])]
+        if args.traced:
+            for what, composer in (("K=2 in-process Composer, joint, traced", two["joint, traced"]),
+                                   ("K=2 graph, in-process hosts, joint, traced",
+                                    next(iter(in_process["joint, traced"]._composers.values()))[0])):
+                print(f"  {what}: joint steps {composer.stats.joint_steps}, others "
+                      f"{composer.stats.parallel_steps + composer.stats.sequential_steps}; torch inter-op threads "
+                      f"{torch.get_num_interop_threads()}")
         for what, composer in autos:  # the graph's: the core Composer it built
             chooser, stats = composer.chooser, composer.stats
             print(f"  {what}: steps in threads {stats.parallel_steps}, one after the other {stats.sequential_steps}; "

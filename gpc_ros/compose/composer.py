@@ -39,9 +39,11 @@ from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
 from gpc_ros.compose.parent import (
     ActionNormalization,
     Encoding,
+    JointStep,
     ParentPolicy,
     encoding_batch_size,
     is_split_phase,
+    joint_step,
     repeat_encoding,
 )
 from gpc_ros.compose.sampler import GridPoint, Sampler, SamplerConfig, make_sampler, network_calls_per_chunk
@@ -76,6 +78,13 @@ class ComposerConfig:
     (docs/graph.md). Same chunk on every path. Split-phase parents
     (:class:`~gpc_ros.compose.parent.SplitPhaseParent`, proxies to remote hosts) need no threads: when every
     parent called at a step is split-phase, all are submitted from the calling thread, then collected."""
+    joint_step: bool | Literal["auto"] = "auto"
+    """Run all parents' denoising step in ONE call when the parents offer one together
+    (:class:`~gpc_ros.compose.parent.JointStep`: in-process parents with traced heads, ``as_parent(trace_head=True)``
+    / ``HostConfig.trace_head``, whose heads are then forked in one TorchScript call and run at the same time
+    without the GIL). "auto": when they offer one and ``parallel_parents`` is not False; True: always (a
+    :class:`~gpc_ros.compose.errors.IncompatibleParentError` when the parents offer none); False: never. Used at
+    the steps where every parent is called; same chunk as every other path."""
     return_parent_chunks: bool = True
     """Also sample each parent alone from the same noise (K extra rows in the same forward passes)."""
 
@@ -86,6 +95,8 @@ class ComposerConfig:
         if not (isinstance(self.parallel_parents, bool) or self.parallel_parents == "auto"):
             raise ValueError(f"ComposerConfig.parallel_parents must be True, False or 'auto'; "
                              f"got {self.parallel_parents!r}")
+        if not (isinstance(self.joint_step, bool) or self.joint_step == "auto"):
+            raise ValueError(f"ComposerConfig.joint_step must be True, False or 'auto'; got {self.joint_step!r}")
         if not isinstance(self.sampler, SamplerConfig):
             raise ValueError(f"ComposerConfig.sampler must be a SamplerConfig; got {type(self.sampler).__name__}")
         if not isinstance(self.warm_start, WarmStartConfig):
@@ -126,6 +137,8 @@ class ComposerStats:
     """Denoising steps whose (two or more, not split-phase) parents ran in threads."""
     sequential_steps: int = 0
     """Denoising steps whose (two or more, not split-phase) parents ran one after the other."""
+    joint_steps: int = 0
+    """Denoising steps whose parents ran in one joint call (``joint_step``)."""
 
 
 class ParallelChooser:
@@ -233,6 +246,14 @@ class Composer:
                       if self.config.parallel_parents else None)  # True or "auto"
         self.chooser = ParallelChooser() if self.config.parallel_parents == "auto" else None
         self._split_phase = [is_split_phase(p) for p in self.parents]
+        self._joint: JointStep | None = None
+        if self.config.joint_step is True or (self.config.joint_step == "auto" and self.config.parallel_parents):
+            self._joint = joint_step(self.parents)
+            if self._joint is None and self.config.joint_step is True:
+                raise IncompatibleParentError(
+                    f"ComposerConfig.joint_step=True needs two or more parents that offer a joint step together "
+                    f"(in-process parents with traced heads: as_parent(trace_head=True)); parents {self.names} "
+                    f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use 'auto' or False")
 
     # ------------------------------------------------------------------ validation
     @property
@@ -339,6 +360,8 @@ class Composer:
 
         if self.chooser is not None:
             self.chooser.new_chunk(network_calls_per_chunk(self.sampler, first))
+        if self._joint is not None:
+            self._joint.new_chunk()
 
         x = self.sampler.run(x, denoise, generator, start_index=first)
         lengths = composed_horizons(row_w, [p.action_horizon for p in self.parents])  # (M,)
@@ -387,7 +410,12 @@ class Composer:
         active = active if active is not None else [True] * len(self.parents)
         jobs = [i for i, on in enumerate(active) if on]
         with_x0 = self.operator.weights_sum_to_one and (self.sampler.uses_x0 or point.level.alpha <= 0.0)
-        if len(jobs) > 1 and all(self._split_phase[i] for i in jobs):  # send every request, then wait for all
+        if self._joint is not None and len(jobs) == len(self.parents):  # every parent's step in one call
+            inputs = [self._parent_input(i, x, point) for i in jobs]
+            predictions = self._joint([(x_in, where.value, encodings[i]) for i, (where, x_in) in zip(jobs, inputs)])
+            results = {i: self._convert(i, predictions[i], *inputs[i], point, x.dtype, with_x0) for i in jobs}
+            self.stats.joint_steps += 1
+        elif len(jobs) > 1 and all(self._split_phase[i] for i in jobs):  # send every request, then wait for all
             inputs = {i: self._parent_input(i, x, point) for i in jobs}
             pending = {i: self.parents[i].submit(x_in, where.value, encodings[i])
                        for i, (where, x_in) in inputs.items()}

@@ -17,11 +17,14 @@ A parent that computes elsewhere (a proxy to a policy host) may also be split-ph
 what ``predict`` would raise). When every parent called at a step is split-phase, the composer submits them all
 from its own thread, then collects them in parent order: no thread per parent is needed for the hosts' steps to
 overlap.
+
+In-process parents may offer a joint step together (:class:`JointStep`, ``joint_step_with(parents)``): all their
+steps in one call, e.g. their traced heads forked in one TorchScript call (``ComposerConfig.joint_step``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Union, runtime_checkable
 
@@ -149,6 +152,27 @@ class SplitPhaseParent(ParentPolicy, Protocol):
     def submit(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> PendingPrediction:
         """Send the step ``predict(x_t, timestep, encoding)`` would make and return without waiting for it."""
         ...
+
+
+class JointStep(Protocol):
+    """One denoising step of several in-process parents in ONE call, offered by the parents (``joint_step_with``).
+
+    E.g. :class:`gpc_ros.policies.adapter.JointHeadsStep`: their traced heads forked in one TorchScript call.
+    """
+
+    def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> list[torch.Tensor]:
+        """One ``(x_t, timestep, encoding)`` per parent, in order -> what each parent's ``predict`` returns."""
+        ...
+
+    def new_chunk(self) -> None:
+        """A chunk begins (the composer calls this before its first step; e.g. to check weights once per chunk)."""
+        ...
+
+
+def joint_step(parents: Sequence[object]) -> JointStep | None:
+    """The joint step ``parents`` offer together (the first parent's ``joint_step_with(parents)``), or None."""
+    make = getattr(parents[0], "joint_step_with", None) if len(parents) >= 2 else None
+    return make(list(parents)) if callable(make) else None
 
 
 def is_split_phase(parent: object) -> bool:

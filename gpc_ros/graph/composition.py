@@ -38,6 +38,7 @@ from gpc_ros.compose.composer import Composer, ComposerConfig
 from gpc_ros.compose.errors import CompositionError, NonFinitePredictionError
 from gpc_ros.compose.operators import as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization
+from gpc_ros.compose.parent import joint_step
 from gpc_ros.compose.warm_start import RunningPlan, warm_start_from_plan
 from gpc_ros.graph import protocol
 from gpc_ros.graph.host import HostCore, normalization_from, time_convention_from
@@ -398,6 +399,64 @@ class ProxyParent:
         """
         step, self.step = self.step, self.step + 1
         return self.handle.predict(self.correlation_id, step, float(timestep), self.stamp, x_t, self.step_timeout_s)
+
+    def joint_step_with(self, parents: Sequence[object]) -> LocalJointStep | None:
+        """One call per step for in-process hosts whose parents offer a joint step together, else None.
+
+        Every parent must be a proxy of a :class:`LocalHost` whose parent offers one (traced heads,
+        ``HostConfig.trace_head``; :class:`~gpc_ros.compose.parent.JointStep`).
+        """
+        parents = list(parents)
+        if parents[0] is not self or not all(isinstance(p, ProxyParent) and isinstance(p.handle, LocalHost)
+                                             for p in parents):
+            return None
+        inner = joint_step([p.handle.core.parent for p in parents])
+        return LocalJointStep(parents, inner) if inner is not None else None
+
+
+class LocalJointStep:
+    """One denoising step of in-process hosts in ONE call of their parents' joint step.
+
+    Answers what each :class:`LocalHost` step answers, with the same checks and faults (:class:`HostFaultError`
+    naming the host). If the joint call itself fails, each host's step is made alone, so the failing host is the
+    one named.
+    """
+
+    def __init__(self, proxies: Sequence[ProxyParent], inner: Any) -> None:
+        self.proxies = list(proxies)
+        self.inner = inner
+
+    def new_chunk(self) -> None:
+        """A chunk begins (passed on to the parents' joint step)."""
+        self.inner.new_chunk()
+
+    def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Any]]) -> list[torch.Tensor]:
+        """One ``(x_t, timestep, encoding)`` per host, in order (the encoding is the host's) -> the predictions."""
+        steps, encodings = [], []
+        for proxy, (x_t, _, _) in zip(self.proxies, requests):
+            step, proxy.step = proxy.step, proxy.step + 1
+            status, encoding = proxy.handle.core.step_encoding(proxy.correlation_id, x_t)
+            if status != protocol.OK:
+                raise HostFaultError(proxy.name, f"step {step}: {protocol.STATUS[status]}")
+            steps.append(step)
+            encodings.append(encoding)
+        try:
+            predictions = self.inner([(x_t, t, e) for (x_t, t, _), e in zip(requests, encodings)])
+        except (ValueError, RuntimeError) as exc:
+            logger.warning("the joint step of hosts %s failed (%s); each host's step alone",
+                           [p.name for p in self.proxies], exc)
+            predictions = None
+        out = []
+        for i, (proxy, (x_t, t, _)) in enumerate(zip(self.proxies, requests)):
+            core = proxy.handle.core
+            if predictions is None:
+                status, prediction = core.predict(proxy.correlation_id, x_t, t)
+            else:
+                status, prediction = core.step_result(predictions[i])
+            if status != protocol.OK:
+                raise HostFaultError(proxy.name, f"step {steps[i]}: {protocol.STATUS[status]}")
+            out.append(prediction.to(x_t.dtype))
+        return out
 
 
 class SplitPhaseProxyParent(ProxyParent):

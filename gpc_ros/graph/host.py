@@ -338,6 +338,19 @@ class HostCore:
 
     def predict(self, correlation_id: int, x_t: torch.Tensor, parent_time: float) -> tuple[int, torch.Tensor | None]:
         """The parent's prediction for ``x_t`` ``(M, H, D)`` at its own ``parent_time``; ``(status, prediction)``."""
+        status, encoding = self.step_encoding(correlation_id, x_t)
+        if status != protocol.OK:
+            return status, None
+        try:
+            with torch.no_grad():
+                prediction = self.parent.predict(x_t, parent_time, encoding)
+        except (ValueError, RuntimeError) as exc:
+            logger.warning("host %s: prediction failed: %s", self.name, exc)
+            return protocol.HOST_ERROR, None
+        return self.step_result(prediction)
+
+    def step_encoding(self, correlation_id: int, x_t: torch.Tensor) -> tuple[int, Any]:
+        """``(status, encoding)``: the encoding of ``correlation_id`` repeated to ``x_t``'s rows, for one step."""
         with self._lock:
             encoded = self._encoded
         if encoded is None or encoded[0] != correlation_id:
@@ -347,12 +360,13 @@ class HostCore:
         rows = int(x_t.shape[0])
         if rows % batch:
             return protocol.HOST_ERROR, None
-        try:
-            with torch.no_grad():
-                prediction = self.parent.predict(x_t, parent_time, repeat_encoding(encoding, rows // batch))
-        except (ValueError, RuntimeError) as exc:
-            logger.warning("host %s: prediction failed: %s", self.name, exc)
-            return protocol.HOST_ERROR, None
+        return protocol.OK, repeat_encoding(encoding, rows // batch)
+
+    def step_result(self, prediction: torch.Tensor) -> tuple[int, torch.Tensor | None]:
+        """``(status, prediction)`` as a step answers the parent's ``prediction``.
+
+        NaN when :attr:`nan_injection` is on; :data:`~gpc_ros.graph.protocol.NON_FINITE` when not finite.
+        """
         if self.nan_injection:
             prediction = torch.full_like(prediction, math.nan)
         if not bool(torch.isfinite(prediction).all()):

@@ -22,7 +22,7 @@ diffusers integer timestep or ``time_scale * t``), exactly as during training. E
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -84,18 +84,75 @@ class ModuleParent:
 
     def predict(self, x_t: torch.Tensor, timestep: float, encoding: Encoding) -> torch.Tensor:
         """``(M, H, D)`` at the parent's own ``timestep`` -> ``(M, H, D)`` prediction (its parameterisation)."""
+        with torch.no_grad():
+            out = self._denoiser(*self._denoiser_inputs(x_t, timestep, encoding))
+        return self._prediction(out, x_t)
+
+    def _denoiser_inputs(self, x_t: torch.Tensor, timestep: float, encoding: Encoding
+                         ) -> tuple[torch.Tensor, torch.Tensor, Encoding]:
+        """What the denoiser is called with for one :meth:`predict`: ``x_t``, the time as ``(M,)``, the encoding."""
         m = int(x_t.shape[0])
         if encoding_batch_size(encoding) != m:
             raise ValueError(f"parent {self.name!r}: encoding has {encoding_batch_size(encoding)} rows, x_t has {m}")
-        with torch.no_grad():
-            x = x_t.to(device=self.device, dtype=self.dtype)
-            t = torch.full((m,), float(timestep), device=self.device, dtype=self.dtype)
-            out = self._denoiser(x, t, _to(encoding, self.device, self.dtype))
+        return (x_t.to(device=self.device, dtype=self.dtype),
+                torch.full((m,), float(timestep), device=self.device, dtype=self.dtype),
+                _to(encoding, self.device, self.dtype))
+
+    def _prediction(self, out: object, x_t: torch.Tensor) -> torch.Tensor:
+        """The denoiser's output for ``x_t``, checked and in ``x_t``'s device and dtype."""
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x_t.shape):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"parent {self.name!r}: denoiser returned {got}; expected {tuple(x_t.shape)}")
         return out.to(device=x_t.device, dtype=x_t.dtype)
 
+    def joint_step_with(self, parents: Sequence[object]) -> JointHeadsStep | None:
+        """One call per denoising step for ``parents`` (this one first), if every one has a traced head.
+
+        The heads of :class:`ModuleParent` s built with a :class:`~gpc_ros.policies.traced.TracedHead` (``as_parent(
+        trace_head=True)``) on one device run as one traced :class:`~gpc_ros.policies.traced.ForkedHeads` (the
+        composer's ``joint_step``); None for any other parents (or fewer than two).
+        """
+        from gpc_ros.policies.traced import TracedHead
+
+        parents = list(parents)
+        if (len(parents) < 2 or parents[0] is not self
+                or not all(isinstance(p, ModuleParent) and isinstance(p._denoiser, TracedHead) for p in parents)
+                or len({p.device for p in parents}) != 1):
+            return None
+        return JointHeadsStep(parents)
+
     def __repr__(self) -> str:
         return (f"ModuleParent(name={self.name!r}, parameterization={self.parameterization.value!r}, "
                 f"H={self.action_horizon}, D={self.action_dim}, time={self.time_convention!r})")
+
+
+class JointHeadsStep:
+    """One denoising step of several :class:`ModuleParent` s with traced heads in ONE call (their heads forked).
+
+    ``step([(x_t, timestep, encoding), ...])`` (one request per parent, in the parents' order) returns what each
+    parent's :meth:`ModuleParent.predict` returns, bit for bit: the same inputs, the same checks, the same heads,
+    only run at the same time (:func:`~gpc_ros.policies.traced.forked_heads`). Weights changed in place are
+    noticed at the next :meth:`new_chunk` (a parent's own traced head checks at every call). A
+    :class:`~gpc_ros.compose.parent.JointStep`.
+    """
+
+    def __init__(self, parents: Sequence[ModuleParent]) -> None:
+        from gpc_ros.policies.traced import forked_heads
+
+        self.parents = list(parents)
+        self.head = forked_heads([p._denoiser for p in self.parents], check_every_call=False)
+
+    def new_chunk(self) -> None:
+        """A chunk begins: drop the traces if a head's weights changed in place (checked once per chunk)."""
+        self.head.check_weights()
+
+    def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> list[torch.Tensor]:
+        """One ``(x_t, timestep, encoding)`` per parent, in order -> each parent's ``(M, H, D)`` prediction."""
+        if len(requests) != len(self.parents):
+            raise ValueError(f"a joint step of {len(self.parents)} parents got {len(requests)} requests")
+        if any(p._denoiser.module.training for p in self.parents):  # a head in training mode runs eagerly
+            return [p.predict(*r) for p, r in zip(self.parents, requests)]
+        with torch.no_grad():
+            args = [a for p, r in zip(self.parents, requests) for a in p._denoiser_inputs(*r)]
+            outs = self.head(*args)
+        return [p._prediction(out, r[0]) for p, out, r in zip(self.parents, outs, requests)]

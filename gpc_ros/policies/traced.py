@@ -14,6 +14,11 @@ call instead. The weights are frozen into the trace: a trace is dropped and redo
 changed in place (``load_state_dict``, an optimizer step: torch's version counters), but a parameter REPLACED by a
 new tensor object is not noticed; call :meth:`TracedHead.reset` after that. In training mode, with gradients
 enabled or with a non-tensor encoding the module runs eagerly (a trace is for inference only).
+
+:class:`ForkedHeads` puts K heads in one module whose forward forks heads 1..K-1 onto torch's inter-op pool
+(``torch.jit.fork``) and runs head 0 on the calling thread; traced (:func:`forked_heads`), one call per
+denoising step runs all K heads at the same time in C++, without the GIL and without handing work to a Python
+thread (the composer's joint step, ``ComposerConfig.joint_step``; docs/graph.md, session 11).
 """
 
 from __future__ import annotations
@@ -41,15 +46,22 @@ class TracedHead:
     same prediction), so no call waits the ~0.45 s a trace takes (a separate host's first step would otherwise
     exceed the composer's ``step_timeout_s``); False: trace in the first call. A trace that failed in the background
     is raised by the next call.
+    ``check_every_call``: read the weights' version counters at every call (True) or only in
+    :meth:`check_weights` (False: the composer's joint step checks once per chunk; reading ~300 counters per
+    denoising step cost up to ~0.1 ms, docs/graph.md session 11).
     """
 
-    def __init__(self, module: nn.Module, max_traces: int = 8, background: bool = True) -> None:
+    def __init__(self, module: nn.Module, max_traces: int = 8, background: bool = True,
+                 check_every_call: bool = True) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"TracedHead.module must be a torch.nn.Module; got {type(module).__name__}")
         if not (isinstance(max_traces, int) and not isinstance(max_traces, bool) and max_traces >= 1):
             raise ValueError(f"TracedHead.max_traces must be an int >= 1; got {max_traces!r}")
         if not isinstance(background, bool):
             raise TypeError(f"TracedHead.background must be True or False; got {background!r}")
+        if not isinstance(check_every_call, bool):
+            raise TypeError(f"TracedHead.check_every_call must be True or False; got {check_every_call!r}")
+        self.check_every_call = check_every_call
         self.module = module
         self.max_traces = max_traces
         self.background = background
@@ -72,38 +84,52 @@ class TracedHead:
             self._versions = self._current_versions()
             self._traces.clear()
 
+    def check_weights(self) -> None:
+        """Drop the traces if a parameter or buffer changed in place since the last check (version counters)."""
+        with self._lock:
+            self._check_weights_locked()
+
+    def _check_weights_locked(self) -> None:
+        versions = self._current_versions()
+        if versions != self._versions:
+            logger.info("the traced head's weights changed in place: dropping its %d trace(s)", len(self._traces))
+            self._traces.clear()
+            self._versions = versions
+
     def _current_versions(self) -> tuple[int, ...]:
         return tuple(t._version for t in self._tensors)
 
-    def __call__(self, x_t: torch.Tensor, network_time: torch.Tensor, encoding: object) -> torch.Tensor:
-        """The module's prediction, through the trace for these inputs' shapes (made on first use)."""
-        if not isinstance(encoding, torch.Tensor) or self.module.training or torch.is_grad_enabled():
+    def __call__(self, *args: object) -> object:
+        """The module's output for ``args``, through the trace for these inputs' shapes (made on first use).
+
+        A head: ``(x_t (M, H, D), network_time (M,), encoding (M, C)) -> (M, H, D)``; any module whose inputs are
+        all tensors (:class:`ForkedHeads`: its heads' inputs one after the other).
+        """
+        if not all(isinstance(a, torch.Tensor) for a in args) or self.module.training or torch.is_grad_enabled():
             self.calls_eager += 1
-            return self.module(x_t, network_time, encoding)
-        key = tuple((tuple(a.shape), a.dtype, a.device) for a in (x_t, network_time, encoding))
+            return self.module(*args)
+        key = tuple((tuple(a.shape), a.dtype, a.device) for a in args)
         with self._lock:
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 raise RuntimeError(f"tracing the head of {type(self.module).__name__} failed") from failure
-            versions = self._current_versions()
-            if versions != self._versions:
-                logger.info("the traced head's weights changed in place: dropping its %d trace(s)", len(self._traces))
-                self._traces.clear()
-                self._versions = versions
+            if self.check_every_call:
+                self._check_weights_locked()
+            versions = self._versions
             traced = self._traces.get(key)
             if traced is None and not self.background:
-                traced = self._install(key, self._trace(key, (x_t, network_time, encoding)))
+                traced = self._install(key, self._trace(key, args))
             elif traced is None and key not in self._pending:
-                args = tuple(a.detach().clone() for a in (x_t, network_time, encoding))
-                thread = threading.Thread(target=self._trace_in_background, args=(key, args, versions),
+                example = tuple(a.detach().clone() for a in args)
+                thread = threading.Thread(target=self._trace_in_background, args=(key, example, versions),
                                           name="gpc-trace", daemon=True)
                 self._pending[key] = thread
                 thread.start()
         if traced is None:
             self.calls_eager += 1
-            return self.module(x_t, network_time, encoding)
+            return self.module(*args)
         self.calls_traced += 1
-        return traced(x_t, network_time, encoding)
+        return traced(*args)
 
     def wait_for_traces(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the traces being made in the background; True if none is left."""
@@ -149,3 +175,46 @@ class TracedHead:
         logger.info("traced the head of %s for inputs %s in %.0f ms", type(self.module).__name__,
                     [k[0] for k in key], (time.perf_counter() - start) * 1e3)
         return traced
+
+
+class ForkedHeads(nn.Module):
+    """``(x_0, t_0, c_0, ..., x_{K-1}, t_{K-1}, c_{K-1}) -> (y_0, ..., y_{K-1})``: K heads' predictions in one call.
+
+    Traced, heads 1..K-1 are forked (``torch.jit.fork``) onto torch's inter-op pool, head 0 runs on the calling
+    thread, then all are waited for: the heads run at the same time. Run eagerly (Python; while the trace is being
+    made), the heads run one after the other. The predictions are each head's own, bit for bit (tested).
+    """
+
+    def __init__(self, heads: list[nn.Module]) -> None:
+        super().__init__()
+        if len(heads) < 2 or not all(isinstance(h, nn.Module) for h in heads):
+            raise ValueError(f"ForkedHeads needs two or more torch.nn.Module heads; got {heads!r}")
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Three inputs per head, in the heads' order -> one prediction per head."""
+        if not torch.jit.is_tracing():  # eagerly a fork would run at once anyway (and warn: deprecated)
+            return tuple(head(*args[3 * i:3 * i + 3]) for i, head in enumerate(self.heads))
+        futures = [torch.jit.fork(head, *args[3 * i:3 * i + 3]) for i, head in enumerate(self.heads) if i > 0]
+        first = self.heads[0](*args[:3])
+        return (first, *(torch.jit.wait(future) for future in futures))
+
+
+def forked_heads(heads: list[TracedHead], check_every_call: bool = True) -> TracedHead:
+    """One :class:`TracedHead` over a :class:`ForkedHeads` of ``heads``' modules (their trace settings).
+
+    Makes sure torch's inter-op pool has a thread for each forked head (``torch.set_num_interop_threads``, which
+    torch allows only before any inter-op work started; if that is too late, the forked heads share the threads
+    there are and the step is slower, never different: logged).
+    """
+    need = len(heads) - 1
+    have = torch.get_num_interop_threads()
+    if have < need:
+        try:
+            torch.set_num_interop_threads(need)
+            logger.info("torch inter-op threads set from %d to %d for %d forked heads", have, need, need)
+        except RuntimeError as exc:
+            logger.warning("torch has %d inter-op thread(s) for %d forked heads and cannot be given more (%s): "
+                           "the heads partly run one after the other", have, need, exc)
+    return TracedHead(ForkedHeads([h.module for h in heads]).eval(), max_traces=heads[0].max_traces,
+                      background=heads[0].background, check_every_call=check_every_call)

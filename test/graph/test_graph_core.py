@@ -147,20 +147,25 @@ def test_graph_chunk_equals_the_plain_composers_for_the_same_seed(deployment, pa
     reference.close()
 
 
-@pytest.mark.parametrize("deployment", ["in_process", "wire"])
-def test_hosts_with_traced_heads_give_the_eager_composers_chunk(deployment) -> None:
+@pytest.mark.parametrize("deployment,joint_step", [("in_process", "auto"), ("in_process", False), ("wire", "auto")])
+def test_hosts_with_traced_heads_give_the_eager_composers_chunk(deployment, joint_step) -> None:
     """``trace_head: true`` hosts: the first chunk (answered eagerly while the traces are made) and the next one
-    (traced) are the plain eager Composer's chunks for their seeds."""
+    (traced) are the plain eager Composer's chunks for their seeds. In process, by default (``joint_step: auto``)
+    both hosts' heads run in one traced call per step; with ``joint_step`` False each host's own trace."""
     cores = checkpoint_cores(trace_head=True)
     config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
                                 step_timeout_s=GENEROUS_S)
+    config = replace(config, composer=replace(config.composer, joint_step=joint_step))
     graph = GraphComposer(config, [LocalHost(c) for c in cores] if deployment == "in_process" else wire(cores))
     first = graph.compose(T0 + 0.01)
-    heads = [c.parent._denoiser for c in cores]
+    (composer, *_), = graph._composers.values()
+    joint = deployment == "in_process" and joint_step == "auto"
+    heads = [composer._joint.inner.head] if joint else [c.parent._denoiser for c in cores]
     assert all(head.wait_for_traces(GENEROUS_S) for head in heads)
     before = [head.calls_traced for head in heads]
     second = graph.compose(T0 + 0.01)
-    assert [head.calls_traced - b for head, b in zip(heads, before)] == [10, 10]  # every step traced
+    assert [head.calls_traced - b for head, b in zip(heads, before)] == [10] * len(heads)  # every step traced
+    assert composer.stats.joint_steps == (20 if joint else 0)
     eager = checkpoint_cores()
     reference, observations = assert_plain_composers_chunk(eager, config, first, 5)
     again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
@@ -168,6 +173,41 @@ def test_hosts_with_traced_heads_give_the_eager_composers_chunk(deployment) -> N
     assert torch.equal(second.actions, again.actions[0, 0])
     graph.close()
     reference.close()
+
+
+@pytest.mark.parametrize("fault", ["nan", "joint call fails"])
+def test_joint_step_of_in_process_hosts_names_the_faulty_host(fault, caplog) -> None:
+    """In-process traced hosts in one joint call per step: a NaN host is named and the chunk renormalised to the
+    other parent's own chunk; a failing joint call is answered by each host's step alone (the same chunk)."""
+    cores = checkpoint_cores(trace_head=True)
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
+                                step_timeout_s=GENEROUS_S)
+    graph = GraphComposer(config, [LocalHost(c) for c in cores])
+    assert graph.compose(T0 + 0.01).mode == "normal"
+    (composer, *_), = graph._composers.values()
+    assert composer.stats.joint_steps == 10
+    heads = [composer._joint.inner.head, *(c.parent._denoiser for c in cores)]
+    if fault == "nan":
+        cores[1].nan_injection = True
+        faulted = graph.compose(T0 + 0.01)
+        assert faulted.mode == "renormalized" and "non-finite" in faulted.faults["pcd"]
+        alone = GraphComposer(ComposerNodeConfig(parents=("rgb",), weights=(1.0,), seed=faulted.seed),
+                              [LocalHost(cores[0])]).compose(T0 + 0.01)
+        assert torch.equal(faulted.actions, alone.actions)
+    else:
+        class Broken:
+            def check_weights(self) -> None:
+                pass
+
+            def __call__(self, *args: object) -> None:
+                raise RuntimeError("no joint step today")
+
+        composer._joint.inner.head = Broken()
+        got = graph.compose(T0 + 0.01)
+        assert got.mode == "normal" and "each host's step alone" in caplog.text
+        assert_plain_composers_chunk(checkpoint_cores(), config, got, 6)[0].close()
+    assert all(head.wait_for_traces(GENEROUS_S) for head in heads)  # no trace left running at exit
+    graph.close()
 
 
 @pytest.mark.parametrize("split_phase", [True, False])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
 
 from gpc_ros.compose import Composer, ComposerConfig, SamplerConfig
+from gpc_ros.compose.errors import IncompatibleParentError
 from gpc_ros.graph.host import HostConfig
 from gpc_ros.policies import make_policy
 from gpc_ros.policies.encoders.observation import random_observation
@@ -50,7 +52,7 @@ def test_traced_prediction_is_bit_identical_to_eager(parents, rows) -> None:
 @pytest.mark.parametrize("parallel", [False, True, "auto"])
 def test_composed_chunk_is_bit_identical_with_traced_heads(parents, parallel) -> None:
     observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
-    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=parallel)
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=parallel, joint_step=False)
     weights = ([0.5, 0.5], [[0.3, 0.7], [1.0, 0.0]])
     chunks = {}
     for trace in (False, True):
@@ -67,6 +69,107 @@ def test_composed_chunk_is_bit_identical_with_traced_heads(parents, parallel) ->
             assert torch.equal(got.actions, eager.actions)
             for name, actions in eager.parent_actions.items():
                 assert torch.equal(got.parent_actions[name], actions)
+
+
+@pytest.mark.parametrize("parallel,joint", [(True, "auto"), ("auto", "auto"), (False, True)])
+def test_joint_step_of_traced_heads_is_bit_identical(parents, parallel, joint) -> None:
+    """All parents' heads forked in one traced call per step: the same chunks (and each parent's own chunk)."""
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=parallel)
+    weights = ([0.5, 0.5], [[0.3, 0.7], [1.0, 0.0]])
+    with Composer([p.as_parent(p.policy_type) for p in parents], replace(config, parallel_parents=False)) as eager:
+        want = [eager.compose(eager.encode(observations), w, generator=3) for w in weights]
+    config = replace(config, joint_step=joint)
+    with Composer([p.as_parent(p.policy_type, trace_head=True) for p in parents], config) as composer:
+        joint = composer._joint.head
+        first = [composer.compose(composer.encode(observations), w, generator=3) for w in weights]  # eager, tracing
+        assert joint.wait_for_traces(WAIT_S)
+        again = [composer.compose(composer.encode(observations), w, generator=3) for w in weights]
+        assert composer.stats.joint_steps == 40 and composer.stats.parallel_steps == 0
+        assert composer.stats.sequential_steps == 0
+    assert joint.calls_traced == 20 and joint.traces_made == 2  # 3 and 4 rows: one trace each
+    assert all(parent._denoiser.calls_traced == parent._denoiser.calls_eager == 0 for parent in composer.parents)
+    assert "prim::fork" in str(next(iter(joint._traces.values())).graph)  # the second head is forked in the trace
+    for got_chunks in (first, again):
+        for got, ref in zip(got_chunks, want):
+            assert torch.equal(got.actions, ref.actions)
+            for name, actions in ref.parent_actions.items():
+                assert torch.equal(got.parent_actions[name], actions)
+
+
+def test_joint_step_of_three_traced_parents_is_bit_identical(parents) -> None:
+    """K = 3: two heads forked, one on the calling thread; the chunk equals the eager Composer's."""
+    policies = [*parents, shipped("diffusion", 13)]
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(policies)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False, joint_step=True)
+    with Composer([p.as_parent(f"{p.policy_type}{i}") for i, p in enumerate(policies)],
+                  replace(config, joint_step=False)) as eager:
+        want = eager.compose(eager.encode(observations), [0.2, 0.3, 0.5], generator=4)
+    traced = [p.as_parent(f"{p.policy_type}{i}", trace_head=True) for i, p in enumerate(policies)]
+    with Composer(traced, config) as composer:
+        assert composer._joint.head.wait_for_traces(WAIT_S) and composer._joint.head.traces_made == 0
+        composer.compose(composer.encode(observations), [0.2, 0.3, 0.5], generator=4)  # eager, tracing
+        assert composer._joint.head.wait_for_traces(WAIT_S)
+        got = composer.compose(composer.encode(observations), [0.2, 0.3, 0.5], generator=4)
+        assert composer._joint.head.calls_traced == 4 and composer.stats.joint_steps == 8
+    assert torch.equal(got.actions, want.actions)
+
+
+def test_too_few_inter_op_threads_are_raised_or_logged(parents, monkeypatch, caplog) -> None:
+    """forked_heads asks torch for K - 1 inter-op threads; torch refuses once inter-op work started: a warning."""
+    from gpc_ros.policies.traced import forked_heads
+
+    heads = [TracedHead(p.unet.eval()) for p in parents]
+    asked = []
+
+    def refuse(n: int) -> None:
+        asked.append(n)
+        raise RuntimeError("Error: cannot set number of interop threads after parallel work has started")
+
+    monkeypatch.setattr(torch, "get_num_interop_threads", lambda: 0)
+    monkeypatch.setattr(torch, "set_num_interop_threads", refuse)
+    with caplog.at_level(logging.WARNING, logger="gpc_ros.policies.traced"):
+        joint = forked_heads(heads)
+    assert asked == [1] and "0 inter-op thread(s) for 1 forked heads and cannot be given more" in caplog.text
+    x, t = torch.randn(1, 16, 3), torch.full((1,), 3.0)
+    cs = [torch.randn(1, p.encoding_dim) for p in parents]
+    with torch.no_grad():
+        got = joint(x, t, cs[0], x, t, cs[1])  # eager (tracing in the background): the heads' own predictions
+        assert joint.wait_for_traces(WAIT_S)
+        assert all(torch.equal(g, p.unet(x, t, c)) for g, p, c in zip(got, parents, cs))
+
+
+def test_joint_step_only_when_every_parent_is_called_and_allowed(parents) -> None:
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
+    base = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False)
+    traced = [p.as_parent(p.policy_type, trace_head=True) for p in parents]
+    assert Composer(traced, base)._joint is None  # "auto" with parallel_parents False: one after the other
+    assert Composer(traced, replace(base, parallel_parents=True, joint_step=False))._joint is None
+    assert Composer([p.as_parent(p.policy_type) for p in parents], replace(base, parallel_parents=True))._joint is None
+    assert Composer(traced[:1], replace(base, parallel_parents=True))._joint is None
+    with Composer(traced, replace(base, parallel_parents=True)) as composer:
+        with_zero = composer.compose(composer.encode(observations), [1.0, 0.0], generator=1)  # pcd not called
+        assert composer.stats.joint_steps == 0 and composer.stats.sequential_steps == 0
+    with Composer([p.as_parent(p.policy_type) for p in parents], base) as eager:
+        want = eager.compose(eager.encode(observations), [1.0, 0.0], generator=1)
+    assert torch.equal(with_zero.actions, want.actions)
+
+
+def test_joint_step_retraces_after_weights_change_in_place(parents) -> None:
+    policies = [shipped("diffusion", 11), shipped("dp3", 12)]
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(policies)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False, parallel_parents=True)
+    with Composer([p.as_parent(p.policy_type, trace_head=True) for p in policies], config) as composer:
+        composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)
+        assert composer._joint.head.wait_for_traces(WAIT_S)
+        policies[1].load_state_dict(parents[1].state_dict())  # copies in place: the dp3 head's weights change
+        composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)  # eager while retracing
+        assert composer._joint.head.wait_for_traces(WAIT_S)
+        got = composer.compose(composer.encode(observations), [0.5, 0.5], generator=2)
+        assert composer._joint.head.traces_made == 2 and not composer._joint.head.check_every_call  # per chunk
+    with Composer([p.as_parent(p.policy_type) for p in policies], replace(config, parallel_parents=False)) as eager:
+        want = eager.compose(eager.encode(observations), [0.5, 0.5], generator=2)
+    assert torch.equal(got.actions, want.actions)
 
 
 @pytest.mark.parametrize("background", [False, True])
@@ -86,6 +189,20 @@ def test_weights_changed_in_place_are_retraced(parents, caplog, background) -> N
         assert torch.equal(got, want) and torch.equal(again, want)
     assert head.traces_made == 2 and head.calls_traced == (3 if not background else 1)
     assert "weights changed in place" in caplog.text
+
+
+def test_weights_checked_only_when_asked_without_check_every_call(parents) -> None:
+    """``check_every_call=False`` (the joint step: once per chunk): a change is noticed at ``check_weights``."""
+    policy = shipped("dp3", 9)
+    head = TracedHead(policy.unet.eval(), background=False, check_every_call=False)
+    x, t, c = torch.randn(2, 16, 3), torch.full((2,), 10.0), torch.randn(2, policy.encoding_dim)
+    with torch.no_grad():
+        head(x, t, c)
+        policy.load_state_dict(parents[1].state_dict())
+        head(x, t, c)  # the old trace (which shares some of the weights' storage: no defined result)
+        assert head.traces_made == 1 and head.calls_traced == 2  # the counters are not read at the call
+        head.check_weights()
+        assert torch.equal(head(x, t, c), parents[1].unet(x, t, c)) and head.traces_made == 2  # retraced
 
 
 def test_a_failed_background_trace_is_raised_by_the_next_call(monkeypatch) -> None:
@@ -137,6 +254,14 @@ def test_at_most_max_traces_are_kept() -> None:
      r"HostConfig.trace_head must be true or false; got 'on'"),
     (lambda: HostConfig(name="a", factory="m:f", modality="state", trace_head=True), ValueError,
      r"HostConfig.trace_head applies to checkpoint parents only .*factory='m:f'"),
+    (lambda: TracedHead(torch.nn.Identity(), check_every_call="no"), TypeError,
+     r"TracedHead.check_every_call must be True or False; got 'no'"),
+    (lambda: ComposerConfig(joint_step="always"), ValueError,
+     r"ComposerConfig.joint_step must be True, False or 'auto'; got 'always'"),
+    (lambda: Composer([shipped("dp3", 0).as_parent("a"), shipped("dp3", 1).as_parent("b")],
+                      ComposerConfig(joint_step=True)), IncompatibleParentError,
+     r"ComposerConfig.joint_step=True needs two or more parents that offer a joint step together .*"
+     r"parents \['a', 'b'\] \(ModuleParent, ModuleParent\) offer none"),
 ])
 def test_bad_settings_are_refused_with_the_field_and_the_value(make, error, match) -> None:
     with pytest.raises(error, match=match):
