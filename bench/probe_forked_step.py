@@ -39,29 +39,18 @@ torch.set_num_threads(1)
 torch.set_num_interop_threads(2)
 
 from bench_graph import fill, write_checkpoints  # noqa: E402  (bench/, next to this script)
+from probe_traced_overlap import ForkSecond  # noqa: E402  (bench/, next to this script)
 
 from gpc_ros.compose import Composer, ComposerConfig  # noqa: E402
 from gpc_ros.compose.sampler import SamplerConfig  # noqa: E402
 from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent  # noqa: E402
 
 
-class _Fork2(torch.nn.Module):
-    def __init__(self, a, b):
-        super().__init__()
-        self.a = a
-        self.b = b
-
-    def forward(self, x0, t0, c0, x1, t1, c1):
-        fut = torch.jit.fork(self.b, x1, t1, c1)
-        y0 = self.a(x0, t0, c0)
-        return y0, torch.jit.wait(fut)
-
-
 def _fused(heads, args):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = [torch.jit.trace(h, a) for h, a in zip(heads, args)]
-        return torch.jit.freeze(torch.jit.script(_Fork2(*raw)).eval(), optimize_numerics=False)
+        return torch.jit.freeze(torch.jit.script(ForkSecond(*raw)).eval(), optimize_numerics=False)
 
 
 class _Async(torch.nn.Module):

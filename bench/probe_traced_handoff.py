@@ -24,19 +24,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from probe_traced_overlap import _heads, _trace  # bench/, next to this script
-
-
-class _Two(torch.nn.Module):
-    def __init__(self, a, b):
-        super().__init__()
-        self.a = a
-        self.b = b
-
-    def forward(self, x0, t0, c0, x1, t1, c1):
-        fut = torch.jit.fork(self.b, x1, t1, c1)
-        y0 = self.a(x0, t0, c0)
-        return y0, torch.jit.wait(fut)
+from probe_traced_overlap import ForkSecond, _heads, _trace  # bench/, next to this script
 
 
 def main() -> int:
@@ -51,7 +39,7 @@ def main() -> int:
     tr = [_trace(u, x[i], t[i], c[i]) for i, u in enumerate(unets)]
     with torch.no_grad():  # a scripted module cannot hold frozen ones: script over plain traces, then freeze
         raw = [torch.jit.trace(u, (x[i], t[i], c[i])) for i, u in enumerate(unets)]
-    two = torch.jit.freeze(torch.jit.script(_Two(raw[0], raw[1])).eval(), optimize_numerics=False)
+    two = torch.jit.freeze(torch.jit.script(ForkSecond(raw[0], raw[1])).eval(), optimize_numerics=False)
     pool = ThreadPoolExecutor(2)
 
     def call(i):

@@ -55,6 +55,21 @@ def _trace(unet, x, t, c):
         return torch.jit.freeze(torch.jit.trace(unet, (x, t, c)))
 
 
+class ForkSecond(torch.nn.Module):
+    """``(x0, t0, c0, x1, t1, c1) -> (a(x0, t0, c0), b(x1, t1, c1))``: head ``b`` forked onto torch's inter-op pool,
+    head ``a`` on the calling thread, then wait (the probes' per-step prototype; scripted, then frozen)."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a = a
+        self.b = b
+
+    def forward(self, x0, t0, c0, x1, t1, c1):
+        fut = torch.jit.fork(self.b, x1, t1, c1)
+        y0 = self.a(x0, t0, c0)
+        return y0, torch.jit.wait(fut)
+
+
 class _ForkBoth(torch.nn.Module):
     def __init__(self, a, b):
         super().__init__()
