@@ -202,10 +202,6 @@ class RobotSnapshot:
     """The robot's reported commanded joint velocities dq_d (rad/s): where franky's planner starts a new motion from
     (the last commanded velocity, on a real FR3 and from the sim server; franky-sim's own value, a low-pass about
     20 ms behind, only for a client that fell behind: docs/sim.md)."""
-    commanded_joint_accelerations_rad_s2: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
-    """The robot's reported commanded joint accelerations ddq_d (rad/s^2): franky's planner starts a new motion with
-    them (a starved client gets franky-sim's low-passed derivative of the measured velocity instead: docs/sim.md;
-    diagnostics only)."""
     ee_position_m: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     """fr3_hand_tcp position in fr3_link0 as franky reports it (O_T_EE; franky-sim: from the commanded joints)."""
     ee_quaternion_xyzw: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
@@ -745,7 +741,6 @@ class FrankaExecutor:
             snap = RobotSnapshot(
                 time_s=now, robot_time_s=robot_time, joint_positions_rad=q, joint_velocities_rad_s=np.array(st.dq),
                 commanded_joint_positions_rad=np.array(st.q_d), commanded_joint_velocities_rad_s=np.array(st.dq_d),
-                commanded_joint_accelerations_rad_s2=np.array(st.ddq_d),
                 ee_position_m=np.array(affine.translation), ee_quaternion_xyzw=np.array(affine.quaternion),
                 measured_tcp_m=points["tcp"], measured_elbow_m=points["elbow"], measured_wrist_m=points["wrist"],
                 gripper_width_m=width, connected=True, enabled=self._enabled,
