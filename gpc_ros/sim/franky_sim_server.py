@@ -162,6 +162,7 @@ class CommandedState:
         self._handle_udp = robot_server._handle_udp_command
         self._pending = None  # the newest motion command received since the last state packet
         self._finished = False  # the client ended its motion since the last state packet
+        robot_server.gpc_commanded_motion = 0  # motion id of the client's last command (read by _await_commands)
         self.reset()
 
     def install(self) -> "CommandedState":
@@ -181,6 +182,7 @@ class CommandedState:
 
     def _handle_udp_command(self, data: bytes) -> None:
         self._handle_udp(data)
+        self._rs.gpc_commanded_motion = self._rs.current_motion_id  # the client commands in it (0: it ended)
         command = self._parse(data)
         if command.message_id > 0 and not (command.motion_generation_finished or command.torque_command_finished):
             self._pending = command
@@ -243,11 +245,13 @@ class CommandedState:
 #: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.
 KEEPALIVE_S = 0.05
 #: Either pace: while a motion runs, each physics tick first waits up to this long (wall s) for the client's
-#: command answering the last state packet (:func:`_await_commands`).
-COMMAND_WAIT_S = 0.01
+#: command answering the last state packet (:func:`_await_commands`). 10 ms until 2026-12-03: a CPU quota's CFS
+#: throttling (up to 30 ms per 100 ms period at 0.7 of a core) outlasted it, and the simulator stepped on 3-40 times
+#: per scenario of test_driver_starved.py; with 100 ms, never (docs/sim.md, *Clock, pace and lock-step*).
+COMMAND_WAIT_S = 0.1
 
 
-def _await_commands(server, timeout_s: float) -> None:
+def _await_commands(server, timeout_s: float) -> bool:
     """Wait (at most ``timeout_s``) until every robot server with a running motion has a command packet to read.
 
     A real FR3 and its client exchange one state and one command every millisecond, and libfranka's real-time loop
@@ -258,11 +262,19 @@ def _await_commands(server, timeout_s: float) -> None:
     under a 0.7-core quota, joint 4 went 90-170 mrad past the target it was held at (CI: halted at -0.1697 rad).
     Waiting for the command keeps the simulator in step with its client, as the real robot is with a real-time
     client; a client that stays silent (gone, or stopped sending) costs at most ``timeout_s`` per tick.
+
+    A motion is waited for once its client has sent a command in it (:class:`CommandedState` marks the robot
+    server): libfranka starts commanding a few packets after the motion started, and until then there is no command
+    to wait for (waiting there cost every new motion one full ``timeout_s``).
+
+    Returns:
+        False when the wait ran out with a running motion's command still missing: the tick steps on without it.
     """
     sockets = []
     for rs in server.robot_servers:
         sock = getattr(rs, "_FrankaServer__udp_socket", None)
-        if sock is not None and rs.current_motion_id:
+        motion = rs.current_motion_id
+        if sock is not None and motion and getattr(rs, "gpc_commanded_motion", motion) == motion:
             sockets.append(sock)
     if sockets:
         pending = set(sockets)
@@ -270,9 +282,10 @@ def _await_commands(server, timeout_s: float) -> None:
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0.0:
-                return
+                return False
             readable, _, _ = select.select(list(pending), [], [], remaining)
             pending.difference_update(readable)
+    return True
 
 
 def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda: True,
@@ -288,6 +301,7 @@ def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda:
     tick_s = 0.001
     wall0, ticks = time.monotonic(), 0
     keepalive_s = 0.0
+    stepped_on = 0  # ticks that stepped on without a running motion's command
     while server.running:
         if not may_step():
             # held: no physics, but one state packet every KEEPALIVE_S keeps libfranka's link alive (its clock is
@@ -301,8 +315,11 @@ def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda:
             time.sleep(0.0005)
             wall0, ticks = time.monotonic(), 0
             continue
-        if command_wait_s > 0.0:
-            _await_commands(server, command_wait_s)
+        if command_wait_s > 0.0 and not _await_commands(server, command_wait_s):
+            stepped_on += 1
+            logger.warning("the franky client sent no command within %.0f ms: the simulator stepped on with its last "
+                           "command (%d times so far; a real FR3 would abort the motion)", 1e3 * command_wait_s,
+                           stepped_on)
         for rs in server.robot_servers:
             rs.process_commands()
         server.sim.step()

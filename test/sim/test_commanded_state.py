@@ -76,6 +76,7 @@ class _FakeServer:
 
         self.state = FrankaRobotState()
         self.handled: list[bytes] = []
+        self.current_motion_id = 7  # a motion runs (CommandedState marks it as commanded in)
 
     @property
     def robot_state(self):
