@@ -207,7 +207,8 @@ class JointEncoders:
     ``encoders([observation, ...])`` (one per parent, in order) returns what each parent's
     :meth:`ModuleParent.encode` returns, bit for bit: each parent's Python part (``SplitEncoder.inputs``) as it is,
     then all encoder modules in one call of a traced :class:`~gpc_ros.policies.traced.ForkedEncoders` (one trace
-    per input signature, made in the background, eager meanwhile; weights checked at every call). An encoder in
+    per input signature, made as the first parent's traced head makes its traces: by default in the background,
+    eager meanwhile; weights checked at every call). An encoder in
     training mode makes it fall back to each parent's ``encode``. A
     :class:`~gpc_ros.compose.parent.JointEncode`.
     """
@@ -222,7 +223,9 @@ class JointEncoders:
 
         joint = self._joint.get(keys)
         if joint is None:
-            joint = self._joint[keys] = forked_encoders([p._encoder.module for p in self.parents], list(keys))
+            head = self.parents[0]._denoiser  # the first parent's trace settings, as the joint step takes them
+            joint = self._joint[keys] = forked_encoders([p._encoder.module for p in self.parents], list(keys),
+                                                        max_traces=head.max_traces, background=head.background)
         return joint
 
     def wait_for_traces(self, timeout_s: float) -> bool:
