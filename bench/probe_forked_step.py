@@ -221,7 +221,7 @@ def main() -> int:
     for k, c in two.items():
         st = c.stats
         print(f"{k}: steps joint {st.joint_steps}, threads {st.parallel_steps}, one after the other "
-              f"{st.sequential_steps}; joint encodes {st.joint_encodes} of {st.chunks} chunks")
+              f"{st.sequential_steps}; joint encode calls {st.joint_encodes}, chunks {st.chunks}")
     print(f"heads only: K=2 forked / heads only: one = "
           f"{statistics.median(times['heads only: K=2 forked']) / statistics.median(times['heads only: one']):.2f}x")
     return 0
