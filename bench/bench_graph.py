@@ -15,7 +15,8 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
 * ``..., traced`` (``--traced``, default on): the same in-process cases with both parents' heads run as frozen
   TorchScript traces (``HostConfig.trace_head``), and ``one parent alone, traced``, the fair baseline for them
   (column ``x one traced``); ``joint, traced``: both heads in ONE traced call per step, the second forked
-  (``ComposerConfig.joint_step`` True; the other traced cases have it False);
+  (``ComposerConfig.joint_step`` True), and since session 12 both encoders in one traced call per chunk
+  (``joint_encode`` True); the other traced cases have both False;
 * ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
   every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping; the
   exchange topics on a dedicated :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint` on both sides (wait-set
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.traced:
             modes.append(("joint", "auto", True))
         for mode, parallel, joint in modes:
-            composer_config = replace(sequential, parallel_parents=parallel, joint_step=joint)
+            composer_config = replace(sequential, parallel_parents=parallel, joint_step=joint, joint_encode=joint)
             for suffix, cores_ in (("", local), (", traced", local_traced)):
                 if not cores_ or (joint and not suffix):
                     continue

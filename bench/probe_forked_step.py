@@ -6,7 +6,8 @@ hosts load them, heads traced, 1 intra-op thread, 2 inter-op threads), cases int
 
 * ``one traced``: the plain Composer with the RGB parent, traced head (bench_graph's ``one parent alone, traced``);
 * ``K=2 sequential`` / ``K=2 threads``: the plain Composer with both traced parents, ``parallel_parents``
-  False / True;
+  False / True (``joint_step`` and ``joint_encode`` False; until session 12 the threads case left ``joint_step`` at
+  its default "auto", which with ``parallel_parents`` True took the joint step at every step);
 * ``K=2 forked``: a prototype Composer whose ``denoise`` runs both heads in ONE scripted call per step
   (``torch.jit.fork`` of the second head, the first inline, ``wait``), then the composer's own per-parent
   conversion, checks and combination unchanged;
@@ -16,6 +17,9 @@ hosts load them, heads traced, 1 intra-op thread, 2 inter-op threads), cases int
   forked, the composer's thread waits);
 * ``K=2 joint_step (built)``: the plain Composer with ``ComposerConfig.joint_step`` True (what was built from this
   probe: :class:`~gpc_ros.policies.adapter.JointHeadsStep`, added after the probe's first runs);
+* ``K=2 joint encode + joint step (built)``: the plain Composer with ``joint_step`` and ``joint_encode`` True: both
+  encoder modules in one traced call per chunk as well (:class:`~gpc_ros.policies.adapter.JointEncoders`, session
+  12), so the whole chunk is measured against ``one traced``;
 * ``heads only: one`` / ``heads only: K=2 forked``: encode + 10 bare head calls, no composer at all (the floor).
 
 Each K=2 chunk is checked against the sequential one for the same seed (``torch.equal``). Prints the load average
@@ -149,12 +153,16 @@ def main() -> int:
     seq = ComposerConfig(sampler=SamplerConfig("ddim", 10), return_parent_chunks=False)
     one = Composer([rgb], seq)
     two = {"K=2 sequential": Composer([rgb, pcd], seq),
-           "K=2 threads": Composer([rgb, pcd], replace(seq, parallel_parents=True)),
+           "K=2 threads": Composer([rgb, pcd], replace(seq, parallel_parents=True, joint_step=False,
+                                                       joint_encode=False)),
            "K=2 forked": ForkedComposer([rgb, pcd], seq),
            "K=2 forked, no checks": ForkedComposer([rgb, pcd], seq, checks=False),
            "K=2 split-phase, fork each": Composer([SplitPhaseTraced(rgb), SplitPhaseTraced(pcd)], seq),
-           "K=2 joint_step (built)": Composer([rgb, pcd], replace(seq, joint_step=True))}
-    two["K=2 joint_step (built)"]._joint.head.background = False
+           "K=2 joint_step (built)": Composer([rgb, pcd], replace(seq, joint_step=True)),
+           "K=2 joint encode + joint step (built)": Composer([rgb, pcd], replace(seq, joint_step=True,
+                                                                               joint_encode=True))}
+    for k in ("K=2 joint_step (built)", "K=2 joint encode + joint step (built)"):
+        two[k]._joint.head.background = False
     w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
 
     g = torch.Generator().manual_seed(0)
@@ -190,6 +198,10 @@ def main() -> int:
     for k in list(two)[1:]:
         got = cases[k]()
         print(f"{k}: chunk torch.equal to sequential: {torch.equal(got.actions, ref.actions)}")
+    with torch.no_grad():
+        joint_encoded = two["K=2 joint encode + joint step (built)"].encode([obs["rgb"], obs["pcd"]])
+    print("joint encode: encodings torch.equal to each parent's encode:",
+          [torch.equal(a, b) for a, b in zip(joint_encoded, encs)])
     times = {k: [] for k in cases}
     for _ in range(3):
         for f in cases.values():
@@ -203,9 +215,13 @@ def main() -> int:
     load1 = os.getloadavg()
     base = statistics.median(times["one traced"])
     print(f"load after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; median of {args.rounds} interleaved rounds")
-    print(f"{'case':26s} {'ms/chunk':>9s} {'x one traced':>13s}")
+    print(f"{'case':40s} {'ms/chunk':>9s} {'x one traced':>13s}")
     for k, v in times.items():
-        print(f"{k:26s} {statistics.median(v) * 1e3:9.2f} {statistics.median(v) / base:12.2f}x")
+        print(f"{k:40s} {statistics.median(v) * 1e3:9.2f} {statistics.median(v) / base:12.2f}x")
+    for k, c in two.items():
+        st = c.stats
+        print(f"{k}: steps joint {st.joint_steps}, threads {st.parallel_steps}, one after the other "
+              f"{st.sequential_steps}; joint encode calls {st.joint_encodes}, chunks {st.chunks}")
     print(f"heads only: K=2 forked / heads only: one = "
           f"{statistics.median(times['heads only: K=2 forked']) / statistics.median(times['heads only: one']):.2f}x")
     return 0

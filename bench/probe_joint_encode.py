@@ -7,6 +7,8 @@ threads; cases interleaved rep by rep, median of ``--reps`` (times per chunk's e
 * ``both, one after the other``: both ``encode`` s; ``both, threads``: the DP3 ``encode`` on a pool thread;
 * ``rgb, traced encoder`` / ``both, forked traced encoders``: the Python part of ``encode`` as it is, the encoder
   modules (``observation_encoder``) as frozen traces, the DP3 one forked (``torch.jit.fork``) in one call.
+* ``both, built JointEncoders``: what ``ComposerConfig.joint_encode`` runs (session 12): the parents' Python part of
+  ``encode`` as it is, then :class:`~gpc_ros.policies.traced.ForkedEncoders` traced, the DP3 encoder forked.
 
 Prints whether the traced encodings are bit-identical (``torch.equal``) to the eager ones, and the load average.
 Run: ``PYTHONPATH=$PWD bench/measure.sh .venv/bin/python bench/probe_joint_encode.py``.
@@ -30,6 +32,7 @@ torch.set_num_threads(1)
 from bench_graph import fill, write_checkpoints  # noqa: E402  (bench/, next to this script)
 
 from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent  # noqa: E402
+from gpc_ros.policies.adapter import JointEncoders  # noqa: E402
 from gpc_ros.policies.encoders.observation import STATE_KEY, observation_tensors  # noqa: E402
 
 
@@ -51,14 +54,15 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     load0 = os.getloadavg()
     checkpoints = write_checkpoints(Path(tempfile.mkdtemp(prefix="probe-encode-")))
-    policies, obs = {}, {}
+    policies, obs, parents = {}, {}, {}
     t_obs = time.time()
     for n in ("rgb", "pcd"):
-        parent, observing = load_host_parent(HostConfig(name=n, checkpoint=checkpoints[n]))
+        parent, observing = load_host_parent(HostConfig(name=n, checkpoint=checkpoints[n], trace_head=True))
         core = HostCore(parent, observing)
         fill(core, t_obs)
         obs[n] = core.window.at(t_obs)[0]
-        policies[n] = parent._encoder.__self__  # the ChunkPolicy behind the parent (its bound encode)
+        policies[n] = parent._encoder.inputs.__self__  # the ChunkPolicy behind the parent (its SplitEncoder)
+        parents[n] = parent
 
     def tensors(n):  # ChunkPolicy.encode's Python part, unchanged
         p = policies[n]
@@ -76,6 +80,11 @@ def main() -> int:
         forked = both(tensors("rgb"), tensors("pcd"))
         print("traced encoders bit-identical:", {n: torch.equal(traced[n](tensors(n)), eager[n]) for n in policies},
               "forked:", [torch.equal(a, eager[n]) for a, n in zip(forked, ("rgb", "pcd"))])
+    built = JointEncoders([parents["rgb"], parents["pcd"]])  # what ComposerConfig.joint_encode uses (session 12)
+    built.parents[0]._denoiser.background = False
+    with torch.no_grad():
+        print("built JointEncoders bit-identical:",
+              [torch.equal(a, eager[n]) for a, n in zip(built([obs["rgb"], obs["pcd"]]), ("rgb", "pcd"))])
     pool = ThreadPoolExecutor(1)
 
     def threads():
@@ -89,7 +98,8 @@ def main() -> int:
                                                    policies["pcd"].encode(obs["pcd"])),
              "both, threads": threads,
              "rgb, traced encoder": lambda: traced["rgb"](tensors("rgb")),
-             "both, forked traced encoders": lambda: both(tensors("rgb"), tensors("pcd"))}
+             "both, forked traced encoders": lambda: both(tensors("rgb"), tensors("pcd")),
+             "both, built JointEncoders": lambda: built([obs["rgb"], obs["pcd"]])}
     times = {k: [] for k in cases}
     with torch.no_grad():
         for f in cases.values():

@@ -39,10 +39,12 @@ from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
 from gpc_ros.compose.parent import (
     ActionNormalization,
     Encoding,
+    JointEncode,
     JointStep,
     ParentPolicy,
     encoding_batch_size,
     is_split_phase,
+    joint_encode,
     joint_step,
     repeat_encoding,
 )
@@ -85,6 +87,13 @@ class ComposerConfig:
     without the GIL). "auto": when they offer one and ``parallel_parents`` is not False; True: always (a
     :class:`~gpc_ros.compose.errors.IncompatibleParentError` when the parents offer none); False: never. Used at
     the steps where every parent is called; same chunk as every other path."""
+    joint_encode: bool | Literal["auto"] = "auto"
+    """Run all parents' encoders in ONE call per chunk (:meth:`Composer.encode`) when the parents offer one
+    together (:class:`~gpc_ros.compose.parent.JointEncode`: in-process parents with traced heads, whose encoder
+    modules are then traced and forked in one TorchScript call; each parent's Python part of ``encode`` unchanged).
+    "auto": when they offer one and ``parallel_parents`` is not False (as ``joint_step``); True: always (a
+    :class:`~gpc_ros.compose.errors.IncompatibleParentError` when the parents offer none); False: never. Same
+    encodings as one parent after the other."""
     return_parent_chunks: bool = True
     """Also sample each parent alone from the same noise (K extra rows in the same forward passes)."""
 
@@ -97,6 +106,8 @@ class ComposerConfig:
                              f"got {self.parallel_parents!r}")
         if not (isinstance(self.joint_step, bool) or self.joint_step == "auto"):
             raise ValueError(f"ComposerConfig.joint_step must be True, False or 'auto'; got {self.joint_step!r}")
+        if not (isinstance(self.joint_encode, bool) or self.joint_encode == "auto"):
+            raise ValueError(f"ComposerConfig.joint_encode must be True, False or 'auto'; got {self.joint_encode!r}")
         if not isinstance(self.sampler, SamplerConfig):
             raise ValueError(f"ComposerConfig.sampler must be a SamplerConfig; got {type(self.sampler).__name__}")
         if not isinstance(self.warm_start, WarmStartConfig):
@@ -139,6 +150,8 @@ class ComposerStats:
     """Denoising steps whose (two or more, not split-phase) parents ran one after the other."""
     joint_steps: int = 0
     """Denoising steps whose parents ran in one joint call (``joint_step``)."""
+    joint_encodes: int = 0
+    """Calls of :meth:`Composer.encode` whose parents encoded in one joint call (``joint_encode``)."""
 
 
 class ParallelChooser:
@@ -254,6 +267,19 @@ class Composer:
                     f"ComposerConfig.joint_step=True needs two or more parents that offer a joint step together "
                     f"(in-process parents with traced heads: as_parent(trace_head=True)); parents {self.names} "
                     f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use 'auto' or False")
+        self._joint_encode: JointEncode | None = None
+        if self.config.joint_encode is True or (self.config.joint_encode == "auto" and self.config.parallel_parents):
+            self._joint_encode = joint_encode(self.parents)
+            if self._joint_encode is None and self.config.joint_encode is True:
+                raise IncompatibleParentError(
+                    f"ComposerConfig.joint_encode=True needs two or more parents that offer a joint encode together "
+                    f"(in-process parents with traced heads: as_parent(trace_head=True)); parents {self.names} "
+                    f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use 'auto' or False")
+
+    @property
+    def joint_encoder(self) -> JointEncode | None:
+        """The parents' joint encode this composer uses (``ComposerConfig.joint_encode``), or None."""
+        return self._joint_encode
 
     # ------------------------------------------------------------------ validation
     @property
@@ -314,10 +340,13 @@ class Composer:
 
     # ------------------------------------------------------------------ sampling
     def encode(self, observations: Sequence[object]) -> list[Encoding]:
-        """One observation per parent (same order) -> their encodings."""
+        """One observation per parent (same order) -> their encodings (in one call with ``joint_encode``)."""
         if len(observations) != len(self.parents):
             raise ValueError(f"encode needs {len(self.parents)} observations (one per parent {self.names}); "
                              f"got {len(observations)}")
+        if self._joint_encode is not None:  # every parent's encoder in one call
+            self.stats.joint_encodes += 1
+            return self._joint_encode(list(observations))
         return [p.encode(o) for p, o in zip(self.parents, observations)]
 
     def compose(self, encodings: Sequence[Encoding], weights: object,

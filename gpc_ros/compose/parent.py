@@ -19,7 +19,9 @@ from its own thread, then collects them in parent order: no thread per parent is
 overlap.
 
 In-process parents may offer a joint step together (:class:`JointStep`, ``joint_step_with(parents)``): all their
-steps in one call, e.g. their traced heads forked in one TorchScript call (``ComposerConfig.joint_step``).
+steps in one call, e.g. their traced heads forked in one TorchScript call (``ComposerConfig.joint_step``), and a
+joint encode (:class:`JointEncode`, ``joint_encode_with(parents)``): all their encodes of a chunk in one call
+(``ComposerConfig.joint_encode``).
 """
 
 from __future__ import annotations
@@ -167,6 +169,24 @@ class JointStep(Protocol):
     def new_chunk(self) -> None:
         """A chunk begins (the composer calls this before its first step; e.g. to check weights once per chunk)."""
         ...
+
+
+class JointEncode(Protocol):
+    """The encode of several in-process parents in ONE call, offered by the parents (``joint_encode_with``).
+
+    E.g. :class:`gpc_ros.policies.adapter.JointEncoders`: their traced encoder modules forked in one TorchScript
+    call, each parent's Python part of ``encode`` unchanged.
+    """
+
+    def __call__(self, observations: Sequence[Any]) -> list[Encoding]:
+        """One observation per parent, in order -> what each parent's ``encode`` returns."""
+        ...
+
+
+def joint_encode(parents: Sequence[object]) -> JointEncode | None:
+    """The joint encode ``parents`` offer together (the first parent's ``joint_encode_with(parents)``), or None."""
+    make = getattr(parents[0], "joint_encode_with", None) if len(parents) >= 2 else None
+    return make(list(parents)) if callable(make) else None
 
 
 def joint_step(parents: Sequence[object]) -> JointStep | None:

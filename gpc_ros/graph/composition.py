@@ -38,7 +38,7 @@ from gpc_ros.compose.composer import Composer, ComposerConfig
 from gpc_ros.compose.errors import CompositionError, NonFinitePredictionError
 from gpc_ros.compose.operators import as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization
-from gpc_ros.compose.parent import joint_step
+from gpc_ros.compose.parent import joint_encode, joint_step
 from gpc_ros.compose.warm_start import RunningPlan, warm_start_from_plan
 from gpc_ros.graph import protocol
 from gpc_ros.graph.host import HostCore, normalization_from, time_convention_from
@@ -249,8 +249,13 @@ class LocalHost(HostHandle):
 
     def encode(self, correlation_id: int, time_s: float, dtype_bits: int) -> _Slot:
         """Encode directly in the host core; the returned slot is already set. See :meth:`HostHandle.encode`."""
-        slot = _Slot()
         status, stamp = self.core.encode(correlation_id, time_s)
+        return self.encoded(correlation_id, status, stamp, dtype_bits)
+
+    @staticmethod
+    def encoded(correlation_id: int, status: int, stamp: tuple[int, int], dtype_bits: int) -> _Slot:
+        """The (already set) slot of an encode answered with ``status`` and ``stamp``."""
+        slot = _Slot()
         slot.reply = protocol.Exchange(protocol.KIND_ENCODE, correlation_id, -1, float(status), stamp[0], stamp[1],
                                        dtype_bits, 1, torch.zeros(0).numpy())
         slot.event.set()
@@ -412,6 +417,55 @@ class ProxyParent:
             return None
         inner = joint_step([p.handle.core.parent for p in parents])
         return LocalJointStep(parents, inner) if inner is not None else None
+
+    def joint_encode_with(self, parents: Sequence[object]) -> LocalJointEncode | None:
+        """One encode call per chunk for in-process hosts whose parents offer a joint encode together, else None.
+
+        Every parent must be a proxy of a :class:`LocalHost` whose parent offers one (traced heads,
+        ``HostConfig.trace_head``; :class:`~gpc_ros.compose.parent.JointEncode`). The graph composer asks it
+        (:meth:`LocalJointEncode.encode_hosts`) instead of each host's encode.
+        """
+        parents = list(parents)
+        if parents[0] is not self or not all(isinstance(p, ProxyParent) and isinstance(p.handle, LocalHost)
+                                             for p in parents):
+            return None
+        inner = joint_encode([p.handle.core.parent for p in parents])
+        return LocalJointEncode(parents, inner) if inner is not None else None
+
+
+class LocalJointEncode:
+    """The encode of in-process hosts in ONE call of their parents' joint encode (:meth:`encode_hosts`).
+
+    Each host's window and stamp are read as :meth:`HostCore.encode` reads them, and each encoding is kept in its
+    host for the chunk's steps. If a host has no observation or the joint call fails, each host encodes alone (the
+    statuses, and the failing host's name in the log, are those of :meth:`HostCore.encode`).
+    """
+
+    def __init__(self, proxies: Sequence[ProxyParent], inner: Any) -> None:
+        self.proxies = list(proxies)
+        self.inner = inner
+
+    def __call__(self, observations: Sequence[Any]) -> list[torch.Tensor]:
+        """The proxies' placeholders (:meth:`ProxyParent.encode`): the hosts hold the encodings."""
+        return [p.encode(o) for p, o in zip(self.proxies, observations)]
+
+    def encode_hosts(self, correlation_id: int, time_s: float) -> list[tuple[int, tuple[int, int]]]:
+        """Encode every host's window at ``time_s`` for ``correlation_id``; ``(status, stamp)`` per host, in order."""
+        cores = [p.handle.core for p in self.proxies]
+        found = [core.observe(time_s) for core in cores]
+        encodings = None
+        if all(f is not None for f in found):
+            try:
+                with torch.no_grad():
+                    encodings = self.inner([f[0] for f in found])
+            except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                logger.warning("the joint encode of hosts %s failed (%s); each host encodes alone",
+                               [p.name for p in self.proxies], exc)
+        if encodings is None:
+            return [core.encode(correlation_id, time_s) for core in cores]
+        for core, (_, stamp), encoding in zip(cores, found, encodings):
+            core.store_encoding(correlation_id, encoding, stamp)
+        return [(protocol.OK, stamp) for _, stamp in found]
 
 
 class LocalJointStep:
@@ -575,7 +629,7 @@ class GraphComposer:
         if not wanted:
             return self._refuse(result, "no announced host with a non-zero weight")
         bits = 64 if cfg.composer.dtype == "float64" else 32
-        slots = {n: self.handles[n].encode(corr, now_s, bits) for n in wanted}
+        slots = self._encode(corr, now_s, bits, wanted)
         deadline = time.monotonic() + cfg.encode_timeout_s
         stamps: dict[str, float] = {}
         for n in wanted:
@@ -637,6 +691,18 @@ class GraphComposer:
                 for n in wanted:
                     if isinstance(self.handles[n], RemoteHost):
                         self.handles[n].forget(corr)
+
+    def _encode(self, corr: int, now_s: float, bits: int, wanted: list[str]) -> dict[str, _Slot]:
+        """Ask every wanted host to encode: in-process hosts that offer it in one joint call, else host by host."""
+        handles = [self.handles[n] for n in wanted]
+        if len(handles) >= 2 and all(isinstance(h, LocalHost) for h in handles):
+            composer, _ = self._composer(tuple(wanted))
+            joint = composer.joint_encoder
+            if isinstance(joint, LocalJointEncode):
+                composer.stats.joint_encodes += 1
+                answers = joint.encode_hosts(corr, now_s)
+                return {n: LocalHost.encoded(corr, status, stamp, bits) for n, (status, stamp) in zip(wanted, answers)}
+        return {n: h.encode(corr, now_s, bits) for n, h in zip(wanted, handles)}
 
     def _plan(self, weights: dict[str, float], healthy: list[str], faults: dict[str, str]
               ) -> tuple[tuple[str, ...], list[float], str] | None:

@@ -314,20 +314,31 @@ class HostCore:
 
     def encode(self, correlation_id: int, time_s: float) -> tuple[int, tuple[int, int]]:
         """Encode the window at ``time_s`` for ``correlation_id``; ``(status, stamp of the newest frame)``."""
-        found = self.window.at(time_s)
+        found = self.observe(time_s)
         if found is None:
             return protocol.NO_OBSERVATION, (0, 0)
-        observation, stamp_s = found
-        stamp = protocol.split_stamp(stamp_s)
+        observation, stamp = found
         try:
             with torch.no_grad():
                 encoding = self.parent.encode(observation)
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             logger.warning("host %s: encoding failed: %s", self.name, exc)
             return protocol.HOST_ERROR, stamp
+        self.store_encoding(correlation_id, encoding, stamp)
+        return protocol.OK, stamp
+
+    def observe(self, time_s: float) -> tuple[Any, tuple[int, int]] | None:
+        """The window at ``time_s`` and the stamp of its newest frame (``(sec, nanosec)``), or None (no frame)."""
+        found = self.window.at(time_s)
+        if found is None:
+            return None
+        observation, stamp_s = found
+        return observation, protocol.split_stamp(stamp_s)
+
+    def store_encoding(self, correlation_id: int, encoding: Any, stamp: tuple[int, int]) -> None:
+        """Keep ``encoding`` (of the observation stamped ``stamp``) for the steps of chunk ``correlation_id``."""
         with self._lock:
             self._encoded = (correlation_id, encoding, stamp)
-        return protocol.OK, stamp
 
     def encode_external(self, correlation_id: int, observation: Any, stamp_s: float) -> None:
         """Encode a given observation (benchmarks and the reference path) instead of the window."""

@@ -45,6 +45,31 @@ def _to(encoding: Any, device: torch.device, dtype: torch.dtype) -> Encoding:
     return tensor.to(device=device, dtype=dtype) if tensor.is_floating_point() else tensor.to(device)
 
 
+class SplitEncoder:
+    """An encoder in two parts: a Python part ``inputs`` and an ``nn.Module`` ``module``.
+
+    ``inputs(observation) -> {key: tensor}`` (checks, tensors, normalisation), ``module({key: tensor}) -> (B, C)``;
+    ``encoder(observation)`` is ``module(inputs(observation))``.
+
+    A :class:`ModuleParent` built with one (``ChunkPolicy.as_parent`` does) can encode together with others in one
+    call whose modules run as one traced :class:`~gpc_ros.policies.traced.ForkedEncoders` (the composer's
+    ``joint_encode``; :meth:`ModuleParent.joint_encode_with`).
+    """
+
+    def __init__(self, inputs: Callable[[Any], Mapping[str, torch.Tensor]], module: nn.Module) -> None:
+        if not callable(inputs):
+            raise TypeError(f"SplitEncoder.inputs must be callable observation -> dict of tensors; "
+                            f"got {type(inputs).__name__}")
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"SplitEncoder.module must be a torch.nn.Module; got {type(module).__name__}")
+        self.inputs = inputs
+        self.module = module
+
+    def __call__(self, observation: Any) -> torch.Tensor:
+        """``module(inputs(observation))``."""
+        return self.module(self.inputs(observation))
+
+
 class ModuleParent:
     """A :class:`~gpc_ros.compose.parent.ParentPolicy` around a torch denoiser (and optional encoder)."""
 
@@ -121,6 +146,24 @@ class ModuleParent:
             return None
         return JointHeadsStep(parents)
 
+    def joint_encode_with(self, parents: Sequence[object]) -> JointEncoders | None:
+        """One call per chunk's encode for ``parents`` (this one first), if every one can join it.
+
+        Every parent must be a :class:`ModuleParent` with a :class:`SplitEncoder` and a traced head
+        (``as_parent(trace_head=True)``: the opt-in to TorchScript), all on one device: their encoder modules then
+        run as one traced :class:`~gpc_ros.policies.traced.ForkedEncoders` (the composer's ``joint_encode``);
+        None for any other parents (or fewer than two).
+        """
+        from gpc_ros.policies.traced import TracedHead
+
+        parents = list(parents)
+        if (len(parents) < 2 or parents[0] is not self
+                or not all(isinstance(p, ModuleParent) and isinstance(p._encoder, SplitEncoder)
+                           and isinstance(p._denoiser, TracedHead) for p in parents)
+                or len({p.device for p in parents}) != 1):
+            return None
+        return JointEncoders(parents)
+
     def __repr__(self) -> str:
         return (f"ModuleParent(name={self.name!r}, parameterization={self.parameterization.value!r}, "
                 f"H={self.action_horizon}, D={self.action_dim}, time={self.time_convention!r})")
@@ -156,3 +199,47 @@ class JointHeadsStep:
             args = [a for p, r in zip(self.parents, requests) for a in p._denoiser_inputs(*r)]
             outs = self.head(*args)
         return [p._prediction(out, r[0]) for p, out, r in zip(self.parents, outs, requests)]
+
+
+class JointEncoders:
+    """The encode of several :class:`ModuleParent` s with :class:`SplitEncoder` s in ONE call (encoders forked).
+
+    ``encoders([observation, ...])`` (one per parent, in order) returns what each parent's
+    :meth:`ModuleParent.encode` returns, bit for bit: each parent's Python part (``SplitEncoder.inputs``) as it is,
+    then all encoder modules in one call of a traced :class:`~gpc_ros.policies.traced.ForkedEncoders` (one trace
+    per input signature, made as the first parent's traced head makes its traces: by default in the background,
+    eager meanwhile; weights checked at every call). An encoder in
+    training mode makes it fall back to each parent's ``encode``. A
+    :class:`~gpc_ros.compose.parent.JointEncode`.
+    """
+
+    def __init__(self, parents: Sequence[ModuleParent]) -> None:
+        self.parents = list(parents)
+        self._joint: dict[tuple[tuple[str, ...], ...], Any] = {}  # the inputs' keys -> TracedHead(ForkedEncoders)
+
+    def encoder(self, keys: tuple[tuple[str, ...], ...]) -> Any:
+        """The traced :class:`~gpc_ros.policies.traced.ForkedEncoders` for inputs with these keys (made once)."""
+        from gpc_ros.policies.traced import forked_encoders
+
+        joint = self._joint.get(keys)
+        if joint is None:
+            head = self.parents[0]._denoiser  # the first parent's trace settings, as the joint step takes them
+            joint = self._joint[keys] = forked_encoders([p._encoder.module for p in self.parents], list(keys),
+                                                        max_traces=head.max_traces, background=head.background)
+        return joint
+
+    def wait_for_traces(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the traces being made in the background; True if none is left."""
+        return all([joint.wait_for_traces(timeout_s) for joint in list(self._joint.values())])
+
+    def __call__(self, observations: Sequence[Any]) -> list[Encoding]:
+        """One observation per parent, in order -> each parent's encoding (as its ``encode`` returns it)."""
+        if len(observations) != len(self.parents):
+            raise ValueError(f"a joint encode of {len(self.parents)} parents got {len(observations)} observations")
+        if any(p._encoder.module.training for p in self.parents):  # an encoder in training mode runs eagerly
+            return [p.encode(o) for p, o in zip(self.parents, observations)]
+        with torch.no_grad():
+            inputs = [dict(p._encoder.inputs(o)) for p, o in zip(self.parents, observations)]
+            keys = tuple(tuple(i) for i in inputs)
+            outs = self.encoder(keys)(*(t for i in inputs for t in i.values()))
+            return [_to(out, p.device, p.dtype) for p, out in zip(self.parents, outs)]

@@ -140,12 +140,16 @@ class ChunkPolicy(nn.Module):
 
     def encode(self, observation: Mapping[str, Any]) -> torch.Tensor:
         """Observation window (see :mod:`gpc_ros.policies.encoders.observation`) -> ``(B, encoding_dim)``."""
+        return self.observation_encoder(self.encoder_inputs(observation))
+
+    def encoder_inputs(self, observation: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """What :meth:`encode` gives ``observation_encoder``: the window's tensors on the device, state normalised."""
         tensors = observation_tensors(observation, self.config.observation)
         device = self._device()
         tensors = {k: v.to(device) for k, v in tensors.items()}
         if STATE_KEY in tensors:
             tensors[STATE_KEY] = self.state_normalization.normalize(tensors[STATE_KEY])
-        return self.observation_encoder(tensors)
+        return tensors
 
     def denoise(self, x_t: torch.Tensor, network_time: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
         """``(B, H, D)`` normalised noisy chunk, ``(B,)`` network time, ``(B, encoding_dim)`` -> ``(B, H, D)``."""
@@ -175,7 +179,7 @@ class ChunkPolicy(nn.Module):
         Raises:
             TypeError: ``trace_head`` is not a bool.
         """
-        from gpc_ros.policies.adapter import ModuleParent
+        from gpc_ros.policies.adapter import ModuleParent, SplitEncoder
         from gpc_ros.policies.traced import TracedHead
 
         if not isinstance(trace_head, bool):
@@ -185,5 +189,6 @@ class ChunkPolicy(nn.Module):
         return ModuleParent(
             name=name or self.policy_type, denoiser=denoiser, parameterization=self.parameterization,
             time_convention=self.time_convention, action_horizon=self.config.action_horizon,
-            action_dim=self.config.action_dim, normalization=self.action_normalization, encoder=self.encode,
+            action_dim=self.config.action_dim, normalization=self.action_normalization,
+            encoder=SplitEncoder(self.encoder_inputs, self.observation_encoder),
             device=self._device())

@@ -19,6 +19,8 @@ enabled or with a non-tensor encoding the module runs eagerly (a trace is for in
 (``torch.jit.fork``) and runs head 0 on the calling thread; traced (:func:`forked_heads`), one call per
 denoising step runs all K heads at the same time in C++, without the GIL and without handing work to a Python
 thread (the composer's joint step, ``ComposerConfig.joint_step``; docs/graph.md, session 11).
+:class:`ForkedEncoders` does the same for K parents' observation encoders, once per chunk (the composer's joint
+encode, ``ComposerConfig.joint_encode``; docs/graph.md, session 12).
 """
 
 from __future__ import annotations
@@ -200,6 +202,18 @@ class ForkedHeads(nn.Module):
         return (first, *(torch.jit.wait(future) for future in futures))
 
 
+def _ensure_interop_threads(need: int, what: str) -> None:
+    """Give torch's inter-op pool ``need`` threads if it has fewer (only possible before inter-op work started)."""
+    have = torch.get_num_interop_threads()
+    if have < need:
+        try:
+            torch.set_num_interop_threads(need)
+            logger.info("torch inter-op threads set from %d to %d for %d forked %s", have, need, need, what)
+        except RuntimeError as exc:
+            logger.warning("torch has %d inter-op thread(s) for %d forked %s and cannot be given more (%s): "
+                           "the %s partly run one after the other", have, need, what, exc, what)
+
+
 def forked_heads(heads: list[TracedHead], check_every_call: bool = True) -> TracedHead:
     """One :class:`TracedHead` over a :class:`ForkedHeads` of ``heads``' modules (their trace settings).
 
@@ -207,14 +221,59 @@ def forked_heads(heads: list[TracedHead], check_every_call: bool = True) -> Trac
     torch allows only before any inter-op work started; if that is too late, the forked heads share the threads
     there are and the step is slower, never different: logged).
     """
-    need = len(heads) - 1
-    have = torch.get_num_interop_threads()
-    if have < need:
-        try:
-            torch.set_num_interop_threads(need)
-            logger.info("torch inter-op threads set from %d to %d for %d forked heads", have, need, need)
-        except RuntimeError as exc:
-            logger.warning("torch has %d inter-op thread(s) for %d forked heads and cannot be given more (%s): "
-                           "the heads partly run one after the other", have, need, exc)
+    _ensure_interop_threads(len(heads) - 1, "heads")
     return TracedHead(ForkedHeads([h.module for h in heads]).eval(), max_traces=heads[0].max_traces,
                       background=heads[0].background, check_every_call=check_every_call)
+
+
+class _DictInput(nn.Module):
+    """``(*tensors) -> module({keys[i]: tensors[i]})``: a module that takes a dict of tensors, called with tensors."""
+
+    def __init__(self, module: nn.Module, keys: tuple[str, ...]) -> None:
+        super().__init__()
+        self.module = module
+        self.keys = keys
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.module(dict(zip(self.keys, tensors)))
+
+
+class ForkedEncoders(nn.Module):
+    """``(*encoder 0's tensors, *encoder 1's tensors, ...) -> (encoding 0, ...)``: K encoders in one call.
+
+    Each encoder takes a dict of tensors (``keys[i]``, in that order; e.g. an
+    :class:`~gpc_ros.policies.encoders.observation.ObservationEncoder`) and returns a tensor. Traced, encoders
+    1..K-1 are forked (``torch.jit.fork``) and encoder 0 runs on the calling thread, as in :class:`ForkedHeads`;
+    run eagerly (while the trace is made) they run one after the other. Each encoding is the encoder's own.
+    """
+
+    def __init__(self, encoders: list[nn.Module], keys: list[tuple[str, ...]]) -> None:
+        super().__init__()
+        if len(encoders) < 2 or len(keys) != len(encoders) or not all(isinstance(e, nn.Module) for e in encoders):
+            raise ValueError(f"ForkedEncoders needs two or more torch.nn.Module encoders, one key tuple each; got "
+                             f"{len(encoders)} encoder(s) and {len(keys)} key tuple(s)")
+        self.encoders = nn.ModuleList(_DictInput(e, tuple(k)) for e, k in zip(encoders, keys))
+        bounds = [0]
+        for k in keys:
+            bounds.append(bounds[-1] + len(k))
+        self.bounds = bounds
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each encoder's tensors (its keys' order), encoders in order -> one encoding per encoder."""
+        groups = [args[a:b] for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+        if not torch.jit.is_tracing():  # eagerly a fork would run at once anyway (and warn: deprecated)
+            return tuple(encoder(*group) for encoder, group in zip(self.encoders, groups))
+        futures = [torch.jit.fork(encoder, *group) for i, (encoder, group) in enumerate(zip(self.encoders, groups))
+                   if i > 0]
+        first = self.encoders[0](*groups[0])
+        return (first, *(torch.jit.wait(future) for future in futures))
+
+
+def forked_encoders(encoders: list[nn.Module], keys: list[tuple[str, ...]], max_traces: int = 8,
+                    background: bool = True) -> TracedHead:
+    """One :class:`TracedHead` over a :class:`ForkedEncoders` of ``encoders`` (inter-op threads: :func:`forked_heads`).
+
+    The weights' version counters are read at every call (one call per chunk).
+    """
+    _ensure_interop_threads(len(encoders) - 1, "encoders")
+    return TracedHead(ForkedEncoders(encoders, keys).eval(), max_traces=max_traces, background=background)

@@ -166,6 +166,8 @@ def test_hosts_with_traced_heads_give_the_eager_composers_chunk(deployment, join
     second = graph.compose(T0 + 0.01)
     assert [head.calls_traced - b for head, b in zip(heads, before)] == [10] * len(heads)  # every step traced
     assert composer.stats.joint_steps == (20 if joint else 0)
+    if composer.joint_encoder is not None:  # in process: the encoders in one call too (joint_encode "auto")
+        assert composer.stats.joint_encodes == 2 and composer.joint_encoder.inner.wait_for_traces(GENEROUS_S)
     eager = checkpoint_cores()
     reference, observations = assert_plain_composers_chunk(eager, config, first, 5)
     again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
@@ -207,7 +209,47 @@ def test_joint_step_of_in_process_hosts_names_the_faulty_host(fault, caplog) -> 
         assert got.mode == "normal" and "each host's step alone" in caplog.text
         assert_plain_composers_chunk(checkpoint_cores(), config, got, 6)[0].close()
     assert all(head.wait_for_traces(GENEROUS_S) for head in heads)  # no trace left running at exit
+    assert composer.joint_encoder.inner.wait_for_traces(GENEROUS_S)
     graph.close()
+
+
+@pytest.mark.parametrize("case", ["joint", "joint_encode False", "joint encode fails"])
+def test_joint_encode_of_in_process_hosts_gives_the_eager_composers_chunk(case, caplog) -> None:
+    """In-process traced hosts encode in one call (both encoder modules traced, one forked) per chunk: the chunks
+    (eager while the encoder trace is made, then traced) are the plain eager Composer's. With ``joint_encode``
+    False each host encodes alone; a failing joint encode is answered by each host's encode (the same chunk)."""
+    cores = checkpoint_cores(trace_head=True)
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, encode_timeout_s=GENEROUS_S,
+                                step_timeout_s=GENEROUS_S)
+    if case == "joint_encode False":
+        config = replace(config, composer=replace(config.composer, joint_encode=False))
+    graph = GraphComposer(config, [LocalHost(c) for c in cores])
+    first = graph.compose(T0 + 0.01)
+    (composer, *_), = graph._composers.values()
+    joint = composer.joint_encoder
+    if joint is not None:
+        assert joint.inner.wait_for_traces(GENEROUS_S)  # no trace left running at exit
+    if case == "joint encode fails":
+        def broken(observations: object) -> None:
+            raise RuntimeError("no joint encode today")
+
+        joint.inner = broken
+    second = graph.compose(T0 + 0.01)
+    assert first.mode == second.mode == "normal", (first.reason, second.reason)
+    if case == "joint":
+        (encoder,) = joint.inner._joint.values()
+        assert (encoder.calls_eager, encoder.calls_traced) == (1, 1) and composer.stats.joint_encodes == 2
+    elif case == "joint encode fails":
+        assert "each host encodes alone" in caplog.text and composer.stats.joint_encodes == 2
+    else:
+        assert composer.stats.joint_encodes == 0
+    reference, observations = assert_plain_composers_chunk(checkpoint_cores(), config, first, 5)
+    again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                              generator=6)
+    assert torch.equal(second.actions, again.actions[0, 0])
+    assert composer._joint.inner.head.wait_for_traces(GENEROUS_S)  # no trace left running at exit
+    graph.close()
+    reference.close()
 
 
 @pytest.mark.parametrize("split_phase", [True, False])

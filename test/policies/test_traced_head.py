@@ -87,6 +87,8 @@ def test_joint_step_of_traced_heads_is_bit_identical(parents, parallel, joint) -
         again = [composer.compose(composer.encode(observations), w, generator=3) for w in weights]
         assert composer.stats.joint_steps == 40 and composer.stats.parallel_steps == 0
         assert composer.stats.sequential_steps == 0
+        if parallel:  # joint_encode "auto": the encoders in one call too (their trace done before exit)
+            assert composer.stats.joint_encodes == 4 and composer.joint_encoder.wait_for_traces(WAIT_S)
     assert joint.calls_traced == 20 and joint.traces_made == 2  # 3 and 4 rows: one trace each
     assert all(parent._denoiser.calls_traced == parent._denoiser.calls_eager == 0 for parent in composer.parents)
     assert "prim::fork" in str(next(iter(joint._traces.values())).graph)  # the second head is forked in the trace
@@ -266,3 +268,97 @@ def test_at_most_max_traces_are_kept() -> None:
 def test_bad_settings_are_refused_with_the_field_and_the_value(make, error, match) -> None:
     with pytest.raises(error, match=match):
         make()
+
+
+def test_joint_encode_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"ComposerConfig.joint_encode must be True, False or 'auto'; got 'always'"):
+        ComposerConfig(joint_encode="always")
+    with pytest.raises(IncompatibleParentError, match=r"ComposerConfig.joint_encode=True needs two or more parents "
+                       r"that offer a joint encode together .*parents \['a', 'b'\] \(ModuleParent, ModuleParent\) "
+                       r"offer none"):
+        Composer([shipped("dp3", 0).as_parent("a"), shipped("dp3", 1).as_parent("b")],
+                 ComposerConfig(joint_encode=True))
+
+
+@pytest.mark.parametrize("parallel,joint", [(True, "auto"), (False, True)])
+def test_joint_encode_of_traced_parents_is_bit_identical(parents, parallel, joint) -> None:
+    """All parents' encoder modules forked in one traced call per chunk: the same encodings and chunks."""
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 10), parallel_parents=False, joint_step=False,
+                            joint_encode=False)
+    weights = ([0.5, 0.5], [[0.3, 0.7], [1.0, 0.0]])
+    with Composer([p.as_parent(p.policy_type) for p in parents], config) as eager:
+        want_enc = eager.encode(observations)
+        want = [eager.compose(want_enc, w, generator=3) for w in weights]
+    config = replace(config, parallel_parents=parallel, joint_step=joint, joint_encode=joint)
+    with Composer([p.as_parent(p.policy_type, trace_head=True) for p in parents], config) as composer:
+        joint_encode = composer.joint_encoder
+        first = composer.encode(observations)  # eager, tracing
+        assert joint_encode.wait_for_traces(WAIT_S) and composer._joint.head.wait_for_traces(WAIT_S)
+        (encoder,) = joint_encode._joint.values()
+        again = composer.encode(observations)
+        chunks = [composer.compose(again, w, generator=3) for w in weights]
+        assert composer.stats.joint_encodes == 2
+    assert encoder.calls_eager == 1 and encoder.calls_traced == 1 and encoder.traces_made == 1
+    assert "prim::fork" in str(next(iter(encoder._traces.values())).graph)  # the second encoder is forked
+    for got in (first, again):
+        assert all(torch.equal(g, e) for g, e in zip(got, want_enc, strict=True))
+    for got, ref in zip(chunks, want):
+        assert torch.equal(got.actions, ref.actions)
+        for name, actions in ref.parent_actions.items():
+            assert torch.equal(got.parent_actions[name], actions)
+
+
+def test_joint_encode_of_three_traced_parents_is_bit_identical(parents) -> None:
+    """K = 3: two encoders forked, one on the calling thread; encodings and chunk equal the eager Composer's."""
+    policies = [*parents, shipped("diffusion", 13)]
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(policies)]
+    config = ComposerConfig(sampler=SamplerConfig("ddim", 4), return_parent_chunks=False, joint_step=True,
+                            joint_encode=True)
+    with Composer([p.as_parent(f"{p.policy_type}{i}") for i, p in enumerate(policies)],
+                  replace(config, joint_step=False, joint_encode=False)) as eager:
+        want_enc = eager.encode(observations)
+        want = eager.compose(want_enc, [0.2, 0.3, 0.5], generator=4)
+    traced = [p.as_parent(f"{p.policy_type}{i}", trace_head=True) for i, p in enumerate(policies)]
+    with Composer(traced, config) as composer:
+        composer.encode(observations)  # eager, tracing
+        assert composer.joint_encoder.wait_for_traces(WAIT_S)
+        got_enc = composer.encode(observations)
+        got = composer.compose(got_enc, [0.2, 0.3, 0.5], generator=4)
+        assert composer._joint.head.wait_for_traces(WAIT_S)
+    (encoder,) = composer.joint_encoder._joint.values()
+    assert encoder.calls_traced == 1
+    graph = next(iter(encoder._traces.values())).graph
+    assert sum(node.kind() == "prim::fork" for node in graph.nodes()) == 2  # two encoders forked
+    assert all(torch.equal(g, e) for g, e in zip(got_enc, want_enc, strict=True))
+    assert torch.equal(got.actions, want.actions)
+
+
+def test_joint_encode_falls_back_to_each_parents_encode(parents) -> None:
+    """Parents that cannot join (an eager head, an encoder that is one callable, fewer than two) encode one after
+    the other with "auto"; an encoder in training mode makes the joint encode call each parent's encode."""
+    from gpc_ros.policies import ModuleParent
+
+    observations = [random_observation(p.config.observation, 1, seed=i) for i, p in enumerate(parents)]
+    base = ComposerConfig(sampler=SamplerConfig("ddim", 4), parallel_parents=True)
+    eager = [p.as_parent(p.policy_type) for p in parents]
+    want = [p.encode(o) for p, o in zip(eager, observations)]
+    traced = [p.as_parent(p.policy_type, trace_head=True) for p in parents]
+    one_callable = ModuleParent("one", traced[1]._denoiser, traced[1].parameterization, traced[1].time_convention,
+                                16, 3, traced[1].normalization, encoder=parents[1].encode)
+    for plain in (eager, [traced[0], one_callable], traced[:1]):
+        with Composer(plain, base) as composer:
+            assert composer.joint_encoder is None and composer.stats.joint_encodes == 0
+            got = composer.encode(observations[:len(plain)])
+            assert all(torch.equal(g, e) for g, e in zip(got, want, strict=False))
+    assert Composer(traced, replace(base, joint_encode=False)).joint_encoder is None
+    assert Composer(traced, replace(base, parallel_parents=False)).joint_encoder is None  # "auto": as joint_step
+    with Composer(traced, base) as composer:
+        parents[1].observation_encoder.train()
+        try:
+            got = composer.encode(observations)
+            want = [p.encode(o) for p, o in zip(eager, observations)]
+        finally:
+            parents[1].observation_encoder.eval()
+        assert composer.joint_encoder._joint == {}  # nothing traced
+    assert all(torch.equal(g, e) for g, e in zip(got, want))
