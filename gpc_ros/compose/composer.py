@@ -259,22 +259,26 @@ class Composer:
                       if self.config.parallel_parents else None)  # True or "auto"
         self.chooser = ParallelChooser() if self.config.parallel_parents == "auto" else None
         self._split_phase = [is_split_phase(p) for p in self.parents]
-        self._joint: JointStep | None = None
-        if self.config.joint_step is True or (self.config.joint_step == "auto" and self.config.parallel_parents):
-            self._joint = joint_step(self.parents)
-            if self._joint is None and self.config.joint_step is True:
-                raise IncompatibleParentError(
-                    f"ComposerConfig.joint_step=True needs two or more parents that offer a joint step together "
-                    f"(in-process parents with traced heads: as_parent(trace_head=True)); parents {self.names} "
-                    f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use 'auto' or False")
-        self._joint_encode: JointEncode | None = None
-        if self.config.joint_encode is True or (self.config.joint_encode == "auto" and self.config.parallel_parents):
-            self._joint_encode = joint_encode(self.parents)
-            if self._joint_encode is None and self.config.joint_encode is True:
-                raise IncompatibleParentError(
-                    f"ComposerConfig.joint_encode=True needs two or more parents that offer a joint encode together "
-                    f"(in-process parents with traced heads: as_parent(trace_head=True)); parents {self.names} "
-                    f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use 'auto' or False")
+        self._joint: JointStep | None = self._offered("joint_step", joint_step)
+        self._joint_encode: JointEncode | None = self._offered("joint_encode", joint_encode)
+
+    def _offered(self, field: str, offer: Callable[[Sequence[object]], object]):
+        """What the parents offer together for ``ComposerConfig.<field>``, or None.
+
+        "auto": when ``parallel_parents`` is not False; True with parents that offer nothing raises
+        :class:`IncompatibleParentError`.
+        """
+        setting = getattr(self.config, field)
+        if not (setting is True or (setting == "auto" and self.config.parallel_parents)):
+            return None
+        found = offer(self.parents)
+        if found is None and setting is True:
+            what = field.replace("_", " ")
+            raise IncompatibleParentError(
+                f"ComposerConfig.{field}=True needs two or more parents that offer a {what} together "
+                f"(in-process parents with traced heads: as_parent(trace_head=True)); parents {self.names} "
+                f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use 'auto' or False")
+        return found
 
     @property
     def joint_encoder(self) -> JointEncode | None:

@@ -411,11 +411,8 @@ class ProxyParent:
         Every parent must be a proxy of a :class:`LocalHost` whose parent offers one (traced heads,
         ``HostConfig.trace_head``; :class:`~gpc_ros.compose.parent.JointStep`).
         """
-        parents = list(parents)
-        if parents[0] is not self or not all(isinstance(p, ProxyParent) and isinstance(p.handle, LocalHost)
-                                             for p in parents):
-            return None
-        inner = joint_step([p.handle.core.parent for p in parents])
+        parents = self._local_with(parents)
+        inner = joint_step([p.handle.core.parent for p in parents]) if parents else None
         return LocalJointStep(parents, inner) if inner is not None else None
 
     def joint_encode_with(self, parents: Sequence[object]) -> LocalJointEncode | None:
@@ -425,12 +422,17 @@ class ProxyParent:
         ``HostConfig.trace_head``; :class:`~gpc_ros.compose.parent.JointEncode`). The graph composer asks it
         (:meth:`LocalJointEncode.encode_hosts`) instead of each host's encode.
         """
+        parents = self._local_with(parents)
+        inner = joint_encode([p.handle.core.parent for p in parents]) if parents else None
+        return LocalJointEncode(parents, inner) if inner is not None else None
+
+    def _local_with(self, parents: Sequence[object]) -> list[ProxyParent] | None:
+        """``parents`` when this proxy is the first and every one is a proxy of a :class:`LocalHost`, else None."""
         parents = list(parents)
         if parents[0] is not self or not all(isinstance(p, ProxyParent) and isinstance(p.handle, LocalHost)
                                              for p in parents):
             return None
-        inner = joint_encode([p.handle.core.parent for p in parents])
-        return LocalJointEncode(parents, inner) if inner is not None else None
+        return parents
 
 
 class LocalJointEncode:

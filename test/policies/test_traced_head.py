@@ -23,6 +23,14 @@ SHIPPED_KEYS = {"action": [3], "observation.state": [3], "observation.image": [9
 WAIT_S = 120.0  # generous: the suite must pass on a loaded machine; the wait ends when the traces are made
 
 
+def assert_same_chunks(got_chunks, want) -> None:
+    """Each chunk and each parent's own chunk bit-identical (``torch.equal``) to the reference's."""
+    for got, ref in zip(got_chunks, want, strict=True):
+        assert torch.equal(got.actions, ref.actions)
+        for name, actions in ref.parent_actions.items():
+            assert torch.equal(got.parent_actions[name], actions)
+
+
 def shipped(policy_type: str, seed: int):
     torch.manual_seed(seed)
     return make_policy(policy_type, policy_config(policy_type, "small", SHIPPED_KEYS), ACTION_NORM, STATE_NORM)
@@ -93,10 +101,7 @@ def test_joint_step_of_traced_heads_is_bit_identical(parents, parallel, joint) -
     assert all(parent._denoiser.calls_traced == parent._denoiser.calls_eager == 0 for parent in composer.parents)
     assert "prim::fork" in str(next(iter(joint._traces.values())).graph)  # the second head is forked in the trace
     for got_chunks in (first, again):
-        for got, ref in zip(got_chunks, want):
-            assert torch.equal(got.actions, ref.actions)
-            for name, actions in ref.parent_actions.items():
-                assert torch.equal(got.parent_actions[name], actions)
+        assert_same_chunks(got_chunks, want)
 
 
 def test_joint_step_of_three_traced_parents_is_bit_identical(parents) -> None:
@@ -303,10 +308,7 @@ def test_joint_encode_of_traced_parents_is_bit_identical(parents, parallel, join
     assert "prim::fork" in str(next(iter(encoder._traces.values())).graph)  # the second encoder is forked
     for got in (first, again):
         assert all(torch.equal(g, e) for g, e in zip(got, want_enc, strict=True))
-    for got, ref in zip(chunks, want):
-        assert torch.equal(got.actions, ref.actions)
-        for name, actions in ref.parent_actions.items():
-            assert torch.equal(got.parent_actions[name], actions)
+    assert_same_chunks(chunks, want)
 
 
 def test_joint_encode_of_three_traced_parents_is_bit_identical(parents) -> None:
