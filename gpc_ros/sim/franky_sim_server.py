@@ -244,14 +244,16 @@ class CommandedState:
 
 #: While a client holds the simulation, one state packet this often (wall s) keeps franky's connection alive.
 KEEPALIVE_S = 0.05
-#: Either pace: while a motion runs, each physics tick first waits up to this long (wall s) for the client's
-#: command answering the last state packet (:func:`_await_commands`). 10 ms until 2026-12-03: a CPU quota's CFS
-#: throttling (up to 30 ms per 100 ms period at 0.7 of a core) outlasted it, and the simulator stepped on 3-40 times
-#: per scenario of test_driver_starved.py; with 100 ms, never (docs/sim.md, *Clock, pace and lock-step*).
+#: Either pace: while a motion the client commands in runs, each physics tick first waits up to this long (wall s)
+#: for the client's command answering the last state packet (:func:`_await_commands`). 10 ms until 2026-12-03: a CPU
+#: quota's CFS throttling (up to 30 ms per 100 ms period at 0.7 of a core) outlasted it, and the simulator stepped on
+#: 0-40 times per scenario of test_driver_starved.py; with 100 ms, never (docs/sim.md, *Clock, pace and lock-step*).
 COMMAND_WAIT_S = 0.1
+#: The same wait before the client's first command in a motion (:func:`_await_commands`): as before 2026-12-03.
+START_COMMAND_WAIT_S = 0.01
 
 
-def _await_commands(server, timeout_s: float) -> bool:
+def _await_commands(server, timeout_s: float, start_timeout_s: float = START_COMMAND_WAIT_S) -> bool:
     """Wait (at most ``timeout_s``) until every robot server with a running motion has a command packet to read.
 
     A real FR3 and its client exchange one state and one command every millisecond, and libfranka's real-time loop
@@ -263,28 +265,35 @@ def _await_commands(server, timeout_s: float) -> bool:
     Waiting for the command keeps the simulator in step with its client, as the real robot is with a real-time
     client; a client that stays silent (gone, or stopped sending) costs at most ``timeout_s`` per tick.
 
-    A motion is waited for once its client has sent a command in it (:class:`CommandedState` marks the robot
-    server): libfranka starts commanding a few packets after the motion started, and until then there is no command
-    to wait for (waiting there cost every new motion one full ``timeout_s``).
+    Until the client has sent its first command in a motion (:class:`CommandedState` marks the robot server), a
+    tick waits at most ``start_timeout_s``: libfranka sends that command only after a state packet or two of the new
+    motion, so the tick right after the start has nothing to wait for, while the next ones should give a slow
+    client its chance (without that wait, under load, the simulator ran ahead of a motion's first commands and
+    franky's 1 kHz stream stepped at a later re-plan: test_stream_end_sim.py failed 2 of 30 runs with three CPU hogs).
 
     Returns:
-        False when the wait ran out with a running motion's command still missing: the tick steps on without it.
+        False when the wait ran out with a commanded motion's command still missing: the tick steps on without it
+        (a motion not yet commanded in does not count).
     """
-    sockets = []
+    commanded, starting = set(), set()
     for rs in server.robot_servers:
         sock = getattr(rs, "_FrankaServer__udp_socket", None)
         motion = rs.current_motion_id
-        if sock is not None and motion and getattr(rs, "gpc_commanded_motion", motion) == motion:
-            sockets.append(sock)
-    if sockets:
-        pending = set(sockets)
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.0:
-                return False
-            readable, _, _ = select.select(list(pending), [], [], remaining)
-            pending.difference_update(readable)
+        if sock is not None and motion:
+            (commanded if getattr(rs, "gpc_commanded_motion", motion) == motion else starting).add(sock)
+    now = time.monotonic()
+    deadline, start_deadline = now + timeout_s, now + min(start_timeout_s, timeout_s)
+    while commanded or starting:
+        now = time.monotonic()
+        if starting and now >= start_deadline:
+            starting = set()
+            continue
+        if now >= deadline:
+            return not commanded
+        until = min(deadline, start_deadline) if starting else deadline
+        readable, _, _ = select.select(list(commanded | starting), [], [], until - now)
+        commanded.difference_update(readable)
+        starting.difference_update(readable)
     return True
 
 

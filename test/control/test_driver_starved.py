@@ -33,8 +33,8 @@ import pytest
 # mm outside, a ramp into joint 4's halt margin). In franky's recordings of those runs a joint ran away from a start
 # acceleration franky read in the state packets a *late client* gets: franky-sim's own values, after the simulator
 # had stepped on without the client's command. Under this quota the CFS throttle (up to 30 ms) outlasted the
-# simulator's 10 ms wait 3-40 times per scenario; with the 100 ms wait (and none at a motion's first tick) it never
-# did in 66 scenarios (docs/sim.md, *Clock, pace and lock-step*). Each row reports ``sim_stepped_on``.
+# simulator's 10 ms wait 0-40 times per scenario; with the 100 ms wait once the client commands in a motion it never
+# did in 120 scenarios (docs/sim.md, *Clock, pace and lock-step*). Each row reports ``sim_stepped_on``.
 pytestmark = [pytest.mark.timeout(900)]
 
 #: The child's share of one core (its franky client and franky-sim together).

@@ -1,10 +1,11 @@
 """franky-sim stays in step with its franky client: no physics tick without the client's command (docs/sim.md).
 
-While a motion runs, each 1 ms tick waits (at most ``COMMAND_WAIT_S``) for the command answering the last state
-packet. Until 2026-12-03 the wait also ran at the first tick of every new motion, where libfranka has not started
-commanding yet: each motion start cost one full wait and stepped on without a command (seen as one "stepped on" per
-scenario in test_driver_starved.py's rows, and 10-100 ms of wall time per motion). Here: several separate motions on
-a server of its own, then the count the server logs.
+While a motion the client commands in runs, each 1 ms tick waits (at most ``COMMAND_WAIT_S``, 100 ms) for the
+command answering the last state packet; before the client's first command in a motion, at most
+``START_COMMAND_WAIT_S`` (10 ms), not counted: libfranka sends that command only after a state packet or two of the
+new motion. With the 100 ms wait at every tick of a running motion, each motion start cost one full wait and stepped
+on without a command (one "stepped on" per scenario in test_driver_starved.py's rows; 4 here). Here: several
+separate motions on a server of its own, then the count the server logs.
 """
 
 from __future__ import annotations
