@@ -8,6 +8,7 @@ driver tests simulate a robot that drops off the network and comes back.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,6 +139,13 @@ class FrankySimProcess:
     def alive(self) -> bool:
         """The server process is running."""
         return self._proc is not None and self._proc.poll() is None
+
+    def stepped_on(self) -> int:
+        """Ticks the server stepped on without a commanded motion's command so far (its log; docs/sim.md)."""
+        from gpc_ros.sim.franky_sim_server import STEPPED_ON_FORMAT
+
+        pattern = re.escape(STEPPED_ON_FORMAT).replace("%d", r"(\d+)")
+        return max((int(n) for n in re.findall(pattern, self.log_text())), default=0)
 
     def log_text(self) -> str:
         """The last 4000 characters of the server's log."""

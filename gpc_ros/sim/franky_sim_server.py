@@ -251,6 +251,9 @@ KEEPALIVE_S = 0.05
 COMMAND_WAIT_S = 0.1
 #: The same wait before the client's first command in a motion (:func:`_await_commands`): as before 2026-12-03.
 START_COMMAND_WAIT_S = 0.01
+#: How the server's log counts the ticks it stepped on without a commanded motion's command (read back by
+#: :meth:`gpc_ros.sim.franky_sim_process.FrankySimProcess.stepped_on`).
+STEPPED_ON_FORMAT = "%d times so far"
 
 
 def _await_commands(server, timeout_s: float, start_timeout_s: float = START_COMMAND_WAIT_S) -> bool:
@@ -269,7 +272,7 @@ def _await_commands(server, timeout_s: float, start_timeout_s: float = START_COM
     tick waits at most ``start_timeout_s``: libfranka sends that command only after a state packet or two of the new
     motion, so the tick right after the start has nothing to wait for, while the next ones should give a slow
     client its chance (without that wait, under load, the simulator ran ahead of a motion's first commands and
-    franky's 1 kHz stream stepped at a later re-plan: test_stream_end_sim.py failed 2 of 30 runs with three CPU hogs).
+    franky's 1 kHz stream stepped at a later re-plan: test_stream_end_sim.py failed 2 of 27 runs with three CPU hogs).
 
     Returns:
         False when the wait ran out with a commanded motion's command still missing: the tick steps on without it
@@ -281,6 +284,8 @@ def _await_commands(server, timeout_s: float, start_timeout_s: float = START_COM
         motion = rs.current_motion_id
         if sock is not None and motion:
             (commanded if getattr(rs, "gpc_commanded_motion", motion) == motion else starting).add(sock)
+    if not (commanded or starting):
+        return True
     now = time.monotonic()
     deadline, start_deadline = now + timeout_s, now + min(start_timeout_s, timeout_s)
     while commanded or starting:
@@ -327,8 +332,8 @@ def _control_loop(server, speedup: float, may_step: Callable[[], bool] = lambda:
         if command_wait_s > 0.0 and not _await_commands(server, command_wait_s):
             stepped_on += 1
             logger.warning("the franky client sent no command within %.0f ms: the simulator stepped on with its last "
-                           "command (%d times so far; a real FR3 would abort the motion)", 1e3 * command_wait_s,
-                           stepped_on)
+                           "command (" + STEPPED_ON_FORMAT + "; a real FR3 would abort the motion)",
+                           1e3 * command_wait_s, stepped_on)
         for rs in server.robot_servers:
             rs.process_commands()
         server.sim.step()
