@@ -8,7 +8,8 @@ three mechanisms, all cases interleaved round by round (order reversed every oth
 * ``fork``: ``torch.jit.fork`` / ``torch.jit.wait`` inside one scripted call (torch's inter-op pool, as
   :class:`~gpc_ros.policies.adapter.JointHeadsStep` does);
 * ``thread event`` / ``thread queue``: a Python thread of this process woken by a ``threading.Event`` (and answering
-  with one), or fed by a ``queue.Queue`` (and answering through another);
+  with one), or fed by a ``queue.Queue`` (and answering through another); ``thread event, pinned``: the Event thread
+  pinned to CPU 1 and the caller to CPU 0 (as in the process cases: each head stays on its own core);
 * ``process spin``: a separate process (spawn, pinned to CPU 1) that busy-polls a sequence number in shared memory
   (``multiprocessing.shared_memory``; the inputs and the result in the same block) for up to ``--spin-ms`` after
   its last job, then sleeps in ``--sleep-us`` steps; the caller (pinned to CPU 0 in these cases) busy-polls the
@@ -161,13 +162,15 @@ class ProcessWorker:
 class EventWorker(threading.Thread):
     """A thread woken by an Event, answering through another Event."""
 
-    def __init__(self, jobs) -> None:
+    def __init__(self, jobs, cpu: int | None = None) -> None:
         super().__init__(daemon=True)
-        self.jobs, self.req, self.done = jobs, threading.Event(), threading.Event()
+        self.jobs, self.req, self.done, self.cpu = jobs, threading.Event(), threading.Event(), cpu
         self.job, self.x, self.y, self.quit = TRIVIAL, None, None, False
         self.head_s, self.head_n = 0.0, 0
 
     def run(self) -> None:
+        if self.cpu is not None:
+            os.sched_setaffinity(0, {self.cpu})  # this thread only
         with torch.no_grad():
             while True:
                 self.req.wait()
@@ -273,7 +276,8 @@ def main() -> int:
         fused = torch.jit.freeze(torch.jit.script(ForkSecond(*raw)).eval(), optimize_numerics=False)
 
     jobs = {TRIVIAL: lambda x: x + 1, HEAD: lambda x: h2(x, t, enc2)}
-    ev, qu = EventWorker(jobs), QueueWorker(jobs)
+    ev, qu, evp = EventWorker(jobs), QueueWorker(jobs), EventWorker(jobs, cpu=1)
+    evp.start()
     ev.start()
     qu.start()
     pw = ProcessWorker(flags, sx, sout)
@@ -369,6 +373,7 @@ def main() -> int:
         "trivial: fork": (timed(trivial_fork, 1, all_cpus), args.trivial),
         "trivial: thread event": (timed(trivial_worker(ev), 1, all_cpus), args.trivial),
         "trivial: thread queue": (timed(trivial_worker(qu), 1, all_cpus), args.trivial),
+        "trivial: thread event, pinned": (timed(trivial_worker(evp), 1, cpu0), args.trivial),
         "trivial: process spin": (timed(trivial_worker(pw), 1, cpu0, True), args.trivial),
         "heads: one head": (timed(one_head, args.chunks, all_cpus), 1),
         "heads: one head, pinned": (timed(one_head, args.chunks, cpu0), 1),
@@ -376,13 +381,15 @@ def main() -> int:
         "heads: two, fork": (timed(two_fork, args.chunks, all_cpus), 1),
         "heads: two, thread event": (timed(two_worker(ev), args.chunks, all_cpus), 1),
         "heads: two, thread queue": (timed(two_worker(qu), args.chunks, all_cpus), 1),
+        "heads: two, thread event, pinned": (timed(two_worker(evp), args.chunks, cpu0), 1),
         "heads: two, process spin": (timed(two_worker(pw), args.chunks, cpu0, True), 1),
     }
 
     ready.wait()
     # checks (and warm-up, unpinned so torch's inter-op pool threads are not bound to CPU 0)
     ref = two_sequential()
-    checks = {"fork": two_fork(), "thread event": two_worker(ev)(), "thread queue": two_worker(qu)()}
+    checks = {"fork": two_fork(), "thread event": two_worker(ev)(), "thread queue": two_worker(qu)(),
+              "thread event, pinned": two_worker(evp)()}
     flags[SPIN] = 1
     checks["process spin"] = two_worker(pw)()
     flags[SPIN] = 0
@@ -404,11 +411,13 @@ def main() -> int:
         _pin(all_cpus)
     load1 = os.getloadavg()
     worker_head = {"thread event": ev.head_s / max(ev.head_n, 1), "thread queue": qu.head_s / max(qu.head_n, 1),
+                   "thread event, pinned": evp.head_s / max(evp.head_n, 1),
                    "process spin": flags[HEAD_NS] * 1e-9 / max(int(flags[HEAD_N]), 1)}
     flags[QUIT] = 1
     proc.join(timeout=10)
-    ev.quit = True
-    ev.req.set()
+    for w in (ev, evp):
+        w.quit = True
+        w.req.set()
     qu.inq.put(None)
     pw_id = id(pw)
     flags = sx = sout = pw = None  # drop the views into the block before closing it
@@ -427,15 +436,18 @@ def main() -> int:
     for k, v in med.items():
         if k.startswith("heads"):
             ref_k = "heads: one head, pinned" if "process" in k or "pinned" in k else "heads: one head"
+            if k == "heads: two, thread event, pinned":
+                ref_k = "heads: one head, pinned"
             print(f"{k:34s} {v * 1e3:11.3f} {v / med[ref_k]:10.3f}x {(v - med[ref_k]) * 1e3 / STEPS:18.3f}   "
                   f"{ref_k}")
     q = {k: (statistics.quantiles(v, n=4)[0] * 1e3, statistics.quantiles(v, n=4)[2] * 1e3)
          for k, v in times.items() if k.startswith("heads")}
     print("two-head loops, mean over all steps run (incl. warm-up): caller's head 1 / caller's wait for head 2 "
           "after head 1 / the worker's head 2 call (ms):")
-    for name, w in (("thread event", ev), ("thread queue", qu), ("process spin", None)):
+    for name, w in (("thread event", ev), ("thread queue", qu), ("thread event, pinned", evp),
+                    ("process spin", None)):
         a = split[id(w) if w is not None else pw_id]
-        print(f"  {name:13s} head 1 {a[0] / a[2] * 1e3:.3f}, wait {a[1] / a[2] * 1e3:.3f}, worker head 2 "
+        print(f"  {name:20s} head 1 {a[0] / a[2] * 1e3:.3f}, wait {a[1] / a[2] * 1e3:.3f}, worker head 2 "
               f"{worker_head[name] * 1e3:.3f}")
     print("heads quartiles (ms/10 steps): " + "; ".join(f"{k[7:]} {a:.2f}-{b:.2f}" for k, (a, b) in q.items()))
     return 0
