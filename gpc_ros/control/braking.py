@@ -119,8 +119,8 @@ class BrakingEnvelope:
         q = start + v * np.minimum(t, lag) + np.sign(v) * (speed * tau - 0.5 * a * tau * tau)
         return q, np.sign(v) * (speed - a * tau)
 
-    def brakeable(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, baseline: dict[str, float] | None = None
-                  ) -> bool:
+    def brakeable(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, baseline: dict[str, float] | None = None,
+                  speeds: bool = True) -> bool:
         """Whether the arm at ``start_rad`` moving at ``velocity_rad_s`` brakes to rest inside (module docstring).
 
         Inside: the boxes shrunk by the margin, the joint limits shrunk by the halt margin, the TCP speed limits.
@@ -129,6 +129,7 @@ class BrakingEnvelope:
             start_rad: (7,) joints (rad).
             velocity_rad_s: (7,) joint velocity (rad/s).
             baseline: Each check point's excess over its shrunk box at ``start_rad`` (computed when None).
+            speeds: Also check the TCP speed limits along the path (False: only where the arm comes to rest).
         """
         start = np.asarray(start_rad, dtype=np.float64)
         v = np.asarray(velocity_rad_s, dtype=np.float64)
@@ -147,7 +148,7 @@ class BrakingEnvelope:
             excess = base if i == 0 else self._excess(q)
             if any(excess[k] > base[k] + EXCESS_TOLERANCE_M for k in excess):
                 return False
-            if np.any(w):
+            if speeds and np.any(w):
                 twist = self.kinematics.jacobian(q) @ w
                 if np.linalg.norm(twist[:3]) > c.max_speed_m_s or \
                         np.linalg.norm(twist[3:]) > c.max_rotation_speed_rad_s:
@@ -160,7 +161,8 @@ class BrakingEnvelope:
                 return False
         return True
 
-    def brakeable_scale(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, upper: float = 1.0) -> float:
+    def brakeable_scale(self, start_rad: np.ndarray, velocity_rad_s: np.ndarray, upper: float = 1.0,
+                        speeds: bool = True) -> float:
         """Largest scale ``s`` in [0, ``upper``] at which ``s * velocity_rad_s`` is :meth:`brakeable`.
 
         By bisection: ``upper`` when that is brakeable, 0 when only rest is.
@@ -170,12 +172,12 @@ class BrakingEnvelope:
         if not (np.all(np.isfinite(start)) and np.all(np.isfinite(v))):
             return float(upper)
         base = self._excess(start)
-        if self.brakeable(start, upper * v, base):
+        if self.brakeable(start, upper * v, base, speeds):
             return float(upper)
         good, bad = 0.0, float(upper)
         for _ in range(SCALE_BISECTIONS):
             mid = 0.5 * (good + bad)
-            if self.brakeable(start, mid * v, base):
+            if self.brakeable(start, mid * v, base, speeds):
                 good = mid
             else:
                 bad = mid

@@ -162,3 +162,47 @@ def test_a_motion_is_not_preempted_while_the_reported_velocity_is_above_its_limi
     assert executor.interventions["deferred_replans"] == 3
     executor._robot = types.SimpleNamespace(is_in_control=False)  # nothing running: nothing to let go on
     assert not executor._replan_would_speed_up(snap(0.40))
+
+
+@pytest.mark.parametrize("gap_m, scaled", [(0.04, True), (0.3, False)])
+def test_a_feed_forward_that_turns_a_joint_is_brakeable_when_the_arm_passes_the_target(gap_m, scaled):
+    """Issue 9 (200 adversarial streams): joint 4 short of its target and moving towards it (and the top wall), the
+    plan's slope pointing back: the planner passes the target the other way and turns beyond it; the commanded TCP
+    went 9.5 mm out of the box. Here the targets come down towards an arm moving up at 0.3 (rad/s, along ``up``):
+    every feed-forward must let the arm passing its target that way brake inside; near the wall that scales it."""
+    g = gate()
+    q, up = below_the_top_wall(gap_m)
+    top = q + 0.12 * up
+    g.reset_to(top)
+    checked = 0
+    for k in range(1, 12):
+        g.joint_motion(top - k * 0.46 * 0.02 * up, 0.02, -0.46 * up, robot_joints_rad=q,
+                       robot_joint_velocities_rad_s=0.3 * up, arrival_s=0.06)
+        sent, qd = g.last.joint_positions_rad, g.last_target_velocity_rad_s
+        turning = qd * (sent - q) < 0.0
+        if np.any(turning):
+            checked += 1
+            assert g.braking.brakeable(sent, np.where(turning, -qd, qd)), k
+    # Near the wall the consistent feed-forward is not brakeable and the reachable one keeps the plan's slope (it
+    # turns joints); with room the consistent one points at the target and nothing is scaled.
+    assert (checked >= 3) is scaled
+    assert (g.envelope.counter["scaled_turning_feed_forward"] > 0) is scaled
+
+
+def test_an_arm_too_fast_to_brake_inside_brakes_at_franky_s_full_limits():
+    """Issue 9 (200 adversarial streams, "rotation"): the arm lagged 0.2 rad behind joint targets that were brakeable
+    where they are, ran at 0.49 rad/s towards the top wall from where it could not brake inside, and braked at the
+    per-motion 1.2 rad/s^2: the commanded TCP went 16 mm out of the box. Such a start gets franky's full acceleration
+    and jerk (counted); the same speed away from the wall keeps the per-motion factors."""
+    g = gate()
+    q, up = below_the_top_wall(0.03)
+    g.reset_to(q)
+    g.joint_motion(q - 0.01 * up, 0.02, None, robot_joints_rad=q, robot_joint_velocities_rad_s=0.45 * up,
+                   arrival_s=0.06)
+    assert g.last_dynamics_factors == (1.0, 1.0)
+    assert g.envelope.counter["full_dynamics_braking"] == 1
+    g.reset_to(q)
+    g.joint_motion(q - 0.01 * up, 0.02, None, robot_joints_rad=q, robot_joint_velocities_rad_s=-0.45 * up,
+                   arrival_s=0.06)
+    assert g.last_dynamics_factors[0] < 1.0
+    assert g.envelope.counter["full_dynamics_braking"] == 1
