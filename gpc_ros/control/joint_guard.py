@@ -138,7 +138,10 @@ class JointSpaceGuard:
         cap = np.minimum(braking_speed(np.maximum(room, 0.0), c.max_joint_acceleration_rad_s2, period_s),
                          c.max_joint_speed_rad_s)
         cap = np.where(room < 0.0, c.max_joint_speed_rad_s, cap)  # outside already: only moving in is allowed anyway
-        ratio = float(np.max(np.abs(v) / cap))
+        # A joint at rest exactly at its command limit has cap 0: 0 / 0 would be NaN, and a NaN ratio skipped the
+        # speed clamp of every *other* joint (seen: test_a_joint_ramp_to_the_limit_does_not_deadlock warned of it).
+        speed = np.abs(v)
+        ratio = float(np.max(np.where(speed > 0.0, speed / np.maximum(cap, 1e-300), 0.0)))
         if ratio > 1.0:
             if float(np.abs(v).max()) > c.max_joint_speed_rad_s:
                 self.counter.add("clamped_joint_speed")

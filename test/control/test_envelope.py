@@ -20,7 +20,7 @@ from gpc_ros.control.envelope import (
     SafetyEnvelopeConfig,
     quaternion_angle_rad,
 )
-from gpc_ros.control.joint_guard import JointSpaceGuard
+from gpc_ros.control.joint_guard import JointCommand, JointSpaceGuard
 from gpc_ros.control.kinematics import FR3Kinematics
 from gpc_ros.control.timing import SeamBlender, TimingConfig, sample
 
@@ -311,3 +311,22 @@ def _check_commands(chunks, period_s, start, mode):
                 w = env.clamp_gripper_width(target.gripper_width_m)
                 assert cfg.gripper_min_width_m <= w <= cfg.gripper_max_width_m
             now += period_s
+
+
+def test_a_joint_at_rest_on_its_command_limit_does_not_switch_off_the_other_joints_speed_limit():
+    """A joint at rest exactly on its command limit has no room (speed cap 0); 0 / 0 made the speed ratio NaN and the
+    speed clamp of every *other* joint was skipped (a RuntimeWarning in test_a_joint_ramp_to_the_limit_does_not_
+    deadlock, session 13)."""
+    env = envelope()
+    guard = JointSpaceGuard(env.config, KINEMATICS, env.counter)
+    limit = env.config.max_joint_speed_rad_s
+    period = 0.02
+    q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
+    q[3] = guard.command_upper_rad[3]
+    previous = guard.seed(q)
+    previous = JointCommand(q, np.array([0.0, limit, 0.0, 0.0, 0.0, 0.0, 0.0]), previous.tcp, previous.violation)
+    target = q.copy()
+    target[1] += 1.5 * limit * period  # joint 2 asked for 1.5 x its speed limit; joint 4 stays on its limit
+    out = guard.limit_joint_step(target, previous, period)
+    assert out[3] == q[3]
+    assert abs(out[1] - q[1]) / period <= limit * (1 + 1e-9)
