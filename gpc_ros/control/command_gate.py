@@ -51,6 +51,14 @@ TURN_TOLERANCE_RAD = 1e-4
 #: A start velocity above this x franky's joint velocity limit is not one the planner commanded
 #: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
 SPURIOUS_SPEED_RATIO = 1.1
+#: A start whose largest brakeable scale (:meth:`~gpc_ros.control.braking.BrakingEnvelope.brakeable_scale`) is below
+#: this brakes at franky's full limits (:meth:`CommandGate._motion`). The per-motion factors brake at no less than
+#: ``BRAKING_FLOOR_MARGIN`` x ``braking_deceleration_rad_s2``, so a start up to ``1 / sqrt(BRAKING_FLOOR_MARGIN)`` x
+#: its brakeable speed still stops in the room at them (the lag aside). At 1.0 it fired at walls an arm came to at
+#: its brakeable speed (bisection rounding): in one bench/bench_driver.py run a 10 Hz line's largest 1 kHz TCP
+#: velocity step was 1.18 x its bound and the joint step 1.00 x (franky's full 5 rad/s^2), against 1.12 / 0.42 before
+#: the change and 0.97 / 0.43 with this threshold (results/driver/bench_driver_2026-12-03_s13_*.txt).
+FULL_BRAKING_SCALE = 1.0 / np.sqrt(BRAKING_FLOOR_MARGIN)
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -389,7 +397,7 @@ class CommandGate:
                 # full limits. At the per-motion factors it took seconds (joint 2 ran away to 11.7 rad/s).
                 f_acc, f_jerk = 1.0, 1.0
             elif velocity is not None and (f_acc < 1.0 or f_jerk < 1.0) and \
-                    self.braking.brakeable_scale(start, velocity, speeds=False) < 1.0:
+                    self.braking.brakeable_scale(start, velocity, speeds=False) < FULL_BRAKING_SCALE:
                 # The arm already moves faster than it can brake to rest inside the boxes and joint limits at the
                 # braking envelope's deceleration (it lagged far behind targets that were brakeable where *they* are,
                 # issue 9): brake at franky's full limits, not at the per-motion factors (1.2 rad/s^2 measured: the

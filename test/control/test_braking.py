@@ -206,3 +206,12 @@ def test_an_arm_too_fast_to_brake_inside_brakes_at_franky_s_full_limits():
                    arrival_s=0.06)
     assert g.last_dynamics_factors[0] < 1.0
     assert g.envelope.counter["full_dynamics_braking"] == 1
+    # Just above its brakeable speed (bisection rounding, an arm arriving at a wall): the per-motion factors still
+    # brake it in the room (they brake at >= BRAKING_FLOOR_MARGIN x the envelope's deceleration).
+    brakeable = g.braking.brakeable_scale(q, up, upper=2.0, speeds=False)
+    assert 0.1 < brakeable < 0.45
+    g.reset_to(q)
+    g.joint_motion(q - 0.01 * up, 0.02, None, robot_joints_rad=q, robot_joint_velocities_rad_s=1.03 * brakeable * up,
+                   arrival_s=0.06)
+    assert g.last_dynamics_factors[0] < 1.0
+    assert g.envelope.counter["full_dynamics_braking"] == 1
