@@ -23,7 +23,8 @@ hosts load them, heads traced, 1 intra-op thread, 2 inter-op threads), cases int
 * ``K=2 spinning workers (built)``: ``joint_step``, ``joint_encode`` and ``joint_step_workers`` True: head 2 in a
   worker process (pinned to the other CPU) that busy-polls shared memory during a chunk
   (:class:`~gpc_ros.policies.spin_worker.SpinningHeadsStep`, session 13); the worker's own trace is made in the
-  background during the warm-up, which waits ``--worker-warmup-s`` for it;
+  background during the warm-up, which waits ``--worker-warmup-s`` for it; ``K=2 spinning, caller unpinned``: the
+  same with the calling thread left unpinned (the worker still pinned to CPU 1);
 * ``heads only: one`` / ``heads only: K=2 forked``: encode + 10 bare head calls, no composer at all (the floor).
 
 Each K=2 chunk is checked against the sequential one for the same seed (``torch.equal``). Prints the load average
@@ -168,10 +169,16 @@ def main() -> int:
            "K=2 joint encode + joint step (built)": Composer([rgb, pcd], replace(seq, joint_step=True,
                                                                                joint_encode=True)),
            "K=2 spinning workers (built)": Composer([rgb, pcd], replace(seq, joint_step=True, joint_encode=True,
-                                                                      joint_step_workers=True))}
+                                                                      joint_step_workers=True)),
+           "K=2 spinning, caller unpinned": Composer([rgb, pcd], replace(seq, joint_step=True,
+                                                                              joint_encode=True,
+                                                                              joint_step_workers=True))}
     spin = two["K=2 spinning workers (built)"]._joint
     print(f"spinning workers: ready {spin.wait_ready(120.0)}, pinned {spin.pin} (CPUs {spin.cpus})")
-    for k in ("K=2 joint_step (built)", "K=2 joint encode + joint step (built)", "K=2 spinning workers (built)"):
+    two["K=2 spinning, caller unpinned"]._joint.pin = False  # the caller's thread (its worker is pinned)
+    print(f"spinning workers, caller unpinned: ready {two['K=2 spinning, caller unpinned']._joint.wait_ready(120.0)}")
+    for k in ("K=2 joint_step (built)", "K=2 joint encode + joint step (built)", "K=2 spinning workers (built)",
+              "K=2 spinning, caller unpinned"):
         two[k]._joint.head.background = False
     w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
 
@@ -217,6 +224,8 @@ def main() -> int:
     for _ in range(3):
         for f in cases.values():
             f()
+    for k in ("K=2 spinning workers (built)", "K=2 spinning, caller unpinned"):
+        two[k]._joint.reset_stats()  # the split of a step below: timed rounds only
     for r in range(args.rounds):
         items = list(cases.items())
         for k, f in (items if r % 2 == 0 else items[::-1]):
@@ -233,7 +242,12 @@ def main() -> int:
         st = c.stats
         print(f"{k}: steps joint {st.joint_steps}, threads {st.parallel_steps}, one after the other "
               f"{st.sequential_steps}; joint encode calls {st.joint_encodes}, chunks {st.chunks}")
-    print(f"spinning workers: steps in the workers {spin.worker_steps}, in process (fallback) {spin.fallback_steps}")
+    for k in ("K=2 spinning workers (built)", "K=2 spinning, caller unpinned"):
+        st = two[k]._joint
+        n = max(st.worker_steps, 1)
+        print(f"{k}: steps in the worker {st.worker_steps}, in process (fallback) {st.fallback_steps}; per step (mean "
+              f"over the timed rounds): caller's head 1 {st.head_s / n * 1e3:.3f} ms, caller's wait after it "
+              f"{st.wait_s / n * 1e3:.3f} ms; worker {st.worker_stats()}")
     for c in two.values():
         c.close()
     print(f"heads only: K=2 forked / heads only: one = "

@@ -48,13 +48,15 @@ from gpc_ros.compose.parent import Encoding
 logger = logging.getLogger(__name__)
 
 # header: int64 slots, then data from DATA_OFF on
-REQ, DONE, ERR, QUIT, SLEEPING, READY, CTRL, CTRL_DONE, NEW_ENC, DTYPE, X0, X1, X2, E_NDIM, REST = range(15)
+REQ, DONE, ERR, QUIT, SLEEPING, READY, CTRL, CTRL_DONE, NEW_ENC, REST, DTYPE, X0, X1, X2, E_NDIM = range(15)
 E_DIMS = 15  # 4 slots: the encoding's shape
 T_SLOT = 21  # float64: the timestep
+HEAD_NS, HEAD_N, TRACED_N = 22, 23, 24  # the worker's head time and calls (diagnostics)
 HEADER_SLOTS = 32
 DATA_OFF = 8 * HEADER_SLOTS
 _DTYPES = (torch.float32, torch.float64)
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
+_ITEMSIZE = {torch.float32: 4, torch.float64: 8}
 
 
 def _align(n: int) -> int:
@@ -108,6 +110,7 @@ def _serve(buf: Any, head: Any, module: torch.nn.Module, conn: Any, wake: Any, s
     flags[READY] = 1
     last, ctrl_seen = int(flags[REQ]), int(flags[CTRL])
     enc: torch.Tensor | None = None
+    views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, encoding, out views
     clock = time.perf_counter
     t_last = -1e9  # not spinning until woken
     with torch.no_grad():
@@ -116,15 +119,23 @@ def _serve(buf: Any, head: Any, module: torch.nn.Module, conn: Any, wake: Any, s
             if r != last:
                 last = r
                 try:
-                    dtype = _DTYPES[int(flags[DTYPE])]
-                    x_shape = (int(flags[X0]), int(flags[X1]), int(flags[X2]))
-                    e_shape = tuple(int(d) for d in flags[E_DIMS:E_DIMS + int(flags[E_NDIM])])
-                    x_off, e_off, out_off, _ = _layout(x_shape, e_shape, torch.tensor([], dtype=dtype).element_size())
+                    key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
+                    v = views.get(key)
+                    if v is None:
+                        dtype = _DTYPES[key[0]]
+                        x_shape, e_shape = tuple(key[1:4]), tuple(key[5:])
+                        x_off, e_off, out_off, _ = _layout(x_shape, e_shape, _ITEMSIZE[dtype])
+                        v = views[key] = (_view(buf, x_off, x_shape, dtype), _view(buf, e_off, e_shape, dtype),
+                                          _view(buf, out_off, x_shape, dtype))
                     if flags[NEW_ENC] or enc is None:
-                        enc = _view(buf, e_off, e_shape, dtype).clone()
-                    x = _view(buf, x_off, x_shape, dtype).clone()
-                    t = torch.full((x_shape[0],), float(times[T_SLOT]), dtype=dtype)
-                    _view(buf, out_off, x_shape, dtype).copy_(head(x, t, enc))
+                        enc = v[1].clone()
+                    x = v[0].clone()
+                    t = torch.full((x.shape[0],), float(times[T_SLOT]), dtype=x.dtype)
+                    start = time.perf_counter_ns()
+                    v[2].copy_(head(x, t, enc))
+                    flags[HEAD_NS] += time.perf_counter_ns() - start
+                    flags[HEAD_N] += 1
+                    flags[TRACED_N] = head.calls_traced
                 except Exception:  # the caller runs this step in process (and raises there if it is the model's)
                     logger.exception("spinning head worker: step %d failed", r)
                     flags[ERR] = r
@@ -178,7 +189,9 @@ class _Worker:
         self.process.start()
         child_conn.close()
         self.seq = 0
-        self.out_off = 0
+        self.views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, enc, out
+        self.out: torch.Tensor | None = None
+        self.key: tuple = ()
         self.ctrl = 0
         self.encoding: torch.Tensor | None = None  # the one in shared memory (kept alive: compared by identity)
         self.broken = False
@@ -198,23 +211,26 @@ class _Worker:
 
     def post(self, x: torch.Tensor, timestep: float, encoding: torch.Tensor) -> bool:
         """Put one step in shared memory and wake the worker if it sleeps; False if it does not fit."""
-        x_shape, e_shape = tuple(x.shape), tuple(encoding.shape)
-        x_off, e_off, _, need = _layout(x_shape, e_shape, x.element_size())
-        if need > self.shm.size or len(x_shape) != 3 or not 1 <= len(e_shape) <= 4:
-            return False
-        flags, buf = self.flags, self.shm.buf
-        new_enc = encoding is not self.encoding or tuple(flags[E_DIMS:E_DIMS + len(e_shape)]) != e_shape
-        flags[DTYPE] = _DTYPES.index(x.dtype)
-        flags[X0], flags[X1], flags[X2] = x_shape
-        flags[E_NDIM] = len(e_shape)
-        flags[E_DIMS:E_DIMS + len(e_shape)] = e_shape
+        key = (_DTYPES.index(x.dtype), *x.shape, encoding.dim(), *encoding.shape)
+        views = self.views.get(key)
+        if views is None:
+            x_shape, e_shape = tuple(x.shape), tuple(encoding.shape)
+            x_off, e_off, out_off, need = _layout(x_shape, e_shape, x.element_size())
+            if need > self.shm.size or len(x_shape) != 3 or not 1 <= len(e_shape) <= 4:
+                return False
+            buf = self.shm.buf
+            views = self.views[key] = (_view(buf, x_off, x_shape, x.dtype), _view(buf, e_off, e_shape, x.dtype),
+                                       _view(buf, out_off, x_shape, x.dtype))
+        flags = self.flags
+        new_enc = encoding is not self.encoding or key != self.key
+        flags[DTYPE:DTYPE + len(key)] = key
         if new_enc:
-            _view(buf, e_off, e_shape, x.dtype).copy_(encoding)
+            views[1].copy_(encoding)
             self.encoding = encoding
         flags[NEW_ENC] = int(new_enc)
-        _view(buf, x_off, x_shape, x.dtype).copy_(x)
+        views[0].copy_(x)
         self.times[T_SLOT] = float(timestep)
-        self.out_off = _layout(x_shape, e_shape, x.element_size())[2]
+        self.out, self.key = views[2], key
         self.seq += 1
         flags[REQ] = self.seq  # after the inputs (x86: stores are seen in order)
         if flags[SLEEPING]:
@@ -232,7 +248,7 @@ class _Worker:
                 return None
         if flags[ERR] == seq:
             return None
-        return _view(self.shm.buf, self.out_off, tuple(like.shape), like.dtype).clone()
+        return self.out.clone()
 
     def send_weights(self, module: torch.nn.Module, timeout_s: float) -> bool:
         """Send ``module``'s state dict; True when the worker has loaded it within ``timeout_s``."""
@@ -268,7 +284,8 @@ def _stop(workers: list[_Worker], pinned: dict[int, set[int]], timeout_s: float)
             w.process.join(timeout_s)
         w.conn.close()
         w.free_module()
-        w.flags = w.times = None  # drop the views into the block before closing it
+        w.flags = w.times = w.out = None  # drop the views into the block before closing it
+        w.views.clear()
         w.encoding = None
         try:
             w.shm.close()
@@ -313,6 +330,10 @@ class SpinningHeadsStep:
         """Head 1's trace, on the calling thread (weights checked once per chunk)."""
         self.worker_steps = 0
         """Steps whose heads 2..K all ran in the workers."""
+        self.head_s = 0.0
+        """Time in head 1 on the calling thread (all steps)."""
+        self.wait_s = 0.0
+        """Time the calling thread waited for the workers after head 1 (all steps)."""
         self.fallback_steps = 0
         """Steps in which at least one head ran in process because its worker was not ready, broken or dropped."""
         cpus = sorted(os.sched_getaffinity(0))
@@ -394,13 +415,17 @@ class SpinningHeadsStep:
                       and x.dtype in _DTYPES and enc.dtype == x.dtype and x.device.type == "cpu"
                       and w.post(x, float(requests[i + 1][1]), enc))
                 posted.append(ok)
+            start = time.perf_counter()
             outs: list[Any] = [self.head(*inputs[0])]
+            done = time.perf_counter()
             for i, w in enumerate(self.workers):
                 out = w.result(inputs[i + 1][0], self.step_timeout_s) if posted[i] else None
                 if posted[i] and out is None:
                     self._drop(w, "failed, died or did not answer a step within "
                                   f"{self.step_timeout_s} s")
                 outs.append(out)
+            self.head_s += done - start
+            self.wait_s += time.perf_counter() - done
         predictions = [self.parents[0]._prediction(outs[0], requests[0][0])]
         for p, r, out in zip(self.parents[1:], requests[1:], outs[1:]):
             predictions.append(p.predict(*r) if out is None else p._prediction(out, r[0]))
@@ -409,6 +434,20 @@ class SpinningHeadsStep:
         else:
             self.fallback_steps += 1
         return predictions
+
+    def reset_stats(self) -> None:
+        """Zero the counters and times (between chunks)."""
+        self.worker_steps = self.fallback_steps = 0
+        self.head_s = self.wait_s = 0.0
+        for w in self.workers:
+            if w.flags is not None:
+                w.flags[HEAD_NS] = w.flags[HEAD_N] = 0
+
+    def worker_stats(self) -> list[dict[str, float]]:
+        """Per worker: its head calls, those answered by its trace, and its mean head time in ms (diagnostics)."""
+        return [{"calls": int(w.flags[HEAD_N]), "traced": int(w.flags[TRACED_N]),
+                 "head_ms": round(float(w.flags[HEAD_NS]) / max(int(w.flags[HEAD_N]), 1) * 1e-6, 3)}
+                for w in self.workers if w.flags is not None]
 
     def end_chunk(self) -> None:
         """The chunk is done: the workers stop spinning (they sleep until the next chunk), this thread is unpinned."""
