@@ -20,6 +20,11 @@ hosts load them, heads traced, 1 intra-op thread, 2 inter-op threads), cases int
 * ``K=2 joint encode + joint step (built)``: the plain Composer with ``joint_step`` and ``joint_encode`` True: both
   encoder modules in one traced call per chunk as well (:class:`~gpc_ros.policies.adapter.JointEncoders`, session
   12), so the whole chunk is measured against ``one traced``;
+* ``K=2 spinning workers (built)``: ``joint_step``, ``joint_encode`` and ``joint_step_workers`` True: head 2 in a
+  worker process (pinned to the other CPU) that busy-polls shared memory during a chunk
+  (:class:`~gpc_ros.policies.spin_worker.SpinningHeadsStep`, session 13); the worker's own trace is made in the
+  background during the warm-up, which waits ``--worker-warmup-s`` for it; ``K=2 spinning, caller unpinned``: the
+  same with the calling thread left unpinned (the worker still pinned to CPU 1);
 * ``heads only: one`` / ``heads only: K=2 forked``: encode + 10 bare head calls, no composer at all (the floor).
 
 Each K=2 chunk is checked against the sequential one for the same seed (``torch.equal``). Prints the load average
@@ -135,6 +140,8 @@ class ForkedComposer(Composer):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--worker-warmup-s", type=float, default=5.0,
+                    help="after its first chunk, leave the spinning worker this long to trace its head")
     args = ap.parse_args()
     load0 = os.getloadavg()
     print(f"load before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; torch {torch.__version__}, interop threads "
@@ -160,8 +167,18 @@ def main() -> int:
            "K=2 split-phase, fork each": Composer([SplitPhaseTraced(rgb), SplitPhaseTraced(pcd)], seq),
            "K=2 joint_step (built)": Composer([rgb, pcd], replace(seq, joint_step=True)),
            "K=2 joint encode + joint step (built)": Composer([rgb, pcd], replace(seq, joint_step=True,
-                                                                               joint_encode=True))}
-    for k in ("K=2 joint_step (built)", "K=2 joint encode + joint step (built)"):
+                                                                               joint_encode=True)),
+           "K=2 spinning workers (built)": Composer([rgb, pcd], replace(seq, joint_step=True, joint_encode=True,
+                                                                      joint_step_workers=True)),
+           "K=2 spinning, caller unpinned": Composer([rgb, pcd], replace(seq, joint_step=True,
+                                                                              joint_encode=True,
+                                                                              joint_step_workers=True))}
+    spin = two["K=2 spinning workers (built)"]._joint
+    print(f"spinning workers: ready {spin.wait_ready(120.0)}, pinned {spin.pin} (CPUs {spin.cpus})")
+    two["K=2 spinning, caller unpinned"]._joint.pin = False  # the caller's thread (its worker is pinned)
+    print(f"spinning workers, caller unpinned: ready {two['K=2 spinning, caller unpinned']._joint.wait_ready(120.0)}")
+    for k in ("K=2 joint_step (built)", "K=2 joint encode + joint step (built)", "K=2 spinning workers (built)",
+              "K=2 spinning, caller unpinned"):
         two[k]._joint.head.background = False
     w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
 
@@ -202,10 +219,13 @@ def main() -> int:
         joint_encoded = two["K=2 joint encode + joint step (built)"].encode([obs["rgb"], obs["pcd"]])
     print("joint encode: encodings torch.equal to each parent's encode:",
           [torch.equal(a, b) for a, b in zip(joint_encoded, encs)])
+    time.sleep(args.worker_warmup_s)  # the spinning worker traces its head in the background meanwhile
     times = {k: [] for k in cases}
     for _ in range(3):
         for f in cases.values():
             f()
+    for k in ("K=2 spinning workers (built)", "K=2 spinning, caller unpinned"):
+        two[k]._joint.reset_stats()  # the split of a step below: timed rounds only
     for r in range(args.rounds):
         items = list(cases.items())
         for k, f in (items if r % 2 == 0 else items[::-1]):
@@ -222,6 +242,14 @@ def main() -> int:
         st = c.stats
         print(f"{k}: steps joint {st.joint_steps}, threads {st.parallel_steps}, one after the other "
               f"{st.sequential_steps}; joint encode calls {st.joint_encodes}, chunks {st.chunks}")
+    for k in ("K=2 spinning workers (built)", "K=2 spinning, caller unpinned"):
+        st = two[k]._joint
+        n = max(st.worker_steps, 1)
+        print(f"{k}: steps in the worker {st.worker_steps}, in process (fallback) {st.fallback_steps}; per step (mean "
+              f"over the timed rounds): caller's head 1 {st.head_s / n * 1e3:.3f} ms, caller's wait after it "
+              f"{st.wait_s / n * 1e3:.3f} ms; worker {st.worker_stats()}")
+    for c in two.values():
+        c.close()
     print(f"heads only: K=2 forked / heads only: one = "
           f"{statistics.median(times['heads only: K=2 forked']) / statistics.median(times['heads only: one']):.2f}x")
     return 0

@@ -47,6 +47,7 @@ from gpc_ros.compose.parent import (
     joint_encode,
     joint_step,
     repeat_encoding,
+    worker_step,
 )
 from gpc_ros.compose.sampler import GridPoint, Sampler, SamplerConfig, make_sampler, network_calls_per_chunk
 from gpc_ros.compose.schedule import NoiseLevel, ParentTime
@@ -87,6 +88,15 @@ class ComposerConfig:
     without the GIL). "auto": when they offer one and ``parallel_parents`` is not False; True: always (a
     :class:`~gpc_ros.compose.errors.IncompatibleParentError` when the parents offer none); False: never. Used at
     the steps where every parent is called; same chunk as every other path."""
+    joint_step_workers: bool = False
+    """True: the joint step runs head 1 on the calling thread and each other parent's head in a worker process of
+    its own (:class:`~gpc_ros.policies.spin_worker.SpinningHeadsStep`) that busy-polls shared memory during a chunk
+    and sleeps between chunks, so no thread is woken at every step (docs/graph.md, session 13). Used whenever set
+    (whatever ``parallel_parents``); needs in-process parents with traced heads on the CPU (else
+    :class:`~gpc_ros.compose.errors.IncompatibleParentError`) and ``joint_step`` not False. Costs a process and a
+    copy of the weights per extra parent and a spinning CPU during chunks; pins the workers and the calling thread
+    to separate CPUs when there are as many CPUs as parents. A worker that dies or stalls is dropped (logged) and
+    its steps run in process. Same chunk as every other path. False: no worker processes."""
     joint_encode: bool | Literal["auto"] = "auto"
     """Run all parents' encoders in ONE call per chunk (:meth:`Composer.encode`) when the parents offer one
     together (:class:`~gpc_ros.compose.parent.JointEncode`: in-process parents with traced heads, whose encoder
@@ -106,6 +116,12 @@ class ComposerConfig:
                              f"got {self.parallel_parents!r}")
         if not (isinstance(self.joint_step, bool) or self.joint_step == "auto"):
             raise ValueError(f"ComposerConfig.joint_step must be True, False or 'auto'; got {self.joint_step!r}")
+        if not isinstance(self.joint_step_workers, bool):
+            raise ValueError(f"ComposerConfig.joint_step_workers must be True or False; "
+                             f"got {self.joint_step_workers!r}")
+        if self.joint_step_workers and self.joint_step is False:
+            raise ValueError("ComposerConfig.joint_step_workers=True runs the joint step, so joint_step must be True "
+                             "or 'auto'; got joint_step=False")
         if not (isinstance(self.joint_encode, bool) or self.joint_encode == "auto"):
             raise ValueError(f"ComposerConfig.joint_encode must be True, False or 'auto'; got {self.joint_encode!r}")
         if not isinstance(self.sampler, SamplerConfig):
@@ -259,7 +275,8 @@ class Composer:
                       if self.config.parallel_parents else None)  # True or "auto"
         self.chooser = ParallelChooser() if self.config.parallel_parents == "auto" else None
         self._split_phase = [is_split_phase(p) for p in self.parents]
-        self._joint: JointStep | None = self._offered("joint_step", joint_step)
+        self._joint: JointStep | None = (self._offered("joint_step_workers", worker_step)
+                                         if self.config.joint_step_workers else self._offered("joint_step", joint_step))
         self._joint_encode: JointEncode | None = self._offered("joint_encode", joint_encode)
 
     def _offered(self, field: str, offer: Callable[[Sequence[object]], object]):
@@ -273,11 +290,12 @@ class Composer:
             return None
         found = offer(self.parents)
         if found is None and setting is True:
-            what = field.replace("_", " ")
+            what = "joint step in worker processes" if field == "joint_step_workers" else field.replace("_", " ")
+            other = "False" if field == "joint_step_workers" else "'auto' or False"
             raise IncompatibleParentError(
                 f"ComposerConfig.{field}=True needs two or more parents that offer a {what} together "
                 f"(in-process parents with traced heads: as_parent(trace_head=True)); parents {self.names} "
-                f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use 'auto' or False")
+                f"({', '.join(type(p).__name__ for p in self.parents)}) offer none; use {other}")
         return found
 
     @property
@@ -396,7 +414,12 @@ class Composer:
         if self._joint is not None:
             self._joint.new_chunk()
 
-        x = self.sampler.run(x, denoise, generator, start_index=first)
+        try:
+            x = self.sampler.run(x, denoise, generator, start_index=first)
+        finally:
+            end_chunk = getattr(self._joint, "end_chunk", None)
+            if callable(end_chunk):
+                end_chunk()
         lengths = composed_horizons(row_w, [p.action_horizon for p in self.parents])  # (M,)
         x = hold_tail(x, lengths)
         out = x.reshape(rows.shape[0], batch, self.horizon, self.action_dim)
@@ -535,7 +558,10 @@ class Composer:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Stop the parent threads (if ``parallel_parents``)."""
+        """Stop the parent threads (if ``parallel_parents``) and the joint step's workers (``joint_step_workers``)."""
+        close = getattr(self._joint, "close", None)
+        if callable(close):
+            close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -19,8 +19,9 @@ from its own thread, then collects them in parent order: no thread per parent is
 overlap.
 
 In-process parents may offer a joint step together (:class:`JointStep`, ``joint_step_with(parents)``): all their
-steps in one call, e.g. their traced heads forked in one TorchScript call (``ComposerConfig.joint_step``), and a
-joint encode (:class:`JointEncode`, ``joint_encode_with(parents)``): all their encodes of a chunk in one call
+steps in one call, e.g. their traced heads forked in one TorchScript call (``ComposerConfig.joint_step``), or with
+heads 2..K in worker processes (``worker_step_with(parents)``, ``ComposerConfig.joint_step_workers``), and a joint
+encode (:class:`JointEncode`, ``joint_encode_with(parents)``): all their encodes of a chunk in one call
 (``ComposerConfig.joint_encode``).
 """
 
@@ -170,6 +171,9 @@ class JointStep(Protocol):
         """A chunk begins (the composer calls this before its first step; e.g. to check weights once per chunk)."""
         ...
 
+    # optional: ``end_chunk()``, called by the composer after a chunk's last step (also when it failed), and
+    # ``close()``, called by ``Composer.close`` (e.g. to stop worker processes)
+
 
 class JointEncode(Protocol):
     """The encode of several in-process parents in ONE call, offered by the parents (``joint_encode_with``).
@@ -192,6 +196,15 @@ def joint_encode(parents: Sequence[object]) -> JointEncode | None:
 def joint_step(parents: Sequence[object]) -> JointStep | None:
     """The joint step ``parents`` offer together (the first parent's ``joint_step_with(parents)``), or None."""
     make = getattr(parents[0], "joint_step_with", None) if len(parents) >= 2 else None
+    return make(list(parents)) if callable(make) else None
+
+
+def worker_step(parents: Sequence[object]) -> JointStep | None:
+    """The joint step ``parents`` offer with heads 2..K in worker processes, or None.
+
+    The first parent's ``worker_step_with(parents)`` (``ComposerConfig.joint_step_workers``).
+    """
+    make = getattr(parents[0], "worker_step_with", None) if len(parents) >= 2 else None
     return make(list(parents)) if callable(make) else None
 
 

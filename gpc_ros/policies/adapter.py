@@ -137,14 +137,29 @@ class ModuleParent:
         trace_head=True)``) on one device run as one traced :class:`~gpc_ros.policies.traced.ForkedHeads` (the
         composer's ``joint_step``); None for any other parents (or fewer than two).
         """
+        parents = list(parents)
+        return JointHeadsStep(parents) if self._joins_heads(parents) else None
+
+    def _joins_heads(self, parents: list[object]) -> bool:
+        """Whether ``parents`` (this one first) are two or more with traced heads on one device."""
         from gpc_ros.policies.traced import TracedHead
 
+        return (len(parents) >= 2 and parents[0] is self
+                and all(isinstance(p, ModuleParent) and isinstance(p._denoiser, TracedHead) for p in parents)
+                and len({p.device for p in parents}) == 1)
+
+    def worker_step_with(self, parents: Sequence[object]) -> Any:
+        """The joint step of ``parents`` with heads 2..K in spinning worker processes, if they offer a joint step.
+
+        A :class:`~gpc_ros.policies.spin_worker.SpinningHeadsStep` (the composer's ``joint_step_workers``) for the
+        parents :meth:`joint_step_with` accepts, on the CPU; None otherwise.
+        """
+        from gpc_ros.policies.spin_worker import SpinningHeadsStep
+
         parents = list(parents)
-        if (len(parents) < 2 or parents[0] is not self
-                or not all(isinstance(p, ModuleParent) and isinstance(p._denoiser, TracedHead) for p in parents)
-                or len({p.device for p in parents}) != 1):
+        if not self._joins_heads(parents) or self.device.type != "cpu":
             return None
-        return JointHeadsStep(parents)
+        return SpinningHeadsStep(parents)
 
     def joint_encode_with(self, parents: Sequence[object]) -> JointEncoders | None:
         """One call per chunk's encode for ``parents`` (this one first), if every one can join it.

@@ -1,0 +1,463 @@
+"""A joint denoising step whose heads 2..K run in worker processes that spin between steps (issue #12).
+
+``ComposerConfig.joint_step_workers``. The in-process joint step (:class:`~gpc_ros.policies.adapter.JointHeadsStep`)
+forks head 2 onto torch's inter-op pool: a sleeping thread is woken at every denoising step (60-150 us a round trip,
+and the woken thread runs the head ~13 % slower; docs/graph.md, session 13). Here head 1 runs on the calling thread
+and each other head in a process of its own (``multiprocessing`` spawn) that busy-polls a sequence number in shared
+memory while a chunk is being sampled (a round trip of ~7 us) and sleeps on a semaphore between chunks:
+
+* start-up: the head's module (the eager ``nn.Module``, pickled) goes to the worker, which traces it per input
+  signature as :class:`~gpc_ros.policies.traced.TracedHead` does in process (eager meanwhile, the same prediction);
+  1 intra-op torch thread; when there are at least K CPUs the caller's thread and worker ``i`` are pinned to
+  CPUs ``0`` and ``i`` of the allowed ones (``os.sched_setaffinity``), otherwise nothing is pinned;
+* per chunk (:meth:`SpinningHeadsStep.new_chunk`): weights changed in place (version counters, as ``TracedHead``
+  checks) are sent again; the workers are woken; the encoding is copied into shared memory at the chunk's first step;
+* per step: ``x_t`` and the timestep in, the prediction out; the worker spins for up to ``spin_s`` after each job,
+  and stops at once when the chunk ends (:meth:`SpinningHeadsStep.end_chunk`); then it sleeps (a timed semaphore
+  wait: a missed wake-up costs at most ``idle_wait_s``, never a hang). The calling thread is pinned from
+  ``new_chunk`` to ``end_chunk`` only.
+
+Every wait is bounded. A worker that dies, fails or does not answer within ``step_timeout_s`` is dropped (logged
+once, counted in :attr:`SpinningHeadsStep.fallback_steps`) and its parent's step runs in process (its ``predict``):
+the same prediction. :meth:`SpinningHeadsStep.close` (also run when the object is garbage-collected or the
+interpreter exits) stops the workers; a worker also exits when its parent process is gone.
+
+Shared memory is read and written without locks: a request's inputs are written before its sequence number, and
+the worker's output before its answer number; x86 keeps stores in order (this is not correct on weakly ordered
+CPUs such as ARM, where the workers should not be used).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpc_ros.compose.parent import Encoding
+
+logger = logging.getLogger(__name__)
+
+# header: int64 slots, then data from DATA_OFF on
+REQ, DONE, ERR, QUIT, SLEEPING, READY, CTRL, CTRL_DONE, NEW_ENC, REST, DTYPE, X0, X1, X2, E_NDIM = range(15)
+E_DIMS = 15  # 4 slots: the encoding's shape
+T_SLOT = 21  # float64: the timestep
+HEAD_NS, HEAD_N, TRACED_N = 22, 23, 24  # the worker's head time and calls (diagnostics)
+HEADER_SLOTS = 32
+DATA_OFF = 8 * HEADER_SLOTS
+_DTYPES = (torch.float32, torch.float64)
+_NP = {torch.float32: np.float32, torch.float64: np.float64}
+_ITEMSIZE = {torch.float32: 4, torch.float64: 8}
+
+
+def _align(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+def _layout(x_shape: tuple[int, ...], e_shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int, int]:
+    """Byte offsets of x, the encoding and the output in the block, and the bytes needed."""
+    nx, ne = int(np.prod(x_shape)) * itemsize, int(np.prod(e_shape)) * itemsize
+    x_off = DATA_OFF
+    e_off = x_off + _align(nx)
+    out_off = e_off + _align(ne)
+    return x_off, e_off, out_off, out_off + _align(nx)
+
+
+def _view(buf: Any, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    n = int(np.prod(shape))
+    return torch.from_numpy(np.ndarray((n,), dtype=_NP[dtype], buffer=buf, offset=offset)).view(shape)
+
+
+def _worker_main(shm_name: str, module_name: str, module_size: int, cpu: int | None, conn: Any, wake: Any,
+                 spin_s: float, idle_wait_s: float, max_traces: int) -> None:
+    """The worker process: load the head, then answer steps until told to quit (or the parent process is gone)."""
+    from gpc_ros.policies.traced import TracedHead
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    torch.set_num_threads(1)
+    parent_pid = os.getppid()
+    module_shm = shared_memory.SharedMemory(name=module_name)
+    try:
+        module = torch.load(io.BytesIO(bytes(module_shm.buf[:module_size])), weights_only=False).eval()
+    finally:
+        module_shm.close()
+    head = TracedHead(module, max_traces=max_traces, background=True, check_every_call=False)
+    shm = shared_memory.SharedMemory(name=shm_name)
+    try:
+        _serve(shm.buf, head, module, conn, wake, spin_s, idle_wait_s, parent_pid)
+    finally:
+        shm.close()
+    # a trace still being made by its (daemon) thread would abort the interpreter's shutdown ("terminate called
+    # without an active exception"): let it end (bounded), then leave without the shutdown
+    head.wait_for_traces(5.0)
+    os._exit(0)
+
+
+def _serve(buf: Any, head: Any, module: torch.nn.Module, conn: Any, wake: Any, spin_s: float, idle_wait_s: float,
+           parent_pid: int) -> None:
+    flags = np.ndarray((HEADER_SLOTS,), dtype=np.int64, buffer=buf)
+    times = np.ndarray((HEADER_SLOTS,), dtype=np.float64, buffer=buf)
+    flags[READY] = 1
+    last, ctrl_seen = int(flags[REQ]), int(flags[CTRL])
+    enc: torch.Tensor | None = None
+    views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, encoding, out views
+    clock = time.perf_counter
+    t_last = -1e9  # not spinning until woken
+    with torch.no_grad():
+        while True:
+            r = int(flags[REQ])
+            if r != last:
+                last = r
+                try:
+                    key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
+                    v = views.get(key)
+                    if v is None:
+                        dtype = _DTYPES[key[0]]
+                        x_shape, e_shape = tuple(key[1:4]), tuple(key[5:])
+                        x_off, e_off, out_off, _ = _layout(x_shape, e_shape, _ITEMSIZE[dtype])
+                        v = views[key] = (_view(buf, x_off, x_shape, dtype), _view(buf, e_off, e_shape, dtype),
+                                          _view(buf, out_off, x_shape, dtype))
+                    if flags[NEW_ENC] or enc is None:
+                        enc = v[1].clone()
+                    x = v[0].clone()
+                    t = torch.full((x.shape[0],), float(times[T_SLOT]), dtype=x.dtype)
+                    start = time.perf_counter_ns()
+                    v[2].copy_(head(x, t, enc))
+                    flags[HEAD_NS] += time.perf_counter_ns() - start
+                    flags[HEAD_N] += 1
+                    flags[TRACED_N] = head.calls_traced
+                except Exception:  # the caller runs this step in process (and raises there if it is the model's)
+                    logger.exception("spinning head worker: step %d failed", r)
+                    flags[ERR] = r
+                flags[DONE] = r
+                t_last = clock()
+                continue
+            if int(flags[CTRL]) != ctrl_seen:  # new weights: a state dict on the pipe
+                ctrl_seen = int(flags[CTRL])
+                if conn.poll(idle_wait_s * 10):
+                    state = torch.load(io.BytesIO(conn.recv_bytes()), weights_only=False)
+                    module.load_state_dict(state)
+                    head.check_weights()
+                flags[CTRL_DONE] = ctrl_seen
+                continue
+            if flags[QUIT]:
+                return
+            if clock() - t_last < spin_s and not flags[REST]:
+                continue
+            flags[SLEEPING] = 1
+            if int(flags[REQ]) == last and int(flags[CTRL]) == ctrl_seen and not flags[QUIT]:
+                woken = wake.acquire(timeout=idle_wait_s)
+                if woken:
+                    t_last = clock()  # spin again: a chunk is beginning
+                elif os.getppid() != parent_pid:  # the parent process is gone: no orphan
+                    return
+            flags[SLEEPING] = 0
+
+
+class _Worker:
+    """The caller's side of one worker process (one parent's head)."""
+
+    def __init__(self, ctx: Any, name: str, module: torch.nn.Module, cpu: int | None, buffer_bytes: int,
+                 spin_s: float, idle_wait_s: float, max_traces: int) -> None:
+        self.name = name
+        self.shm = shared_memory.SharedMemory(create=True, size=buffer_bytes)
+        self.flags = np.ndarray((HEADER_SLOTS,), dtype=np.int64, buffer=self.shm.buf)
+        self.times = np.ndarray((HEADER_SLOTS,), dtype=np.float64, buffer=self.shm.buf)
+        self.flags[:] = 0
+        self.wake = ctx.Semaphore(0)
+        self.conn, child_conn = ctx.Pipe()
+        raw = io.BytesIO()
+        torch.save(module, raw)
+        data = raw.getbuffer()
+        # the module goes through shared memory: in the process's arguments it would block start() until the new
+        # interpreter has imported everything and read it from the pipe
+        self.module_shm: shared_memory.SharedMemory | None = shared_memory.SharedMemory(create=True, size=len(data))
+        self.module_shm.buf[:len(data)] = data
+        self.process = ctx.Process(target=_worker_main, name=f"gpc-head-{name}", daemon=True,
+                                   args=(self.shm.name, self.module_shm.name, len(data), cpu, child_conn, self.wake,
+                                         spin_s, idle_wait_s, max_traces))
+        self.process.start()
+        child_conn.close()
+        self.seq = 0
+        self.views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, enc, out
+        self.out: torch.Tensor | None = None
+        self.key: tuple = ()
+        self.ctrl = 0
+        self.encoding: torch.Tensor | None = None  # the one in shared memory (kept alive: compared by identity)
+        self.broken = False
+
+    @property
+    def ready(self) -> bool:
+        ready = bool(self.flags[READY]) and not self.broken
+        if ready and self.module_shm is not None:  # the worker has loaded the module
+            self.free_module()
+        return ready
+
+    def free_module(self) -> None:
+        if self.module_shm is not None:
+            self.module_shm.close()
+            self.module_shm.unlink()
+            self.module_shm = None
+
+    def post(self, x: torch.Tensor, timestep: float, encoding: torch.Tensor) -> bool:
+        """Put one step in shared memory and wake the worker if it sleeps; False if it does not fit."""
+        key = (_DTYPES.index(x.dtype), *x.shape, encoding.dim(), *encoding.shape)
+        views = self.views.get(key)
+        if views is None:
+            x_shape, e_shape = tuple(x.shape), tuple(encoding.shape)
+            x_off, e_off, out_off, need = _layout(x_shape, e_shape, x.element_size())
+            if need > self.shm.size or len(x_shape) != 3 or not 1 <= len(e_shape) <= 4:
+                return False
+            buf = self.shm.buf
+            views = self.views[key] = (_view(buf, x_off, x_shape, x.dtype), _view(buf, e_off, e_shape, x.dtype),
+                                       _view(buf, out_off, x_shape, x.dtype))
+        flags = self.flags
+        new_enc = encoding is not self.encoding or key != self.key
+        flags[DTYPE:DTYPE + len(key)] = key
+        if new_enc:
+            views[1].copy_(encoding)
+            self.encoding = encoding
+        flags[NEW_ENC] = int(new_enc)
+        views[0].copy_(x)
+        self.times[T_SLOT] = float(timestep)
+        self.out, self.key = views[2], key
+        self.seq += 1
+        flags[REQ] = self.seq  # after the inputs (x86: stores are seen in order)
+        if flags[SLEEPING]:
+            self.wake.release()
+        return True
+
+    def result(self, like: torch.Tensor, timeout_s: float) -> torch.Tensor | None:
+        """The posted step's prediction (a copy), or None if the worker failed, died or timed out."""
+        flags, seq = self.flags, self.seq
+        deadline = time.monotonic() + timeout_s
+        n = 0
+        while flags[DONE] != seq:
+            n += 1
+            if n % 4096 == 0 and (not self.process.is_alive() or time.monotonic() > deadline):
+                return None
+        if flags[ERR] == seq:
+            return None
+        return self.out.clone()
+
+    def send_weights(self, module: torch.nn.Module, timeout_s: float) -> bool:
+        """Send ``module``'s state dict; True when the worker has loaded it within ``timeout_s``."""
+        raw = io.BytesIO()
+        torch.save(module.state_dict(), raw)
+        self.ctrl += 1
+        self.flags[CTRL] = self.ctrl
+        self.wake.release()
+        try:
+            self.conn.send_bytes(raw.getvalue())
+        except OSError:
+            return False
+        deadline = time.monotonic() + timeout_s
+        while self.flags[CTRL_DONE] != self.ctrl:
+            if time.monotonic() > deadline or not self.process.is_alive():
+                return False
+            time.sleep(1e-4)
+        return True
+
+
+def _stop(workers: list[_Worker], pinned: dict[int, set[int]], timeout_s: float) -> None:
+    """Stop the workers, free their shared memory, give pinned caller threads their CPUs back (idempotent)."""
+    for w in workers:
+        try:
+            w.flags[QUIT] = 1
+            w.wake.release()
+        except (ValueError, OSError):
+            pass
+    for w in workers:
+        w.process.join(timeout_s)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join(timeout_s)
+        w.conn.close()
+        w.free_module()
+        w.flags = w.times = w.out = None  # drop the views into the block before closing it
+        w.views.clear()
+        w.encoding = None
+        try:
+            w.shm.close()
+            w.shm.unlink()
+        except (FileNotFoundError, BufferError):
+            pass
+    workers.clear()
+    for tid, cpus in pinned.items():
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # the thread has ended
+            pass
+    pinned.clear()
+
+
+class SpinningHeadsStep:
+    """One denoising step of K :class:`~gpc_ros.policies.adapter.ModuleParent` s, heads 2..K in spinning workers.
+
+    Head 1 runs on the calling thread, each other head in a worker process of its own. A
+    :class:`~gpc_ros.compose.parent.JointStep` (``ComposerConfig.joint_step_workers``).
+
+    ``step([(x_t, timestep, encoding), ...])`` returns what each parent's ``predict`` returns, bit for bit (tested).
+    ``spin_s``: a worker busy-polls this long after its last job before sleeping; ``idle_wait_s``: its timed sleep
+    between checks; ``step_timeout_s``: the longest wait for one step's answer (then the worker is dropped and the
+    step runs in process); ``buffer_bytes``: each worker's shared memory (a step that does not fit runs in process).
+    The workers start in the background: until one is ready its parent's step runs in process
+    (:meth:`wait_ready`).
+    """
+
+    def __init__(self, parents: Sequence[Any], spin_s: float = 0.02, idle_wait_s: float = 0.05,
+                 step_timeout_s: float = 10.0, buffer_bytes: int = 16 << 20, start_timeout_s: float = 10.0) -> None:
+        from gpc_ros.policies.traced import TracedHead
+
+        self.parents = list(parents)
+        if len(self.parents) < 2:
+            raise ValueError(f"SpinningHeadsStep needs two or more parents; got {len(self.parents)}")
+        self.step_timeout_s = step_timeout_s
+        self.start_timeout_s = start_timeout_s
+        first = self.parents[0]._denoiser
+        self.head = TracedHead(first.module, max_traces=first.max_traces, background=first.background,
+                               check_every_call=False)
+        """Head 1's trace, on the calling thread (weights checked once per chunk)."""
+        self.worker_steps = 0
+        """Steps whose heads 2..K all ran in the workers."""
+        self.head_s = 0.0
+        """Time in head 1 on the calling thread (all steps)."""
+        self.wait_s = 0.0
+        """Time the calling thread waited for the workers after head 1 (all steps)."""
+        self.fallback_steps = 0
+        """Steps in which at least one head ran in process because its worker was not ready, broken or dropped."""
+        cpus = sorted(os.sched_getaffinity(0))
+        self.pin = len(cpus) >= len(self.parents)
+        self.cpus = cpus
+        ctx = mp.get_context("spawn")
+        self._modules = [p._denoiser.module for p in self.parents[1:]]
+        self._tensors = [[*m.parameters(), *m.buffers()] for m in self._modules]
+        self._versions = [self._current(i) for i in range(len(self._modules))]
+        self.workers: list[_Worker] = [
+            _Worker(ctx, p.name, m, cpus[i + 1] if self.pin else None, buffer_bytes, spin_s, idle_wait_s,
+                    first.max_traces)
+            for i, (p, m) in enumerate(zip(self.parents[1:], self._modules))]
+        self._pinned: dict[int, set[int]] = {}
+        self._finalizer = weakref.finalize(self, _stop, self.workers, self._pinned, 5.0)
+        self._started = time.monotonic()
+
+    def _current(self, i: int) -> tuple[int, ...]:
+        return tuple(t._version for t in self._tensors[i])
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every worker to have loaded its head; True if all are ready."""
+        deadline = time.monotonic() + timeout_s
+        while not all(w.ready for w in self.workers):
+            if time.monotonic() > deadline or any(not w.process.is_alive() for w in self.workers):
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _drop(self, w: _Worker, why: str) -> None:
+        if not w.broken:
+            w.broken = True
+            logger.warning("the spinning worker of parent %r %s: its steps run in process from now on "
+                           "(SpinningHeadsStep.fallback_steps counts them)", w.name, why)
+            if w.process.is_alive():
+                w.process.kill()
+
+    def new_chunk(self) -> None:
+        """A chunk begins: check the weights (send changed ones), pin this thread, wake the workers."""
+        self.head.check_weights()
+        tid = threading.get_native_id()
+        if self.pin and tid not in self._pinned:
+            self._pinned[tid] = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {self.cpus[0]})
+        for w in self.workers:
+            if not w.broken:
+                w.flags[REST] = 0
+        for i, w in enumerate(self.workers):
+            if w.broken:
+                continue
+            if not w.process.is_alive():
+                self._drop(w, "has died")
+                continue
+            versions = self._current(i)
+            if versions != self._versions[i] and w.ready:
+                if not w.send_weights(self._modules[i], self.step_timeout_s):
+                    self._drop(w, "did not take the new weights in time")
+                    continue
+                self._versions[i] = versions
+            elif not w.ready:
+                if time.monotonic() - self._started > self.start_timeout_s:
+                    self._drop(w, f"was not ready within {self.start_timeout_s} s")
+                continue
+            w.encoding = None  # copied again at this chunk's first step
+            w.wake.release()
+
+    def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> list[torch.Tensor]:
+        """One ``(x_t, timestep, encoding)`` per parent, in order -> each parent's ``(M, H, D)`` prediction."""
+        if len(requests) != len(self.parents):
+            raise ValueError(f"a joint step of {len(self.parents)} parents got {len(requests)} requests")
+        if any(p._denoiser.module.training for p in self.parents):  # a head in training mode runs eagerly
+            return [p.predict(*r) for p, r in zip(self.parents, requests)]
+        with torch.no_grad():
+            inputs = [p._denoiser_inputs(*r) for p, r in zip(self.parents, requests)]
+            posted = []
+            for i, w in enumerate(self.workers):
+                x, t, enc = inputs[i + 1]
+                ok = (w.ready and isinstance(enc, torch.Tensor)
+                      and x.dtype in _DTYPES and enc.dtype == x.dtype and x.device.type == "cpu"
+                      and w.post(x, float(requests[i + 1][1]), enc))
+                posted.append(ok)
+            start = time.perf_counter()
+            outs: list[Any] = [self.head(*inputs[0])]
+            done = time.perf_counter()
+            for i, w in enumerate(self.workers):
+                out = w.result(inputs[i + 1][0], self.step_timeout_s) if posted[i] else None
+                if posted[i] and out is None:
+                    self._drop(w, "failed, died or did not answer a step within "
+                                  f"{self.step_timeout_s} s")
+                outs.append(out)
+            self.head_s += done - start
+            self.wait_s += time.perf_counter() - done
+        predictions = [self.parents[0]._prediction(outs[0], requests[0][0])]
+        for p, r, out in zip(self.parents[1:], requests[1:], outs[1:]):
+            predictions.append(p.predict(*r) if out is None else p._prediction(out, r[0]))
+        if all(o is not None for o in outs[1:]):
+            self.worker_steps += 1
+        else:
+            self.fallback_steps += 1
+        return predictions
+
+    def reset_stats(self) -> None:
+        """Zero the counters and times (between chunks)."""
+        self.worker_steps = self.fallback_steps = 0
+        self.head_s = self.wait_s = 0.0
+        for w in self.workers:
+            if w.flags is not None:
+                w.flags[HEAD_NS] = w.flags[HEAD_N] = 0
+
+    def worker_stats(self) -> list[dict[str, float]]:
+        """Per worker: its head calls, those answered by its trace, and its mean head time in ms (diagnostics)."""
+        return [{"calls": int(w.flags[HEAD_N]), "traced": int(w.flags[TRACED_N]),
+                 "head_ms": round(float(w.flags[HEAD_NS]) / max(int(w.flags[HEAD_N]), 1) * 1e-6, 3)}
+                for w in self.workers if w.flags is not None]
+
+    def end_chunk(self) -> None:
+        """The chunk is done: the workers stop spinning (they sleep until the next chunk), this thread is unpinned."""
+        for w in self.workers:
+            if not w.broken:
+                w.flags[REST] = 1
+        cpus = self._pinned.pop(threading.get_native_id(), None)
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    def close(self) -> None:
+        """Stop the workers (and free their shared memory); idempotent."""
+        self._finalizer()
