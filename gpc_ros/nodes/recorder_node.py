@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gpc-ros record`` (also ``python -m gpc_ros.nodes.recorder_node``)."""
     args, ros_args = build_parser().parse_known_args(argv)
     import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
 
@@ -162,10 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
-        while not stop["flag"] and (deadline is None or time.monotonic() < deadline):
+        while not stop["flag"] and rclpy.ok() and (deadline is None or time.monotonic() < deadline):
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # Ctrl-C's handler shut the context down while spin_once built its wait set ("the given context is not
+        # valid"; seen once in CI): that is a normal stop. Anything else with the context still up is not.
+        if rclpy.ok():
+            raise
     finally:
         executor.shutdown()
         node.destroy_node()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -36,6 +37,9 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None, thre
             rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:  # the context shut down (Ctrl-C) while a wait set was built: a normal stop
+        if rclpy.ok():
+            raise
     finally:
         fatal = getattr(node, "fatal", None)
         if node is not None:

@@ -128,6 +128,7 @@ def start_viewer(host: str = "127.0.0.1", port: int = 8765, env: Mapping[str, st
 def main(argv: list[str] | None = None) -> int:
     """``gpc-ros viewer`` / ``python -m gpc_ros.nodes.viewer_node``: spin the viewer until Ctrl-C."""
     import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:  # the context shut down (Ctrl-C) while a wait set was built: a normal stop
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
