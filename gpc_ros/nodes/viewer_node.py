@@ -28,6 +28,8 @@ from gpc_ros.nodes import conversions
 from gpc_ros.nodes.monitor_node import MonitorNode
 
 COLOR_IMAGES = TopicSpec("/camera/*/color/image_raw", "", "")
+#: The graph's camera (config/graph.yaml's default camera name ``camera``): advertised before any client connects.
+DEFAULT_IMAGE_TOPICS = ("/camera/camera/color/image_raw",)
 
 
 class ViewerNode(MonitorNode):
@@ -43,11 +45,18 @@ class ViewerNode(MonitorNode):
             "tf_rate_hz", 30.0, describe("link transforms sent at most this often (Hz)")).value
         self.image_period_s = 1.0 / self.declare_parameter(
             "image_rate_hz", 10.0, describe("images forwarded at most this often per camera (Hz)")).value
+        image_topics = list(self.declare_parameter(
+            "image_topics", list(DEFAULT_IMAGE_TOPICS),
+            describe("colour cameras advertised from the start (a client that connected before a camera found later "
+                     "may miss it: docs/monitoring.md); others matching /camera/*/color/image_raw are found at run "
+                     "time")).value)
         self._last_image: dict[str, float] = {}
-        self.view = LiveView(ViewerConfig(host=host, port=int(port)), urdf_for_foxglove())
+        self.view = LiveView(ViewerConfig(host=host, port=int(port)), urdf_for_foxglove(), image_topics=image_topics)
         self.poser = LinkPoser()
         self._last_tf = 0.0
         self._image_subs: dict[str, object] = {}
+        for topic in image_topics:
+            self._subscribe_image(topic)
         points_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(PointCloud2, "/gpc/points", self.on_points, points_qos)
         self.create_subscription(JointState, "joint_states", self.on_joints, 10)
@@ -98,13 +107,16 @@ class ViewerNode(MonitorNode):
         self._last_tf = now
         self.view.log_transforms(self.poser.poses(q, width), t_s, conversions.BASE_FRAME)
 
+    def _subscribe_image(self, topic: str) -> None:
+        self._image_subs[topic] = self.create_subscription(
+            Image, topic, lambda msg, topic=topic: self.on_image(topic, msg), qos_profile_sensor_data)
+        self.get_logger().info(f"forwarding {topic}")
+
     def discover_images(self) -> None:
         """Subscribe to colour cameras that appeared."""
         for topic, types in self.get_topic_names_and_types():
             if COLOR_IMAGES.matches(topic) and topic not in self._image_subs and "sensor_msgs/msg/Image" in types:
-                self._image_subs[topic] = self.create_subscription(
-                    Image, topic, lambda msg, topic=topic: self.on_image(topic, msg), qos_profile_sensor_data)
-                self.get_logger().info(f"forwarding {topic}")
+                self._subscribe_image(topic)
 
     def destroy_node(self) -> None:
         """Stop the Foxglove server, then the node."""

@@ -94,7 +94,8 @@ def start_viewer(ros_domain, port: int):
     proc = ros_domain.spawn_python("-m", "gpc_ros.nodes.viewer_node", "--ros-args", "-p", f"port:={port}",
                                    "-p", "publish_rate_hz:=20.0")
     lines: list[str] = []
-    threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True).start()
+    proc.reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+    proc.reader.start()
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         found = [m for line in list(lines) if (m := re.search(r"live view on ws://127\.0\.0\.1:(\d+)", line))]
@@ -114,7 +115,7 @@ async def watch(port: int) -> dict:
     async with websockets.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"],
                                   max_size=None) as ws:
         assert ws.subprotocol == "foxglove.sdk.v1"
-        channels, subs, decoded, assets, params = {}, {}, {}, {}, {}
+        channels, subs, decoded, assets, params, statuses = {}, {}, {}, {}, {}, []
         asked_asset = asked_params = False
         deadline = time.monotonic() + TIMEOUT_S
         def complete() -> bool:
@@ -141,6 +142,8 @@ async def watch(port: int) -> dict:
                         {"id": sid, "channelId": cid} for sid, cid in subs.items() if cid in {c["id"] for c in new}]}))
                 elif msg["op"] == "parameterValues":
                     params.update({p["name"]: p["value"] for p in msg["parameters"]})
+                elif msg["op"] == "status":  # the server's errors and warnings, kept for the failure message
+                    statuses.append(msg)
                 if not asked_params:
                     await ws.send(json.dumps({"op": "getParameters", "parameterNames": ["/robot_description"],
                                               "id": "urdf"}))
@@ -159,7 +162,7 @@ async def watch(port: int) -> dict:
             elif opcode == 4:  # fetch asset response: request id, status, error length, error, data
                 request_id, status, err_len = struct.unpack_from("<IBI", raw, 1)
                 assets[request_id] = (status, raw[10 + err_len:])
-        return {"channels": channels, "decoded": decoded, "assets": assets, "params": params}
+        return {"channels": channels, "decoded": decoded, "assets": assets, "params": params, "statuses": statuses}
 
 
 def test_foxglove_client_sees_every_channel(ros_domain, listener):
@@ -173,7 +176,9 @@ def test_foxglove_client_sees_every_channel(ros_domain, listener):
         publisher.stop.set()
         publisher.join(timeout=10)
     by_topic = {result["channels"][cid]["topic"]: msgs for cid, msgs in result["decoded"].items()}
-    assert EXPECTED <= set(by_topic), f"missing {EXPECTED - set(by_topic)}; viewer output: {''.join(lines)}"
+    advertised = sorted((c, v["topic"]) for c, v in result["channels"].items())
+    assert EXPECTED <= set(by_topic), (f"missing {EXPECTED - set(by_topic)}; advertised {advertised}; server status "
+                                       f"messages {result['statuses']}; viewer output: {''.join(lines)}")
     assert all(len(msgs) >= 1 for msgs in by_topic.values())
     schemas = {c["topic"]: c["schemaName"] for c in result["channels"].values()}
     assert schemas["/gpc/scene"] == "foxglove.SceneUpdate" and schemas["/tf"] == "foxglove.FrameTransforms"
@@ -208,6 +213,8 @@ def test_foxglove_client_sees_every_channel(ros_domain, listener):
 
     proc.send_signal(2)
     proc.wait(timeout=30)
+    proc.reader.join(timeout=30)
+    assert "Callback failed" not in "".join(lines), "".join(lines)  # the listener handles every callback it gets
 
 
 def test_port_in_use_is_one_sentence(ros_domain):
