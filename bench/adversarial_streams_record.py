@@ -8,8 +8,9 @@ measured TCP / elbow / wrist left their box by more than 5 mm, or whose speed ex
 stream's and the previous stream's snapshots and every motion's target and feed-forward (the executor's robot
 ``move`` is wrapped to record them; that wrapper keeps the robot object alive, so run one executor per process).
 
-Run: ``PYTHONPATH=$PWD .venv/bin/python bench/adversarial_streams_record.py SEED OUT_PREFIX [N_STREAMS]`` ->
-``OUT_PREFIX.json`` (one row per stream) and ``OUT_PREFIX.streamN.pkl``. Figures: docs/driver.md (session 13).
+Run: ``PYTHONPATH=$PWD .venv/bin/python bench/adversarial_streams_record.py SEED OUT_PREFIX [N_STREAMS [KINDS]]`` ->
+``OUT_PREFIX.json`` (one row per stream) and ``OUT_PREFIX.streamN.pkl``; ``KINDS`` (comma-separated, e.g.
+``stamps,corner``) runs only those kinds, in turn. Figures: docs/driver.md (sessions 13, 14).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gpc_ros.sim.franky_sim_process import FrankySimProcess  # noqa: E402
 def main() -> int:
     seed, out = int(sys.argv[1]), sys.argv[2]
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+    only = tuple(sys.argv[4].split(",")) if len(sys.argv) > 4 else None  # e.g. "stamps,corner": only these kinds
     rng = np.random.default_rng(seed)
     rows = []
     with FrankySimProcess(pace="fast") as sim:
@@ -53,6 +55,8 @@ def main() -> int:
             for i in range(n):
                 kind = streams.STREAM_KINDS[i % len(streams.STREAM_KINDS)] if i < len(streams.STREAM_KINDS) else \
                     str(rng.choice(streams.STREAM_KINDS))
+                if only is not None:
+                    kind = only[i % len(only)]
                 n_prev, s_prev = n0, s0
                 n0, s0 = len(recorder), len(sent)
                 before = executor.interventions.snapshot()
