@@ -1,12 +1,13 @@
 """The 200 adversarial streams of test_measured_state_stays_inside_over_adversarial_streams, recorded (issue 9).
 
 Runs the test's streams (``test/control/test_driver_safety_sim.py``: same kinds, same seed handling) against a
-free-running franky-sim, but does not stop at a failure. Per stream it keeps the test's measures plus the
-*commanded* TCP's excess (FK of franky's 1 kHz ``q_d``, which tells the planner's overshoot from franky-sim's
-tracking), the pace, and how often ``full_dynamics_braking`` / ``scaled_turning_feed_forward`` fired. Streams whose
-measured TCP / elbow / wrist left their box by more than 5 mm, or whose speed exceeded 1.05 x, are pickled with this
-stream's and the previous stream's snapshots and every motion's target and feed-forward (the executor's robot
-``move`` is wrapped to record them; that wrapper keeps the robot object alive, so run one executor per process).
+free-running franky-sim, but does not stop at a failure. Per stream it keeps the test's measures plus the *commanded*
+TCP's excess (FK of franky's 1 kHz ``q_d``, which tells the planner's overshoot from franky-sim's tracking) and speed
+(``cmd_speed_ratio``), the pace, and how often ``full_dynamics_braking`` / ``scaled_turning_feed_forward`` fired.
+Streams whose measured TCP / elbow / wrist left their box by more than 5 mm, or whose speed exceeded 1.05 x, are
+pickled with this stream's and the previous stream's snapshots and every motion's target and feed-forward (the
+executor's robot ``move`` is wrapped to record them; that wrapper keeps the robot object alive, so run one executor
+per process).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/adversarial_streams_record.py SEED OUT_PREFIX [N_STREAMS [KINDS]]`` ->
 ``OUT_PREFIX.json`` (one row per stream) and ``OUT_PREFIX.streamN.pkl``; ``KINDS`` (comma-separated, e.g.
@@ -27,7 +28,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import test_driver_safety_sim as streams  # noqa: E402  (the test's streams and measures)
 
 from gpc_ros.control.joint_guard import box_excess_m  # noqa: E402
+from gpc_ros.control.motion_metrics import windowed_speed_m_s  # noqa: E402
 from gpc_ros.sim.franky_sim_process import FrankySimProcess  # noqa: E402
+
+
+def commanded_speed_ratio(snaps, limit_m_s: float) -> float:
+    """The test's speed measure (50 ms windows, robot clock) on the *commanded* TCP (franky's O_T_EE of ``q_d``)."""
+    t = np.array([s.robot_time_s for s in snaps])
+    keep = np.concatenate([[True], np.diff(t) > 0])
+    if keep.sum() <= 10:
+        return 0.0
+    speed = windowed_speed_m_s(t[keep], np.array([s.ee_position_m for s in snaps])[keep], 0.05)
+    return float(speed.max()) / limit_m_s if speed.size else 0.0
 
 
 def main() -> int:
@@ -64,6 +76,7 @@ def main() -> int:
                 snaps = recorder.since(n0)
                 rep = streams.measured_report(executor, snaps)
                 rep["cmd_tcp_out_m"] = max(box_excess_m(s.ee_position_m, e.lower_m, e.upper_m) for s in snaps)
+                rep["cmd_speed_ratio"] = commanded_speed_ratio(snaps, e.max_speed_m_s)
                 rep["kind"], rep["stream"] = kind, i
                 rep["pace"] = (snaps[-1].robot_time_s - snaps[0].robot_time_s) / max(
                     snaps[-1].time_s - snaps[0].time_s, 1e-9)
