@@ -93,7 +93,8 @@ class ComposerConfig:
     its own (:class:`~gpc_ros.policies.spin_worker.SpinningHeadsStep`) that busy-polls shared memory during a chunk
     and sleeps between chunks, so no thread is woken at every step (docs/graph.md, session 13). Used whenever set
     (whatever ``parallel_parents``); needs in-process parents with traced heads on the CPU (else
-    :class:`~gpc_ros.compose.errors.IncompatibleParentError`) and ``joint_step`` not False. Costs a process and a
+    :class:`~gpc_ros.compose.errors.IncompatibleParentError`; in the graph: hosts in the composer's process,
+    ``deployment: in_process``, with ``trace_head: true``) and ``joint_step`` not False. Costs a process and a
     copy of the weights per extra parent and a spinning CPU during chunks; pins the workers and the calling thread
     to separate CPUs when there are as many CPUs as parents. A worker that dies or stalls is dropped (logged) and
     its steps run in process. Same chunk as every other path. False: no worker processes."""

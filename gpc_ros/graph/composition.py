@@ -29,16 +29,16 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from gpc_ros.compose.composer import Composer, ComposerConfig
-from gpc_ros.compose.errors import CompositionError, NonFinitePredictionError
+from gpc_ros.compose.errors import CompositionError, IncompatibleParentError, NonFinitePredictionError
 from gpc_ros.compose.operators import as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization
-from gpc_ros.compose.parent import joint_encode, joint_step
+from gpc_ros.compose.parent import joint_encode, joint_step, worker_step
 from gpc_ros.compose.warm_start import RunningPlan, warm_start_from_plan
 from gpc_ros.graph import protocol
 from gpc_ros.graph.host import HostCore, normalization_from, time_convention_from
@@ -121,6 +121,11 @@ class ComposerNodeConfig:
             raise ValueError(f"ComposerNodeConfig.weights: {exc}") from None
         if self.deployment not in DEPLOYMENTS:
             raise ValueError(f"ComposerNodeConfig.deployment must be one of {DEPLOYMENTS}; got {self.deployment!r}")
+        if self.composer.joint_step_workers and self.deployment != "in_process":
+            raise ValueError(f"ComposerNodeConfig.composer.joint_step_workers=True runs the heads of hosts in the "
+                             f"composer's process in worker processes, so deployment must be 'in_process'; got "
+                             f"deployment={self.deployment!r} (hosts in separate processes: set "
+                             f"composer.joint_step_workers false)")
         if self.on_fault not in FAULT_POLICIES:
             raise ValueError(f"ComposerNodeConfig.on_fault must be one of {FAULT_POLICIES}; got {self.on_fault!r}")
         if self.on_fault == "fallback" and self.fallback_parent not in names:
@@ -415,6 +420,18 @@ class ProxyParent:
         inner = joint_step([p.handle.core.parent for p in parents]) if parents else None
         return LocalJointStep(parents, inner) if inner is not None else None
 
+    def worker_step_with(self, parents: Sequence[object]) -> LocalJointStep | None:
+        """The joint step of in-process hosts with heads 2..K in spinning worker processes, else None.
+
+        ``composer.joint_step_workers``. Every parent must be a proxy of a :class:`LocalHost` whose parent offers
+        one (traced heads on the CPU, ``HostConfig.trace_head``;
+        :class:`~gpc_ros.policies.spin_worker.SpinningHeadsStep`, which starts the worker processes). Hosts in
+        other processes offer none.
+        """
+        parents = self._local_with(parents)
+        inner = worker_step([p.handle.core.parent for p in parents]) if parents else None
+        return LocalJointStep(parents, inner) if inner is not None else None
+
     def joint_encode_with(self, parents: Sequence[object]) -> LocalJointEncode | None:
         """One encode call per chunk for in-process hosts whose parents offer a joint encode together, else None.
 
@@ -485,6 +502,18 @@ class LocalJointStep:
     def new_chunk(self) -> None:
         """A chunk begins (passed on to the parents' joint step)."""
         self.inner.new_chunk()
+
+    def end_chunk(self) -> None:
+        """The chunk's last step is done, or it failed (passed on if the parents' joint step has the hook)."""
+        end_chunk = getattr(self.inner, "end_chunk", None)
+        if callable(end_chunk):
+            end_chunk()
+
+    def close(self) -> None:
+        """The composer is closed: passed on if the parents' joint step has the hook (worker processes stop)."""
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
 
     def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Any]]) -> list[torch.Tensor]:
         """One ``(x_t, timestep, encoding)`` per host, in order (the encoding is the host's) -> the predictions."""
@@ -578,9 +607,27 @@ class GraphComposer:
 
     # ----------------------------------------------------------------------------------------------- set-up checks
     def check_compatible(self) -> None:
-        """Raise IncompatibleParentError naming both parents if the announced parents cannot be composed."""
+        """Raise IncompatibleParentError naming both parents if the announced parents cannot be composed.
+
+        Builds a Composer of the announced parents to check them. With ``composer.joint_step_workers`` (hosts in
+        this process only, so called once, before any chunk) that Composer is kept for the chunks: its worker
+        processes start here and serve them, instead of being started and stopped only to validate. Otherwise it
+        is closed at once (remote hosts' announcements call this while a chunk may be composed).
+        """
+        if self.config.composer.joint_step_workers:
+            remote = [n for n in self.config.parents if not isinstance(self.handles[n], LocalHost)]
+            if remote:
+                raise IncompatibleParentError(
+                    f"composer.joint_step_workers=True runs the heads of hosts in the composer's process "
+                    f"(deployment: in_process, trace_head: true) in worker processes; host(s) {remote} are in "
+                    f"separate processes (their steps go over the exchange topics); set composer.joint_step_workers "
+                    f"false", parent=remote[0])
         announced = [self.handles[n] for n in self.config.parents if self.handles[n].announced is not None]
-        if announced:
+        if not announced:
+            return
+        if self.config.composer.joint_step_workers:
+            self._composer(tuple(h.name for h in announced))
+        else:
             Composer([ProxyParent(h, 1.0) for h in announced], self.config.composer).close()
 
     def reconfigure(self, config: ComposerNodeConfig) -> None:
@@ -596,7 +643,10 @@ class GraphComposer:
             if cached is not None:
                 cached[0].close()
             proxies = [self._proxy(self.handles[n]) for n in names]
-            cached = (Composer(proxies, self.config.composer), proxies, announced)
+            config = self.config.composer
+            if len(names) < 2 and config.joint_step_workers:  # one parent (a weight 0, a fault): no head beside it
+                config = replace(config, joint_step_workers=False)
+            cached = (Composer(proxies, config), proxies, announced)
             self._composers[names] = cached
         return cached[0], cached[1]
 
@@ -766,7 +816,7 @@ class GraphComposer:
         return result
 
     def close(self) -> None:
-        """Close the cached composers (they are rebuilt on the next chunk)."""
+        """Close the cached composers (their workers stop: ``joint_step_workers``); rebuilt on the next chunk."""
         for composer, *_ in self._composers.values():
             composer.close()
         self._composers.clear()

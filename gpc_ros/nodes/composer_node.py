@@ -55,6 +55,9 @@ DYNAMIC = {"weights", "seed", "on_fault", "fallback_parent", "max_observation_ag
            "min_plan_remaining_s"} | {
     f.name for f in flat_fields(ComposerNodeConfig) if f.name.startswith("composer.")}
 
+#: On shutdown, wait at most this long for the chunk being composed before closing the composer core (s).
+CLOSE_WAIT_S = 5.0
+
 #: Descriptions of the few core fields whose docstring is missing (the rest come from the dataclasses).
 DESCRIPTIONS = {
     "composer.sampler.num_train_timesteps": "length of the VP training schedule of the composer's grid (ddpm/ddim)",
@@ -304,8 +307,13 @@ class ComposerNode(Node):
         self._publish_status(level, message, values)
 
     def destroy_node(self) -> None:
-        """Close the composer core and destroy the host-facing nodes, then this node."""
-        self.core.close()
+        """Close the composer core (after the chunk being composed, if any), the host-facing nodes, this node."""
+        locked = self._compose_lock.acquire(timeout=CLOSE_WAIT_S)
+        try:
+            self.core.close()  # stops the joint step's worker processes (composer.joint_step_workers)
+        finally:
+            if locked:
+                self._compose_lock.release()
         if self.exchange is not None:
             self.exchange.close()
         for host in self.hosts:

@@ -7,6 +7,7 @@ nodes do (the DDS hop itself is covered by test_graph_nodes.py with real process
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import threading
 from dataclasses import replace
@@ -21,6 +22,7 @@ from gpc_ros.graph.composition import (
     ComposerNodeConfig,
     GraphComposer,
     LocalHost,
+    LocalJointStep,
     RemoteHost,
 )
 from gpc_ros.graph.host import HostConfig, HostCore, load_host_parent
@@ -30,6 +32,7 @@ from gpc_ros.testing.spin import wait_until
 DATA = "test/policies/data"
 T0 = 1000.0
 GENEROUS_S = 60.0  # bounded waits that end as soon as the reply is in
+READY_S = 120.0  # a spinning worker's start-up (a new interpreter importing torch) on a loaded machine
 
 
 @pytest.fixture(autouse=True)
@@ -175,6 +178,83 @@ def test_hosts_with_traced_heads_give_the_eager_composers_chunk(deployment, join
     assert torch.equal(second.actions, again.actions[0, 0])
     graph.close()
     reference.close()
+
+
+def head_workers() -> list[multiprocessing.Process]:
+    """The live spinning head workers (``composer.joint_step_workers``) this process started."""
+    return [p for p in multiprocessing.active_children() if p.name.startswith("gpc-head-")]
+
+
+def test_in_process_hosts_with_spinning_workers_give_the_eager_composers_chunk() -> None:
+    """``composer.joint_step_workers: true``, hosts in the composer's process with traced heads: the second host's
+    head runs in a spinning worker process. ``check_compatible`` starts the worker the chunks then use (one, not
+    one per check or chunk); the first chunk (its steps in process while the worker starts, or in the worker) and
+    the next one (every step in the worker) and each parent's own chunk are the plain eager sequential Composer's
+    for their seeds; a one-parent chunk (the other's weight 0) needs no worker; ``close()`` stops the worker."""
+    from gpc_ros.policies.spin_worker import SpinningHeadsStep
+
+    before = {p.pid for p in head_workers()}
+    cores = checkpoint_cores(trace_head=True)
+    config = ComposerNodeConfig(parents=("rgb", "pcd"), weights=(0.3, 0.7), seed=5, deployment="in_process",
+                                encode_timeout_s=GENEROUS_S, step_timeout_s=GENEROUS_S)
+    config = replace(config, composer=replace(config.composer, joint_step_workers=True))
+    graph = GraphComposer(config, [LocalHost(c) for c in cores])
+    graph.check_compatible()
+    (composer, *_), = graph._composers.values()
+    step = composer._joint
+    assert isinstance(step, LocalJointStep) and isinstance(step.inner, SpinningHeadsStep)
+    pids = [w.process.pid for w in step.inner.workers]
+    assert len(pids) == 1 and {p.pid for p in head_workers()} - before == set(pids)
+    first = graph.compose(T0 + 0.01)
+    assert first.mode == "normal", first.reason
+    assert step.inner.wait_ready(READY_S)
+    assert step.inner.head.wait_for_traces(GENEROUS_S)  # head 1's trace, on the composing thread
+    step.inner.reset_stats()
+    second = graph.compose(T0 + 0.01)
+    assert (step.inner.worker_steps, step.inner.fallback_steps) == (10, 0)  # head 2 in the worker at every step
+    assert [c for c, *_ in graph._composers.values()] == [composer]  # the checked composer, no other
+    assert {p.pid for p in head_workers()} - before == set(pids)
+    eager = checkpoint_cores()
+    plain = replace(config.composer, joint_step_workers=False)
+    reference, observations = assert_plain_composers_chunk(eager, replace(config, composer=plain), first, 5)
+    again = reference.compose(reference.encode(observations), torch.tensor([0.3, 0.7], dtype=torch.float64),
+                              generator=6)
+    assert torch.equal(second.actions, again.actions[0, 0])
+    for name in ("rgb", "pcd"):
+        assert torch.equal(second.parent_actions[name], again.parent_actions[name][0])
+
+    graph.reconfigure(replace(config, weights=(1.0, 0.0)))  # one parent: composed without a worker step
+    third = graph.compose(T0 + 0.01)
+    assert third.mode == "normal" and third.weights == {"rgb": 1.0}, third.reason
+    alone = Composer([eager[0].parent], replace(plain, parallel_parents=False))
+    expected = alone.compose(alone.encode(observations[:1]), torch.tensor([1.0], dtype=torch.float64), generator=7)
+    assert torch.equal(third.actions, expected.actions[0, 0])
+    assert {p.pid for p in head_workers()} - before == set(pids)
+    graph.close()
+    assert {p.pid for p in head_workers()} - before == set()
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)  # stopped and reaped
+    alone.close()
+    reference.close()
+
+
+def test_spinning_workers_are_refused_for_hosts_in_separate_processes_naming_the_field() -> None:
+    """``composer.joint_step_workers: true`` with hosts in other processes: refused (config and composer), no
+    worker started."""
+    from gpc_ros.compose import ComposerConfig
+    from gpc_ros.compose.errors import IncompatibleParentError
+
+    workers = ComposerConfig(parallel_parents="auto", joint_step_workers=True)
+    with pytest.raises(ValueError, match="joint_step_workers=True .* deployment must be 'in_process'; got "
+                                         "deployment='separate'"):
+        ComposerNodeConfig(parents=("left", "right"), weights=(0.5, 0.5), composer=workers)
+    before = {p.pid for p in head_workers()}
+    config = ComposerNodeConfig(parents=("left", "right"), weights=(0.5, 0.5), composer=workers,
+                                deployment="in_process")
+    graph = GraphComposer(config, wire(goal_cores()))
+    with pytest.raises(IncompatibleParentError, match=r"joint_step_workers=True .* host\(s\) \['left', 'right'\] "
+                                                      "are in separate processes"):
+        graph.check_compatible()
+    assert {p.pid for p in head_workers()} == before
 
 
 @pytest.mark.parametrize("fault", ["nan", "joint call fails"])
