@@ -16,7 +16,11 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
   TorchScript traces (``HostConfig.trace_head``), and ``one parent alone, traced``, the fair baseline for them
   (column ``x one traced``); ``joint, traced``: both heads in ONE traced call per step, the second forked
   (``ComposerConfig.joint_step`` True), and since session 12 both encoders in one traced call per chunk
-  (``joint_encode`` True); the other traced cases have both False;
+  (``joint_encode`` True); the other traced cases have both False; ``spinning workers, traced`` (session 14): the
+  joint encode and joint step with the second head in a worker process that busy-polls shared memory during a
+  chunk (``ComposerConfig.joint_step_workers`` True, :class:`~gpc_ros.policies.spin_worker.SpinningHeadsStep`),
+  for the plain Composer and for the graph's in-process hosts (``deployment: in_process``); the workers are ready
+  and their traces made before the timed rounds, and the steps they answered are counted;
 * ``K=2 graph, separate hosts``: the composer core here, each host its own process (1 torch thread each),
   every encode and denoising step over DDS (std_msgs/Float64MultiArray), the two hosts' steps overlapping; the
   exchange topics on a dedicated :class:`~gpc_ros.nodes.exchange.ExchangeEndpoint` on both sides (wait-set
@@ -229,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traced", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the in-process cases with traced heads (HostConfig.trace_head) and one "
                              "parent alone with its head traced")
+    parser.add_argument("--workers", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --traced, also measure the joint step with the second head in a spinning worker "
+                             "process (ComposerConfig.joint_step_workers), plain Composer and graph")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
                         help="also measure separate hosts pinned to a core each (cpu_affinity)")
     args = parser.parse_args(argv)
@@ -275,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 endpoint={"rgb", "pcd", "goal", *pinned_names})
     stop = threading.Event()
     publisher = threading.Thread(target=wire.publish_observations, args=(stop,), daemon=True)
+    in_process, two = {}, {}
     try:
         deadline = time.monotonic() + 300
         while not all(h.announced for h in wire.handles.values()):
@@ -307,19 +315,22 @@ def main(argv: list[str] | None = None) -> int:
         pinned = GraphComposer(pinned_config, [wire.handles[n] for n in pinned_names]) if args.pin else None
         pinned_pool = GraphComposer(pinned_config, [wire.handles[n] for n in pinned_names], split_phase=False) \
             if args.pin and args.pool else None
-        in_process, two = {}, {}
         modes = [("sequential", False, False), ("threads", True, False), ("auto", "auto", False)]
         if args.traced:
             modes.append(("joint", "auto", True))
+            if args.workers:
+                modes.append(("spinning workers", "auto", "workers"))
         for mode, parallel, joint in modes:
-            composer_config = replace(sequential, parallel_parents=parallel, joint_step=joint, joint_encode=joint)
+            composer_config = replace(sequential, parallel_parents=parallel, joint_step=bool(joint),
+                                      joint_encode=bool(joint), joint_step_workers=joint == "workers")
             for suffix, cores_ in (("", local), (", traced", local_traced)):
                 if not cores_ or (joint and not suffix):
                     continue
                 in_process[mode + suffix] = GraphComposer(
                     ComposerNodeConfig(**{**{f: getattr(config, f) for f in config.__dataclass_fields__},
-                                          "composer": composer_config}),
+                                          "composer": composer_config, "deployment": "in_process"}),
                     [LocalHost(cores_["rgb"]), LocalHost(cores_["pcd"])])
+                in_process[mode + suffix].check_compatible()  # as the node does (with workers: they start here)
                 two[mode + suffix] = Composer([cores_["rgb"].parent, cores_["pcd"].parent], composer_config)
         one = Composer([local["rgb"].parent], sequential)
         one_traced = Composer([local_traced["rgb"].parent], sequential) if args.traced else None
@@ -366,12 +377,32 @@ def main(argv: list[str] | None = None) -> int:
         joint_heads = [two["joint, traced"]._joint.head,
                        next(iter(in_process["joint, traced"]._composers.values()))[0]._joint.inner.head] \
             if args.traced else []
+        spinning = {}  # case -> its SpinningHeadsStep
+        if args.traced and args.workers:
+            spinning = {"K=2 in-process Composer, spinning workers, traced": two["spinning workers, traced"]._joint,
+                        "K=2 graph, in-process hosts, spinning workers, traced": next(iter(
+                            in_process["spinning workers, traced"]._composers.values()))[0]._joint.inner}
+            joint_heads += [step.head for step in spinning.values()]
+            for name, step in spinning.items():
+                if not step.wait_ready(120.0):
+                    raise SystemExit(f"the worker of {name} was not ready within 120 s")
         for name, head in [*((c.parent.name, c.parent._denoiser) for c in local_traced.values()),
                            *(("joint", h) for h in joint_heads)]:  # traces are made in the background: wait,
             if not head.wait_for_traces(120.0):  # then warm them up too
                 raise SystemExit(f"the traces of {name} were not made within 120 s")
         for fn in cases.values():
             fn()
+        for name, step in spinning.items():  # the worker traces its head in the background: until its chunk is traced
+            deadline = time.monotonic() + 120.0
+            while True:
+                before_traced = step.worker_stats()[0]["traced"]
+                cases[name]()
+                if step.worker_stats()[0]["traced"] - before_traced == args.steps:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the worker of {name} did not answer a chunk traced within 120 s")
+            step.reset_stats()
+        traced_before = {name: step.worker_stats()[0]["traced"] for name, step in spinning.items()}
         x = torch.randn(1, 16, 3)
         for r in range(args.rounds):
             order = list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]  # no case always first
@@ -394,11 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         base = statistics.median(times["one parent alone"])
         base_traced = statistics.median(times["one parent alone, traced"]) if args.traced else float("nan")
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
-        print(f"  {'case':<46} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'x one traced':>13} "
+        print(f"  {'case':<54} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'x one traced':>13} "
               f"{'cpu ms':>8}")
         for name, values in times.items():
             med, p90 = statistics.median(values), float(np.percentile(values, 90))
-            print(f"  {name:<46} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x {med / base_traced:12.2f}x "
+            print(f"  {name:<54} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x {med / base_traced:12.2f}x "
                   f"{statistics.median(cpu[name]) * 1e3:8.1f}")
         autos = [("K=2 in-process Composer, auto", two["auto"]),
                  ("K=2 graph, in-process hosts, auto", next(iter(in_process["auto"]._composers.values()))[0])]
@@ -418,6 +449,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {what}: steps in threads {stats.parallel_steps}, one after the other {stats.sequential_steps}; "
                   f"step time threads / one after the other, median of the last {len(chooser.ratios)} adjacent "
                   f"pairs: {statistics.median(chooser.ratios):.2f}")
+        for name, step in spinning.items():
+            stats = step.worker_stats()[0]
+            n = max(step.worker_steps + step.fallback_steps, 1)
+            print(f"  {name}: steps with head 2 in the worker {step.worker_steps}, in process (fallback) "
+                  f"{step.fallback_steps}; worker calls {stats['calls']}, of which traced "
+                  f"{stats['traced'] - traced_before[name]}; per step: "
+                  f"head 1 {step.head_s / n * 1e3:.2f} ms, wait after it {step.wait_s / n * 1e3:.2f} ms, worker's "
+                  f"head 2 {stats['head_ms']:.2f} ms")
         print("\n  second host's request of a step sent after the first (median, p90; timed rounds only):")
         for name, gaps in sends.gaps().items():
             print(f"  {name:<36} {statistics.median(gaps) * 1e3:.3f} ms, p90 "
@@ -434,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
               f"median {statistics.median(serial) * 1e3:.3f} ms")
         print(f"  load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     finally:
+        for closable in (*in_process.values(), *two.values()):  # stops the spinning workers
+            closable.close()
         stop.set()
         wire.close()
         interrupt_all(procs)
