@@ -78,14 +78,17 @@ def _view(buf: Any, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> 
 
 
 def _worker_main(shm_name: str, module_name: str, module_size: int, cpu: int | None, conn: Any, wake: Any,
-                 spin_s: float, idle_wait_s: float, max_traces: int) -> None:
+                 spin_s: float, idle_wait_s: float, max_traces: int, parent_pid: int) -> None:
     """The worker process: load the head, then answer steps until told to quit (or the parent process is gone)."""
     from gpc_ros.policies.traced import TracedHead
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     torch.set_num_threads(1)
-    parent_pid = os.getppid()
+    # the creator's pid, passed in: os.getppid() here would already be init's (or a subreaper's) if the creator
+    # died while this interpreter was starting, and then a worker would never notice it is an orphan
+    if os.getppid() != parent_pid:
+        os._exit(0)
     module_shm = shared_memory.SharedMemory(name=module_name)
     try:
         module = torch.load(io.BytesIO(bytes(module_shm.buf[:module_size])), weights_only=False).eval()
@@ -185,7 +188,7 @@ class _Worker:
         self.module_shm.buf[:len(data)] = data
         self.process = ctx.Process(target=_worker_main, name=f"gpc-head-{name}", daemon=True,
                                    args=(self.shm.name, self.module_shm.name, len(data), cpu, child_conn, self.wake,
-                                         spin_s, idle_wait_s, max_traces))
+                                         spin_s, idle_wait_s, max_traces, os.getpid()))
         self.process.start()
         child_conn.close()
         self.seq = 0

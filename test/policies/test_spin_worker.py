@@ -9,8 +9,11 @@ import gc
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,6 +154,37 @@ def test_three_parents_two_workers_and_garbage_collection(parents, observations)
     del composer, step
     gc.collect()
     assert all(gone(pid) for pid in pids)
+
+
+#: A process that starts a worker and dies at once, without close() (its worker is still starting up).
+DIES_AT_ONCE = """
+import os
+from gpc_ros.compose import Composer, ComposerConfig
+from gpc_ros.graph.host import HostConfig, load_host_parent
+parents = [load_host_parent(HostConfig(name=n, checkpoint="test/policies/data/" + folder, trace_head=True))[0]
+           for n, folder in (("rgb", "diffusion_rgb"), ("pcd", "flow_pointcloud"))]
+composer = Composer(parents, ComposerConfig(joint_step_workers=True))
+print(composer._joint.workers[0].process.pid, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_worker_whose_creator_died_while_it_started_exits_by_itself(tmp_path) -> None:
+    """The creator gone before its worker's interpreter has started (so the worker's parent is already init or a
+    subreaper when it looks): the worker notices and exits (it used to sleep-wait forever, an orphan)."""
+    root = Path(__file__).resolve().parents[2]
+    log = tmp_path / "creator.txt"
+    with open(log, "w") as out:  # a file, not a pipe: the worker inherits it, and a pipe would stay open with it
+        code = subprocess.run([sys.executable, "-c", DIES_AT_ONCE], cwd=root, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(root)}, timeout=READY_S).returncode
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    pid = int(text.split()[0])
+    try:
+        assert gone(pid, READY_S)
+    finally:
+        if os.path.exists(f"/proc/{pid}"):  # do not leave it behind when the test fails
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("make,error,match", [
