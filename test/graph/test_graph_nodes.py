@@ -43,9 +43,9 @@ def composer_argv(*params: str, extra: tuple[str, ...] = ()) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------ equality
-def checkpoint_hosts() -> dict:
+def checkpoint_hosts(trace_head: bool = False) -> dict:
     common = {"factory": "", "factory_kwargs": "{}", "modality": "auto", "obs_horizon": 0, "state_dim": -1,
-              "torch_threads": 1}
+              "torch_threads": 1, "trace_head": trace_head}
     return {f"{name}_host": {"ros__parameters": {"name": name, "checkpoint": os.path.abspath(f"{DATA}/{folder}"),
                                                  **common}}
             for name, folder in (("rgb", "diffusion_rgb"), ("pcd", "flow_pointcloud"))}
@@ -95,24 +95,45 @@ def driver_plan(probe, start_s: float, positions: np.ndarray):
     return msg
 
 
-@pytest.mark.parametrize("deployment,warm", [pytest.param("separate", False, marks=pytest.mark.slow),
-                                             pytest.param("separate", True, marks=pytest.mark.slow),
-                                             ("in_process", False), ("in_process", True)])
-def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deployment, warm, ros_domain, probe,
-                                                                             tmp_path) -> None:
-    """Same seed, observations (and, warm, the driver's running plan) -> the plain Composer's chunk exactly."""
+def child_pids(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (from /proc), but multiprocessing's resource tracker."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().split(") ")[-1].split()
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z" and b"resource_tracker" not in cmdline:
+                found.add(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("deployment,warm,workers", [
+    pytest.param("separate", False, False, marks=pytest.mark.slow),
+    pytest.param("separate", True, False, marks=pytest.mark.slow),
+    ("in_process", False, False), ("in_process", True, False), ("in_process", False, True)])
+def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deployment, warm, workers, ros_domain,
+                                                                             probe, tmp_path) -> None:
+    """Same seed, observations (and, warm, the driver's running plan) -> the plain Composer's chunk exactly. With
+    ``workers``: hosts with traced heads and ``composer.joint_step_workers`` (the second head in a worker process
+    of the composer's); Ctrl-C stops the composer and leaves no worker process."""
     from sensor_msgs.msg import Image, PointCloud2
 
     from gpc_ros.graph.composition import ComposerNodeConfig
     from gpc_ros.nodes import conversions
     from gpc_ros.nodes.parameters import build_config
 
-    hosts = write_params(tmp_path, "hosts.yaml", checkpoint_hosts())
+    hosts = write_params(tmp_path, "hosts.yaml", checkpoint_hosts(trace_head=workers))
     block = composer_params(parents=["rgb", "pcd"], weights=[0.3, 0.7], seed=11, on_fault="hold",
                             replan_period_s=0.3, max_observation_age_s=5.0, max_observation_skew_s=1.0,
                             deployment=deployment, encode_timeout_s=60.0, step_timeout_s=60.0,
                             warm_start_from_plan=warm, min_plan_remaining_s=0.0,
-                            **{"composer.warm_start.remaining_fraction": 0.6})
+                            **{"composer.warm_start.remaining_fraction": 0.6,
+                               "composer.joint_step_workers": workers})
     composer = write_params(tmp_path, "composer.yaml", block)
     if deployment == "separate":
         for name in ("rgb", "pcd"):
@@ -165,6 +186,13 @@ def test_published_chunk_equals_the_in_process_composers_for_the_same_seed(deplo
         assert probe.spin_until(lambda: int(probe.last_status().get("chunks", 0)) >= 2, 30.0, every=publish,
                                 period_s=0.1), probe.last_status()
         assert probe.last_status()["warm_start"] == "plan", probe.last_status()
+    if workers:  # one worker process (the second head's), stopped with the composer
+        spawned = child_pids(proc.pid)
+        assert len(spawned) == 1, spawned
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60.0)
+        assert proc.returncode == 0, out[-3000:]
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in spawned), out[-3000:]
 
 
 def test_a_short_driver_plan_triggers_a_chunk_before_the_period_ends(ros_domain, probe, tmp_path) -> None:
