@@ -88,11 +88,14 @@ class ExecutorConfig:
     streaming_mode: str = "joint"
     """``joint`` (checked joint targets as JointWaypointMotions, the safe default) or ``cartesian`` (the same
     checked targets as poses in CartesianWaypointMotions); docs/driver.md compares them."""
-    target_lead_periods: float = 3.0
+    target_lead_periods: float = 6.0
     """``joint`` streaming: each motion goes to the plan's target this many control periods ahead, due then (franky
     plans it to arrive no earlier); ``cartesian`` streaming: one period ahead, as soon as possible. A target one
     period ahead left the joints' planner (at the per-motion acceleration bound) no room to adjust their timing: the
-    10 Hz stream stopped and went (docs/driver.md)."""
+    10 Hz stream stopped and went. At 3 periods it still did, rarely: franky starts each motion a few ms after the
+    state it was computed from, and a joint that cannot stop on the way arrives only within a window of durations
+    whose top edge was 3-7 ms above the due time; the window's margin grows with the square of the lead
+    (docs/driver.md, *The windows' top edge*)."""
     urdf_path: str = ""
     """FR3 URDF for the kinematics ("" = this package's urdf/fr3.urdf, else the one franky-sim ships)."""
     watchdog_timeout_s: float = 0.5
