@@ -155,6 +155,10 @@ class ScaledClock:
         time.sleep(max(0.0, (t - self()) / self.rate))
 
 
+#: ``--lead-periods``: the executors' ``target_lead_periods`` (None: ExecutorConfig's default).
+LEAD_PERIODS: float | None = None
+
+
 def start_executor(host: str, logs: list, clock: ScaledClock | None = None, **overrides) -> FrankaExecutor:
     logs.clear()  # drop the previous executor's robot: franky-sim takes one client, released when the Robot goes
     gc.collect()
@@ -167,6 +171,8 @@ def start_executor(host: str, logs: list, clock: ScaledClock | None = None, **ov
         return log
 
     overrides.setdefault("gripper", GripperConfig(enabled=False))
+    if LEAD_PERIODS is not None:
+        overrides.setdefault("target_lead_periods", LEAD_PERIODS)
     executor = FrankaExecutor(ExecutorConfig(robot_host=host, require_enable=False, watchdog_timeout_s=2.0,
                                              **overrides), clock=clock or time.monotonic,
                               robot_factory=factory).start()
@@ -264,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ahead-clock-rate", type=float, default=0.4,
                         help="executor clock / wall time with the fast franky-sim (part 1): below the sim's pace")
     parser.add_argument("--parts", default="1234", help="which parts to run, e.g. 1 or 34")
+    parser.add_argument("--lead-periods", type=float, default=None,
+                        help="the executors' target_lead_periods (default: ExecutorConfig's)")
     args = parser.parse_args(argv)
+    global LEAD_PERIODS
+    LEAD_PERIODS = args.lead_periods
     parts = set(args.parts)
     if "1" in parts:
         print("1) limits per unit time (0.2 m/s line; ratios to the configured limits, robot clock); franky-sim paced "
