@@ -4,10 +4,10 @@ Runs the test's streams (``test/control/test_driver_safety_sim.py``: same kinds,
 free-running franky-sim, but does not stop at a failure. Per stream it keeps the test's measures plus the *commanded*
 TCP's excess (FK of franky's 1 kHz ``q_d``, which tells the planner's overshoot from franky-sim's tracking) and speed
 (``cmd_speed_ratio``), the pace, and how often ``full_dynamics_braking`` / ``scaled_turning_feed_forward`` fired.
-Streams whose measured TCP / elbow / wrist left their box by more than 5 mm, or whose speed exceeded 1.05 x, are
-pickled with this stream's and the previous stream's snapshots and every motion's target and feed-forward (the
-executor's robot ``move`` is wrapped to record them; that wrapper keeps the robot object alive, so run one executor
-per process).
+Streams whose measured TCP / elbow / wrist left their box by more than 5 mm, or whose measured speed exceeded 1.05 x
+or commanded speed 1.03 x, are pickled with this stream's and the previous stream's snapshots and every motion's
+target and feed-forward (the executor's robot ``move`` is wrapped to record them; that wrapper keeps the robot object
+alive, so run one executor per process).
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/adversarial_streams_record.py SEED OUT_PREFIX [N_STREAMS [KINDS]]`` ->
 ``OUT_PREFIX.json`` (one row per stream) and ``OUT_PREFIX.streamN.pkl``; ``KINDS`` (comma-separated, e.g.
@@ -55,7 +55,8 @@ def main() -> int:
 
         def move(motion, asynchronous=True):
             sent.append((time.monotonic(), executor.gate.last.joint_positions_rad.copy(),
-                         executor.gate.last_target_velocity_rad_s.copy()))
+                         executor.gate.last_target_velocity_rad_s.copy(), executor.gate.last_arrival_s,
+                         executor.gate.last_speed_factor))
             return move_robot(motion, asynchronous=asynchronous)
 
         executor._robot.move = move
@@ -85,7 +86,8 @@ def main() -> int:
                 for name in ("full_dynamics_braking", "scaled_turning_feed_forward"):
                     rep[name] = after.get(name, 0) - before.get(name, 0)
                 rows.append(rep)
-                if rep["speed_ratio"] > 1.05 or max(rep["tcp_out_m"], rep["elbow_out_m"], rep["wrist_out_m"]) > 0.005:
+                if rep["speed_ratio"] > 1.05 or rep["cmd_speed_ratio"] > 1.03 or \
+                        max(rep["tcp_out_m"], rep["elbow_out_m"], rep["wrist_out_m"]) > 0.005:
                     with open(f"{out}.stream{i}.pkl", "wb") as f:
                         pickle.dump({"rep": rep, "snaps": recorder.since(n_prev), "sent": sent[s_prev:],
                                      "interventions": after}, f)
