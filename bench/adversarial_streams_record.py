@@ -83,7 +83,7 @@ def main() -> int:
                     snaps[-1].time_s - snaps[0].time_s, 1e-9)
                 rep["fault"] = executor.state.fault
                 after = executor.interventions.snapshot()
-                for name in ("full_dynamics_braking", "scaled_turning_feed_forward"):
+                for name in ("full_dynamics_braking", "scaled_turning_feed_forward", "full_dynamics_overspeed"):
                     rep[name] = after.get(name, 0) - before.get(name, 0)
                 rows.append(rep)
                 if rep["speed_ratio"] > 1.05 or rep["cmd_speed_ratio"] > 1.03 or \

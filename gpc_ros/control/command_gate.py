@@ -59,6 +59,14 @@ SPURIOUS_SPEED_RATIO = 1.1
 #: velocity step was 1.18 x its bound and the joint step 1.00 x (franky's full 5 rad/s^2), against 1.12 / 0.42 before
 #: the change and 0.97 / 0.43 with this threshold (results/driver/bench_driver_2026-12-03_s13_*.txt).
 FULL_BRAKING_SCALE = 1.0 / np.sqrt(BRAKING_FLOOR_MARGIN)
+#: A start whose TCP speed (the robot's ``dq_d`` through the Jacobian at its ``q_d``) is above this x
+#: ``max_speed_m_s`` / ``max_rotation_speed_rad_s`` is braked at franky's full acceleration and jerk
+#: (:meth:`CommandGate._motion`, counted as ``full_dynamics_overspeed``). The speed factor bounds the TCP speed along
+#: two directions per motion; a time-optimal profile slows its joints at different times. Recorded (issue 9, session
+#: 15, the 200 adversarial streams, seed 23): joint 4 held 0.64 rad/s while joints 2 and 6, which had partly cancelled
+#: its TCP motion, slowed; the commanded TCP went to 1.03-1.07 x the limit for ~100 ms while the lowered factor braked
+#: joint 4 at the per-motion 1.25 rad/s^2.
+OVERSPEED_FULL_BRAKING_RATIO = 1.02
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
 
@@ -356,6 +364,18 @@ class CommandGate:
         self.guard.counter.add("scaled_turning_feed_forward")
         return qd * scale
 
+    def _overspeed(self, joints_rad: np.ndarray, velocity_rad_s: np.ndarray) -> bool:
+        """Whether the start is over the TCP limits (:data:`OVERSPEED_FULL_BRAKING_RATIO`).
+
+        True when joints moving at ``velocity_rad_s`` at ``joints_rad`` move the TCP faster than that ratio x
+        ``max_speed_m_s`` or turn it faster than that ratio x ``max_rotation_speed_rad_s``.
+        """
+        c = self.envelope.config
+        jac = self.guard.kinematics.jacobian(np.asarray(joints_rad, dtype=np.float64))
+        v = np.asarray(velocity_rad_s, dtype=np.float64)
+        return bool(np.linalg.norm(jac[:3] @ v) > OVERSPEED_FULL_BRAKING_RATIO * c.max_speed_m_s or
+                    np.linalg.norm(jac[3:] @ v) > OVERSPEED_FULL_BRAKING_RATIO * c.max_rotation_speed_rad_s)
+
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
                 robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None):
         """The franky motion for ``cmd``: its target with the feed-forward velocity, then the same target at rest.
@@ -403,6 +423,11 @@ class CommandGate:
                 # issue 9): brake at franky's full limits, not at the per-motion factors (1.2 rad/s^2 measured: the
                 # commanded TCP went 16 mm out of the box).
                 self.guard.counter.add("full_dynamics_braking")
+                f_acc, f_jerk = 1.0, 1.0
+            elif velocity is not None and (f_acc < 1.0 or f_jerk < 1.0) and self._overspeed(start, velocity):
+                # Faster than the TCP limits already (the speed factor lowered its target speed): shed it at franky's
+                # full limits, not over ~100 ms at the per-motion factors.
+                self.guard.counter.add("full_dynamics_overspeed")
                 f_acc, f_jerk = 1.0, 1.0
             self.last_dynamics_factors = (f_acc, f_jerk)
             qd_plan = qd

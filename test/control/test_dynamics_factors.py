@@ -156,6 +156,10 @@ def test_a_start_faster_than_the_planner_ever_commands_is_braked_at_franky_s_ful
     motion, _ = gate.joint_motion(Q_HOME + 0.01, 0.02, np.full(7, 0.1), Q_HOME, start_velocity, arrival_s=0.06)
     assert (motion.relative_dynamics_factor.acceleration, motion.relative_dynamics_factor.jerk) == (1.0, 1.0)
     start_velocity[1] = 0.9  # one the planner commands: the per-motion factors
+    # (within TCP limits that allow it: 0.44 m/s, 0.9 rad/s; at the defaults a start over the TCP limits is braked at
+    # franky's full limits too, test_a_start_over_the_tcp_speed_limit_is_braked_at_franky_s_full_limits)
+    gate = _gate(max_speed_m_s=0.5, max_rotation_speed_rad_s=1.5)
+    gate.reset_to(Q_HOME)
     motion, _ = gate.joint_motion(Q_HOME + 0.02, 0.02, np.full(7, 0.1), Q_HOME, start_velocity, arrival_s=0.06)
     assert motion.relative_dynamics_factor.acceleration == pytest.approx(0.25)
 
@@ -175,3 +179,22 @@ def test_joint_motions_keep_franky_s_full_jerk():
         motion, _ = gate.joint_motion(Q_HOME + 0.01, 0.02, np.full(7, 0.1), Q_HOME, np.zeros(7), 0.06)
         assert (motion.relative_dynamics_factor.acceleration, motion.relative_dynamics_factor.jerk) == \
             pytest.approx((0.25, 1.0))
+
+
+def test_a_start_over_the_tcp_speed_limit_is_braked_at_franky_s_full_limits():
+    """Recorded (issue 9, seed 23): joint 4 held 0.64 rad/s while joints 2 and 6, which had partly cancelled its TCP
+    motion, slowed; the commanded TCP ran at 1.03-1.07 x the limit for ~100 ms while the lowered speed factor braked
+    joint 4 at the per-motion 1.25 rad/s^2. A start over the TCP limits now gets franky's full acceleration and jerk;
+    one below them keeps the per-motion factors."""
+    gate = _gate()
+    c = gate.envelope.config
+    lin = KINEMATICS.jacobian(Q_HOME)[:3, 3]  # joint 4's column: TCP m/s per rad/s
+    for ratio, full in ((1.1, True), (0.9, False)):
+        gate.reset_to(Q_HOME)
+        start_velocity = np.zeros(7)
+        start_velocity[3] = -ratio * c.max_speed_m_s / float(np.linalg.norm(lin))
+        before = gate.envelope.counter["full_dynamics_overspeed"]
+        motion, _ = gate.joint_motion(Q_HOME + 0.001, 0.02, np.full(7, 0.05), Q_HOME, start_velocity, arrival_s=0.12)
+        factors = (motion.relative_dynamics_factor.acceleration, motion.relative_dynamics_factor.jerk)
+        assert (factors == (1.0, 1.0)) is full, (ratio, factors)
+        assert gate.envelope.counter["full_dynamics_overspeed"] - before == int(full)
