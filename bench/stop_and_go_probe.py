@@ -36,18 +36,14 @@ def instrument(gate, log: list, ticks: list | None = None, robot=None) -> None:
     motion, reachable, consistent = gate._motion, gate._reachable_feed_forward, gate._consistent_feed_forward
     state = {}
 
-    def consistent_wrapped(*args, **kwargs):
-        state["consistent_calls"] = state.get("consistent_calls", 0) + 1
-        return consistent(*args, **kwargs)
-
     def reachable_wrapped(*args, **kwargs):
         state["fallback"] = "turning" if state.get("in_consistent") else "not brakeable"
         return reachable(*args, **kwargs)
 
-    def consistent_tracking(*args, **kwargs):
+    def consistent_wrapped(*args, **kwargs):
         state["in_consistent"] = True
         try:
-            return consistent_wrapped(*args, **kwargs)
+            return consistent(*args, **kwargs)
         finally:
             state["in_consistent"] = False
 
@@ -79,7 +75,7 @@ def instrument(gate, log: list, ticks: list | None = None, robot=None) -> None:
 
     gate._motion = motion_wrapped
     gate._reachable_feed_forward = reachable_wrapped
-    gate._consistent_feed_forward = consistent_tracking
+    gate._consistent_feed_forward = consistent_wrapped
 
 
 def main() -> int:

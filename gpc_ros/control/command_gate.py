@@ -224,8 +224,7 @@ class CommandGate:
             # limit for a while; with the exact report after a limit was lowered): aim lower by the same ratio, so the
             # speed settles at it.
             velocity = directions[1]
-            over = max(float(np.linalg.norm(jac[:3] @ velocity)) / c.max_speed_m_s,
-                       float(np.linalg.norm(jac[3:] @ velocity)) / c.max_rotation_speed_rad_s)
+            over = self._tcp_speed_ratio(jac, velocity)
             # The velocity the planner starts from cannot be braked inside: lower the factor by the scale that could
             # (the planner then decelerates to the lowered limit at its full acceleration).
             over = max(over, 1.0 / max(self.braking.brakeable_scale(start, velocity), 1e-3))
@@ -364,17 +363,23 @@ class CommandGate:
         self.guard.counter.add("scaled_turning_feed_forward")
         return qd * scale
 
-    def _overspeed(self, joints_rad: np.ndarray, velocity_rad_s: np.ndarray) -> bool:
-        """Whether the start is over the TCP limits (:data:`OVERSPEED_FULL_BRAKING_RATIO`).
+    def _tcp_speed_ratio(self, jacobian: np.ndarray, velocity_rad_s: np.ndarray) -> float:
+        """The TCP speed of joints moving at ``velocity_rad_s`` over its limits (``jacobian``: 6 x 7).
 
-        True when joints moving at ``velocity_rad_s`` at ``joints_rad`` move the TCP faster than that ratio x
-        ``max_speed_m_s`` or turn it faster than that ratio x ``max_rotation_speed_rad_s``.
+        The larger of linear speed / ``max_speed_m_s`` and angular speed / ``max_rotation_speed_rad_s``.
         """
         c = self.envelope.config
+        return max(float(np.linalg.norm(jacobian[:3] @ velocity_rad_s)) / c.max_speed_m_s,
+                   float(np.linalg.norm(jacobian[3:] @ velocity_rad_s)) / c.max_rotation_speed_rad_s)
+
+    def _overspeed(self, joints_rad: np.ndarray, velocity_rad_s: np.ndarray) -> bool:
+        """Whether the start is over the TCP limits by more than :data:`OVERSPEED_FULL_BRAKING_RATIO`.
+
+        That is, whether joints moving at ``velocity_rad_s`` at ``joints_rad`` move or turn the TCP faster than that
+        ratio x its limits.
+        """
         jac = self.guard.kinematics.jacobian(np.asarray(joints_rad, dtype=np.float64))
-        v = np.asarray(velocity_rad_s, dtype=np.float64)
-        return bool(np.linalg.norm(jac[:3] @ v) > OVERSPEED_FULL_BRAKING_RATIO * c.max_speed_m_s or
-                    np.linalg.norm(jac[3:] @ v) > OVERSPEED_FULL_BRAKING_RATIO * c.max_rotation_speed_rad_s)
+        return self._tcp_speed_ratio(jac, np.asarray(velocity_rad_s, dtype=np.float64)) > OVERSPEED_FULL_BRAKING_RATIO
 
     def _motion(self, cmd: JointCommand, feed_forward_scale: float, robot_joints_rad: np.ndarray | None = None,
                 robot_joint_velocities_rad_s: np.ndarray | None = None, arrival_s: float | None = None):
