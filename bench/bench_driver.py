@@ -42,8 +42,11 @@ CORNER = np.array([0.75, 0.40, 0.05])
 class CommandLog:
     """A real franky.Robot whose motions get a 1 kHz callback recording (robot time, commanded TCP, joints, motion)."""
 
-    def __init__(self, robot, kinematics: FR3Kinematics) -> None:
+    def __init__(self, robot, kinematics: FR3Kinematics, context: dict | None = None) -> None:
         object.__setattr__(self, "_robot", robot)
+        # context["gate"]: the executor's CommandGate, read at each move for the motion's acceleration factor
+        object.__setattr__(self, "context", context if context is not None else {})
+        object.__setattr__(self, "full_dynamics", {})
         object.__setattr__(self, "_kin", FR3Kinematics(kinematics.urdf_path))
         object.__setattr__(self, "rows", [])
         object.__setattr__(self, "lock", threading.Lock())
@@ -57,6 +60,9 @@ class CommandLog:
             kin, rows, lock = self._kin, self.rows, self.lock
             index = self.motions
             object.__setattr__(self, "motions", index + 1)
+            gate = self.context.get("gate")
+            if gate is not None:  # braked at franky's full limits (a counted fallback), not at the per-motion factors
+                self.full_dynamics[index] = bool(gate.last_dynamics_factors[0] >= 1.0)
 
             def callback(state, dt, rel, abs_time, signal) -> None:
                 if hasattr(signal, "q"):
@@ -111,16 +117,21 @@ def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig)
             float(steps.max()) / (e.max_acceleration_m_s2 * 1e-3))
 
 
-def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray,
-                 e: SafetyEnvelopeConfig) -> tuple[float, float, float]:
-    """Where the 1 kHz steps are: (largest TCP step at a re-plan / bound, largest TCP step elsewhere / bound,
-    largest joint velocity step anywhere / (``max_joint_acceleration_rad_s2`` x 1 ms)).
+def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray, e: SafetyEnvelopeConfig,
+                 full_dynamics: dict[int, bool] | None = None, due_s: float | None = None) -> dict[str, float]:
+    """Where the 1 kHz steps are, as ratios to their bounds (TCP: ``max_acceleration_m_s2`` x 1 ms; joints:
+    ``max_joint_acceleration_rad_s2`` x 1 ms).
 
-    A step "at a re-plan" is the change from the old motion's last commanded velocity to the new motion's first, or
-    from that to the new motion's second (within 1 ms of the re-plan).
+    Keys: ``at_replans`` / ``elsewhere`` (largest TCP step at a re-plan, i.e. the change from the old motion's last
+    commanded velocity to the new motion's first or from that to its second, and elsewhere); ``tracking`` (largest TCP
+    step in motions at their per-motion factors, up to ``due_s`` after their first command); ``braking`` (largest TCP
+    step in motions the gate braked at franky's full limits, the counted fallbacks in ``full_dynamics``, and in
+    motions not replaced by ``due_s``, which brake to rest at franky's full limits); ``joint`` (largest joint step
+    anywhere); ``braking_motions`` (how many motions were of the second kind).
     """
+    nan = float("nan")
     if len(t) < 30:
-        return float("nan"), float("nan"), float("nan")
+        return {k: nan for k in ("at_replans", "elsewhere", "tracking", "braking", "joint", "braking_motions")}
     dt = np.diff(t)
     one_ms = np.abs(dt - 1e-3) < 2e-4
     ok = one_ms[1:] & one_ms[:-1]  # ok[k]: commands k, k+1, k+2 are 1 ms apart; the step is at command k+1
@@ -132,12 +143,24 @@ def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray
     at_replan = np.zeros(len(tcp), bool)
     near = np.concatenate([starts - 1, starts])
     at_replan[near[(near >= 0) & (near < len(tcp))]] = True
+    # the kind of each step's motion (the command it is at, k + 1), and how long that motion had run
+    step_motion = motion[1:-1]
+    first = {}
+    for k, m in enumerate(motion):
+        first.setdefault(int(m), t[k])
+    since = t[1:-1] - np.array([first[int(m)] for m in step_motion])
+    full = full_dynamics or {}
+    braking = np.array([full.get(int(m), False) for m in step_motion], bool)
+    if due_s is not None:
+        braking |= since > due_s
     bound, joint_bound = e.max_acceleration_m_s2 * 1e-3, e.max_joint_acceleration_rad_s2 * 1e-3
-    at = tcp[ok & at_replan]
-    away = tcp[ok & ~at_replan]
-    joints = joint[ok & np.isfinite(joint)]
-    return (float(at.max(initial=0.0)) / bound, float(away.max(initial=0.0)) / bound,
-            float(joints.max(initial=0.0)) / joint_bound)
+    kinds = {int(m) for m in step_motion[ok & braking]}
+    return {"at_replans": float(tcp[ok & at_replan].max(initial=0.0)) / bound,
+            "elsewhere": float(tcp[ok & ~at_replan].max(initial=0.0)) / bound,
+            "tracking": float(tcp[ok & ~braking].max(initial=0.0)) / bound,
+            "braking": float(tcp[ok & braking].max(initial=0.0)) / bound,
+            "joint": float(joint[ok & np.isfinite(joint)].max(initial=0.0)) / joint_bound,
+            "braking_motions": float(len(kinds))}
 
 
 class ScaledClock:
@@ -162,6 +185,7 @@ LEAD_PERIODS: float | None = None
 def start_executor(host: str, logs: list, clock: ScaledClock | None = None, **overrides) -> FrankaExecutor:
     logs.clear()  # drop the previous executor's robot: franky-sim takes one client, released when the Robot goes
     gc.collect()
+    context: dict = {}
 
     def factory(h: str):
         import franky
@@ -175,7 +199,9 @@ def start_executor(host: str, logs: list, clock: ScaledClock | None = None, **ov
         overrides.setdefault("target_lead_periods", LEAD_PERIODS)
     executor = FrankaExecutor(ExecutorConfig(robot_host=host, require_enable=False, watchdog_timeout_s=2.0,
                                              **overrides), clock=clock or time.monotonic,
-                              robot_factory=factory).start()
+                              robot_factory=factory)
+    context["gate"] = executor.gate
+    executor.start()
     if not executor.wait_connected(30.0):
         raise SystemExit(f"no connection to franky-sim at {host}")
     time.sleep(0.3)
@@ -248,13 +274,16 @@ def limits_table(host: str, label: str, rates_hz: list[float], duration_s: float
         executor.enable(True)
         t, p, q, motion = logs[-1].take()
         v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e)
-        at_replans, elsewhere, joint_step = replan_split(t, p, q, motion, e)
+        config = executor.config
+        due = (config.target_lead_periods + 1.0) * config.control_period_s
+        split = replan_split(t, p, q, motion, e, logs[-1].full_dynamics, due)
         rt = np.array([s.robot_time_s for s in snaps])
         wall = np.array([s.time_s for s in snaps])
         pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
         meas = measured_extremes(executor, snaps)["speed_ratio"]
         print(f"{label:>14} {rate:9.0f} {pace:5.2f} {meas:12.2f} {v_ratio:10.2f} {a_ratio:8.2f} {step_ratio:14.2f} "
-              f"{at_replans:12.2f} {elsewhere:10.2f} {joint_step:20.2f}", flush=True)
+              f"{split['at_replans']:12.2f} {split['elsewhere']:10.2f} {split['tracking']:9.2f} "
+              f"{split['braking']:8.2f} {split['braking_motions']:9.0f} {split['joint']:20.2f}", flush=True)
         direction = -direction
     executor.close()
 
@@ -281,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
               "at real time, then free-running with the executor's clock at --ahead-clock-rate x wall time (pace = "
               "robot s per executor s: > 1, the robot's clock runs ahead)")
         print(f"{'sim':>14} {'chunk Hz':>9} {'pace':>5} {'meas. speed':>12} {'cmd speed':>10} {'cmd acc':>8} "
-              f"{'1 ms dv/bound':>14} {'at re-plans':>12} {'elsewhere':>10} {'joint 1 ms dq/bound':>20}")
+              f"{'1 ms dv/bound':>14} {'at re-plans':>12} {'elsewhere':>10} {'tracking':>9} {'braking':>8} "
+              f"{'(motions)':>9} {'joint 1 ms dq/bound':>20}")
         for sim_pace in args.sim_paces:
             with FrankySimProcess(pace=sim_pace) as sim:
                 if sim_pace == "realtime":
