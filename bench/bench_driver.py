@@ -47,6 +47,7 @@ class CommandLog:
         # context["gate"]: the executor's CommandGate, read at each move for the motion's acceleration factor
         object.__setattr__(self, "context", context if context is not None else {})
         object.__setattr__(self, "full_dynamics", {})
+        object.__setattr__(self, "targets", {})
         object.__setattr__(self, "_kin", FR3Kinematics(kinematics.urdf_path))
         object.__setattr__(self, "rows", [])
         object.__setattr__(self, "lock", threading.Lock())
@@ -63,6 +64,8 @@ class CommandLog:
             gate = self.context.get("gate")
             if gate is not None:  # braked at franky's full limits (a counted fallback), not at the per-motion factors
                 self.full_dynamics[index] = bool(gate.last_dynamics_factors[0] >= 1.0)
+                if gate.streaming_mode == "joint" and gate.last is not None:
+                    self.targets[index] = np.array(gate.last.joint_positions_rad, dtype=np.float64)
 
             def callback(state, dt, rel, abs_time, signal) -> None:
                 if hasattr(signal, "q"):
@@ -117,17 +120,25 @@ def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig)
             float(steps.max()) / (e.max_acceleration_m_s2 * 1e-3))
 
 
+#: A motion's commanded joints this close (rad, every joint; plus one 1 kHz command's step) to its first waypoint:
+#: franky has reached it and plans
+#: the second, the brake to rest at its full limits (``CommandGate._motion``).
+AT_TARGET_RAD = 1e-4
+
+
 def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray, e: SafetyEnvelopeConfig,
-                 full_dynamics: dict[int, bool] | None = None, due_s: float | None = None) -> dict[str, float]:
+                 full_dynamics: dict[int, bool] | None = None,
+                 targets: dict[int, np.ndarray] | None = None) -> dict[str, float]:
     """Where the 1 kHz steps are, as ratios to their bounds (TCP: ``max_acceleration_m_s2`` x 1 ms; joints:
     ``max_joint_acceleration_rad_s2`` x 1 ms).
 
     Keys: ``at_replans`` / ``elsewhere`` (largest TCP step at a re-plan, i.e. the change from the old motion's last
     commanded velocity to the new motion's first or from that to its second, and elsewhere); ``tracking`` (largest TCP
-    step in motions at their per-motion factors, up to ``due_s`` after their first command); ``braking`` (largest TCP
-    step in motions the gate braked at franky's full limits, the counted fallbacks in ``full_dynamics``, and in
-    motions not replaced by ``due_s``, which brake to rest at franky's full limits); ``joint`` (largest joint step
-    anywhere); ``braking_motions`` (how many motions were of the second kind).
+    step in motions at their per-motion factors, before they reach their first waypoint); ``braking`` (largest TCP
+    step at franky's full limits: in motions the gate braked at them, the counted fallbacks in ``full_dynamics``, and
+    in motions that reached their first waypoint (commanded joints within ``AT_TARGET_RAD`` of ``targets``) before the
+    next replaced them, from there on: the brake to rest; the re-plan into the next motion counts too);
+    ``joint`` (largest joint step anywhere); ``braking_motions`` (how many motions had steps of the second kind).
     """
     nan = float("nan")
     if len(t) < 30:
@@ -143,16 +154,21 @@ def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray
     at_replan = np.zeros(len(tcp), bool)
     near = np.concatenate([starts - 1, starts])
     at_replan[near[(near >= 0) & (near < len(tcp))]] = True
-    # the kind of each step's motion (the command it is at, k + 1), and how long that motion had run
-    step_motion = motion[1:-1]
-    first = {}
-    for k, m in enumerate(motion):
-        first.setdefault(int(m), t[k])
-    since = t[1:-1] - np.array([first[int(m)] for m in step_motion])
+    # the kind of each command's motion: at franky's full limits (a fallback, or past its first waypoint)
     full = full_dynamics or {}
-    braking = np.array([full.get(int(m), False) for m in step_motion], bool)
-    if due_s is not None:
-        braking |= since > due_s
+    at_full = np.array([full.get(int(m), False) for m in motion], bool)
+    for m, target in (targets or {}).items():
+        rows = np.flatnonzero(motion == m)
+        if len(rows):
+            # a joint moving on through its target passes it between two 1 kHz commands: within one command's step
+            tick = np.max(np.abs(np.diff(q, axis=0, append=q[-1:])[rows]), axis=1)
+            reached = np.flatnonzero(np.max(np.abs(q[rows] - target), axis=1) < AT_TARGET_RAD + tick)
+            if len(reached):
+                at_full[rows[reached[0]]:rows[-1] + 1] = True
+                if rows[-1] + 1 < len(motion):  # the re-plan from the brake into the next motion
+                    at_full[rows[-1] + 1] = True
+    step_motion = motion[1:-1]
+    braking = at_full[1:-1] | at_full[:-2] | at_full[2:]  # any of the step's three commands
     bound, joint_bound = e.max_acceleration_m_s2 * 1e-3, e.max_joint_acceleration_rad_s2 * 1e-3
     kinds = {int(m) for m in step_motion[ok & braking]}
     return {"at_replans": float(tcp[ok & at_replan].max(initial=0.0)) / bound,
@@ -274,9 +290,7 @@ def limits_table(host: str, label: str, rates_hz: list[float], duration_s: float
         executor.enable(True)
         t, p, q, motion = logs[-1].take()
         v_ratio, a_ratio, step_ratio = command_stream_ratios(t, p, e)
-        config = executor.config
-        due = (config.target_lead_periods + 1.0) * config.control_period_s
-        split = replan_split(t, p, q, motion, e, logs[-1].full_dynamics, due)
+        split = replan_split(t, p, q, motion, e, logs[-1].full_dynamics, logs[-1].targets)
         rt = np.array([s.robot_time_s for s in snaps])
         wall = np.array([s.time_s for s in snaps])
         pace = (rt[-1] - rt[0]) / (wall[-1] - wall[0])
