@@ -126,23 +126,12 @@ def command_stream_ratios(t: np.ndarray, p: np.ndarray, e: SafetyEnvelopeConfig)
 AT_TARGET_RAD = 1e-4
 
 
-def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray, e: SafetyEnvelopeConfig,
-                 full_dynamics: dict[int, bool] | None = None,
-                 targets: dict[int, np.ndarray] | None = None) -> dict[str, float]:
-    """Where the 1 kHz steps are, as ratios to their bounds (TCP: ``max_acceleration_m_s2`` x 1 ms; joints:
-    ``max_joint_acceleration_rad_s2`` x 1 ms).
-
-    Keys: ``at_replans`` / ``elsewhere`` (largest TCP step at a re-plan, i.e. the change from the old motion's last
-    commanded velocity to the new motion's first or from that to its second, and elsewhere); ``tracking`` (largest TCP
-    step in motions at their per-motion factors, before they reach their first waypoint); ``braking`` (largest TCP
-    step at franky's full limits: in motions the gate braked at them, the counted fallbacks in ``full_dynamics``, and
-    in motions that reached their first waypoint (commanded joints within ``AT_TARGET_RAD`` of ``targets``) before the
-    next replaced them, from there on: the brake to rest; the re-plan into the next motion counts too);
-    ``joint`` (largest joint step anywhere); ``braking_motions`` (how many motions had steps of the second kind).
-    """
-    nan = float("nan")
-    if len(t) < 30:
-        return {k: nan for k in ("at_replans", "elsewhere", "tracking", "braking", "joint", "braking_motions")}
+def step_kinds(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray,
+               full_dynamics: dict[int, bool] | None = None,
+               targets: dict[int, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every 1 kHz velocity step and its kind (:func:`replan_split`), one entry per command ``k + 1`` of commands
+    ``k``, ``k + 1``, ``k + 2``: ``tcp`` (m/s), ``joint`` (rad/s, the largest joint's), ``ok`` (the three commands 1 ms
+    apart), ``at_replan``, ``braking`` (at franky's full limits), ``motion`` (the motion of command ``k + 1``)."""
     dt = np.diff(t)
     one_ms = np.abs(dt - 1e-3) < 2e-4
     ok = one_ms[1:] & one_ms[:-1]  # ok[k]: commands k, k+1, k+2 are 1 ms apart; the step is at command k+1
@@ -167,16 +156,37 @@ def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray
                 at_full[rows[reached[0]]:rows[-1] + 1] = True
                 if rows[-1] + 1 < len(motion):  # the re-plan from the brake into the next motion
                     at_full[rows[-1] + 1] = True
-    step_motion = motion[1:-1]
     braking = at_full[1:-1] | at_full[:-2] | at_full[2:]  # any of the step's three commands
+    return {"tcp": tcp, "joint": joint, "ok": ok & np.isfinite(joint), "at_replan": at_replan, "braking": braking,
+            "motion": motion[1:-1]}
+
+
+def replan_split(t: np.ndarray, p: np.ndarray, q: np.ndarray, motion: np.ndarray, e: SafetyEnvelopeConfig,
+                 full_dynamics: dict[int, bool] | None = None,
+                 targets: dict[int, np.ndarray] | None = None) -> dict[str, float]:
+    """Where the 1 kHz steps are, as ratios to their bounds (TCP: ``max_acceleration_m_s2`` x 1 ms; joints:
+    ``max_joint_acceleration_rad_s2`` x 1 ms).
+
+    Keys: ``at_replans`` / ``elsewhere`` (largest TCP step at a re-plan, i.e. the change from the old motion's last
+    commanded velocity to the new motion's first or from that to its second, and elsewhere); ``tracking`` (largest TCP
+    step in motions at their per-motion factors, before they reach their first waypoint); ``braking`` (largest TCP
+    step at franky's full limits: in motions the gate braked at them, the counted fallbacks in ``full_dynamics``, and
+    in motions that reached their first waypoint (commanded joints within ``AT_TARGET_RAD`` of ``targets``) before the
+    next replaced them, from there on: the brake to rest; the re-plan into the next motion counts too);
+    ``joint`` (largest joint step anywhere); ``braking_motions`` (how many motions had steps of the second kind).
+    """
+    if len(t) < 30:
+        return {k: float("nan") for k in ("at_replans", "elsewhere", "tracking", "braking", "joint",
+                                          "braking_motions")}
+    s = step_kinds(t, p, q, motion, full_dynamics, targets)
+    tcp, ok, braking, at_replan = s["tcp"], s["ok"], s["braking"], s["at_replan"]
     bound, joint_bound = e.max_acceleration_m_s2 * 1e-3, e.max_joint_acceleration_rad_s2 * 1e-3
-    kinds = {int(m) for m in step_motion[ok & braking]}
     return {"at_replans": float(tcp[ok & at_replan].max(initial=0.0)) / bound,
             "elsewhere": float(tcp[ok & ~at_replan].max(initial=0.0)) / bound,
             "tracking": float(tcp[ok & ~braking].max(initial=0.0)) / bound,
             "braking": float(tcp[ok & braking].max(initial=0.0)) / bound,
-            "joint": float(joint[ok & np.isfinite(joint)].max(initial=0.0)) / joint_bound,
-            "braking_motions": float(len(kinds))}
+            "joint": float(s["joint"][ok].max(initial=0.0)) / joint_bound,
+            "braking_motions": float(len({int(m) for m in s["motion"][ok & braking]}))}
 
 
 class ScaledClock:
@@ -206,7 +216,7 @@ def start_executor(host: str, logs: list, clock: ScaledClock | None = None, **ov
     def factory(h: str):
         import franky
 
-        log = CommandLog(franky.Robot(h, realtime_config=franky.RealtimeConfig.Ignore), FR3Kinematics())
+        log = CommandLog(franky.Robot(h, realtime_config=franky.RealtimeConfig.Ignore), FR3Kinematics(), context)
         logs.append(log)
         return log
 

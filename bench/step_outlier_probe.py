@@ -38,8 +38,9 @@ def instrument(executor, log, motions: list) -> None:
         fired = sorted(k for k in counts if counts[k] != last["counts"].get(k, 0))
         last["counts"] = counts
         if log.recording:
-            motions.append({"speed": gate.last_speed_factor, "dyn": tuple(gate.last_dynamics_factors),
-                            "arrival": gate.last_arrival_s, "fired": fired, "wall": time.monotonic()})
+            motions.append({"kind": type(motion).__name__, "speed": gate.last_speed_factor,
+                            "dyn": tuple(gate.last_dynamics_factors), "arrival": gate.last_arrival_s,
+                            "fired": fired, "wall": time.monotonic()})
         return move(motion, *args, **kwargs)
     object.__setattr__(log, "move", wrapped)
 
@@ -71,6 +72,8 @@ def main() -> int:
             snaps, detach = bd.record(executor)
             logs[-1].recording = True
             object.__setattr__(logs[-1], "motions", 0)
+            logs[-1].full_dynamics.clear()
+            logs[-1].targets.clear()
             bd.stream_line(executor, rate, 3.0, direction)
             logs[-1].recording = False
             detach()
@@ -92,8 +95,17 @@ def main() -> int:
                 first_cmd.setdefault(int(mi), t[k])
             jmax = joint.max(axis=1)
             worst_joint = int(joint.max(axis=0).argmax()) + 1
+            kinds = bd.step_kinds(t, p, q, m, logs[-1].full_dynamics, logs[-1].targets)
+            tracking = kinds["ok"] & ~kinds["braking"]
+            braking = kinds["ok"] & kinds["braking"]
             print(f"run {run}: pace {pace:.2f}, motions sent {len(motions)} (with commands {len(first_cmd)}), "
-                  f"TCP step max {tcp.max():.2f}, joint step max {jmax.max():.2f} (joint {worst_joint})", flush=True)
+                  f"TCP step max {tcp.max():.2f}, joint step max {jmax.max():.2f} (joint {worst_joint}); "
+                  f"tracking: TCP {tcp[tracking].max(initial=0):.2f}, joint {jmax[tracking].max(initial=0):.2f}; "
+                  f"at franky's full limits: TCP {tcp[braking].max(initial=0):.2f}, joint "
+                  f"{jmax[braking].max(initial=0):.2f}", flush=True)
+            if os.environ.get("PROBE_TRACKING"):  # rank only the steps classified as tracking
+                tcp = np.where(tracking, tcp, 0.0)
+                jmax = np.where(tracking, jmax, 0.0)
             fired_total: dict = {}
             for mo in motions:
                 for f in mo["fired"]:
@@ -102,8 +114,9 @@ def main() -> int:
             timed = sum(1 for mo in motions if mo["arrival"] is not None)
             print(f"   counters fired: {fired_total}; motions at full dynamics: {full}; with an arrival duration: "
                   f"{timed} of {len(motions)}")
-            for k in np.argsort(tcp)[::-1][:3]:
-                if tcp[k] < 1.0 and k != np.argmax(tcp):
+            rank = jmax if os.environ.get("PROBE_BY_JOINT") else tcp
+            for k in np.argsort(rank)[::-1][:3]:
+                if rank[k] < (0.6 if os.environ.get("PROBE_BY_JOINT") else 1.0) and k != np.argmax(rank):
                     break
                 mi = int(m[k + 1])
                 since = 1e3 * (t[k + 1] - first_cmd[mi])
@@ -116,8 +129,13 @@ def main() -> int:
                 gap = "-" if mo is None or mi + 1 >= len(motions) else \
                     f"{1e3 * (motions[mi + 1]['wall'] - mo['wall']):.0f} ms"
                 arr = "None" if arrival is None else f"{1e3 * arrival:.0f} ms"
-                print(f"   step {tcp[k]:.2f} (joint {jmax[k]:.2f}) at motion {mi}, {since:.0f} ms after its first "
-                      f"command{' (re-plan)' if new_motion else ''}; arrival {arr}{' PAST IT' if past else ''}; "
+                kind = None if mo is None else mo["kind"]
+                target = logs[-1].targets.get(mi)
+                rows = np.flatnonzero(m == mi)
+                closest = None if target is None else float(np.max(np.abs(q[rows] - target), axis=1).min())
+                kind = f"{kind}, closest to its target {closest}, full {logs[-1].full_dynamics.get(mi)}"
+                print(f"   step {tcp[k]:.2f} (joint {jmax[k]:.2f}) at motion {mi} ({kind}), {since:.0f} ms after its "
+                      f"first command{' (re-plan)' if new_motion else ''}; arrival {arr}{' PAST IT' if past else ''}; "
                       f"factors {factors}; fired {None if mo is None else mo['fired']}; motion lasted {lasted:.0f} ms "
                       f"(robot); wall gap to the next move {gap}")
         executor.close()

@@ -77,7 +77,11 @@ class SafetyEnvelopeConfig:
     max_speed_m_s: float = 0.25
     """Largest end-effector translational speed (m/s)."""
     max_acceleration_m_s2: float = 2.0
-    """Largest end-effector translational acceleration (m/s^2); a 1 kHz velocity step is at most this x 1 ms."""
+    """Largest end-effector translational acceleration (m/s^2) of the checked commands and, in ``joint`` streaming, of
+    franky's planner while it tracks them (each motion's acceleration factor; up to 1.5 x where the braking floor
+    binds, at the defaults). Braking at franky's full limits (the counted fallbacks, a motion not replaced before its
+    target) is bounded per joint by ``max_joint_acceleration_rad_s2`` only (docs/driver.md, *The guarantee,
+    precisely*)."""
     max_jerk_m_s3: float = 2000.0
     """Largest end-effector translational jerk (m/s^3), given to franky's planner."""
     max_rotation_speed_rad_s: float = 1.0
@@ -89,7 +93,9 @@ class SafetyEnvelopeConfig:
     max_joint_speed_rad_s: float = 1.0
     """Largest joint speed (rad/s), every joint."""
     max_joint_acceleration_rad_s2: float = 5.0
-    """Largest joint acceleration (rad/s^2), every joint."""
+    """Largest joint acceleration (rad/s^2), every joint: franky's planner's limit, so every motion, braking too (a
+    1 kHz joint velocity step is at most this x 1 ms within a motion, up to 1.3 x at a re-plan: libfranka's 100 Hz
+    command low-pass)."""
     max_joint_jerk_rad_s3: float = 5000.0
     """Largest joint jerk (rad/s^3), given to franky's planner (capped per joint by franky's own maximum; low
     jerks make a streamed, often preempted motion crawl)."""
