@@ -954,12 +954,17 @@ class FrankaExecutor:
                                                snap.commanded_joint_positions_rad,
                                                snap.commanded_joint_velocities_rad_s, arrival)
         last_sent = self._last_sent_joints
+        running = self._last_sent_motion
         same = last_sent is not None and np.array_equal(last_sent, self.gate.last.joint_positions_rad) and \
-            not np.any(self.gate.last.joint_velocities_rad_s)
+            not np.any(self.gate.last.joint_velocities_rad_s) and \
+            (running is None or not np.any(running[1]))
         self._last_sent_joints = self.gate.last.joint_positions_rad
         if same and self._robot.is_in_control:
-            # Holding: the running motion already holds this target. Re-sending it would preempt franky's planner
-            # for nothing (with franky-sim's own finite-difference velocity, each preemption made the arm drift).
+            # Holding: the running motion already holds this target at rest. Re-sending it would preempt franky's
+            # planner for nothing (with franky-sim's own finite-difference velocity, each preemption made the arm
+            # drift). A running motion that arrives with a feed-forward velocity is replaced once by the target at
+            # rest: left alone it would arrive moving and brake to rest at franky's full limits (its second
+            # waypoint), 3 x the TCP acceleration bound at a wall the stream ran into (issue 9, session 16).
             return
         self._robot.move(motion, asynchronous=True)
         self._last_sent_motion = (self.gate.last.joint_positions_rad, self.gate.last_target_velocity_rad_s,
