@@ -51,7 +51,9 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_graph.py [--rounds N]``. Each figure is a median over rounds;
 ratios are to ``one parent alone`` of the same run (and to ``one parent alone, traced``); ``cpu ms`` is this
-process's CPU time per chunk (all its threads; for the separate-host cases the hosts' is not in it). The machine's
+process's CPU time per chunk (all its threads; for the separate-host cases the hosts' is not in it); ``hosts cpu
+ms`` the host processes' CPU time during a chunk (mean; /proc's 10 ms ticks, so only a mean over rounds means
+anything; for the in-process cases: what the hosts took beside them). The machine's
 load average is printed before and after (stopped processes do not count in it).
 """
 
@@ -231,6 +233,16 @@ class HostPause:
             return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             return "gone"
+
+    def cpu_s(self) -> float:
+        """The host processes' CPU time so far (user + system, all threads; /proc, 10 ms ticks)."""
+        total = 0
+        for p in self.procs:
+            try:
+                total += sum(int(v) for v in Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+            except (OSError, ValueError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         """Pause the publisher (after its current publication), SIGSTOP the hosts, return once all are stopped."""
@@ -499,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         traced_before = {name: step.worker_stats()[0]["traced"] for name, step in spinning.items()}
         times_stopped: dict[str, list[float]] = {k: [] for k in stopped_cases}
         cpu_stopped: dict[str, list[float]] = {k: [] for k in stopped_cases}
+        host_cpu: dict[str, list[float]] = {k: [] for k in cases}  # the host processes' CPU time during each case
         # per condition, per spinning case: [head 1 s, wait s, steps in the worker, fallback steps, worker head ns,
         # worker head calls], summed over the timed chunks
         split = {c: {k: [0.0] * 6 for k in spinning} for c in ("running", "stopped")}
@@ -515,9 +528,12 @@ def main(argv: list[str] | None = None) -> int:
                     sends.case = name if condition == "running" else None
                     step = spinning.get(name)
                     s0 = _split(step) if step is not None else None
+                    hosts0 = pause.cpu_s() if condition == "running" else 0.0
                     cpu0 = time.process_time()
                     times_[name].append(timed(fn))
                     cpu_[name].append(time.process_time() - cpu0)
+                    if condition == "running":
+                        host_cpu[name].append(pause.cpu_s() - hosts0)
                     if step is not None:
                         split[condition][name] = [a + b - c for a, b, c in zip(split[condition][name], _split(step),
                                                                                 s0)]
@@ -539,11 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         base_traced = statistics.median(times["one parent alone, traced"]) if args.traced else float("nan")
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
         print(f"  {'case':<54} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'x one traced':>13} "
-              f"{'cpu ms':>8}")
+              f"{'cpu ms':>8} {'hosts cpu ms':>13}")
         for name, values in times.items():
             med, p90 = statistics.median(values), float(np.percentile(values, 90))
             print(f"  {name:<54} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x {med / base_traced:12.2f}x "
-                  f"{statistics.median(cpu[name]) * 1e3:8.1f}")
+                  f"{statistics.median(cpu[name]) * 1e3:8.1f} {statistics.mean(host_cpu[name]) * 1e3:13.1f}")
         autos = [("K=2 in-process Composer, auto", two["auto"]),
                  ("K=2 graph, in-process hosts, auto", next(iter(in_process["auto"]._composers.values()))[0])]
         if args.traced:
