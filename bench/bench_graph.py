@@ -515,6 +515,22 @@ def main(argv: list[str] | None = None) -> int:
         # per condition, per spinning case: [head 1 s, wait s, steps in the worker, fallback steps, worker head ns,
         # worker head calls], summed over the timed chunks
         split = {c: {k: [0.0] * 6 for k in spinning} for c in ("running", "stopped")}
+        # one traced parent's step (its predict: the head and the input / output handling around it) per condition,
+        # to set against head 1 and the wait of the spinning cases: [s, calls], summed over its timed chunks
+        alone = {c: [0.0, 0] for c in ("running", "stopped")}
+        recording: list[str | None] = [None]
+        if args.traced:
+            traced_rgb = local_traced["rgb"].parent
+
+            def predict(*a, inner=traced_rgb.predict, **k):
+                if recording[0] is None:
+                    return inner(*a, **k)
+                t0 = time.perf_counter()
+                out = inner(*a, **k)
+                alone[recording[0]][0] += time.perf_counter() - t0
+                alone[recording[0]][1] += 1
+                return out
+            traced_rgb.predict = predict  # also the traced K=2 cases' first parent, timed only in the case below
         x = torch.randn(1, 16, 3)
         for r in range(args.rounds):
             blocks = [("running", cases, times, cpu)]
@@ -529,9 +545,11 @@ def main(argv: list[str] | None = None) -> int:
                     step = spinning.get(name)
                     s0 = _split(step) if step is not None else None
                     hosts0 = pause.cpu_s() if condition == "running" else 0.0
+                    recording[0] = condition if name == "one parent alone, traced" else None
                     cpu0 = time.process_time()
                     times_[name].append(timed(fn))
                     cpu_[name].append(time.process_time() - cpu0)
+                    recording[0] = None
                     if condition == "running":
                         host_cpu[name].append(pause.cpu_s() - hosts0)
                     if step is not None:
@@ -587,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{stats['traced'] - traced_before[name]}; per step: "
                   f"head 1 {step.head_s / n * 1e3:.2f} ms, wait after it {step.wait_s / n * 1e3:.2f} ms, worker's "
                   f"head 2 {stats['head_ms']:.2f} ms")
+        for condition, (total, n) in alone.items():
+            if n:
+                print(f"  one parent alone, traced, hosts {condition}: {n} timed steps, per step (its predict: head "
+                      f"and input / output handling) {total / n * 1e3:.2f} ms")
         for condition, rows in split.items():
             for name, (head, wait, steps, fallback, worker_ns, worker_n) in rows.items():
                 if steps + fallback:
