@@ -34,6 +34,16 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
 * ``K=2 graph, separate, on main nodes``: the same with the set-up before the endpoint (``--before``, default on):
   two more host processes whose exchange topics are on the host node itself (2-thread ``MultiThreadedExecutor``,
   as ``policy_host_node`` spins it) and reply subscriptions on this process's node (2-thread executor);
+* ``..., hosts stopped`` (``--stopped-hosts``, default on; session 16): every case above that uses no host
+  process, measured again in the same round with the bench's host processes stopped (SIGSTOP, with any children: a
+  stopped process takes no CPU time) and its 10 Hz observation publisher paused: the in-process deployment without
+  the separate-host processes, which otherwise run beside the in-process cases with their ROS executors and the
+  images and clouds they receive. Each round has a block with the hosts running (all cases) and a block with them
+  stopped (the in-process cases), in alternating order (the cases' order inside a block alternates every two
+  rounds); after a stopped block the hosts are resumed (SIGCONT) and given ``--settle-s`` before the next case. A
+  pause lasts one block (a few seconds, well under the 20 s DDS participant lease), and the separate-host cases check
+  every chunk, so hosts that did not answer after a pause would stop the bench. The stopped block's ratios are to
+  its own one-parent cases (its own table); its spinning cases' step split is reported per condition;
 * ``exchange overhead``: one predict round trip to a host process minus the same predict called locally, per
   step (an analytic parent, so the network cost is negligible), for each set-up; its minimum (the path without
   preemption) and median, and, to say where the time goes, the serialisation alone (request and reply each packed,
@@ -41,8 +51,10 @@ the hosts exactly as trained ones would be; DDIM, 10 steps, one candidate, batch
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/bench_graph.py [--rounds N]``. Each figure is a median over rounds;
 ratios are to ``one parent alone`` of the same run (and to ``one parent alone, traced``); ``cpu ms`` is this
-process's CPU time per chunk (all its threads; for the separate-host cases the hosts' is not in it). The machine's
-load average is printed before and after.
+process's CPU time per chunk (all its threads; for the separate-host cases the hosts' is not in it); ``hosts cpu
+ms`` the host processes' CPU time during a chunk (mean; /proc's 10 ms ticks, so only a mean over rounds means
+anything; for the in-process cases: what the hosts took beside them). The machine's
+load average is printed before and after (stopped processes do not count in it).
 """
 
 from __future__ import annotations
@@ -153,8 +165,9 @@ class Wire:
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
 
-    def publish_observations(self, stop: threading.Event) -> None:
-        """Images, clouds and poses at 10 Hz with fresh stamps (what cameras and the driver would send)."""
+    def publish_observations(self, stop: threading.Event, publishing: threading.Lock) -> None:
+        """Images, clouds and poses at 10 Hz with fresh stamps (what cameras and the driver would send); each
+        publication holds ``publishing``, so whoever holds it pauses them (:class:`HostPause`)."""
         from geometry_msgs.msg import PoseStamped
         from sensor_msgs.msg import Image, PointCloud2
 
@@ -167,13 +180,16 @@ class Wire:
         points_pub = self.node.create_publisher(PointCloud2, "/gpc/points", 10)
         pose_pub = self.node.create_publisher(PoseStamped, "ee_pose", 10)
         while not stop.wait(0.1):
-            stamp = self.node.get_clock().now().to_msg()
-            image_pub.publish(conversions.rgb_to_image_msg(image, stamp, "camera_color_optical_frame"))
-            points_pub.publish(conversions.pointcloud2_msg(points, stamp, "fr3_link0"))
-            pose = PoseStamped()
-            pose.header.stamp, pose.header.frame_id = stamp, "fr3_link0"
-            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.45, 0.0, 0.4
-            pose_pub.publish(pose)
+            with publishing:
+                if stop.is_set():
+                    return
+                stamp = self.node.get_clock().now().to_msg()
+                image_pub.publish(conversions.rgb_to_image_msg(image, stamp, "camera_color_optical_frame"))
+                points_pub.publish(conversions.pointcloud2_msg(points, stamp, "fr3_link0"))
+                pose = PoseStamped()
+                pose.header.stamp, pose.header.frame_id = stamp, "fr3_link0"
+                pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 0.45, 0.0, 0.4
+                pose_pub.publish(pose)
 
     def now_s(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
@@ -185,6 +201,79 @@ class Wire:
         self.endpoint.close()
         self.node.destroy_node()
         rclpy.try_shutdown()
+
+
+class HostPause:
+    """Stops the bench's host processes (SIGSTOP, with any children) and pauses the observation publisher, and
+    resumes both (SIGCONT): the in-process cases measured with and without the separate-host processes running, in
+    the same run. A stopped process takes no CPU time and is not counted in the load average; its DDS peers keep it
+    (the participant lease is 20 s, a pause here lasts one block of in-process cases, a few seconds)."""
+
+    def __init__(self, procs: list, publishing: threading.Lock) -> None:
+        self.procs, self.publishing = procs, publishing
+        self.stopped: list[int] = []
+        self.pauses, self.longest_s = 0, 0.0
+        self._t0 = 0.0
+
+    def _pids(self) -> list[int]:
+        out, todo = [], [p.pid for p in self.procs]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+                except OSError:
+                    pass
+        return out
+
+    @staticmethod
+    def _state(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "gone"
+
+    def cpu_s(self) -> float:
+        """The host processes' CPU time so far (user + system, all threads; /proc, 10 ms ticks)."""
+        total = 0
+        for p in self.procs:
+            try:
+                total += sum(int(v) for v in Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+            except (OSError, ValueError):
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """Pause the publisher (after its current publication), SIGSTOP the hosts, return once all are stopped."""
+        import signal
+
+        self.publishing.acquire()
+        self.stopped = self._pids()
+        for pid in self.stopped:
+            os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5.0
+        while not all(self._state(pid) in ("T", "t", "gone") for pid in self.stopped):
+            if time.monotonic() > deadline:
+                self.resume()
+                raise SystemExit("the host processes did not stop within 5 s")
+            time.sleep(0.0005)
+        self._t0 = time.monotonic()
+
+    def resume(self) -> None:
+        import signal
+
+        if not self.stopped:
+            return
+        for pid in self.stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.pauses += 1
+        self.longest_s = max(self.longest_s, time.monotonic() - self._t0)
+        self.stopped = []
+        self.publishing.release()
 
 
 class SendLog:
@@ -238,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
                              "process (ComposerConfig.joint_step_workers), plain Composer and graph")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
                         help="also measure separate hosts pinned to a core each (cpu_affinity)")
+    parser.add_argument("--stopped-hosts", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure every in-process case (no host process in it) with the bench's host "
+                             "processes stopped (SIGSTOP) and its observation publisher paused, in a block of each "
+                             "round before or after the block with them running (alternating): the in-process "
+                             "deployment without the separate-host processes, side by side with them, in one run")
+    parser.add_argument("--settle-s", type=float, default=0.5,
+                        help="with --stopped-hosts: after resuming the hosts, wait this long before the next case")
     args = parser.parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))[:2]
     torch.set_num_threads(1)
@@ -280,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for n in pinned_names]
     wire = Wire([n + suffix for suffix in suffixes for n in ("rgb", "pcd", "goal")] + pinned_names,
                 endpoint={"rgb", "pcd", "goal", *pinned_names})
-    stop = threading.Event()
-    publisher = threading.Thread(target=wire.publish_observations, args=(stop,), daemon=True)
+    stop, publishing = threading.Event(), threading.Lock()
+    publisher = threading.Thread(target=wire.publish_observations, args=(stop, publishing), daemon=True)
+    pause = HostPause(procs, publishing)
     in_process, two = {}, {}
     try:
         deadline = time.monotonic() + 300
@@ -355,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in in_process:
             cases[f"K=2 graph, in-process hosts, {mode}"] = lambda g=in_process[mode]: _checked(
                 g.compose(t_obs + 0.01))
+        local_cases = set(cases)  # the cases without a host process: also measured with the hosts stopped
         cases["K=2 graph, separate hosts"] = lambda: _checked(separate.compose(wire.now_s()))
         if pool is not None:
             cases["K=2 graph, separate, pool"] = lambda: _checked(pool.compose(wire.now_s()))
@@ -392,6 +490,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"the traces of {name} were not made within 120 s")
         for fn in cases.values():
             fn()
+        stopped_cases = {k: fn for k, fn in cases.items() if k in local_cases} if args.stopped_hosts else {}
+        if stopped_cases:  # one pause before the timed rounds: the hosts must answer after it
+            pause.stop()
+            for fn in stopped_cases.values():
+                fn()
+            pause.resume()
+            time.sleep(args.settle_s)
+            _checked(separate.compose(wire.now_s()))
         for name, step in spinning.items():  # the worker traces its head in the background: until its chunk is traced
             deadline = time.monotonic() + 120.0
             while True:
@@ -403,14 +509,55 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"the worker of {name} did not answer a chunk traced within 120 s")
             step.reset_stats()
         traced_before = {name: step.worker_stats()[0]["traced"] for name, step in spinning.items()}
+        times_stopped: dict[str, list[float]] = {k: [] for k in stopped_cases}
+        cpu_stopped: dict[str, list[float]] = {k: [] for k in stopped_cases}
+        host_cpu: dict[str, list[float]] = {k: [] for k in cases}  # the host processes' CPU time during each case
+        # per condition, per spinning case: [head 1 s, wait s, steps in the worker, fallback steps, worker head ns,
+        # worker head calls], summed over the timed chunks
+        split = {c: {k: [0.0] * 6 for k in spinning} for c in ("running", "stopped")}
+        # one traced parent's step (its predict: the head and the input / output handling around it) per condition,
+        # to set against head 1 and the wait of the spinning cases: [s, calls], summed over its timed chunks
+        alone = {c: [0.0, 0] for c in ("running", "stopped")}
+        recording: list[str | None] = [None]
+        if args.traced:
+            traced_rgb = local_traced["rgb"].parent
+
+            def predict(*a, inner=traced_rgb.predict, **k):
+                if recording[0] is None:
+                    return inner(*a, **k)
+                t0 = time.perf_counter()
+                out = inner(*a, **k)
+                alone[recording[0]][0] += time.perf_counter() - t0
+                alone[recording[0]][1] += 1
+                return out
+            traced_rgb.predict = predict  # also the traced K=2 cases' first parent, timed only in the case below
         x = torch.randn(1, 16, 3)
         for r in range(args.rounds):
-            order = list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]  # no case always first
-            for name, fn in order:
-                sends.case = name
-                cpu0 = time.process_time()
-                times[name].append(timed(fn))
-                cpu[name].append(time.process_time() - cpu0)
+            blocks = [("running", cases, times, cpu)]
+            if stopped_cases:
+                blocks.append(("stopped", stopped_cases, times_stopped, cpu_stopped))
+            for condition, block, times_, cpu_ in (blocks if r % 2 == 0 else blocks[::-1]):  # no block always first
+                if condition == "stopped":
+                    pause.stop()
+                order = list(block.items()) if (r // 2) % 2 == 0 else list(block.items())[::-1]  # no case first
+                for name, fn in order:
+                    sends.case = name if condition == "running" else None
+                    step = spinning.get(name)
+                    s0 = _split(step) if step is not None else None
+                    hosts0 = pause.cpu_s() if condition == "running" else 0.0
+                    recording[0] = condition if name == "one parent alone, traced" else None
+                    cpu0 = time.process_time()
+                    times_[name].append(timed(fn))
+                    cpu_[name].append(time.process_time() - cpu0)
+                    recording[0] = None
+                    if condition == "running":
+                        host_cpu[name].append(pause.cpu_s() - hosts0)
+                    if step is not None:
+                        split[condition][name] = [a + b - c for a, b, c in zip(split[condition][name], _split(step),
+                                                                                s0)]
+                if condition == "stopped":
+                    pause.resume()
+                    time.sleep(args.settle_s)  # the hosts take the observations sent meanwhile
             sends.case = None
             corr = 10_000 + r
             goal_local.encode(corr, 1.0)
@@ -426,11 +573,11 @@ def main(argv: list[str] | None = None) -> int:
         base_traced = statistics.median(times["one parent alone, traced"]) if args.traced else float("nan")
         print(f"\n  obs -> chunk, DDIM {args.steps} steps, median of {args.rounds} interleaved rounds:")
         print(f"  {'case':<54} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'x one traced':>13} "
-              f"{'cpu ms':>8}")
+              f"{'cpu ms':>8} {'hosts cpu ms':>13}")
         for name, values in times.items():
             med, p90 = statistics.median(values), float(np.percentile(values, 90))
             print(f"  {name:<54} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base:12.2f}x {med / base_traced:12.2f}x "
-                  f"{statistics.median(cpu[name]) * 1e3:8.1f}")
+                  f"{statistics.median(cpu[name]) * 1e3:8.1f} {statistics.mean(host_cpu[name]) * 1e3:13.1f}")
         autos = [("K=2 in-process Composer, auto", two["auto"]),
                  ("K=2 graph, in-process hosts, auto", next(iter(in_process["auto"]._composers.values()))[0])]
         if args.traced:
@@ -452,11 +599,44 @@ def main(argv: list[str] | None = None) -> int:
         for name, step in spinning.items():
             stats = step.worker_stats()[0]
             n = max(step.worker_steps + step.fallback_steps, 1)
-            print(f"  {name}: steps with head 2 in the worker {step.worker_steps}, in process (fallback) "
+            print(f"  {name}{' (both conditions)' if stopped_cases else ''}: steps with head 2 in the worker "
+                  f"{step.worker_steps}, in process (fallback) "
                   f"{step.fallback_steps}; worker calls {stats['calls']}, of which traced "
                   f"{stats['traced'] - traced_before[name]}; per step: "
                   f"head 1 {step.head_s / n * 1e3:.2f} ms, wait after it {step.wait_s / n * 1e3:.2f} ms, worker's "
                   f"head 2 {stats['head_ms']:.2f} ms")
+        for condition, (total, n) in alone.items():
+            if n:
+                print(f"  one parent alone, traced, hosts {condition}: {n} timed steps, per step (its predict: head "
+                      f"and input / output handling) {total / n * 1e3:.2f} ms")
+        for condition, rows in split.items():
+            for name, (head, wait, steps, fallback, worker_ns, worker_n) in rows.items():
+                if steps + fallback:
+                    n = steps + fallback
+                    print(f"  {name}, hosts {condition}: timed steps with head 2 in the worker {int(steps)}, "
+                          f"fallback {int(fallback)}; per step: head 1 {head / n * 1e3:.2f} ms, wait after it "
+                          f"{wait / n * 1e3:.2f} ms, worker's head 2 {worker_ns / max(worker_n, 1) * 1e-6:.2f} ms")
+        if stopped_cases:
+            base_s = statistics.median(times_stopped["one parent alone"])
+            base_traced_s = statistics.median(times_stopped["one parent alone, traced"]) if args.traced \
+                else float("nan")
+            print(f"\n  the same cases with the host processes stopped (SIGSTOP) and the observation publisher "
+                  f"paused,\n  same rounds (in-process deployment, no separate-host processes running); "
+                  f"{pause.pauses} pauses, the longest {pause.longest_s:.2f} s:")
+            print(f"  {'case':<54} {'median ms':>10} {'p90 ms':>8} {'x one parent':>13} {'x one traced':>13} "
+                  f"{'cpu ms':>8} {'running/stopped':>16}")
+            for name, values in times_stopped.items():
+                med, p90 = statistics.median(values), float(np.percentile(values, 90))
+                print(f"  {name:<54} {med * 1e3:10.1f} {p90 * 1e3:8.1f} {med / base_s:12.2f}x "
+                      f"{med / base_traced_s:12.2f}x {statistics.median(cpu_stopped[name]) * 1e3:8.1f} "
+                      f"{statistics.median(times[name]) / med:15.2f}x")
+            if args.traced and args.workers:
+                key = "K=2 graph, in-process hosts, spinning workers, traced"
+                print(f"  in-process figure, {key}: "
+                      f"{statistics.median(times_stopped[key]) / base_traced_s:.2f}x one traced parent "
+                      f"(in-process deployment, no separate-host processes running), "
+                      f"{statistics.median(times[key]) / base_traced:.2f}x with the bench's separate-host processes "
+                      f"running (each against one traced parent measured in the same condition)")
         print("\n  second host's request of a step sent after the first (median, p90; timed rounds only):")
         for name, gaps in sends.gaps().items():
             print(f"  {name:<36} {statistics.median(gaps) * 1e3:.3f} ms, p90 "
@@ -473,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
               f"median {statistics.median(serial) * 1e3:.3f} ms")
         print(f"  load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     finally:
+        pause.resume()  # (if an error left them stopped: a stopped process would not take the SIGINT below)
         for closable in (*in_process.values(), *two.values()):  # stops the spinning workers
             closable.close()
         stop.set()
@@ -490,6 +671,16 @@ def _serialise_round_trip(x: torch.Tensor) -> None:
     received = conversions.exchange_from_msg(conversions.exchange_to_msg(request))
     reply = protocol.Exchange(protocol.KIND_PREDICT, 1, 0, 0.0, 0, 0, 32, 1, received.tensor)
     conversions.exchange_from_msg(conversions.exchange_to_msg(reply))
+
+
+def _split(step) -> list[float]:
+    """A spinning step's running totals: head 1 s, wait s, steps in the worker, fallback steps, the worker's head ns
+    and its head calls (the worker's are read from its shared flags; :meth:`SpinningHeadsStep.worker_stats`)."""
+    from gpc_ros.policies.spin_worker import HEAD_N, HEAD_NS
+
+    flags = step.workers[0].flags
+    return [step.head_s, step.wait_s, step.worker_steps, step.fallback_steps, float(flags[HEAD_NS]),
+            float(flags[HEAD_N])]
 
 
 def _threads(n: int, fn):
