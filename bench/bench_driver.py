@@ -62,8 +62,9 @@ class CommandLog:
             index = self.motions
             object.__setattr__(self, "motions", index + 1)
             gate = self.context.get("gate")
-            if gate is not None:  # braked at franky's full limits (a counted fallback), not at the per-motion factors
-                self.full_dynamics[index] = bool(gate.last_dynamics_factors[0] >= 1.0)
+            if gate is not None:  # franky's full limits (a counted fallback, a planned stop), not the motion's
+                self.full_dynamics[index] = "Stop" in type(motion).__name__ or \
+                    bool(gate.last_dynamics_factors[0] >= 1.0)
                 if gate.streaming_mode == "joint" and gate.last is not None:
                     self.targets[index] = np.array(gate.last.joint_positions_rad, dtype=np.float64)
 
