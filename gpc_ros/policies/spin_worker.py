@@ -48,9 +48,9 @@ from gpc_ros.compose.parent import Encoding
 logger = logging.getLogger(__name__)
 
 # header: int64 slots, then data from DATA_OFF on
-REQ, DONE, ERR, QUIT, SLEEPING, READY, CTRL, CTRL_DONE, NEW_ENC, REST, DTYPE, X0, X1, X2, E_NDIM = range(15)
-E_DIMS = 15  # 4 slots: the encoding's shape
-T_SLOT = 21  # float64: the timestep
+REQ, DONE, ERR, QUIT, SLEEPING, READY, CTRL, CTRL_DONE, REST, DTYPE, X0, X1, X2, E_NDIM = range(14)
+E_DIMS = 14  # 4 slots: the encoding's shape (to 17)
+SIG = 21  # bumped by the caller when the inputs' signature (dtype, shapes: the slots above) changes
 HEAD_NS, HEAD_N, TRACED_N = 22, 23, 24  # the worker's head time and calls (diagnostics)
 HEADER_SLOTS = 32
 DATA_OFF = 8 * HEADER_SLOTS
@@ -63,13 +63,22 @@ def _align(n: int) -> int:
     return (n + 63) // 64 * 64
 
 
-def _layout(x_shape: tuple[int, ...], e_shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int, int]:
-    """Byte offsets of x, the encoding and the output in the block, and the bytes needed."""
-    nx, ne = int(np.prod(x_shape)) * itemsize, int(np.prod(e_shape)) * itemsize
+def _layout(x_shape: tuple[int, ...], e_shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int, int, int]:
+    """Byte offsets of x, the encoding, the output and the time ``(M,)`` in the block, and the bytes needed."""
+    nx, ne, nt = (int(np.prod(x_shape)) * itemsize, int(np.prod(e_shape)) * itemsize, int(x_shape[0]) * itemsize)
     x_off = DATA_OFF
     e_off = x_off + _align(nx)
     out_off = e_off + _align(ne)
-    return x_off, e_off, out_off, out_off + _align(nx)
+    t_off = out_off + _align(nx)
+    return x_off, e_off, out_off, t_off, t_off + _align(nt)
+
+
+def _views(buf: Any, x_shape: tuple[int, ...], e_shape: tuple[int, ...], dtype: torch.dtype
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x, the encoding, the output and the time as tensors on the block (both sides use the same layout)."""
+    x_off, e_off, out_off, t_off, _ = _layout(x_shape, e_shape, _ITEMSIZE[dtype])
+    return (_view(buf, x_off, x_shape, dtype), _view(buf, e_off, e_shape, dtype), _view(buf, out_off, x_shape, dtype),
+            _view(buf, t_off, x_shape[:1], dtype))
 
 
 def _view(buf: Any, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -109,40 +118,37 @@ def _worker_main(shm_name: str, module_name: str, module_size: int, cpu: int | N
 def _serve(buf: Any, head: Any, module: torch.nn.Module, conn: Any, wake: Any, spin_s: float, idle_wait_s: float,
            parent_pid: int) -> None:
     flags = np.ndarray((HEADER_SLOTS,), dtype=np.int64, buffer=buf)
-    times = np.ndarray((HEADER_SLOTS,), dtype=np.float64, buffer=buf)
     flags[READY] = 1
     last, ctrl_seen = int(flags[REQ]), int(flags[CTRL])
-    enc: torch.Tensor | None = None
-    views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, encoding, out views
+    # the head reads its inputs where the caller wrote them (x, the time, the encoding: the caller writes the next
+    # ones only after this step's answer) and only its output is copied; the views are made again only when the
+    # inputs' signature changes (SIG)
+    v: tuple[torch.Tensor, ...] = ()
+    sig = -1
     clock = time.perf_counter
+    ns = time.perf_counter_ns
     t_last = -1e9  # not spinning until woken
     with torch.no_grad():
         while True:
             r = int(flags[REQ])
             if r != last:
                 last = r
+                start = 0
                 try:
-                    key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
-                    v = views.get(key)
-                    if v is None:
-                        dtype = _DTYPES[key[0]]
-                        x_shape, e_shape = tuple(key[1:4]), tuple(key[5:])
-                        x_off, e_off, out_off, _ = _layout(x_shape, e_shape, _ITEMSIZE[dtype])
-                        v = views[key] = (_view(buf, x_off, x_shape, dtype), _view(buf, e_off, e_shape, dtype),
-                                          _view(buf, out_off, x_shape, dtype))
-                    if flags[NEW_ENC] or enc is None:
-                        enc = v[1].clone()
-                    x = v[0].clone()
-                    t = torch.full((x.shape[0],), float(times[T_SLOT]), dtype=x.dtype)
-                    start = time.perf_counter_ns()
-                    v[2].copy_(head(x, t, enc))
-                    flags[HEAD_NS] += time.perf_counter_ns() - start
-                    flags[HEAD_N] += 1
-                    flags[TRACED_N] = head.calls_traced
+                    if flags[SIG] != sig:
+                        sig = int(flags[SIG])
+                        key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
+                        v = _views(buf, tuple(key[1:4]), tuple(key[5:]), _DTYPES[key[0]])
+                    start = ns()
+                    v[2].copy_(head(v[0], v[3], v[1]))
                 except Exception:  # the caller runs this step in process (and raises there if it is the model's)
                     logger.exception("spinning head worker: step %d failed", r)
                     flags[ERR] = r
-                flags[DONE] = r
+                flags[DONE] = r  # the answer first, the diagnostics after
+                if start:
+                    flags[HEAD_NS] += ns() - start
+                    flags[HEAD_N] += 1
+                    flags[TRACED_N] = head.calls_traced
                 t_last = clock()
                 continue
             if int(flags[CTRL]) != ctrl_seen:  # new weights: a state dict on the pipe
@@ -175,7 +181,6 @@ class _Worker:
         self.name = name
         self.shm = shared_memory.SharedMemory(create=True, size=buffer_bytes)
         self.flags = np.ndarray((HEADER_SLOTS,), dtype=np.int64, buffer=self.shm.buf)
-        self.times = np.ndarray((HEADER_SLOTS,), dtype=np.float64, buffer=self.shm.buf)
         self.flags[:] = 0
         self.wake = ctx.Semaphore(0)
         self.conn, child_conn = ctx.Pipe()
@@ -192,7 +197,7 @@ class _Worker:
         self.process.start()
         child_conn.close()
         self.seq = 0
-        self.views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, enc, out
+        self.views: dict[tuple, tuple[torch.Tensor, ...]] = {}  # signature -> x, enc, out, t
         self.out: torch.Tensor | None = None
         self.key: tuple = ()
         self.ctrl = 0
@@ -212,27 +217,27 @@ class _Worker:
             self.module_shm.unlink()
             self.module_shm = None
 
-    def post(self, x: torch.Tensor, timestep: float, encoding: torch.Tensor) -> bool:
-        """Put one step in shared memory and wake the worker if it sleeps; False if it does not fit."""
+    def post(self, x: torch.Tensor, t: torch.Tensor, encoding: torch.Tensor) -> bool:
+        """Put one step (``x`` ``(M, H, D)``, the time ``t`` ``(M,)``, the encoding; one dtype) in shared memory and
+        wake the worker if it sleeps; False if it does not fit."""
         key = (_DTYPES.index(x.dtype), *x.shape, encoding.dim(), *encoding.shape)
         views = self.views.get(key)
         if views is None:
             x_shape, e_shape = tuple(x.shape), tuple(encoding.shape)
-            x_off, e_off, out_off, need = _layout(x_shape, e_shape, x.element_size())
-            if need > self.shm.size or len(x_shape) != 3 or not 1 <= len(e_shape) <= 4:
+            if (_layout(x_shape, e_shape, x.element_size())[-1] > self.shm.size or len(x_shape) != 3
+                    or not 1 <= len(e_shape) <= 4):
                 return False
-            buf = self.shm.buf
-            views = self.views[key] = (_view(buf, x_off, x_shape, x.dtype), _view(buf, e_off, e_shape, x.dtype),
-                                       _view(buf, out_off, x_shape, x.dtype))
+            views = self.views[key] = _views(self.shm.buf, x_shape, e_shape, x.dtype)
         flags = self.flags
-        new_enc = encoding is not self.encoding or key != self.key
-        flags[DTYPE:DTYPE + len(key)] = key
-        if new_enc:
+        if key != self.key:  # the worker makes its views again
+            flags[DTYPE:DTYPE + len(key)] = key
+            flags[SIG] += 1
+            self.encoding = None
+        if encoding is not self.encoding:  # written only while the worker is not running a step
             views[1].copy_(encoding)
             self.encoding = encoding
-        flags[NEW_ENC] = int(new_enc)
         views[0].copy_(x)
-        self.times[T_SLOT] = float(timestep)
+        views[3].copy_(t)
         self.out, self.key = views[2], key
         self.seq += 1
         flags[REQ] = self.seq  # after the inputs (x86: stores are seen in order)
@@ -240,7 +245,7 @@ class _Worker:
             self.wake.release()
         return True
 
-    def result(self, like: torch.Tensor, timeout_s: float) -> torch.Tensor | None:
+    def result(self, timeout_s: float) -> torch.Tensor | None:
         """The posted step's prediction (a copy), or None if the worker failed, died or timed out."""
         flags, seq = self.flags, self.seq
         deadline = time.monotonic() + timeout_s
@@ -287,7 +292,7 @@ def _stop(workers: list[_Worker], pinned: dict[int, set[int]], timeout_s: float)
             w.process.join(timeout_s)
         w.conn.close()
         w.free_module()
-        w.flags = w.times = w.out = None  # drop the views into the block before closing it
+        w.flags = w.out = None  # drop the views into the block before closing it
         w.views.clear()
         w.encoding = None
         try:
@@ -410,19 +415,27 @@ class SpinningHeadsStep:
         if any(p._denoiser.module.training for p in self.parents):  # a head in training mode runs eagerly
             return [p.predict(*r) for p, r in zip(self.parents, requests)]
         with torch.no_grad():
-            inputs = [p._denoiser_inputs(*r) for p, r in zip(self.parents, requests)]
+            # the workers' steps are posted first, head 1's inputs made after: the workers start sooner
+            inputs = [None, *(p._denoiser_inputs(*r) for p, r in zip(self.parents[1:], requests[1:]))]
             posted = []
             for i, w in enumerate(self.workers):
                 x, t, enc = inputs[i + 1]
-                ok = (w.ready and isinstance(enc, torch.Tensor)
-                      and x.dtype in _DTYPES and enc.dtype == x.dtype and x.device.type == "cpu"
-                      and w.post(x, float(requests[i + 1][1]), enc))
+                ok = (w.ready and isinstance(enc, torch.Tensor) and x.dtype in _DTYPES and enc.dtype == x.dtype
+                      and t.dtype == x.dtype and x.device.type == "cpu" and w.post(x, t, enc))
                 posted.append(ok)
+            try:
+                inputs[0] = self.parents[0]._denoiser_inputs(*requests[0])
+            except BaseException:  # let the posted steps finish before the caller may post again
+                for i, w in enumerate(self.workers):
+                    if posted[i] and w.result(self.step_timeout_s) is None:
+                        self._drop(w, "failed, died or did not answer a step within "
+                                      f"{self.step_timeout_s} s")
+                raise
             start = time.perf_counter()
             outs: list[Any] = [self.head(*inputs[0])]
             done = time.perf_counter()
             for i, w in enumerate(self.workers):
-                out = w.result(inputs[i + 1][0], self.step_timeout_s) if posted[i] else None
+                out = w.result(self.step_timeout_s) if posted[i] else None
                 if posted[i] and out is None:
                     self._drop(w, "failed, died or did not answer a step within "
                                   f"{self.step_timeout_s} s")
