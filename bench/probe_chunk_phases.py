@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             if s is not None:
                 per[name]["  of which head 1 (step.head_s)"].append((s.head_s - split0[0]) * 1e3)
                 per[name]["  of which wait (step.wait_s)"].append((s.wait_s - split0[1]) * 1e3)
-                if not args.no_instrument and ACC["SpinningHeadsStep call"]:  # the call's time outside head 1, the wait, inputs, post, outputs
+                # the call's time outside head 1, the wait, inputs, post, outputs
+                if not args.no_instrument and ACC["SpinningHeadsStep call"]:
                     rest = ACC["SpinningHeadsStep call"] - ACC["worker post"] - ACC["_prediction"] - (
                         ACC["_denoiser_inputs"]) - (s.head_s - split0[0] + s.wait_s - split0[1]) * 1e9
                     per[name]["  SpinningHeadsStep call, the rest"].append(rest / 1e6)

@@ -36,9 +36,27 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpc_ros.policies import spin_worker  # noqa: E402
-from gpc_ros.policies.spin_worker import (CTRL, CTRL_DONE, DONE, DTYPE, E_DIMS, E_NDIM, ERR, HEAD_N, HEAD_NS,  # noqa: E402
-                                          HEADER_SLOTS, NEW_ENC, QUIT, READY, REQ, REST, SLEEPING, T_SLOT, TRACED_N,
-                                          _DTYPES, _ITEMSIZE, _layout, _view)
+from gpc_ros.policies.spin_worker import (  # noqa: E402  # noqa: E402
+    _DTYPES,
+    CTRL,
+    CTRL_DONE,
+    DONE,
+    DTYPE,
+    E_DIMS,
+    E_NDIM,
+    ERR,
+    HEAD_N,
+    HEAD_NS,
+    HEADER_SLOTS,
+    QUIT,
+    READY,
+    REQ,
+    REST,
+    SIG,
+    SLEEPING,
+    TRACED_N,
+    _views,
+)
 
 SEEN, HSTART, HEND, DONE_T = 25, 26, 27, 28
 MODE = {"serial": False, "worker_input": "clone"}
@@ -50,7 +68,8 @@ def settings() -> str:
             f"profiling mode {torch._C._get_graph_executor_optimize()}, "
             f"num profiled runs {torch._C._jit_get_num_profiled_runs()}, "
             f"affinity {sorted(os.sched_getaffinity(0))}, "
-            f"MALLOC_ARENA_MAX {os.environ.get('MALLOC_ARENA_MAX')}, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY')}")
+            f"MALLOC_ARENA_MAX {os.environ.get('MALLOC_ARENA_MAX')}, "
+            f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY')}")
 
 
 def diag_worker_main(shm_name, module_name, module_size, cpu, conn, wake, spin_s, idle_wait_s, max_traces,
@@ -86,11 +105,11 @@ def diag_serve(buf, head, module, conn, wake, spin_s, idle_wait_s, parent_pid, i
     import numpy as np
 
     flags = np.ndarray((HEADER_SLOTS,), dtype=np.int64, buffer=buf)
-    times = np.ndarray((HEADER_SLOTS,), dtype=np.float64, buffer=buf)
     flags[READY] = 1
     last, ctrl_seen = int(flags[REQ]), int(flags[CTRL])
     enc = None
-    views = {}
+    v = ()
+    sig = -1
     clock = time.perf_counter
     ns = time.perf_counter_ns
     t_last = -1e9
@@ -102,27 +121,25 @@ def diag_serve(buf, head, module, conn, wake, spin_s, idle_wait_s, parent_pid, i
                 seen = ns()
                 last = r
                 try:
-                    key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
-                    v = views.get(key)
-                    if v is None:
-                        dtype = _DTYPES[key[0]]
-                        x_shape, e_shape = tuple(key[1:4]), tuple(key[5:])
-                        x_off, e_off, out_off, _ = _layout(x_shape, e_shape, _ITEMSIZE[dtype])
-                        v = views[key] = (_view(buf, x_off, x_shape, dtype), _view(buf, e_off, e_shape, dtype),
-                                          _view(buf, out_off, x_shape, dtype))
-                    if flags[NEW_ENC] or enc is None:
+                    if flags[SIG] != sig:
+                        sig = int(flags[SIG])
+                        key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
+                        v = _views(buf, tuple(key[1:4]), tuple(key[5:]), _DTYPES[key[0]])
+                        private.clear()
+                    if input_mode == "clone":  # the package before session 17: fresh copies, a time tensor built
                         enc = v[1].clone()
-                    if input_mode == "clone":
                         x = v[0].clone()
-                    elif input_mode == "view":
-                        x = v[0]
-                    else:  # copy into a private tensor kept across steps
-                        x = private.get(key)
-                        if x is None:
-                            x = private[key] = v[0].clone()
+                        t = torch.full((x.shape[0],), float(v[3][0]), dtype=x.dtype)
+                    elif input_mode == "view":  # the package since session 17
+                        x, t, enc = v[0], v[3], v[1]
+                    else:  # copied into private tensors kept across steps
+                        if not private:
+                            private.update(x=v[0].clone(), t=v[3].clone(), enc=v[1].clone())
                         else:
-                            x.copy_(v[0])
-                    t = torch.full((x.shape[0],), float(times[T_SLOT]), dtype=x.dtype)
+                            private["x"].copy_(v[0])
+                            private["t"].copy_(v[3])
+                            private["enc"].copy_(v[1])
+                        x, t, enc = private["x"], private["t"], private["enc"]
                     start = ns()
                     y = head(x, t, enc)
                     end = ns()
@@ -167,19 +184,20 @@ def diag_call(self, requests):
     (waited for), then head 1."""
     ns = time.perf_counter_ns
     with torch.no_grad():
-        inputs = [p._denoiser_inputs(*r) for p, r in zip(self.parents, requests)]
         w = self.workers[0]
-        x, t, enc = inputs[1]
+        x, t, enc = self.parents[1]._denoiser_inputs(*requests[1])
         t0 = ns()
-        ok = w.ready and w.post(x, float(requests[1][1]), enc)
+        ok = w.ready and w.post(x, t, enc)
         assert ok
         t_post = ns()
+        inputs = [self.parents[0]._denoiser_inputs(*requests[0])]
         if MODE["serial"]:
-            out2 = w.result(x, 10.0)
+            out2 = w.result(10.0)
             t_seen = ns()
             h1s = ns()
             out1 = self.head(*inputs[0])
             h1e = ns()
+            t_seen = ns()  # the clone below is timed alone
         else:
             h1s = ns()
             out1 = self.head(*inputs[0])
@@ -189,7 +207,7 @@ def diag_call(self, requests):
                 pass
             t_seen = ns()
             out2 = w.out.clone()
-        t_clone = ns()
+        t_clone = ns() if not MODE["serial"] else t_seen
         f = w.flags
         ACC["post"] += t_post - t0
         ACC["post end -> worker saw it"] += int(f[SEEN]) - t_post
@@ -197,7 +215,7 @@ def diag_call(self, requests):
         ACC["worker head"] += int(f[HEND]) - int(f[HSTART])
         ACC["worker: head end -> DONE (copy out, flags)"] += int(f[DONE_T]) - int(f[HEND])
         ACC["head 1 (caller)"] += h1e - h1s
-        ACC["post end -> head 1 start"] += h1s - t_post
+        ACC["post end -> head 1 start (head 1 inputs)"] += h1s - t_post
         ACC["worker head start - head 1 start"] += int(f[HSTART]) - h1s
         if not MODE["serial"]:
             ACC["caller wait (head 1 end -> DONE seen)"] += t_seen - h1e
@@ -217,9 +235,10 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=60)
-    ap.add_argument("--worker-input", choices=("clone", "view", "private"), default="clone",
-                    help="the worker's x: a fresh clone of the shared-memory view (the package), the view itself, "
-                         "or a private tensor kept across steps and copied into")
+    ap.add_argument("--worker-input", choices=("clone", "view", "private"), default="view",
+                    help="the worker's inputs: the shared-memory views themselves (the package since session 17), "
+                         "fresh clones and a time tensor built per step (before), or private tensors kept across "
+                         "steps and copied into")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load = os.getloadavg()

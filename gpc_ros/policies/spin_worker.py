@@ -218,8 +218,10 @@ class _Worker:
             self.module_shm = None
 
     def post(self, x: torch.Tensor, t: torch.Tensor, encoding: torch.Tensor) -> bool:
-        """Put one step (``x`` ``(M, H, D)``, the time ``t`` ``(M,)``, the encoding; one dtype) in shared memory and
-        wake the worker if it sleeps; False if it does not fit."""
+        """Put one step in shared memory and wake the worker if it sleeps; False if it does not fit.
+
+        ``x`` ``(M, H, D)``, the time ``t`` ``(M,)`` and the encoding, all of one dtype.
+        """
         key = (_DTYPES.index(x.dtype), *x.shape, encoding.dim(), *encoding.shape)
         views = self.views.get(key)
         if views is None:
