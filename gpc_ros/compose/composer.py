@@ -469,8 +469,17 @@ class Composer:
         with_x0 = self.operator.weights_sum_to_one and (self.sampler.uses_x0 or point.level.alpha <= 0.0)
         if self._joint is not None and len(jobs) == len(self.parents):  # every parent's step in one call
             inputs = [self._parent_input(i, x, point) for i in jobs]
-            predictions = self._joint([(x_in, where.value, encodings[i]) for i, (where, x_in) in zip(jobs, inputs)])
-            results = {i: self._convert(i, predictions[i], *inputs[i], point, x.dtype, with_x0) for i in jobs}
+            requests = [(x_in, where.value, encodings[i]) for i, (where, x_in) in zip(jobs, inputs)]
+            start = getattr(self._joint, "start", None)
+            if start is None:
+                predictions = self._joint(requests)
+                results = {i: self._convert(i, predictions[i], *inputs[i], point, x.dtype, with_x0) for i in jobs}
+            else:  # the first parent's prediction is converted while the others' are still being made
+                pending = start(requests)
+                results = {0: self._convert(0, pending.first, *inputs[0], point, x.dtype, with_x0)}
+                rest = pending.rest()
+                results.update({i: self._convert(i, rest[i - 1], *inputs[i], point, x.dtype, with_x0)
+                                for i in jobs[1:]})
             self.stats.joint_steps += 1
         elif len(jobs) > 1 and all(self._split_phase[i] for i in jobs):  # send every request, then wait for all
             inputs = {i: self._parent_input(i, x, point) for i in jobs}

@@ -412,42 +412,50 @@ class SpinningHeadsStep:
 
     def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> list[torch.Tensor]:
         """One ``(x_t, timestep, encoding)`` per parent, in order -> each parent's ``(M, H, D)`` prediction."""
+        pending = self.start(requests)
+        return [pending.first, *pending.rest()]
+
+    def start(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> PendingJointStep:
+        """The step split in two: post the workers' steps, run head 1 here, return without waiting for the workers.
+
+        The answer's ``first`` is parent 1's prediction; its ``rest()`` waits for the others' (a
+        :class:`~gpc_ros.compose.parent.JointStep`'s optional ``start``: the composer converts parent 1's prediction
+        while the workers finish). A started step whose ``rest()`` is never called is harmless: the worker's answer
+        to it is not read, and the next step waits for its own answer (sequence numbers).
+        """
         if len(requests) != len(self.parents):
             raise ValueError(f"a joint step of {len(self.parents)} parents got {len(requests)} requests")
         if any(p._denoiser.module.training for p in self.parents):  # a head in training mode runs eagerly
-            return [p.predict(*r) for p, r in zip(self.parents, requests)]
+            predictions = [p.predict(*r) for p, r in zip(self.parents, requests)]
+            return PendingJointStep(self, requests, predictions[0], [], predictions[1:])
         with torch.no_grad():
             # the workers' steps are posted first, head 1's inputs made after: the workers start sooner
-            inputs = [None, *(p._denoiser_inputs(*r) for p, r in zip(self.parents[1:], requests[1:]))]
             posted = []
-            for i, w in enumerate(self.workers):
-                x, t, enc = inputs[i + 1]
-                ok = (w.ready and isinstance(enc, torch.Tensor) and x.dtype in _DTYPES and enc.dtype == x.dtype
-                      and t.dtype == x.dtype and x.device.type == "cpu" and w.post(x, t, enc))
-                posted.append(ok)
-            try:
-                inputs[0] = self.parents[0]._denoiser_inputs(*requests[0])
-            except BaseException:  # let the posted steps finish before the caller may post again
-                for i, w in enumerate(self.workers):
-                    if posted[i] and w.result(self.step_timeout_s) is None:
-                        self._drop(w, "failed, died or did not answer a step within "
-                                      f"{self.step_timeout_s} s")
-                raise
+            for w, p, r in zip(self.workers, self.parents[1:], requests[1:]):
+                x, t, enc = p._denoiser_inputs(*r)
+                posted.append(w.ready and isinstance(enc, torch.Tensor) and x.dtype in _DTYPES
+                              and enc.dtype == x.dtype and t.dtype == x.dtype and x.device.type == "cpu"
+                              and w.post(x, t, enc))
+            inputs = self.parents[0]._denoiser_inputs(*requests[0])
             start = time.perf_counter()
-            outs: list[Any] = [self.head(*inputs[0])]
-            done = time.perf_counter()
-            for i, w in enumerate(self.workers):
-                out = w.result(self.step_timeout_s) if posted[i] else None
-                if posted[i] and out is None:
-                    self._drop(w, "failed, died or did not answer a step within "
-                                  f"{self.step_timeout_s} s")
-                outs.append(out)
-            self.head_s += done - start
-            self.wait_s += time.perf_counter() - done
-        predictions = [self.parents[0]._prediction(outs[0], requests[0][0])]
-        for p, r, out in zip(self.parents[1:], requests[1:], outs[1:]):
-            predictions.append(p.predict(*r) if out is None else p._prediction(out, r[0]))
-        if all(o is not None for o in outs[1:]):
+            out = self.head(*inputs)
+            self.head_s += time.perf_counter() - start
+        return PendingJointStep(self, requests, self.parents[0]._prediction(out, requests[0][0]), posted, None)
+
+    def _collect(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]], posted: list[bool]
+                 ) -> list[torch.Tensor]:
+        """Parents 2..K's predictions of a started step: the workers' answers (or their steps run in process)."""
+        start = time.perf_counter()
+        outs = []
+        for w, ok in zip(self.workers, posted):
+            out = w.result(self.step_timeout_s) if ok else None
+            if ok and out is None:
+                self._drop(w, f"failed, died or did not answer a step within {self.step_timeout_s} s")
+            outs.append(out)
+        self.wait_s += time.perf_counter() - start
+        predictions = [p.predict(*r) if out is None else p._prediction(out, r[0])
+                       for p, r, out in zip(self.parents[1:], requests[1:], outs)]
+        if all(o is not None for o in outs):
             self.worker_steps += 1
         else:
             self.fallback_steps += 1
@@ -479,3 +487,19 @@ class SpinningHeadsStep:
     def close(self) -> None:
         """Stop the workers (and free their shared memory); idempotent."""
         self._finalizer()
+
+
+class PendingJointStep:
+    """A started :class:`SpinningHeadsStep` step: ``first`` now, the others' predictions from :meth:`rest`."""
+
+    def __init__(self, step: SpinningHeadsStep, requests: Sequence[tuple[torch.Tensor, float, Encoding]],
+                 first: torch.Tensor, posted: list[bool], rest: list[torch.Tensor] | None) -> None:
+        self.first = first
+        """Parent 1's prediction (what its ``predict`` returns)."""
+        self._step, self._requests, self._posted, self._rest = step, requests, posted, rest
+
+    def rest(self) -> list[torch.Tensor]:
+        """Parents 2..K's predictions, in order (waits for the workers; once)."""
+        if self._rest is None:
+            self._rest = self._step._collect(self._requests, self._posted)
+        return self._rest
