@@ -5,13 +5,14 @@ The bench_graph parents (``small`` RGB diffusion + DP3 point cloud, random weigh
 parent chunks, 1 torch thread); no ROS, no host processes. Cases interleaved round by round (order alternating):
 ``one traced`` (the plain Composer with the traced RGB parent), ``one traced pcd`` (the second parent alone: its
 head's time in process, for the wait), ``K=2 plain spinning`` and ``K=2 graph spinning`` (joint encode + joint step,
-head 2 in a spinning worker). Options: ``--split-call`` (the sections of ``SpinningHeadsStep.__call__``),
-``--swap-cpus`` (composing thread and worker on each other's CPU), ``--ab`` (every case also with the code of
-commit ``--ab-commit``: the Composer's and the graph's methods swapped in, and composers of their own whose spinning
-step, caller side and worker process, is that commit's ``spin_worker``; same rounds, paired differences),
-``--no-instrument`` (chunk totals only). Phases are timed inside the package by wrapping methods
-at class level with ``time.perf_counter_ns`` (inclusive times, summed per chunk; the wrapper itself costs ~1 us a
-call, a few dozen calls a chunk); each figure is the median over rounds of the per-chunk sum, in ms.
+head 2 in a spinning worker). Options: ``--swap-cpus`` (composing thread and worker on each other's CPU),
+``--ab`` (every case also with the code of commit ``--ab-commit``: the Composer's and the graph's methods swapped
+in, and composers of their own whose spinning step, caller side and worker process, is that commit's
+``spin_worker``; same rounds, paired differences; session 17), ``--no-instrument`` (chunk totals only). Phases
+are timed inside the package by wrapping methods at class level with ``time.perf_counter_ns`` (inclusive times,
+summed per chunk; the wrapper itself costs ~1 us a call, a few dozen calls a chunk); each figure is the median
+over rounds of the per-chunk sum, in ms. (Session 16b's ``--split-call``, the sections of
+``SpinningHeadsStep.__call__``, went with session 17: the composer calls ``start`` and ``rest`` now.)
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/probe_chunk_phases.py [--rounds N]`` (under the CPU lock).
 """
@@ -35,7 +36,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_graph import fill, write_checkpoints  # noqa: E402
 
-from gpc_ros.compose import Composer, ComposerConfig  # noqa: E402
+from gpc_ros.compose import (  # noqa: E402
+    Composer,
+    ComposerConfig,
+    horizon,  # noqa: E402
+)
 from gpc_ros.compose import composer as composer_module  # noqa: E402
 from gpc_ros.compose.sampler import DiffusersSampler, Sampler, SamplerConfig  # noqa: E402
 from gpc_ros.graph import composition  # noqa: E402
@@ -75,73 +80,22 @@ def instrument() -> None:
     wrap(Composer, "_parent_input", "_parent_input")
     wrap(Composer, "_convert", "_convert (checks + to_eps_x0)")
     wrap(composer_module, "combine", "combine")
+    wrap(horizon.WeightedSum, "add", "WeightedSum.add (combine as they come)")
     wrap(ModuleParent, "predict", "ModuleParent.predict")
     wrap(ModuleParent, "_denoiser_inputs", "_denoiser_inputs")
     wrap(ModuleParent, "_prediction", "_prediction")
     wrap(TracedHead, "__call__", "head (TracedHead call, caller)")
-    wrap(spin_worker.SpinningHeadsStep, "__call__", "SpinningHeadsStep call")
+    wrap(spin_worker.SpinningHeadsStep, "start", "SpinningHeadsStep.start (post, head 1)")
+    wrap(spin_worker.SpinningHeadsStep, "_collect", "SpinningHeadsStep._collect (wait, others)")
     wrap(spin_worker.SpinningHeadsStep, "new_chunk", "SpinningHeadsStep.new_chunk")
     wrap(spin_worker.SpinningHeadsStep, "end_chunk", "SpinningHeadsStep.end_chunk")
     wrap(spin_worker._Worker, "post", "worker post")
     wrap(spin_worker._Worker, "result", "worker result (wait + clone)")
-    wrap(composition.LocalJointStep, "__call__", "LocalJointStep call")
+    wrap(composition.LocalJointStep, "start", "LocalJointStep.start")
+    wrap(composition.PendingLocalStep, "rest", "PendingLocalStep.rest")
+    wrap(composition.LocalJointStep, "_answer", "LocalJointStep._answer (host checks)")
     wrap(HostCore, "step_encoding", "host step_encoding")
     wrap(HostCore, "step_result", "host step_result")
-
-
-def split_call() -> None:
-    """SpinningHeadsStep.__call__ with a clock between its sections (a copy of its code; same results)."""
-    from gpc_ros.policies.spin_worker import _DTYPES
-
-    clock = time.perf_counter_ns
-
-    def call(self, requests):
-        t0 = clock()
-        if len(requests) != len(self.parents):
-            raise ValueError("requests")
-        if any(p._denoiser.module.training for p in self.parents):
-            return [p.predict(*r) for p, r in zip(self.parents, requests)]
-        t1 = clock()
-        with torch.no_grad():
-            t2 = clock()
-            inputs = [None, *(p._denoiser_inputs(*r) for p, r in zip(self.parents[1:], requests[1:]))]
-            t3 = clock()
-            posted = []
-            for i, w in enumerate(self.workers):
-                x, t, enc = inputs[i + 1]
-                ok = (w.ready and isinstance(enc, torch.Tensor) and x.dtype in _DTYPES and enc.dtype == x.dtype
-                      and t.dtype == x.dtype and x.device.type == "cpu" and w.post(x, t, enc))
-                posted.append(ok)
-            inputs[0] = self.parents[0]._denoiser_inputs(*requests[0])
-            t4 = clock()
-            start = time.perf_counter()
-            outs = [self.head(*inputs[0])]
-            done = time.perf_counter()
-            t5 = clock()
-            for i, w in enumerate(self.workers):
-                out = w.result(self.step_timeout_s) if posted[i] else None
-                if posted[i] and out is None:
-                    self._drop(w, "failed")
-                outs.append(out)
-            self.head_s += done - start
-            self.wait_s += time.perf_counter() - done
-            t6 = clock()
-        t7 = clock()
-        predictions = [self.parents[0]._prediction(outs[0], requests[0][0])]
-        for p, r, out in zip(self.parents[1:], requests[1:], outs[1:]):
-            predictions.append(p.predict(*r) if out is None else p._prediction(out, r[0]))
-        if all(o is not None for o in outs[1:]):
-            self.worker_steps += 1
-        else:
-            self.fallback_steps += 1
-        t8 = clock()
-        for label, a, b in (("sp: checks", t0, t1), ("sp: no_grad enter", t1, t2), ("sp: inputs", t2, t3),
-                            ("sp: post + head 1 inputs", t3, t4), ("sp: head 1", t4, t5), ("sp: wait", t5, t6),
-                            ("sp: no_grad exit", t6, t7), ("sp: outputs", t7, t8)):
-            ACC[label] += b - a
-        return predictions
-
-    spin_worker.SpinningHeadsStep.__call__ = call
 
 
 OLD_COMMIT = "55f3156"
@@ -200,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--swap-cpus", action="store_true",
                     help="pin the composing thread to the second CPU and the workers to the first (the default is "
                          "the other way round): is the worker's head slower because of its CPU?")
-    ap.add_argument("--split-call", action="store_true",
-                    help="time the sections of SpinningHeadsStep.__call__ (an instrumented copy of it)")
     ap.add_argument("--ab", action="store_true",
                     help="also every case with the code of --ab-commit (the Composer's and the graph's methods "
                          "swapped in, the spinning step and its worker the old module's), interleaved")
@@ -303,8 +255,6 @@ def main(argv: list[str] | None = None) -> int:
             fn()
     for step in steps.values():
         step.reset_stats()
-    if args.split_call:
-        split_call()
     if not args.no_instrument:
         instrument()
     per: dict[str, dict[str, list[float]]] = {k: collections.defaultdict(list) for k in cases}
@@ -323,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             if s is not None:
                 per[name]["  of which head 1 (step.head_s)"].append((s.head_s - split0[0]) * 1e3)
                 per[name]["  of which wait (step.wait_s)"].append((s.wait_s - split0[1]) * 1e3)
-                # the call's time outside head 1, the wait, inputs, post, outputs
-                if not args.no_instrument and ACC["SpinningHeadsStep call"]:
-                    rest = ACC["SpinningHeadsStep call"] - ACC["worker post"] - ACC["_prediction"] - (
+                # the spinning step's time outside head 1, the wait, inputs, post, outputs
+                if not args.no_instrument and ACC["SpinningHeadsStep.start (post, head 1)"]:
+                    rest = ACC["SpinningHeadsStep.start (post, head 1)"] + ACC[
+                        "SpinningHeadsStep._collect (wait, others)"] - ACC["worker post"] - ACC["_prediction"] - (
                         ACC["_denoiser_inputs"]) - (s.head_s - split0[0] + s.wait_s - split0[1]) * 1e9
-                    per[name]["  SpinningHeadsStep call, the rest"].append(rest / 1e6)
+                    per[name]["  SpinningHeadsStep start + _collect, the rest"].append(rest / 1e6)
     # results must be the eager sequential Composer's
     for name, (c, seed) in chunks.items():
         ref = eager_ref.compose(eager_ref.encode([obs["rgb"], obs["pcd"]]), w2, generator=seed).actions

@@ -33,7 +33,7 @@ from gpc_ros.compose.errors import (
     InvalidWeightsError,
     NonFinitePredictionError,
 )
-from gpc_ros.compose.horizon import combine, composed_horizons, hold_tail, position_weights
+from gpc_ros.compose.horizon import WeightedSum, combine, composed_horizons, hold_tail, position_weights
 from gpc_ros.compose.operators import CompositionOperator, as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
 from gpc_ros.compose.parent import (
@@ -474,12 +474,17 @@ class Composer:
             if start is None:
                 predictions = self._joint(requests)
                 results = {i: self._convert(i, predictions[i], *inputs[i], point, x.dtype, with_x0) for i in jobs}
-            else:  # the first parent's prediction is converted while the others' are still being made
+            else:  # the first parent's prediction is converted and weighted while the others' are still being made
                 pending = start(requests)
-                results = {0: self._convert(0, pending.first, *inputs[0], point, x.dtype, with_x0)}
-                rest = pending.rest()
-                results.update({i: self._convert(i, rest[i - 1], *inputs[i], point, x.dtype, with_x0)
-                                for i in jobs[1:]})
+                first = self._convert(0, pending.first, *inputs[0], point, x.dtype, with_x0)
+                horizons = [x_in.shape[1] for _, x_in in inputs]
+                sums = [WeightedSum(weights, horizons) for _ in range(2 if with_x0 else 1)]
+                for total, part in zip(sums, first):
+                    total.add(part)
+                for i, prediction in zip(jobs[1:], pending.rest()):
+                    for total, part in zip(sums, self._convert(i, prediction, *inputs[i], point, x.dtype, with_x0)):
+                        total.add(part)
+                results = None
             self.stats.joint_steps += 1
         elif len(jobs) > 1 and all(self._split_phase[i] for i in jobs):  # send every request, then wait for all
             inputs = {i: self._parent_input(i, x, point) for i in jobs}
@@ -500,11 +505,16 @@ class Composer:
             if len(jobs) > 1:
                 self.stats.sequential_steps += 1
             results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
-        zeros = torch.zeros_like(x)
-        eps_hat = combine([results[i][0] if i in results else zeros for i in range(len(self.parents))], weights)
-        if with_x0:
-            return eps_hat, combine([results[i][1] if i in results else zeros for i in range(len(self.parents))],
-                                    weights)
+        if results is None:  # summed as they came
+            eps_hat = sums[0].out
+            if with_x0:
+                return eps_hat, sums[1].out
+        else:
+            zeros = torch.zeros_like(x)
+            eps_hat = combine([results[i][0] if i in results else zeros for i in range(len(self.parents))], weights)
+            if with_x0:
+                return eps_hat, combine([results[i][1] if i in results else zeros for i in range(len(self.parents))],
+                                        weights)
         # Unnormalised weights: eps (the score) is the combined quantity; x0 follows from x = alpha x0 + sigma eps
         # (for weights summing to 1 this IS the combined x0; samplers that only read eps_hat take this cheap path).
         if point.level.alpha <= 0.0:
