@@ -476,13 +476,18 @@ class Composer:
                 results = {i: self._convert(i, predictions[i], *inputs[i], point, x.dtype, with_x0) for i in jobs}
             else:  # the first parent's prediction is converted and weighted while the others' are still being made
                 pending = start(requests)
-                first = self._convert(0, pending.first, *inputs[0], point, x.dtype, with_x0)
+                finite = getattr(pending, "finite", ())  # predictions the joint step already found finite
+                first = self._convert(0, pending.first, *inputs[0], point, x.dtype, with_x0, finite[:1] == [True])
                 horizons = [x_in.shape[1] for _, x_in in inputs]
                 sums = [WeightedSum(weights, horizons) for _ in range(2 if with_x0 else 1)]
                 for total, part in zip(sums, first):
                     total.add(part)
-                for i, prediction in zip(jobs[1:], pending.rest()):
-                    for total, part in zip(sums, self._convert(i, prediction, *inputs[i], point, x.dtype, with_x0)):
+                rest = pending.rest()
+                finite = getattr(pending, "finite", ())
+                for i, prediction in zip(jobs[1:], rest):
+                    checked = len(finite) > i and finite[i] is True
+                    for total, part in zip(sums, self._convert(i, prediction, *inputs[i], point, x.dtype, with_x0,
+                                                               checked)):
                         total.add(part)
                 results = None
             self.stats.joint_steps += 1
@@ -541,8 +546,13 @@ class Composer:
         return where, x_in
 
     def _convert(self, i: int, prediction: object, where: ParentTime, x_in: torch.Tensor, point: GridPoint,
-                 dtype: torch.dtype, with_x0: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Parent ``i``'s checked ``prediction`` for ``x_in`` -> ``(eps_i, x0_i)`` at ``where``'s level."""
+                 dtype: torch.dtype, with_x0: bool, finite_checked: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Parent ``i``'s checked ``prediction`` for ``x_in`` -> ``(eps_i, x0_i)`` at ``where``'s level.
+
+        ``finite_checked``: the joint step already found this very tensor free of NaN / inf (a graph host's own
+        check, ``PendingJointStep.finite``), so it is not checked again.
+        """
         parent = self.parents[i]
         if not isinstance(prediction, torch.Tensor):
             raise InvalidPredictionError(
@@ -553,7 +563,7 @@ class Composer:
             raise InvalidPredictionError(
                 f"parent {parent.name!r} returned a prediction of shape {tuple(prediction.shape)} at step "
                 f"{point.index} (its time {where.value:.6g}); expected {tuple(x_in.shape)}", parent=parent.name)
-        if not bool(torch.isfinite(prediction).all()):
+        if not finite_checked and not bool(torch.isfinite(prediction).all()):
             bad = int((~torch.isfinite(prediction)).sum())
             raise NonFinitePredictionError(
                 f"parent {parent.name!r} returned {bad} NaN/inf value(s) at step {point.index} "

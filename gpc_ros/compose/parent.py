@@ -184,6 +184,10 @@ class PendingJointStep(Protocol):
     first: torch.Tensor
     """What the first parent's ``predict`` returns."""
 
+    # optional: ``finite``, a list with one bool per parent whose prediction is given so far (``first``, then those
+    # of ``rest()``): True where that very tensor was already checked free of NaN / inf (a graph host's own check),
+    # so the composer does not check it again
+
     def rest(self) -> list[torch.Tensor]:
         """What the other parents' ``predict`` return, in order (waits for them).
 

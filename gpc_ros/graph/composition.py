@@ -553,8 +553,12 @@ class LocalJointStep:
                        [p.name for p in self.proxies], exc)
 
     def _answer(self, i: int, request: tuple[torch.Tensor, float, Any], step: int,
-                prediction: torch.Tensor | None) -> torch.Tensor:
-        """Host ``i``'s answer: the joint step's ``prediction`` checked by the host, or (None) its step alone."""
+                prediction: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """Host ``i``'s answer and whether it is the very tensor its host found finite.
+
+        The joint step's ``prediction`` checked by the host, or (None) the host's step alone. Not "found finite"
+        after a dtype conversion here (it could overflow).
+        """
         proxy, (x_t, t, _) = self.proxies[i], request
         core = proxy.handle.core
         if prediction is None:
@@ -563,7 +567,8 @@ class LocalJointStep:
             status, prediction = core.step_result(prediction)
         if status != protocol.OK:
             raise HostFaultError(proxy.name, f"step {step}: {protocol.STATUS[status]}")
-        return prediction.to(x_t.dtype)
+        answer = prediction.to(x_t.dtype)
+        return answer, answer is prediction
 
 
 class PendingLocalStep:
@@ -574,8 +579,11 @@ class PendingLocalStep:
         self._step, self._requests, self._steps = step, requests, steps
         self._predictions, self._pending = predictions, pending
         self._rest: list[torch.Tensor] | None = None
-        self.first = step._answer(0, requests[0], steps[0], None if predictions is None else predictions[0])
+        self.first, finite = step._answer(0, requests[0], steps[0], None if predictions is None else predictions[0])
         """The first host's answer (what its step answers)."""
+        self.finite = [finite]
+        """Per host so far: its answer is the tensor its host found finite (``PendingJointStep.finite``: the
+        composer does not check it again)."""
 
     def rest(self) -> list[torch.Tensor]:
         """The other hosts' answers, in order (once)."""
@@ -587,9 +595,11 @@ class PendingLocalStep:
                 except (ValueError, RuntimeError) as exc:
                     self._step._failed(exc)
                     predictions = None
-            self._rest = [self._step._answer(i, self._requests[i], self._steps[i],
-                                             None if predictions is None else predictions[i])
-                          for i in range(1, len(self._requests))]
+            answers = [self._step._answer(i, self._requests[i], self._steps[i],
+                                          None if predictions is None else predictions[i])
+                       for i in range(1, len(self._requests))]
+            self._rest = [a for a, _ in answers]
+            self.finite += [finite for _, finite in answers]
         return self._rest
 
 
