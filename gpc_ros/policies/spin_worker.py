@@ -12,10 +12,14 @@ memory while a chunk is being sampled (a round trip of ~7 us) and sleeps on a se
   CPUs ``0`` and ``i`` of the allowed ones (``os.sched_setaffinity``), otherwise nothing is pinned;
 * per chunk (:meth:`SpinningHeadsStep.new_chunk`): weights changed in place (version counters, as ``TracedHead``
   checks) are sent again; the workers are woken; the encoding is copied into shared memory at the chunk's first step;
-* per step: ``x_t`` and the timestep in, the prediction out; the worker spins for up to ``spin_s`` after each job,
-  and stops at once when the chunk ends (:meth:`SpinningHeadsStep.end_chunk`); then it sleeps (a timed semaphore
-  wait: a missed wake-up costs at most ``idle_wait_s``, never a hang). The calling thread is pinned from
-  ``new_chunk`` to ``end_chunk`` only.
+* per step: ``x_t`` and the time tensor in, the prediction out; the worker's head reads its inputs where the caller
+  wrote them (the caller writes the next ones only after this step's answer, or after a step it gave up on, whose
+  answer is then never read) and only the output is copied. The workers' steps are posted before head 1's inputs
+  are made; :meth:`SpinningHeadsStep.start` returns after head 1, so the composer converts parent 1's prediction
+  while the workers finish (session 17). The worker spins for up to ``spin_s`` after each job, and stops at once
+  when the chunk ends (:meth:`SpinningHeadsStep.end_chunk`); then it sleeps (a timed semaphore wait: a missed
+  wake-up costs at most ``idle_wait_s``, never a hang). The calling thread is pinned from ``new_chunk`` to
+  ``end_chunk`` only.
 
 Every wait is bounded. A worker that dies, fails or does not answer within ``step_timeout_s`` is dropped (logged
 once, counted in :attr:`SpinningHeadsStep.fallback_steps`) and its parent's step runs in process (its ``predict``):
