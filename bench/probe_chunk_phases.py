@@ -5,12 +5,14 @@ The bench_graph parents (``small`` RGB diffusion + DP3 point cloud, random weigh
 parent chunks, 1 torch thread); no ROS, no host processes. Cases interleaved round by round (order alternating):
 ``one traced`` (the plain Composer with the traced RGB parent), ``one traced pcd`` (the second parent alone: its
 head's time in process, for the wait), ``K=2 plain spinning`` and ``K=2 graph spinning`` (joint encode + joint step,
-head 2 in a spinning worker). Options: ``--split-call`` (the sections of ``SpinningHeadsStep.__call__``),
-``--swap-cpus`` (composing thread and worker on each other's CPU), ``--ab`` (every case also with the methods of
-commit ``OLD_COMMIT`` swapped in, same rounds, paired differences: an A/B of a change to those methods),
-``--no-instrument`` (chunk totals only). Phases are timed inside the package by wrapping methods
-at class level with ``time.perf_counter_ns`` (inclusive times, summed per chunk; the wrapper itself costs ~1 us a
-call, a few dozen calls a chunk); each figure is the median over rounds of the per-chunk sum, in ms.
+head 2 in a spinning worker). Options: ``--swap-cpus`` (composing thread and worker on each other's CPU),
+``--ab`` (every case also with the code of commit ``--ab-commit``: the Composer's and the graph's methods swapped
+in, and composers of their own whose spinning step, caller side and worker process, is that commit's
+``spin_worker``; same rounds, paired differences; session 17), ``--no-instrument`` (chunk totals only). Phases
+are timed inside the package by wrapping methods at class level with ``time.perf_counter_ns`` (inclusive times,
+summed per chunk; the wrapper itself costs ~1 us a call, a few dozen calls a chunk); each figure is the median
+over rounds of the per-chunk sum, in ms. (Session 16b's ``--split-call``, the sections of
+``SpinningHeadsStep.__call__``, went with session 17: the composer calls ``start`` and ``rest`` now.)
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/probe_chunk_phases.py [--rounds N]`` (under the CPU lock).
 """
@@ -34,7 +36,11 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_graph import fill, write_checkpoints  # noqa: E402
 
-from gpc_ros.compose import Composer, ComposerConfig  # noqa: E402
+from gpc_ros.compose import (  # noqa: E402
+    Composer,
+    ComposerConfig,
+    horizon,  # noqa: E402
+)
 from gpc_ros.compose import composer as composer_module  # noqa: E402
 from gpc_ros.compose.sampler import DiffusersSampler, Sampler, SamplerConfig  # noqa: E402
 from gpc_ros.graph import composition  # noqa: E402
@@ -74,101 +80,58 @@ def instrument() -> None:
     wrap(Composer, "_parent_input", "_parent_input")
     wrap(Composer, "_convert", "_convert (checks + to_eps_x0)")
     wrap(composer_module, "combine", "combine")
+    wrap(horizon.WeightedSum, "add", "WeightedSum.add (combine as they come)")
     wrap(ModuleParent, "predict", "ModuleParent.predict")
     wrap(ModuleParent, "_denoiser_inputs", "_denoiser_inputs")
     wrap(ModuleParent, "_prediction", "_prediction")
     wrap(TracedHead, "__call__", "head (TracedHead call, caller)")
-    wrap(spin_worker.SpinningHeadsStep, "__call__", "SpinningHeadsStep call")
+    wrap(spin_worker.SpinningHeadsStep, "start", "SpinningHeadsStep.start (post, head 1)")
+    wrap(spin_worker.SpinningHeadsStep, "_collect", "SpinningHeadsStep._collect (wait, others)")
     wrap(spin_worker.SpinningHeadsStep, "new_chunk", "SpinningHeadsStep.new_chunk")
     wrap(spin_worker.SpinningHeadsStep, "end_chunk", "SpinningHeadsStep.end_chunk")
     wrap(spin_worker._Worker, "post", "worker post")
     wrap(spin_worker._Worker, "result", "worker result (wait + clone)")
-    wrap(composition.LocalJointStep, "__call__", "LocalJointStep call")
+    wrap(composition.LocalJointStep, "start", "LocalJointStep.start")
+    wrap(composition.PendingLocalStep, "rest", "PendingLocalStep.rest")
+    wrap(composition.LocalJointStep, "_answer", "LocalJointStep._answer (host checks)")
     wrap(HostCore, "step_encoding", "host step_encoding")
     wrap(HostCore, "step_result", "host step_result")
 
 
-def split_call() -> None:
-    """SpinningHeadsStep.__call__ with a clock between its sections (a copy of its code; same results)."""
-    from gpc_ros.policies.spin_worker import _DTYPES
-
-    clock = time.perf_counter_ns
-
-    def call(self, requests):
-        t0 = clock()
-        if len(requests) != len(self.parents):
-            raise ValueError("requests")
-        if any(p._denoiser.module.training for p in self.parents):
-            return [p.predict(*r) for p, r in zip(self.parents, requests)]
-        t1 = clock()
-        with torch.no_grad():
-            t2 = clock()
-            inputs = [p._denoiser_inputs(*r) for p, r in zip(self.parents, requests)]
-            t3 = clock()
-            posted = []
-            for i, w in enumerate(self.workers):
-                x, t, enc = inputs[i + 1]
-                ok = (w.ready and isinstance(enc, torch.Tensor)
-                      and x.dtype in _DTYPES and enc.dtype == x.dtype and x.device.type == "cpu"
-                      and w.post(x, float(requests[i + 1][1]), enc))
-                posted.append(ok)
-            t4 = clock()
-            start = time.perf_counter()
-            outs = [self.head(*inputs[0])]
-            done = time.perf_counter()
-            t5 = clock()
-            for i, w in enumerate(self.workers):
-                out = w.result(inputs[i + 1][0], self.step_timeout_s) if posted[i] else None
-                if posted[i] and out is None:
-                    self._drop(w, "failed")
-                outs.append(out)
-            self.head_s += done - start
-            self.wait_s += time.perf_counter() - done
-            t6 = clock()
-        t7 = clock()
-        predictions = [self.parents[0]._prediction(outs[0], requests[0][0])]
-        for p, r, out in zip(self.parents[1:], requests[1:], outs[1:]):
-            predictions.append(p.predict(*r) if out is None else p._prediction(out, r[0]))
-        if all(o is not None for o in outs[1:]):
-            self.worker_steps += 1
-        else:
-            self.fallback_steps += 1
-        t8 = clock()
-        for label, a, b in (("sp: checks", t0, t1), ("sp: no_grad enter", t1, t2), ("sp: inputs", t2, t3),
-                            ("sp: post", t3, t4), ("sp: head 1", t4, t5), ("sp: wait", t5, t6),
-                            ("sp: no_grad exit", t6, t7), ("sp: outputs", t7, t8)):
-            ACC[label] += b - a
-        return predictions
-
-    spin_worker.SpinningHeadsStep.__call__ = call
+OLD_COMMIT = "55f3156"
+"""The code before session 17 (main after session 16b), for ``--ab`` (``--ab-commit``)."""
 
 
-OLD_COMMIT = "a0c3e16"
-"""The code before session 16b, for ``--ab``."""
-
-
-def old_methods() -> list[tuple[object, str, object]]:
-    """``(class, name, function)``: the methods session 16b changed, as they were at :data:`OLD_COMMIT` (each
-    module's source at that commit, run as a module of its own)."""
+def old_code(commit: str) -> tuple[list[tuple[object, str, object]], object]:
+    """The code of ``commit`` for the A/B: ``(class, name, function)`` for the Composer's and the graph's methods
+    that run on the composing thread (swapped in around each old-code case) and the old ``spin_worker`` module,
+    importable (a file in a temporary folder on ``sys.path``, which spawned workers inherit), whose
+    ``SpinningHeadsStep`` (caller side and worker loop) the old-code composers use."""
+    import importlib
     import subprocess
     import types
 
+    root = Path(__file__).resolve().parent.parent
+
+    def source(path: str) -> str:
+        return subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True,
+                              cwd=root).stdout
+
     def load(path: str, name: str) -> types.ModuleType:
-        source = subprocess.run(["git", "show", f"{OLD_COMMIT}:{path}"], capture_output=True, text=True,
-                                check=True, cwd=Path(__file__).resolve().parent.parent).stdout
         module = types.ModuleType(name)
         sys.modules[name] = module
-        exec(compile(source, f"{OLD_COMMIT}:{path}", "exec"), module.__dict__)
+        exec(compile(source(path), f"{commit}:{path}", "exec"), module.__dict__)
         return module
 
-    old_composer = load("gpc_ros/compose/composer.py", "old_s16_composer")
-    old_composition = load("gpc_ros/graph/composition.py", "old_s16_composition")
-    old_spin = load("gpc_ros/policies/spin_worker.py", "old_s16_spin_worker")
+    old_composer = load("gpc_ros/compose/composer.py", "old_ab_composer")
+    old_composition = load("gpc_ros/graph/composition.py", "old_ab_composition")
+    folder = Path(tempfile.mkdtemp(prefix="probe-ab-"))
+    (folder / "old_ab_spin_worker.py").write_text(source("gpc_ros/policies/spin_worker.py"))
+    sys.path.insert(0, str(folder))
+    old_spin = importlib.import_module("old_ab_spin_worker")
     return [(Composer, "denoise", old_composer.Composer.denoise),
             (Composer, "_convert", old_composer.Composer._convert),
-            (composition.LocalJointStep, "__call__", old_composition.LocalJointStep.__call__),
-            (spin_worker.SpinningHeadsStep, "__call__", old_spin.SpinningHeadsStep.__call__),
-            (spin_worker._Worker, "post", old_spin._Worker.post)]
+            (composition.LocalJointStep, "__call__", old_composition.LocalJointStep.__call__)], old_spin
 
 
 def with_old(fn, methods):
@@ -191,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--swap-cpus", action="store_true",
                     help="pin the composing thread to the second CPU and the workers to the first (the default is "
                          "the other way round): is the worker's head slower because of its CPU?")
-    ap.add_argument("--split-call", action="store_true",
-                    help="time the sections of SpinningHeadsStep.__call__ (an instrumented copy of it)")
     ap.add_argument("--ab", action="store_true",
-                    help=f"also every case with the code before session 16b ({OLD_COMMIT}) swapped in, interleaved")
+                    help="also every case with the code of --ab-commit (the Composer's and the graph's methods "
+                         "swapped in, the spinning step and its worker the old module's), interleaved")
+    ap.add_argument("--ab-commit", default=OLD_COMMIT, help=f"the old code for --ab (default {OLD_COMMIT})")
     ap.add_argument("--no-instrument", action="store_true", help="chunk totals only (no wrappers)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -242,20 +205,39 @@ def main(argv: list[str] | None = None) -> int:
             "K=2 plain spinning", (plain.compose(plain.encode([obs["rgb"], obs["pcd"]]), w2, generator=0).actions, 0)),
         "K=2 graph spinning": graph_chunk,
     }
-    if args.ab:
-        methods = old_methods()
+    steps = {"K=2 plain spinning": plain._joint, "K=2 graph spinning":
+             next(iter(graph._composers.values()))[0]._joint.inner}
+    closing = [one, one_pcd, plain, eager_ref, graph]
+    if args.ab:  # the same cases on composers whose spinning step (caller side and worker) is the old commit's
+        methods, old_spin = old_code(args.ab_commit)
+        plain_old = Composer([cores["rgb"].parent, cores["pcd"].parent], spin)
+        plain_old._joint.close()
+        plain_old._joint = old_spin.SpinningHeadsStep(plain_old.parents)
+        cores_old = {}
+        for n in ("rgb", "pcd"):
+            parent, observing = load_host_parent(HostConfig(name=n, checkpoint=checkpoints[n], trace_head=True))
+            cores_old[n] = HostCore(parent, observing)
+            fill(cores_old[n], t_obs)
+        graph_old = GraphComposer(node, [LocalHost(cores_old["rgb"]), LocalHost(cores_old["pcd"])])
+        graph_old.check_compatible()
+        local = next(iter(graph_old._composers.values()))[0]._joint
+        local.inner.close()
+        local.inner = old_spin.SpinningHeadsStep(local.inner.parents)
+        closing += [plain_old, graph_old]
 
         def graph_chunk_old():
-            chunks["K=2 graph spinning, old code"] = (graph_chunk().actions, chunks["K=2 graph spinning"][1])
+            r = graph_old.compose(t_obs + 0.01)
+            if r.actions is None:
+                raise SystemExit(f"graph chunk refused: {r.reason}")
+            chunks["K=2 graph spinning, old code"] = (r.actions, r.seed)
 
         def plain_chunk_old():
-            chunks["K=2 plain spinning, old code"] = (cases["K=2 plain spinning"]() or
-                                                      chunks["K=2 plain spinning"])[0], 0
+            chunks["K=2 plain spinning, old code"] = (
+                plain_old.compose(plain_old.encode([obs["rgb"], obs["pcd"]]), w2, generator=0).actions, 0)
         cases.update({"one traced, old code": with_old(cases["one traced"], methods),
                       "K=2 plain spinning, old code": with_old(plain_chunk_old, methods),
                       "K=2 graph spinning, old code": with_old(graph_chunk_old, methods)})
-    steps = {"K=2 plain spinning": plain._joint, "K=2 graph spinning":
-             next(iter(graph._composers.values()))[0]._joint.inner}
+        steps.update({"K=2 plain spinning, old code": plain_old._joint, "K=2 graph spinning, old code": local.inner})
     for step in steps.values():
         if not step.wait_ready(120.0):
             raise SystemExit("worker not ready")
@@ -273,8 +255,6 @@ def main(argv: list[str] | None = None) -> int:
             fn()
     for step in steps.values():
         step.reset_stats()
-    if args.split_call:
-        split_call()
     if not args.no_instrument:
         instrument()
     per: dict[str, dict[str, list[float]]] = {k: collections.defaultdict(list) for k in cases}
@@ -282,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         order = list(cases.items()) if r % 2 == 0 else list(cases.items())[::-1]
         for name, fn in order:
             ACC.clear()
-            s = steps.get(name.removesuffix(", old code"))
+            s = steps.get(name)
             split0 = (s.head_s, s.wait_s) if s is not None else None
             t0 = time.perf_counter_ns()
             fn()
@@ -293,10 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             if s is not None:
                 per[name]["  of which head 1 (step.head_s)"].append((s.head_s - split0[0]) * 1e3)
                 per[name]["  of which wait (step.wait_s)"].append((s.wait_s - split0[1]) * 1e3)
-                if not args.no_instrument:  # the call's time outside head 1, the wait, inputs, post, outputs
-                    rest = ACC["SpinningHeadsStep call"] - ACC["worker post"] - ACC["_prediction"] - (
+                # the spinning step's time outside head 1, the wait, inputs, post, outputs
+                if not args.no_instrument and ACC["SpinningHeadsStep.start (post, head 1)"]:
+                    rest = ACC["SpinningHeadsStep.start (post, head 1)"] + ACC[
+                        "SpinningHeadsStep._collect (wait, others)"] - ACC["worker post"] - ACC["_prediction"] - (
                         ACC["_denoiser_inputs"]) - (s.head_s - split0[0] + s.wait_s - split0[1]) * 1e9
-                    per[name]["  SpinningHeadsStep call, the rest"].append(rest / 1e6)
+                    per[name]["  SpinningHeadsStep start + _collect, the rest"].append(rest / 1e6)
     # results must be the eager sequential Composer's
     for name, (c, seed) in chunks.items():
         ref = eager_ref.compose(eager_ref.encode([obs["rgb"], obs["pcd"]]), w2, generator=seed).actions
@@ -330,9 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"new faster in {sum(x < 0 for x in d)} of {len(d)} rounds")
     load = os.getloadavg()
     print(f"load after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    for c in (one, one_pcd, plain, eager_ref):
+    for c in closing:
         c.close()
-    graph.close()
     return 0
 
 

@@ -33,7 +33,7 @@ from gpc_ros.compose.errors import (
     InvalidWeightsError,
     NonFinitePredictionError,
 )
-from gpc_ros.compose.horizon import combine, composed_horizons, hold_tail, position_weights
+from gpc_ros.compose.horizon import WeightedSum, combine, composed_horizons, hold_tail, position_weights
 from gpc_ros.compose.operators import CompositionOperator, as_weight_matrix, make_operator
 from gpc_ros.compose.parameterization import Parameterization, to_eps_x0
 from gpc_ros.compose.parent import (
@@ -469,8 +469,27 @@ class Composer:
         with_x0 = self.operator.weights_sum_to_one and (self.sampler.uses_x0 or point.level.alpha <= 0.0)
         if self._joint is not None and len(jobs) == len(self.parents):  # every parent's step in one call
             inputs = [self._parent_input(i, x, point) for i in jobs]
-            predictions = self._joint([(x_in, where.value, encodings[i]) for i, (where, x_in) in zip(jobs, inputs)])
-            results = {i: self._convert(i, predictions[i], *inputs[i], point, x.dtype, with_x0) for i in jobs}
+            requests = [(x_in, where.value, encodings[i]) for i, (where, x_in) in zip(jobs, inputs)]
+            start = getattr(self._joint, "start", None)
+            if start is None:
+                predictions = self._joint(requests)
+                results = {i: self._convert(i, predictions[i], *inputs[i], point, x.dtype, with_x0) for i in jobs}
+            else:  # the first parent's prediction is converted and weighted while the others' are still being made
+                pending = start(requests)
+                finite = getattr(pending, "finite", ())  # predictions the joint step already found finite
+                first = self._convert(0, pending.first, *inputs[0], point, x.dtype, with_x0, finite[:1] == [True])
+                horizons = [x_in.shape[1] for _, x_in in inputs]
+                sums = [WeightedSum(weights, horizons) for _ in range(2 if with_x0 else 1)]
+                for total, part in zip(sums, first):
+                    total.add(part)
+                rest = pending.rest()
+                finite = getattr(pending, "finite", ())
+                for i, prediction in zip(jobs[1:], rest):
+                    checked = len(finite) > i and finite[i] is True
+                    for total, part in zip(sums, self._convert(i, prediction, *inputs[i], point, x.dtype, with_x0,
+                                                               checked)):
+                        total.add(part)
+                results = None
             self.stats.joint_steps += 1
         elif len(jobs) > 1 and all(self._split_phase[i] for i in jobs):  # send every request, then wait for all
             inputs = {i: self._parent_input(i, x, point) for i in jobs}
@@ -491,11 +510,16 @@ class Composer:
             if len(jobs) > 1:
                 self.stats.sequential_steps += 1
             results = {i: self._predict(i, x, point, encodings[i], with_x0) for i in jobs}
-        zeros = torch.zeros_like(x)
-        eps_hat = combine([results[i][0] if i in results else zeros for i in range(len(self.parents))], weights)
-        if with_x0:
-            return eps_hat, combine([results[i][1] if i in results else zeros for i in range(len(self.parents))],
-                                    weights)
+        if results is None:  # summed as they came
+            eps_hat = sums[0].out
+            if with_x0:
+                return eps_hat, sums[1].out
+        else:
+            zeros = torch.zeros_like(x)
+            eps_hat = combine([results[i][0] if i in results else zeros for i in range(len(self.parents))], weights)
+            if with_x0:
+                return eps_hat, combine([results[i][1] if i in results else zeros for i in range(len(self.parents))],
+                                        weights)
         # Unnormalised weights: eps (the score) is the combined quantity; x0 follows from x = alpha x0 + sigma eps
         # (for weights summing to 1 this IS the combined x0; samplers that only read eps_hat take this cheap path).
         if point.level.alpha <= 0.0:
@@ -522,8 +546,13 @@ class Composer:
         return where, x_in
 
     def _convert(self, i: int, prediction: object, where: ParentTime, x_in: torch.Tensor, point: GridPoint,
-                 dtype: torch.dtype, with_x0: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Parent ``i``'s checked ``prediction`` for ``x_in`` -> ``(eps_i, x0_i)`` at ``where``'s level."""
+                 dtype: torch.dtype, with_x0: bool, finite_checked: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Parent ``i``'s checked ``prediction`` for ``x_in`` -> ``(eps_i, x0_i)`` at ``where``'s level.
+
+        ``finite_checked``: the joint step already found this very tensor free of NaN / inf (a graph host's own
+        check, ``PendingJointStep.finite``), so it is not checked again.
+        """
         parent = self.parents[i]
         if not isinstance(prediction, torch.Tensor):
             raise InvalidPredictionError(
@@ -534,7 +563,7 @@ class Composer:
             raise InvalidPredictionError(
                 f"parent {parent.name!r} returned a prediction of shape {tuple(prediction.shape)} at step "
                 f"{point.index} (its time {where.value:.6g}); expected {tuple(x_in.shape)}", parent=parent.name)
-        if not bool(torch.isfinite(prediction).all()):
+        if not finite_checked and not bool(torch.isfinite(prediction).all()):
             bad = int((~torch.isfinite(prediction)).sum())
             raise NonFinitePredictionError(
                 f"parent {parent.name!r} returned {bad} NaN/inf value(s) at step {point.index} "

@@ -66,14 +66,39 @@ def hold_tail(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def combine(predictions: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """``K`` predictions ``(M, H_i, D)`` and ``(M, K, H_max)`` weights -> ``(M, H_max, D)`` weighted sum."""
-    m, _, h_max = weights.shape
-    if all(pred.shape[1] == h_max for pred in predictions):
-        out = predictions[0] * weights[:, 0, :, None]
-        for k in range(1, len(predictions)):
-            out.addcmul_(predictions[k], weights[:, k, :, None])
-        return out
-    out = torch.zeros(m, h_max, predictions[0].shape[2], dtype=predictions[0].dtype, device=predictions[0].device)
-    for k, pred in enumerate(predictions):
-        h = pred.shape[1]
-        out[:, :h].addcmul_(pred, weights[:, k, :h, None])
-    return out
+    total = WeightedSum(weights, [pred.shape[1] for pred in predictions])
+    for pred in predictions:
+        total.add(pred)
+    return total.out
+
+
+class WeightedSum:
+    """:func:`combine` one prediction at a time, in parent order, with the same ops (so the same sum, bit for bit).
+
+    A composer adds the first parent's prediction while the others' are still being made. ``weights``
+    ``(M, K, H_max)``; ``horizons``: the K predictions' ``H_i``, in order. :meth:`add` each prediction
+    ``(M, H_i, D)`` in that order; ``out`` is the ``(M, H_max, D)`` sum once all K are added.
+    """
+
+    def __init__(self, weights: torch.Tensor, horizons: Sequence[int]) -> None:
+        self.weights = weights
+        self.full = all(h == weights.shape[2] for h in horizons)
+        self.out: torch.Tensor | None = None
+        self.added = 0
+
+    def add(self, prediction: torch.Tensor) -> None:
+        """Add the next parent's prediction."""
+        k, w = self.added, self.weights
+        if self.full:
+            if k == 0:
+                self.out = prediction * w[:, 0, :, None]
+            else:
+                self.out.addcmul_(prediction, w[:, k, :, None])
+        else:
+            if k == 0:
+                m, _, h_max = w.shape
+                self.out = torch.zeros(m, h_max, prediction.shape[2], dtype=prediction.dtype,
+                                       device=prediction.device)
+            h = prediction.shape[1]
+            self.out[:, :h].addcmul_(prediction, w[:, k, :h, None])
+        self.added = k + 1

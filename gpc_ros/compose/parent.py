@@ -171,8 +171,30 @@ class JointStep(Protocol):
         """A chunk begins (the composer calls this before its first step; e.g. to check weights once per chunk)."""
         ...
 
-    # optional: ``end_chunk()``, called by the composer after a chunk's last step (also when it failed), and
-    # ``close()``, called by ``Composer.close`` (e.g. to stop worker processes)
+    # optional: ``end_chunk()``, called by the composer after a chunk's last step (also when it failed);
+    # ``close()``, called by ``Composer.close`` (e.g. to stop worker processes); and ``start(requests)``, the step
+    # split in two (:class:`PendingJointStep`), which the composer then uses instead of the call: it converts the
+    # first parent's prediction while the others' are still being made (e.g.
+    # :class:`gpc_ros.policies.spin_worker.SpinningHeadsStep`, whose other heads run in worker processes)
+
+
+class PendingJointStep(Protocol):
+    """A started joint step (``JointStep.start``): the first parent's prediction now, the others' on demand."""
+
+    first: torch.Tensor
+    """What the first parent's ``predict`` returns."""
+
+    # optional: ``finite``, a list with one bool per parent whose prediction is given so far (``first``, then those
+    # of ``rest()``): True where that very tensor was already checked free of NaN / inf (a graph host's own check),
+    # so the composer does not check it again
+
+    def rest(self) -> list[torch.Tensor]:
+        """What the other parents' ``predict`` return, in order (waits for them).
+
+        A started step whose ``rest`` is never called (the composer stops at a failure) must leave the joint step
+        usable.
+        """
+        ...
 
 
 class JointEncode(Protocol):

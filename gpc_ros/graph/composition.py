@@ -517,6 +517,15 @@ class LocalJointStep:
 
     def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Any]]) -> list[torch.Tensor]:
         """One ``(x_t, timestep, encoding)`` per host, in order (the encoding is the host's) -> the predictions."""
+        pending = self.start(requests)
+        return [pending.first, *pending.rest()]
+
+    def start(self, requests: Sequence[tuple[torch.Tensor, float, Any]]) -> PendingLocalStep:
+        """The step split in two (the composer's ``JointStep.start``): the first host's answer now, the others' later.
+
+        With a parents' joint step that has ``start`` (spinning workers), the other hosts' predictions are still
+        being made while the composer converts the first answer; otherwise they are already made.
+        """
         steps, encodings = [], []
         for proxy, (x_t, _, _) in zip(self.proxies, requests):
             step, proxy.step = proxy.step, proxy.step + 1
@@ -525,23 +534,73 @@ class LocalJointStep:
                 raise HostFaultError(proxy.name, f"step {step}: {protocol.STATUS[status]}")
             steps.append(step)
             encodings.append(encoding)
+        inner = [(x_t, t, e) for (x_t, t, _), e in zip(requests, encodings)]
+        inner_start = getattr(self.inner, "start", None)
+        pending = None
         try:
-            predictions = self.inner([(x_t, t, e) for (x_t, t, _), e in zip(requests, encodings)])
-        except (ValueError, RuntimeError) as exc:
-            logger.warning("the joint step of hosts %s failed (%s); each host's step alone",
-                           [p.name for p in self.proxies], exc)
-            predictions = None
-        out = []
-        for i, (proxy, (x_t, t, _)) in enumerate(zip(self.proxies, requests)):
-            core = proxy.handle.core
-            if predictions is None:
-                status, prediction = core.predict(proxy.correlation_id, x_t, t)
+            if inner_start is None:
+                predictions = self.inner(inner)
             else:
-                status, prediction = core.step_result(predictions[i])
-            if status != protocol.OK:
-                raise HostFaultError(proxy.name, f"step {steps[i]}: {protocol.STATUS[status]}")
-            out.append(prediction.to(x_t.dtype))
-        return out
+                pending = inner_start(inner)
+                predictions = [pending.first]
+        except (ValueError, RuntimeError) as exc:
+            self._failed(exc)
+            predictions = pending = None
+        return PendingLocalStep(self, requests, steps, predictions, pending)
+
+    def _failed(self, exc: BaseException) -> None:
+        logger.warning("the joint step of hosts %s failed (%s); each host's step alone",
+                       [p.name for p in self.proxies], exc)
+
+    def _answer(self, i: int, request: tuple[torch.Tensor, float, Any], step: int,
+                prediction: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """Host ``i``'s answer and whether it is the very tensor its host found finite.
+
+        The joint step's ``prediction`` checked by the host, or (None) the host's step alone. Not "found finite"
+        after a dtype conversion here (it could overflow).
+        """
+        proxy, (x_t, t, _) = self.proxies[i], request
+        core = proxy.handle.core
+        if prediction is None:
+            status, prediction = core.predict(proxy.correlation_id, x_t, t)
+        else:
+            status, prediction = core.step_result(prediction)
+        if status != protocol.OK:
+            raise HostFaultError(proxy.name, f"step {step}: {protocol.STATUS[status]}")
+        answer = prediction.to(x_t.dtype)
+        return answer, answer is prediction
+
+
+class PendingLocalStep:
+    """A started :class:`LocalJointStep` step: the first host's answer (``first``), the others' from :meth:`rest`."""
+
+    def __init__(self, step: LocalJointStep, requests: Sequence[tuple[torch.Tensor, float, Any]], steps: list[int],
+                 predictions: list[torch.Tensor] | None, pending: Any) -> None:
+        self._step, self._requests, self._steps = step, requests, steps
+        self._predictions, self._pending = predictions, pending
+        self._rest: list[torch.Tensor] | None = None
+        self.first, finite = step._answer(0, requests[0], steps[0], None if predictions is None else predictions[0])
+        """The first host's answer (what its step answers)."""
+        self.finite = [finite]
+        """Per host so far: its answer is the tensor its host found finite (``PendingJointStep.finite``: the
+        composer does not check it again)."""
+
+    def rest(self) -> list[torch.Tensor]:
+        """The other hosts' answers, in order (once)."""
+        if self._rest is None:
+            predictions = self._predictions
+            if self._pending is not None:
+                try:
+                    predictions = [predictions[0], *self._pending.rest()]
+                except (ValueError, RuntimeError) as exc:
+                    self._step._failed(exc)
+                    predictions = None
+            answers = [self._step._answer(i, self._requests[i], self._steps[i],
+                                          None if predictions is None else predictions[i])
+                       for i in range(1, len(self._requests))]
+            self._rest = [a for a, _ in answers]
+            self.finite += [finite for _, finite in answers]
+        return self._rest
 
 
 class SplitPhaseProxyParent(ProxyParent):

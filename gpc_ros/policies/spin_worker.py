@@ -12,10 +12,14 @@ memory while a chunk is being sampled (a round trip of ~7 us) and sleeps on a se
   CPUs ``0`` and ``i`` of the allowed ones (``os.sched_setaffinity``), otherwise nothing is pinned;
 * per chunk (:meth:`SpinningHeadsStep.new_chunk`): weights changed in place (version counters, as ``TracedHead``
   checks) are sent again; the workers are woken; the encoding is copied into shared memory at the chunk's first step;
-* per step: ``x_t`` and the timestep in, the prediction out; the worker spins for up to ``spin_s`` after each job,
-  and stops at once when the chunk ends (:meth:`SpinningHeadsStep.end_chunk`); then it sleeps (a timed semaphore
-  wait: a missed wake-up costs at most ``idle_wait_s``, never a hang). The calling thread is pinned from
-  ``new_chunk`` to ``end_chunk`` only.
+* per step: ``x_t`` and the time tensor in, the prediction out; the worker's head reads its inputs where the caller
+  wrote them (the caller writes the next ones only after this step's answer, or after a step it gave up on, whose
+  answer is then never read) and only the output is copied. The workers' steps are posted before head 1's inputs
+  are made; :meth:`SpinningHeadsStep.start` returns after head 1, so the composer converts parent 1's prediction
+  while the workers finish (session 17). The worker spins for up to ``spin_s`` after each job, and stops at once
+  when the chunk ends (:meth:`SpinningHeadsStep.end_chunk`); then it sleeps (a timed semaphore wait: a missed
+  wake-up costs at most ``idle_wait_s``, never a hang). The calling thread is pinned from ``new_chunk`` to
+  ``end_chunk`` only.
 
 Every wait is bounded. A worker that dies, fails or does not answer within ``step_timeout_s`` is dropped (logged
 once, counted in :attr:`SpinningHeadsStep.fallback_steps`) and its parent's step runs in process (its ``predict``):
@@ -48,9 +52,9 @@ from gpc_ros.compose.parent import Encoding
 logger = logging.getLogger(__name__)
 
 # header: int64 slots, then data from DATA_OFF on
-REQ, DONE, ERR, QUIT, SLEEPING, READY, CTRL, CTRL_DONE, NEW_ENC, REST, DTYPE, X0, X1, X2, E_NDIM = range(15)
-E_DIMS = 15  # 4 slots: the encoding's shape
-T_SLOT = 21  # float64: the timestep
+REQ, DONE, ERR, QUIT, SLEEPING, READY, CTRL, CTRL_DONE, REST, DTYPE, X0, X1, X2, E_NDIM = range(14)
+E_DIMS = 14  # 4 slots: the encoding's shape (to 17)
+SIG = 21  # bumped by the caller when the inputs' signature (dtype, shapes: the slots above) changes
 HEAD_NS, HEAD_N, TRACED_N = 22, 23, 24  # the worker's head time and calls (diagnostics)
 HEADER_SLOTS = 32
 DATA_OFF = 8 * HEADER_SLOTS
@@ -63,13 +67,22 @@ def _align(n: int) -> int:
     return (n + 63) // 64 * 64
 
 
-def _layout(x_shape: tuple[int, ...], e_shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int, int]:
-    """Byte offsets of x, the encoding and the output in the block, and the bytes needed."""
-    nx, ne = int(np.prod(x_shape)) * itemsize, int(np.prod(e_shape)) * itemsize
+def _layout(x_shape: tuple[int, ...], e_shape: tuple[int, ...], itemsize: int) -> tuple[int, int, int, int, int]:
+    """Byte offsets of x, the encoding, the output and the time ``(M,)`` in the block, and the bytes needed."""
+    nx, ne, nt = (int(np.prod(x_shape)) * itemsize, int(np.prod(e_shape)) * itemsize, int(x_shape[0]) * itemsize)
     x_off = DATA_OFF
     e_off = x_off + _align(nx)
     out_off = e_off + _align(ne)
-    return x_off, e_off, out_off, out_off + _align(nx)
+    t_off = out_off + _align(nx)
+    return x_off, e_off, out_off, t_off, t_off + _align(nt)
+
+
+def _views(buf: Any, x_shape: tuple[int, ...], e_shape: tuple[int, ...], dtype: torch.dtype
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x, the encoding, the output and the time as tensors on the block (both sides use the same layout)."""
+    x_off, e_off, out_off, t_off, _ = _layout(x_shape, e_shape, _ITEMSIZE[dtype])
+    return (_view(buf, x_off, x_shape, dtype), _view(buf, e_off, e_shape, dtype), _view(buf, out_off, x_shape, dtype),
+            _view(buf, t_off, x_shape[:1], dtype))
 
 
 def _view(buf: Any, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -109,40 +122,37 @@ def _worker_main(shm_name: str, module_name: str, module_size: int, cpu: int | N
 def _serve(buf: Any, head: Any, module: torch.nn.Module, conn: Any, wake: Any, spin_s: float, idle_wait_s: float,
            parent_pid: int) -> None:
     flags = np.ndarray((HEADER_SLOTS,), dtype=np.int64, buffer=buf)
-    times = np.ndarray((HEADER_SLOTS,), dtype=np.float64, buffer=buf)
     flags[READY] = 1
     last, ctrl_seen = int(flags[REQ]), int(flags[CTRL])
-    enc: torch.Tensor | None = None
-    views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, encoding, out views
+    # the head reads its inputs where the caller wrote them (x, the time, the encoding: the caller writes the next
+    # ones only after this step's answer) and only its output is copied; the views are made again only when the
+    # inputs' signature changes (SIG)
+    v: tuple[torch.Tensor, ...] = ()
+    sig = -1
     clock = time.perf_counter
+    ns = time.perf_counter_ns
     t_last = -1e9  # not spinning until woken
     with torch.no_grad():
         while True:
             r = int(flags[REQ])
             if r != last:
                 last = r
+                start = 0
                 try:
-                    key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
-                    v = views.get(key)
-                    if v is None:
-                        dtype = _DTYPES[key[0]]
-                        x_shape, e_shape = tuple(key[1:4]), tuple(key[5:])
-                        x_off, e_off, out_off, _ = _layout(x_shape, e_shape, _ITEMSIZE[dtype])
-                        v = views[key] = (_view(buf, x_off, x_shape, dtype), _view(buf, e_off, e_shape, dtype),
-                                          _view(buf, out_off, x_shape, dtype))
-                    if flags[NEW_ENC] or enc is None:
-                        enc = v[1].clone()
-                    x = v[0].clone()
-                    t = torch.full((x.shape[0],), float(times[T_SLOT]), dtype=x.dtype)
-                    start = time.perf_counter_ns()
-                    v[2].copy_(head(x, t, enc))
-                    flags[HEAD_NS] += time.perf_counter_ns() - start
-                    flags[HEAD_N] += 1
-                    flags[TRACED_N] = head.calls_traced
+                    if flags[SIG] != sig:
+                        sig = int(flags[SIG])
+                        key = tuple(flags[DTYPE:E_DIMS + int(flags[E_NDIM])].tolist())
+                        v = _views(buf, tuple(key[1:4]), tuple(key[5:]), _DTYPES[key[0]])
+                    start = ns()
+                    v[2].copy_(head(v[0], v[3], v[1]))
                 except Exception:  # the caller runs this step in process (and raises there if it is the model's)
                     logger.exception("spinning head worker: step %d failed", r)
                     flags[ERR] = r
-                flags[DONE] = r
+                flags[DONE] = r  # the answer first, the diagnostics after
+                if start:
+                    flags[HEAD_NS] += ns() - start
+                    flags[HEAD_N] += 1
+                    flags[TRACED_N] = head.calls_traced
                 t_last = clock()
                 continue
             if int(flags[CTRL]) != ctrl_seen:  # new weights: a state dict on the pipe
@@ -175,7 +185,6 @@ class _Worker:
         self.name = name
         self.shm = shared_memory.SharedMemory(create=True, size=buffer_bytes)
         self.flags = np.ndarray((HEADER_SLOTS,), dtype=np.int64, buffer=self.shm.buf)
-        self.times = np.ndarray((HEADER_SLOTS,), dtype=np.float64, buffer=self.shm.buf)
         self.flags[:] = 0
         self.wake = ctx.Semaphore(0)
         self.conn, child_conn = ctx.Pipe()
@@ -192,7 +201,7 @@ class _Worker:
         self.process.start()
         child_conn.close()
         self.seq = 0
-        self.views: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # signature -> x, enc, out
+        self.views: dict[tuple, tuple[torch.Tensor, ...]] = {}  # signature -> x, enc, out, t
         self.out: torch.Tensor | None = None
         self.key: tuple = ()
         self.ctrl = 0
@@ -212,27 +221,29 @@ class _Worker:
             self.module_shm.unlink()
             self.module_shm = None
 
-    def post(self, x: torch.Tensor, timestep: float, encoding: torch.Tensor) -> bool:
-        """Put one step in shared memory and wake the worker if it sleeps; False if it does not fit."""
+    def post(self, x: torch.Tensor, t: torch.Tensor, encoding: torch.Tensor) -> bool:
+        """Put one step in shared memory and wake the worker if it sleeps; False if it does not fit.
+
+        ``x`` ``(M, H, D)``, the time ``t`` ``(M,)`` and the encoding, all of one dtype.
+        """
         key = (_DTYPES.index(x.dtype), *x.shape, encoding.dim(), *encoding.shape)
         views = self.views.get(key)
         if views is None:
             x_shape, e_shape = tuple(x.shape), tuple(encoding.shape)
-            x_off, e_off, out_off, need = _layout(x_shape, e_shape, x.element_size())
-            if need > self.shm.size or len(x_shape) != 3 or not 1 <= len(e_shape) <= 4:
+            if (_layout(x_shape, e_shape, x.element_size())[-1] > self.shm.size or len(x_shape) != 3
+                    or not 1 <= len(e_shape) <= 4):
                 return False
-            buf = self.shm.buf
-            views = self.views[key] = (_view(buf, x_off, x_shape, x.dtype), _view(buf, e_off, e_shape, x.dtype),
-                                       _view(buf, out_off, x_shape, x.dtype))
+            views = self.views[key] = _views(self.shm.buf, x_shape, e_shape, x.dtype)
         flags = self.flags
-        new_enc = encoding is not self.encoding or key != self.key
-        flags[DTYPE:DTYPE + len(key)] = key
-        if new_enc:
+        if key != self.key:  # the worker makes its views again
+            flags[DTYPE:DTYPE + len(key)] = key
+            flags[SIG] += 1
+            self.encoding = None
+        if encoding is not self.encoding:  # written only while the worker is not running a step
             views[1].copy_(encoding)
             self.encoding = encoding
-        flags[NEW_ENC] = int(new_enc)
         views[0].copy_(x)
-        self.times[T_SLOT] = float(timestep)
+        views[3].copy_(t)
         self.out, self.key = views[2], key
         self.seq += 1
         flags[REQ] = self.seq  # after the inputs (x86: stores are seen in order)
@@ -240,7 +251,7 @@ class _Worker:
             self.wake.release()
         return True
 
-    def result(self, like: torch.Tensor, timeout_s: float) -> torch.Tensor | None:
+    def result(self, timeout_s: float) -> torch.Tensor | None:
         """The posted step's prediction (a copy), or None if the worker failed, died or timed out."""
         flags, seq = self.flags, self.seq
         deadline = time.monotonic() + timeout_s
@@ -287,7 +298,7 @@ def _stop(workers: list[_Worker], pinned: dict[int, set[int]], timeout_s: float)
             w.process.join(timeout_s)
         w.conn.close()
         w.free_module()
-        w.flags = w.times = w.out = None  # drop the views into the block before closing it
+        w.flags = w.out = None  # drop the views into the block before closing it
         w.views.clear()
         w.encoding = None
         try:
@@ -405,34 +416,50 @@ class SpinningHeadsStep:
 
     def __call__(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> list[torch.Tensor]:
         """One ``(x_t, timestep, encoding)`` per parent, in order -> each parent's ``(M, H, D)`` prediction."""
+        pending = self.start(requests)
+        return [pending.first, *pending.rest()]
+
+    def start(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]]) -> PendingJointStep:
+        """The step split in two: post the workers' steps, run head 1 here, return without waiting for the workers.
+
+        The answer's ``first`` is parent 1's prediction; its ``rest()`` waits for the others' (a
+        :class:`~gpc_ros.compose.parent.JointStep`'s optional ``start``: the composer converts parent 1's prediction
+        while the workers finish). A started step whose ``rest()`` is never called is harmless: the worker's answer
+        to it is not read, and the next step waits for its own answer (sequence numbers).
+        """
         if len(requests) != len(self.parents):
             raise ValueError(f"a joint step of {len(self.parents)} parents got {len(requests)} requests")
         if any(p._denoiser.module.training for p in self.parents):  # a head in training mode runs eagerly
-            return [p.predict(*r) for p, r in zip(self.parents, requests)]
+            predictions = [p.predict(*r) for p, r in zip(self.parents, requests)]
+            return PendingJointStep(self, requests, predictions[0], [], predictions[1:])
         with torch.no_grad():
-            inputs = [p._denoiser_inputs(*r) for p, r in zip(self.parents, requests)]
+            # the workers' steps are posted first, head 1's inputs made after: the workers start sooner
             posted = []
-            for i, w in enumerate(self.workers):
-                x, t, enc = inputs[i + 1]
-                ok = (w.ready and isinstance(enc, torch.Tensor)
-                      and x.dtype in _DTYPES and enc.dtype == x.dtype and x.device.type == "cpu"
-                      and w.post(x, float(requests[i + 1][1]), enc))
-                posted.append(ok)
+            for w, p, r in zip(self.workers, self.parents[1:], requests[1:]):
+                x, t, enc = p._denoiser_inputs(*r)
+                posted.append(w.ready and isinstance(enc, torch.Tensor) and x.dtype in _DTYPES
+                              and enc.dtype == x.dtype and t.dtype == x.dtype and x.device.type == "cpu"
+                              and w.post(x, t, enc))
+            inputs = self.parents[0]._denoiser_inputs(*requests[0])
             start = time.perf_counter()
-            outs: list[Any] = [self.head(*inputs[0])]
-            done = time.perf_counter()
-            for i, w in enumerate(self.workers):
-                out = w.result(inputs[i + 1][0], self.step_timeout_s) if posted[i] else None
-                if posted[i] and out is None:
-                    self._drop(w, "failed, died or did not answer a step within "
-                                  f"{self.step_timeout_s} s")
-                outs.append(out)
-            self.head_s += done - start
-            self.wait_s += time.perf_counter() - done
-        predictions = [self.parents[0]._prediction(outs[0], requests[0][0])]
-        for p, r, out in zip(self.parents[1:], requests[1:], outs[1:]):
-            predictions.append(p.predict(*r) if out is None else p._prediction(out, r[0]))
-        if all(o is not None for o in outs[1:]):
+            out = self.head(*inputs)
+            self.head_s += time.perf_counter() - start
+        return PendingJointStep(self, requests, self.parents[0]._prediction(out, requests[0][0]), posted, None)
+
+    def _collect(self, requests: Sequence[tuple[torch.Tensor, float, Encoding]], posted: list[bool]
+                 ) -> list[torch.Tensor]:
+        """Parents 2..K's predictions of a started step: the workers' answers (or their steps run in process)."""
+        start = time.perf_counter()
+        outs = []
+        for w, ok in zip(self.workers, posted):
+            out = w.result(self.step_timeout_s) if ok else None
+            if ok and out is None:
+                self._drop(w, f"failed, died or did not answer a step within {self.step_timeout_s} s")
+            outs.append(out)
+        self.wait_s += time.perf_counter() - start
+        predictions = [p.predict(*r) if out is None else p._prediction(out, r[0])
+                       for p, r, out in zip(self.parents[1:], requests[1:], outs)]
+        if all(o is not None for o in outs):
             self.worker_steps += 1
         else:
             self.fallback_steps += 1
@@ -464,3 +491,19 @@ class SpinningHeadsStep:
     def close(self) -> None:
         """Stop the workers (and free their shared memory); idempotent."""
         self._finalizer()
+
+
+class PendingJointStep:
+    """A started :class:`SpinningHeadsStep` step: ``first`` now, the others' predictions from :meth:`rest`."""
+
+    def __init__(self, step: SpinningHeadsStep, requests: Sequence[tuple[torch.Tensor, float, Encoding]],
+                 first: torch.Tensor, posted: list[bool], rest: list[torch.Tensor] | None) -> None:
+        self.first = first
+        """Parent 1's prediction (what its ``predict`` returns)."""
+        self._step, self._requests, self._posted, self._rest = step, requests, posted, rest
+
+    def rest(self) -> list[torch.Tensor]:
+        """Parents 2..K's predictions, in order (waits for the workers; once)."""
+        if self._rest is None:
+            self._rest = self._step._collect(self._requests, self._posted)
+        return self._rest

@@ -201,3 +201,32 @@ def test_bad_settings_are_refused_with_the_field_and_the_value(make, error, matc
 def test_parents_without_traced_heads_are_refused(parents) -> None:
     with pytest.raises(IncompatibleParentError, match=r"ComposerConfig.joint_step_workers=True needs .*use False"):
         Composer([p.as_parent(p.policy_type) for p in parents], CONFIG)
+
+
+def test_a_started_step_never_collected_leaves_the_next_steps_each_parents_own(parents, observations) -> None:
+    """``start`` (the composer's split step): ``first`` is parent 1's prediction, ``rest()`` the others'. A started
+    step whose ``rest()`` is never called (the composer stopped at a failure) leaves the next steps' predictions each
+    parent's own ``predict``, though the worker may still be running it (its inputs are read in place)."""
+    with with_workers(parents) as composer:
+        step = composer._joint
+        encodings = composer.encode(observations)
+
+        def requests(seed: int) -> list:
+            g = torch.Generator().manual_seed(seed)
+            return [(torch.randn(1, p.action_horizon, p.action_dim, generator=g), 7.0 * seed, e)
+                    for p, e in zip(composer.parents, encodings)]
+
+        want = {s: [p.predict(*r) for p, r in zip(composer.parents, requests(s))] for s in (1, 2)}
+        step.new_chunk()
+        try:
+            for _ in range(2):  # traces made meanwhile, then traced
+                assert all(map(torch.equal, step(requests(1)), want[1]))
+                pending = step.start(requests(2))  # never collected
+                assert torch.equal(pending.first, want[2][0])
+                assert all(map(torch.equal, step(requests(1)), want[1]))
+                pending = step.start(requests(2))
+                assert all(map(torch.equal, [pending.first, *pending.rest()], want[2]))
+                assert pending.rest() is pending.rest()  # collected once
+        finally:
+            step.end_chunk()
+        assert step.fallback_steps == 0 and step.worker_steps == 6
