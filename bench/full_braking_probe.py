@@ -1,9 +1,16 @@
-"""Why does the gate brake at franky's full limits? Each ``full_dynamics_braking`` firing with its context (issue 9).
+"""Why does the gate brake harder? Each ``harder_braking`` firing with its context (issue 9).
+
+Until session 18 these brakes ran at franky's full limits and were counted as ``full_dynamics_braking`` (both
+counters are read, so the probe runs on older trees too). Each row also says where the start is: ``band_mm`` (its
+largest excess over the boxes shrunk by ``braking_margin_m``), ``tgt_band_mm`` (the same for the target), ``wall_mm``
+(the TCP's distance to the nearest workspace wall) and ``s_real_box`` (the start's brakeable scale against the boxes
+themselves). The 1 kHz steps at franky's full limits are split by source: motions at factor 1, planned stops, motions
+past their first waypoint.
 
 Runs the 200 adversarial streams of test_driver_safety_sim (same kinds, same seed handling, franky-sim at its fast
 pace, as bench/adversarial_streams_record.py) and wraps the executor's ``CommandGate._motion``. For every motion it
 keeps the start (the robot's ``q_d``, ``dq_d``), the target, the speed factor and the planned feed-forward; when the
-counter ``full_dynamics_braking`` rises it prints one row:
+counter rises it prints one row:
 
 - ``s``: the start velocity's brakeable scale (``speeds=False``, what the gate tests against ``FULL_BRAKING_SCALE``);
 - ``why``: what fails at scale 1: ``joint<i>`` (stops past the halt margin), ``tcp`` / ``elbow`` / ``wrist`` (the
@@ -162,7 +169,9 @@ def main() -> int:
                             "v": None if robot_joint_velocities_rad_s is None else
                             np.array(robot_joint_velocities_rad_s, dtype=float),
                             "factor": gate.last_speed_factor, "target": cmd.joint_positions_rad.copy(),
-                            "fired": fired, "braking": ("full" if gate.last_dynamics_factors[0] >= 1.0 else "harder") if fired else None,
+                            "fired": fired,
+                            "braking": (("full" if gate.last_dynamics_factors[0] >= 1.0 else "harder") if fired
+                                        else None),
                             "f_acc": gate.last_dynamics_factors[0], "sent_before": executor._commands_sent})
             return out
 

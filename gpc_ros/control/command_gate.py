@@ -54,21 +54,23 @@ TURN_TOLERANCE_RAD = 1e-4
 #: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
 SPURIOUS_SPEED_RATIO = 1.1
 #: A start whose largest brakeable scale inside the boxes themselves (``CommandGate.fallback_braking``) is below this
-#: brakes harder than the per-motion factors (:meth:`CommandGate._motion`, :meth:`CommandGate.braking_dynamics_factors`;
-#: at franky's full limits, and against the boxes shrunk by ``braking_margin_m``, until session 18). The per-motion factors brake at no less than
-#: ``BRAKING_FLOOR_MARGIN`` x ``braking_deceleration_rad_s2``, so a start up to ``1 / sqrt(BRAKING_FLOOR_MARGIN)`` x
-#: its brakeable speed still stops in the room at them (the lag aside). At 1.0 it fired at walls an arm came to at
-#: its brakeable speed (bisection rounding): in one bench/bench_driver.py run a 10 Hz line's largest 1 kHz TCP
-#: velocity step was 1.18 x its bound and the joint step 1.00 x (franky's full 5 rad/s^2), against 1.12 / 0.42 before
-#: the change and 0.97 / 0.43 with this threshold (results/driver/bench_driver_2026-12-03_s13_*.txt).
+#: brakes harder than the per-motion factors (:meth:`CommandGate._motion`,
+#: :meth:`CommandGate.braking_dynamics_factors`; at franky's full limits, and against the boxes shrunk by
+#: ``braking_margin_m``, until session 18). The per-motion factors brake at no less than ``BRAKING_FLOOR_MARGIN`` x
+#: ``braking_deceleration_rad_s2``, so a start up to ``1 / sqrt(BRAKING_FLOOR_MARGIN)`` x its brakeable speed still
+#: stops in the room at them (the lag aside). At 1.0 it fired at walls an arm came to at its brakeable speed
+#: (bisection rounding): in one bench/bench_driver.py run a 10 Hz line's largest 1 kHz TCP velocity step was 1.18 x
+#: its bound and the joint step 1.00 x (franky's full 5 rad/s^2), against 1.12 / 0.42 before the change and
+#: 0.97 / 0.43 with this threshold (results/driver/bench_driver_2026-12-03_s13_*.txt).
 FULL_BRAKING_SCALE = 1.0 / np.sqrt(BRAKING_FLOOR_MARGIN)
 #: A start whose TCP speed (the robot's ``dq_d`` through the Jacobian at its ``q_d``) is above this x
 #: ``max_speed_m_s`` / ``max_rotation_speed_rad_s`` is braked harder than the per-motion factors
-#: (:meth:`CommandGate.braking_dynamics_factors`; franky's full limits until session 18; :meth:`CommandGate._motion`, counted as ``harder_braking_overspeed``). The speed factor bounds the TCP speed along
-#: two directions per motion; a time-optimal profile slows its joints at different times. Recorded (issue 9, session
-#: 15, the 200 adversarial streams, seed 23): joint 4 held 0.64 rad/s while joints 2 and 6, which had partly cancelled
-#: its TCP motion, slowed; the commanded TCP went to 1.03-1.07 x the limit for ~100 ms while the lowered factor braked
-#: joint 4 at the per-motion 1.25 rad/s^2.
+#: (:meth:`CommandGate.braking_dynamics_factors`; franky's full limits until session 18; :meth:`CommandGate._motion`,
+#: counted as ``harder_braking_overspeed``). The speed factor bounds the TCP speed along two directions per motion; a
+#: time-optimal profile slows its joints at different times. Recorded (issue 9, session 15, the 200 adversarial
+#: streams, seed 23): joint 4 held 0.64 rad/s while joints 2 and 6, which had partly cancelled its TCP motion, slowed;
+#: the commanded TCP went to 1.03-1.07 x the limit for ~100 ms while the lowered factor braked joint 4 at the
+#: per-motion 1.25 rad/s^2.
 OVERSPEED_FULL_BRAKING_RATIO = 1.02
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02

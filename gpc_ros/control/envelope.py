@@ -79,9 +79,9 @@ class SafetyEnvelopeConfig:
     max_acceleration_m_s2: float = 2.0
     """Largest end-effector translational acceleration (m/s^2) of the checked commands and, in ``joint`` streaming, of
     franky's planner while it tracks them (each motion's acceleration factor; up to 1.5 x where the braking floor
-    binds, at the defaults). Braking at franky's full limits (the counted fallbacks, a motion not replaced before its
-    target) is bounded per joint by ``max_joint_acceleration_rad_s2`` only (docs/driver.md, *The guarantee,
-    precisely*)."""
+    binds, at the defaults); ``braking_acceleration_ratio`` x this where the gate brakes harder (counted). Braking at
+    franky's full limits (planned stops, a motion not replaced before its target, a spurious start) is bounded per
+    joint by ``max_joint_acceleration_rad_s2`` only (docs/driver.md, *The guarantee, precisely*)."""
     max_jerk_m_s3: float = 2000.0
     """Largest end-effector translational jerk (m/s^3), given to franky's planner."""
     max_rotation_speed_rad_s: float = 1.0
