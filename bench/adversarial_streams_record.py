@@ -3,7 +3,7 @@
 Runs the test's streams (``test/control/test_driver_safety_sim.py``: same kinds, same seed handling) against a
 free-running franky-sim, but does not stop at a failure. Per stream it keeps the test's measures plus the *commanded*
 TCP's excess (FK of franky's 1 kHz ``q_d``, which tells the planner's overshoot from franky-sim's tracking) and speed
-(``cmd_speed_ratio``), the pace, and how often ``full_dynamics_braking`` / ``scaled_turning_feed_forward`` fired.
+(``cmd_speed_ratio``), the pace, and how often ``harder_braking`` / ``scaled_turning_feed_forward`` fired.
 Streams whose measured TCP / elbow / wrist left their box by more than 5 mm, or whose measured speed exceeded 1.05 x
 or commanded speed 1.03 x, are pickled with this stream's and the previous stream's snapshots and every motion's
 target and feed-forward (the executor's robot ``move`` is wrapped to record them; that wrapper keeps the robot object
@@ -83,7 +83,7 @@ def main() -> int:
                     snaps[-1].time_s - snaps[0].time_s, 1e-9)
                 rep["fault"] = executor.state.fault
                 after = executor.interventions.snapshot()
-                for name in ("full_dynamics_braking", "scaled_turning_feed_forward", "full_dynamics_overspeed"):
+                for name in ("harder_braking", "scaled_turning_feed_forward", "harder_braking_overspeed"):
                     rep[name] = after.get(name, 0) - before.get(name, 0)
                 rows.append(rep)
                 if rep["speed_ratio"] > 1.05 or rep["cmd_speed_ratio"] > 1.03 or \

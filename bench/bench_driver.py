@@ -48,6 +48,8 @@ class CommandLog:
         object.__setattr__(self, "context", context if context is not None else {})
         object.__setattr__(self, "full_dynamics", {})
         object.__setattr__(self, "targets", {})
+        object.__setattr__(self, "stops", {})  # planned stops (franky's Joint/CartesianStopMotion)
+        object.__setattr__(self, "harder", {})  # motions the gate braked harder than its per-motion factors, not full
         object.__setattr__(self, "_kin", FR3Kinematics(kinematics.urdf_path))
         object.__setattr__(self, "rows", [])
         object.__setattr__(self, "lock", threading.Lock())
@@ -65,6 +67,9 @@ class CommandLog:
             if gate is not None:  # franky's full limits (a counted fallback, a planned stop), not the motion's
                 self.full_dynamics[index] = "Stop" in type(motion).__name__ or \
                     bool(gate.last_dynamics_factors[0] >= 1.0)
+                self.stops[index] = "Stop" in type(motion).__name__
+                self.harder[index] = not self.full_dynamics[index] and \
+                    getattr(gate, "last_braking", None) in ("braking", "overspeed")
                 if gate.streaming_mode == "joint" and gate.last is not None:
                     self.targets[index] = np.array(gate.last.joint_positions_rad, dtype=np.float64)
 

@@ -1,9 +1,16 @@
-"""Why does the gate brake at franky's full limits? Each ``full_dynamics_braking`` firing with its context (issue 9).
+"""Why does the gate brake harder? Each ``harder_braking`` firing with its context (issue 9).
+
+Until session 18 these brakes ran at franky's full limits and were counted as ``full_dynamics_braking`` (both
+counters are read, so the probe runs on older trees too). Each row also says where the start is: ``band_mm`` (its
+largest excess over the boxes shrunk by ``braking_margin_m``), ``tgt_band_mm`` (the same for the target), ``wall_mm``
+(the TCP's distance to the nearest workspace wall) and ``s_real_box`` (the start's brakeable scale against the boxes
+themselves). The 1 kHz steps at franky's full limits are split by source: motions at factor 1, planned stops, motions
+past their first waypoint.
 
 Runs the 200 adversarial streams of test_driver_safety_sim (same kinds, same seed handling, franky-sim at its fast
 pace, as bench/adversarial_streams_record.py) and wraps the executor's ``CommandGate._motion``. For every motion it
 keeps the start (the robot's ``q_d``, ``dq_d``), the target, the speed factor and the planned feed-forward; when the
-counter ``full_dynamics_braking`` rises it prints one row:
+counter rises it prints one row:
 
 - ``s``: the start velocity's brakeable scale (``speeds=False``, what the gate tests against ``FULL_BRAKING_SCALE``);
 - ``why``: what fails at scale 1: ``joint<i>`` (stops past the halt margin), ``tcp`` / ``elbow`` / ``wrist`` (the
@@ -133,7 +140,8 @@ def main() -> int:
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
     worst: dict[str, float] = {}
-    steps = {"tracking": [], "harder": [], "full": [], "joint": []}
+    steps = {"tracking": [], "harder": [], "full": [], "full: stop motions": [], "full: factor 1 motions": [],
+             "full: past the first waypoint": [], "joint": []}
     with FrankySimProcess(pace="fast") as sim:
         executor, recorder, logs = start_logged(sim.host)
         gate = executor.gate
@@ -161,7 +169,9 @@ def main() -> int:
                             "v": None if robot_joint_velocities_rad_s is None else
                             np.array(robot_joint_velocities_rad_s, dtype=float),
                             "factor": gate.last_speed_factor, "target": cmd.joint_positions_rad.copy(),
-                            "fired": fired, "braking": getattr(gate, "last_braking", "full") if fired else None,
+                            "fired": fired,
+                            "braking": (("full" if gate.last_dynamics_factors[0] >= 1.0 else "harder") if fired
+                                        else None),
                             "f_acc": gate.last_dynamics_factors[0], "sent_before": executor._commands_sent})
             return out
 
@@ -196,6 +206,14 @@ def main() -> int:
                     steps["tracking"].append(k["tcp"][tracking].max(initial=0.0) / bound)
                     steps["harder"].append(k["tcp"][ok & k["harder"]].max(initial=0.0) / bound)
                     steps["full"].append(k["tcp"][ok & k["braking"]].max(initial=0.0) / bound)
+                    # the full-limit steps by source: planned stops, motions at factor 1 (fallbacks / spurious
+                    # starts), motions that reached their first waypoint (braking to rest at MAX_DYNAMICS)
+                    stops = {j: bool(log.stops.get(j, False)) for j in full}
+                    ones = {j: bool(full[j]) and not stops[j] for j in full}
+                    for name, (fd, tg) in {"full: stop motions": (stops, None), "full: factor 1 motions": (ones, None),
+                                           "full: past the first waypoint": ({}, targets)}.items():
+                        kk = step_kinds(t, p, q, m, fd, tg)
+                        steps[name].append(kk["tcp"][kk["ok"] & kk["braking"]].max(initial=0.0) / bound)
                     steps["joint"].append(k["joint"][ok].max(initial=0.0) / joint_bound)
                 if executor.state.fault is not None:
                     print("fault", executor.state.fault, flush=True)
@@ -222,6 +240,18 @@ def main() -> int:
                "s": braking.brakeable_scale(start, v, speeds=False),
                "why": why_not_brakeable(braking, start, v), "need": needed_deceleration(braking, start, v),
                "vmax": float(np.abs(v).max()), "tcp": float(np.linalg.norm(kin.jacobian(start)[:3] @ v))}
+        # Where the start is: each check point's excess over its *shrunk* box (mm; > 0: inside the braking margin
+        # band next to a wall) and over the real box; the same for the motion's target.
+        base = braking._excess(start)
+        row["band_mm"] = round(1e3 * max(base.values()), 2)
+        row["tgt_band_mm"] = round(1e3 * max(braking._excess(rec["target"]).values()), 2)
+        lo, hi = e.lower_m, e.upper_m
+        tcp_pos = kin.check_points(start)["tcp"]
+        row["wall_mm"] = round(1e3 * float(min((tcp_pos - lo).min(), (hi - tcp_pos).min())), 2)
+        wide = BrakingEnvelope(dataclasses.replace(braking.config, braking_margin_m=0.0), kin,
+                               braking.joint_lower_rad - braking.config.joint_halt_margin_rad,
+                               braking.joint_upper_rad + braking.config.joint_halt_margin_rad)
+        row["s_real_box"] = wide.brakeable_scale(start, v, speeds=False)
         nxt = records[k + 1] if k + 1 < len(records) else None
         if nxt is not None:  # whether the executor sent this motion (the hold / deferral may not)
             row["sent"] = nxt["sent_before"] > rec["sent_before"]

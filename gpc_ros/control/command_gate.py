@@ -20,6 +20,8 @@ Streaming modes (``ExecutorConfig.streaming_mode``):
 
 from __future__ import annotations
 
+import dataclasses
+
 import franky
 import numpy as np
 
@@ -51,21 +53,24 @@ TURN_TOLERANCE_RAD = 1e-4
 #: A start velocity above this x franky's joint velocity limit is not one the planner commanded
 #: (:meth:`CommandGate._motion` brakes it at franky's full acceleration and jerk).
 SPURIOUS_SPEED_RATIO = 1.1
-#: A start whose largest brakeable scale (:meth:`~gpc_ros.control.braking.BrakingEnvelope.brakeable_scale`) is below
-#: this brakes at franky's full limits (:meth:`CommandGate._motion`). The per-motion factors brake at no less than
-#: ``BRAKING_FLOOR_MARGIN`` x ``braking_deceleration_rad_s2``, so a start up to ``1 / sqrt(BRAKING_FLOOR_MARGIN)`` x
-#: its brakeable speed still stops in the room at them (the lag aside). At 1.0 it fired at walls an arm came to at
-#: its brakeable speed (bisection rounding): in one bench/bench_driver.py run a 10 Hz line's largest 1 kHz TCP
-#: velocity step was 1.18 x its bound and the joint step 1.00 x (franky's full 5 rad/s^2), against 1.12 / 0.42 before
-#: the change and 0.97 / 0.43 with this threshold (results/driver/bench_driver_2026-12-03_s13_*.txt).
+#: A start whose largest brakeable scale inside the boxes themselves (``CommandGate.fallback_braking``) is below this
+#: brakes harder than the per-motion factors (:meth:`CommandGate._motion`,
+#: :meth:`CommandGate.braking_dynamics_factors`; at franky's full limits, and against the boxes shrunk by
+#: ``braking_margin_m``, until session 18). The per-motion factors brake at no less than ``BRAKING_FLOOR_MARGIN`` x
+#: ``braking_deceleration_rad_s2``, so a start up to ``1 / sqrt(BRAKING_FLOOR_MARGIN)`` x its brakeable speed still
+#: stops in the room at them (the lag aside). At 1.0 it fired at walls an arm came to at its brakeable speed
+#: (bisection rounding): in one bench/bench_driver.py run a 10 Hz line's largest 1 kHz TCP velocity step was 1.18 x
+#: its bound and the joint step 1.00 x (franky's full 5 rad/s^2), against 1.12 / 0.42 before the change and
+#: 0.97 / 0.43 with this threshold (results/driver/bench_driver_2026-12-03_s13_*.txt).
 FULL_BRAKING_SCALE = 1.0 / np.sqrt(BRAKING_FLOOR_MARGIN)
 #: A start whose TCP speed (the robot's ``dq_d`` through the Jacobian at its ``q_d``) is above this x
-#: ``max_speed_m_s`` / ``max_rotation_speed_rad_s`` is braked at franky's full acceleration and jerk
-#: (:meth:`CommandGate._motion`, counted as ``full_dynamics_overspeed``). The speed factor bounds the TCP speed along
-#: two directions per motion; a time-optimal profile slows its joints at different times. Recorded (issue 9, session
-#: 15, the 200 adversarial streams, seed 23): joint 4 held 0.64 rad/s while joints 2 and 6, which had partly cancelled
-#: its TCP motion, slowed; the commanded TCP went to 1.03-1.07 x the limit for ~100 ms while the lowered factor braked
-#: joint 4 at the per-motion 1.25 rad/s^2.
+#: ``max_speed_m_s`` / ``max_rotation_speed_rad_s`` is braked harder than the per-motion factors
+#: (:meth:`CommandGate.braking_dynamics_factors`; franky's full limits until session 18; :meth:`CommandGate._motion`,
+#: counted as ``harder_braking_overspeed``). The speed factor bounds the TCP speed along two directions per motion; a
+#: time-optimal profile slows its joints at different times. Recorded (issue 9, session 15, the 200 adversarial
+#: streams, seed 23): joint 4 held 0.64 rad/s while joints 2 and 6, which had partly cancelled its TCP motion, slowed;
+#: the commanded TCP went to 1.03-1.07 x the limit for ~100 ms while the lowered factor braked joint 4 at the
+#: per-motion 1.25 rad/s^2.
 OVERSPEED_FULL_BRAKING_RATIO = 1.02
 #: Smallest per-motion velocity factor (franky needs one in (0, 1]); 0.02 x 1 rad/s is far below any TCP limit.
 MIN_SPEED_FACTOR = 0.02
@@ -99,6 +104,12 @@ class CommandGate:
         """(acceleration, jerk) factors of the last joint motion built (:meth:`joint_dynamics_factors`)."""
         self.braking = BrakingEnvelope(envelope.config, guard.kinematics, guard.hard_lower_rad, guard.hard_upper_rad)
         """Limits the planner's speed to what can stop inside the boxes and joint limits (:mod:`.braking`)."""
+        self.fallback_braking = BrakingEnvelope(dataclasses.replace(envelope.config, braking_margin_m=0.0),
+                                                guard.kinematics, guard.hard_lower_rad, guard.hard_upper_rad)
+        """The same, stopping inside the boxes themselves: an arm that cannot brakes harder (:meth:`_motion`)."""
+        self.last_braking: str | None = None
+        """Why the last joint motion brakes harder than its per-motion factors: ``"braking"``, ``"overspeed"``,
+        ``"spurious"`` (franky's full limits), or None."""
 
     # -- state ----------------------------------------------------------------------------------------------------
     def reset_to(self, joints_rad: np.ndarray) -> None:
@@ -260,6 +271,23 @@ class CommandGate:
         floor = min(1.0, BRAKING_FLOOR_MARGIN * c.braking_deceleration_rad_s2 / max(float(acc.min()), 1e-12))
         return max(f_acc, floor), 1.0
 
+    def braking_dynamics_factors(self, joints_rad: np.ndarray) -> tuple[float, float]:
+        """Acceleration and jerk factors of a motion that brakes harder than :meth:`joint_dynamics_factors`.
+
+        The largest ``f_a`` at which ``f_a * sum_i a_i |J_i|`` stays within ``braking_acceleration_ratio`` x
+        ``max_acceleration_m_s2`` and x ``max_rotation_acceleration_rad_s2`` (the per-motion factor's bound, that
+        many times looser), never below the per-motion factor; the jerk factor is 1. In (0, 1].
+        """
+        c = self.envelope.config
+        columns = np.abs(self.guard.kinematics.jacobian(joints_rad))
+        lin = np.linalg.norm(columns[:3], axis=0)
+        ang = np.linalg.norm(columns[3:], axis=0)
+        acc = c.relative_dynamics_factor * self.planner_joint_acceleration_limit_rad_s2
+        r = c.braking_acceleration_ratio
+        f_acc = min(1.0, r * c.max_acceleration_m_s2 / max(float(acc @ lin), 1e-12),
+                    r * c.max_rotation_acceleration_rad_s2 / max(float(acc @ ang), 1e-12))
+        return max(f_acc, self.joint_dynamics_factors(joints_rad)[0]), 1.0
+
     def _consistent_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
                                  start_velocity_rad_s: np.ndarray | None, acceleration_factor: float,
                                  velocity_limit_rad_s: np.ndarray, arrival_s: float | None = None
@@ -416,24 +444,30 @@ class CommandGate:
                 qd = qd / over
             q = cmd.joint_positions_rad.astype(np.float64)
             f_acc, f_jerk = self.joint_dynamics_factors(q)
+            self.last_braking = None
             if velocity is not None and np.any(np.abs(velocity) > SPURIOUS_SPEED_RATIO * dynamics *
                                                self.planner_joint_velocity_limit_rad_s):
                 # A start the planner never commands (franky-sim's report to a starved client): brake it at franky's
                 # full limits. At the per-motion factors it took seconds (joint 2 ran away to 11.7 rad/s).
                 f_acc, f_jerk = 1.0, 1.0
+                self.last_braking = "spurious"
             elif velocity is not None and (f_acc < 1.0 or f_jerk < 1.0) and \
-                    self.braking.brakeable_scale(start, velocity, speeds=False) < FULL_BRAKING_SCALE:
-                # The arm already moves faster than it can brake to rest inside the boxes and joint limits at the
-                # braking envelope's deceleration (it lagged far behind targets that were brakeable where *they* are,
-                # issue 9): brake at franky's full limits, not at the per-motion factors (1.2 rad/s^2 measured: the
-                # commanded TCP went 16 mm out of the box).
-                self.guard.counter.add("full_dynamics_braking")
-                f_acc, f_jerk = 1.0, 1.0
+                    self.fallback_braking.brakeable_scale(start, velocity, speeds=False) < FULL_BRAKING_SCALE:
+                # The arm already moves faster than it can brake to rest inside the boxes themselves (not the
+                # margin the speed factor plans with) and joint limits at the braking envelope's deceleration (it
+                # lagged far behind targets that were brakeable where *they* are, issue 9): brake harder than the
+                # per-motion factors (1.2 rad/s^2 measured: the commanded TCP went 16 mm out of the box), within
+                # braking_acceleration_ratio x the TCP acceleration limits (franky's full limits until session 18:
+                # 1 kHz TCP steps up to 4.7 x max_acceleration_m_s2 x 1 ms).
+                self.guard.counter.add("harder_braking")
+                f_acc, f_jerk = self.braking_dynamics_factors(q)
+                self.last_braking = "braking"
             elif velocity is not None and (f_acc < 1.0 or f_jerk < 1.0) and self._overspeed(start, velocity):
-                # Faster than the TCP limits already (the speed factor lowered its target speed): shed it at franky's
-                # full limits, not over ~100 ms at the per-motion factors.
-                self.guard.counter.add("full_dynamics_overspeed")
-                f_acc, f_jerk = 1.0, 1.0
+                # Faster than the TCP limits already (the speed factor lowered its target speed): shed it harder,
+                # not over ~100 ms at the per-motion factors.
+                self.guard.counter.add("harder_braking_overspeed")
+                f_acc, f_jerk = self.braking_dynamics_factors(q)
+                self.last_braking = "overspeed"
             self.last_dynamics_factors = (f_acc, f_jerk)
             qd_plan = qd
             qd, duration = self._consistent_feed_forward(qd, q - start, velocity, f_acc, allowed, arrival_s)

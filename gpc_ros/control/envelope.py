@@ -79,9 +79,9 @@ class SafetyEnvelopeConfig:
     max_acceleration_m_s2: float = 2.0
     """Largest end-effector translational acceleration (m/s^2) of the checked commands and, in ``joint`` streaming, of
     franky's planner while it tracks them (each motion's acceleration factor; up to 1.5 x where the braking floor
-    binds, at the defaults). Braking at franky's full limits (the counted fallbacks, a motion not replaced before its
-    target) is bounded per joint by ``max_joint_acceleration_rad_s2`` only (docs/driver.md, *The guarantee,
-    precisely*)."""
+    binds, at the defaults); ``braking_acceleration_ratio`` x this where the gate brakes harder (counted). Braking at
+    franky's full limits (planned stops, a motion not replaced before its target, a spurious start) is bounded per
+    joint by ``max_joint_acceleration_rad_s2`` only (docs/driver.md, *The guarantee, precisely*)."""
     max_jerk_m_s3: float = 2000.0
     """Largest end-effector translational jerk (m/s^3), given to franky's planner."""
     max_rotation_speed_rad_s: float = 1.0
@@ -125,6 +125,11 @@ class SafetyEnvelopeConfig:
     hold, bench/braking_probe.py; kept: a re-plan may come a control period late)."""
     braking_margin_m: float = 0.005
     """The braking arm's TCP, elbow and wrist stop this far inside their boxes (m)."""
+    braking_acceleration_ratio: float = 3.0
+    """Where the driver brakes harder than its per-motion factors (an arm too fast to brake inside the boxes at
+    ``braking_deceleration_rad_s2``, or faster than the TCP speed limits), franky's planner keeps the TCP's
+    acceleration within this x ``max_acceleration_m_s2`` and x ``max_rotation_acceleration_rad_s2`` (the motion's
+    acceleration factor bounds ``sum_i f a_i |J_i|``, as while tracking; docs/driver.md). At least 1."""
     # --- measured state ---
     measured_box_tolerance_m: float = 0.03
     """A *measured* TCP, elbow or wrist further than this outside its box halts the arm with a fault (m)."""
@@ -179,6 +184,10 @@ class SafetyEnvelopeConfig:
         if not (isinstance(self.braking_lag_s, (int, float)) and 0.0 <= self.braking_lag_s <= 1.0):
             raise ValueError(f"SafetyEnvelopeConfig.braking_lag_s must be a number in [0, 1] s, "
                              f"got {self.braking_lag_s!r}")
+        if not (isinstance(self.braking_acceleration_ratio, (int, float)) and
+                1.0 <= self.braking_acceleration_ratio <= 100.0):
+            raise ValueError(f"SafetyEnvelopeConfig.braking_acceleration_ratio must be a number in [1, 100], "
+                             f"got {self.braking_acceleration_ratio!r}")
         half = float(min(np.min(hi - lo), np.min(ahi - alo))) / 2.0
         if not (isinstance(self.braking_margin_m, (int, float)) and 0.0 <= self.braking_margin_m < half):
             raise ValueError(f"SafetyEnvelopeConfig.braking_margin_m must be a number in [0, {half:.3f}) m (half the "

@@ -160,7 +160,7 @@ def test_a_jump_inside_a_chunk_or_from_the_current_target_rejects_the_chunk():
     ("workspace_min_m", (0.8, -0.4, 0.05)), ("workspace_max_m", (1.0, 0.4)), ("max_speed_m_s", 0.0),
     ("relative_dynamics_factor", 1.5), ("gripper_max_width_m", 0.2), ("joint_limit_margin_rad", 5.0),
     ("max_target_jump_m", float("nan")), ("arm_points_max_m", (-1.0, 0.6, 1.1)), ("unreachable_policy", "ignore"),
-    ("joint_halt_margin_rad", 0.2), ("max_acceleration_m_s2", -1.0),
+    ("joint_halt_margin_rad", 0.2), ("max_acceleration_m_s2", -1.0), ("braking_acceleration_ratio", 0.5),
 ])
 def test_envelope_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=field.split("_m")[0]):
