@@ -92,18 +92,7 @@ def main() -> int:
                         pickle.dump({"rep": rep, "snaps": recorder.since(n_prev), "sent": sent[s_prev:],
                                      "interventions": after}, f)
                     print("OUT", json.dumps(rep), flush=True)
-                if executor.state.fault is not None:
-                    executor.wait_stopped(10.0)
-                    executor.recover()
-                    executor.enable(True)
-                if i % 50 == 49:  # as the test: back to the start pose now and then
-                    executor.stop()
-                    executor.wait_stopped(10.0)
-                    executor.enable(True)
-                    try:
-                        streams.go_to_joints(executor, ready)
-                    except Exception:
-                        pass
+                streams.between_streams(executor, i, ready, ignore=(Exception,))  # as the test
             executor.stop()
             executor.wait_stopped(10.0)
         print(f"total {time.monotonic() - t_all:.1f} s", flush=True)

@@ -85,8 +85,14 @@ class CommandLog:
             motion.register_callback(callback)
         return self._robot.move(motion, *args, **kwargs)
 
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(robot time, commanded TCP, commanded joints (NaN for Cartesian motions), motion index), time-ordered."""
+    def take(self, arrival_order: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(robot time, commanded TCP, commanded joints (NaN for Cartesian motions), motion index), time-ordered.
+
+        ``arrival_order``: as the callbacks arrived, not sorted. franky's motion time restarts from 0 with every new
+        control session (after a stop), so over several sessions sorting would interleave them. A row whose time equals
+        the previous one's (a preempting motion's first command) is dropped; one earlier than it starts a new session,
+        where no step counts (its interval is negative).
+        """
         with self.lock:
             rows = list(self.rows)
             self.rows.clear()
@@ -94,6 +100,9 @@ class CommandLog:
         p = np.array([r[1] for r in rows]).reshape(-1, 3)
         q = np.array([r[2] for r in rows]).reshape(-1, 7)
         m = np.array([r[3] for r in rows], dtype=int)
+        if arrival_order:
+            keep = np.concatenate([[True], np.diff(t) != 0]) if len(t) else np.zeros(0, bool)
+            return t[keep], p[keep], q[keep], m[keep]
         order = np.argsort(t, kind="stable")
         t, p, q, m = t[order], p[order], q[order], m[order]
         keep = np.concatenate([[True], np.diff(t) > 0]) if len(t) else np.zeros(0, bool)

@@ -88,22 +88,6 @@ def needed_deceleration(braking: BrakingEnvelope, start: np.ndarray, v: np.ndarr
     return hi
 
 
-def take_in_order(log) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``CommandLog.take`` without its sort by time: franky's motion time restarts from 0 with every new control
-    session (after a stop), so over a whole stream sorting would interleave sessions. The callbacks arrive in order;
-    a row whose time is not after the previous one's is dropped (equal: a preempting motion's first command) or
-    starts a new session (earlier), where no step counts (its interval is negative)."""
-    with log.lock:
-        rows = list(log.rows)
-        log.rows.clear()
-    t = np.array([r[0] for r in rows])
-    p = np.array([r[1] for r in rows]).reshape(-1, 3)
-    q = np.array([r[2] for r in rows]).reshape(-1, 7)
-    m = np.array([r[3] for r in rows], dtype=int)
-    keep = np.concatenate([[True], np.diff(t) != 0]) if len(t) else np.zeros(0, bool)
-    return t[keep], p[keep], q[keep], m[keep]
-
-
 def start_logged(host: str) -> tuple[FrankaExecutor, Recorder, list]:
     """``test_driver_safety_sim.start`` with franky's 1 kHz commands recorded (bench_driver's ``CommandLog``)."""
     logs: list = []
@@ -192,7 +176,7 @@ def main() -> int:
                 rep = streams.measured_report(executor, recorder.since(n0))
                 worst.update({k: max(worst.get(k, 0.0), v) for k, v in rep.items()})
                 log = logs[-1]
-                t, p, q, m = take_in_order(log)
+                t, p, q, m = log.take(arrival_order=True)
                 if len(t) > 30:
                     here = set(np.unique(m).tolist())
                     full, targets = ({j: d[j] for j in here if j in d} for d in (
@@ -217,17 +201,7 @@ def main() -> int:
                     steps["joint"].append(k["joint"][ok].max(initial=0.0) / joint_bound)
                 if executor.state.fault is not None:
                     print("fault", executor.state.fault, flush=True)
-                    executor.wait_stopped(10.0)
-                    executor.recover()
-                    executor.enable(True)
-                if i % 50 == 49:
-                    executor.stop()
-                    executor.wait_stopped(10.0)
-                    executor.enable(True)
-                    try:
-                        streams.go_to_joints(executor, ready)
-                    except Exception:
-                        pass
+                streams.between_streams(executor, i, ready, ignore=(Exception,))
             executor.stop()
             executor.wait_stopped(10.0)
             logs[-1].recording = False

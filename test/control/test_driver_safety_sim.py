@@ -116,6 +116,24 @@ def joint_chunk(t0: float, q_rows: np.ndarray, dt_s: float = 0.05) -> ActionChun
     return ActionChunk.from_arrays(t0, dt_s, joint_positions_rad=q_rows)
 
 
+def between_streams(executor: FrankaExecutor, i: int, ready: np.ndarray,
+                    ignore: tuple[type[BaseException], ...] = (ChunkRejectedError, AssertionError)) -> None:
+    """After stream ``i``: recover from a fault, and every 50th stream stop and go back to ``ready`` (otherwise each
+    stream starts where the last ended); a failed return (``ignore``) is left as it is."""
+    if executor.state.fault is not None:
+        executor.wait_stopped(10.0)
+        executor.recover()
+        executor.enable(True)
+    if i % 50 == 49:
+        executor.stop()
+        executor.wait_stopped(10.0)
+        executor.enable(True)
+        try:
+            go_to_joints(executor, ready)
+        except ignore:
+            pass
+
+
 def go_to_joints(executor: FrankaExecutor, q_goal: np.ndarray, timeout_s: float = 60.0) -> None:
     """Joint chunks to ``q_goal`` (steps within the jump limit) until the measured joints are within 0.02 rad."""
     deadline = time.monotonic() + timeout_s
@@ -550,17 +568,7 @@ def run_streams(host: str, n_streams: int, seed: int, duration_s: float) -> list
             WORST.update({k: max(WORST.get(k, 0.0), v) for k, v in report.items() if isinstance(v, float)})
             if executor.state.fault is not None:
                 assert executor.state.fault.startswith(("halted", "control error")), executor.state.fault
-                executor.wait_stopped(10.0)
-                executor.recover()
-                executor.enable(True)
-            if i % 50 == 49:  # back to the start pose now and then (otherwise each stream starts where the last ended)
-                executor.stop()
-                executor.wait_stopped(10.0)
-                executor.enable(True)
-                try:
-                    go_to_joints(executor, ready)
-                except (ChunkRejectedError, AssertionError):
-                    pass
+            between_streams(executor, i, ready)
         executor.stop()
         executor.wait_stopped(10.0)
         final = measured_report(executor, recorder.since(0))
