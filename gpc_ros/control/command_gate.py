@@ -260,16 +260,7 @@ class CommandGate:
         motion from the reported ``ddq_d``, tens of rad/s^2 for a starved client: docs/driver.md, *A starved
         client*). ``f_a`` in (0, 1].
         """
-        c = self.envelope.config
-        d = c.relative_dynamics_factor
-        columns = np.abs(self.guard.kinematics.jacobian(joints_rad))
-        lin = np.linalg.norm(columns[:3], axis=0)
-        ang = np.linalg.norm(columns[3:], axis=0)
-        acc = d * self.planner_joint_acceleration_limit_rad_s2
-        f_acc = min(1.0, c.max_acceleration_m_s2 / max(float(acc @ lin), 1e-12),
-                    c.max_rotation_acceleration_rad_s2 / max(float(acc @ ang), 1e-12))
-        floor = min(1.0, BRAKING_FLOOR_MARGIN * c.braking_deceleration_rad_s2 / max(float(acc.min()), 1e-12))
-        return max(f_acc, floor), 1.0
+        return self._acceleration_factor(joints_rad, 1.0), 1.0
 
     def braking_dynamics_factors(self, joints_rad: np.ndarray) -> tuple[float, float]:
         """Acceleration and jerk factors of a motion that brakes harder than :meth:`joint_dynamics_factors`.
@@ -278,15 +269,23 @@ class CommandGate:
         ``max_acceleration_m_s2`` and x ``max_rotation_acceleration_rad_s2`` (the per-motion factor's bound, that
         many times looser), never below the per-motion factor; the jerk factor is 1. In (0, 1].
         """
+        return self._acceleration_factor(joints_rad, self.envelope.config.braking_acceleration_ratio), 1.0
+
+    def _acceleration_factor(self, joints_rad: np.ndarray, ratio: float) -> float:
+        """The largest ``f_a`` in (0, 1] within ``ratio`` x the TCP acceleration limits, not below the braking floor.
+
+        ``f_a * sum_i a_i |J_i|`` is the bound (:meth:`joint_dynamics_factors`); with ``ratio`` >= 1 the factor is never
+        below the per-motion one (ratio 1).
+        """
         c = self.envelope.config
         columns = np.abs(self.guard.kinematics.jacobian(joints_rad))
         lin = np.linalg.norm(columns[:3], axis=0)
         ang = np.linalg.norm(columns[3:], axis=0)
         acc = c.relative_dynamics_factor * self.planner_joint_acceleration_limit_rad_s2
-        r = c.braking_acceleration_ratio
-        f_acc = min(1.0, r * c.max_acceleration_m_s2 / max(float(acc @ lin), 1e-12),
-                    r * c.max_rotation_acceleration_rad_s2 / max(float(acc @ ang), 1e-12))
-        return max(f_acc, self.joint_dynamics_factors(joints_rad)[0]), 1.0
+        f_acc = min(1.0, ratio * c.max_acceleration_m_s2 / max(float(acc @ lin), 1e-12),
+                    ratio * c.max_rotation_acceleration_rad_s2 / max(float(acc @ ang), 1e-12))
+        floor = min(1.0, BRAKING_FLOOR_MARGIN * c.braking_deceleration_rad_s2 / max(float(acc.min()), 1e-12))
+        return max(f_acc, floor)
 
     def _consistent_feed_forward(self, velocity_rad_s: np.ndarray, displacement_rad: np.ndarray,
                                  start_velocity_rad_s: np.ndarray | None, acceleration_factor: float,
