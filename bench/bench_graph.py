@@ -301,6 +301,20 @@ class SendLog:
         return out
 
 
+def median_ci(values: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(median, lo, hi)``: the median of ``values`` and a 95 % bootstrap interval of it (rounds resampled)."""
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(values, dtype=float)
+    boots = np.sort(np.median(rng.choice(arr, size=(n_boot, len(arr)), replace=True), axis=1))
+    return float(np.median(arr)), float(boots[int(0.025 * n_boot)]), float(boots[int(0.975 * n_boot) - 1])
+
+
+def paired_ratio(case: list[float], base: list[float]) -> str:
+    """The per-round ratios ``case[r] / base[r]`` (both timed in round ``r``): their median and its 95 % interval."""
+    med, lo, hi = median_ci([c / b for c, b in zip(case, base)])
+    return f"{med:.3f}x per round (95 % interval of the median {lo:.3f}-{hi:.3f}x)"
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -637,6 +651,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"(in-process deployment, no separate-host processes running), "
                       f"{statistics.median(times[key]) / base_traced:.2f}x with the bench's separate-host processes "
                       f"running (each against one traced parent measured in the same condition)")
+                alone = "one parent alone, traced"
+                for name in (key, "K=2 in-process Composer, spinning workers, traced"):
+                    print(f"  paired, {name} / {alone}, hosts stopped: "
+                          f"{paired_ratio(times_stopped[name], times_stopped[alone])}; hosts running: "
+                          f"{paired_ratio(times[name], times[alone])}")
         print("\n  second host's request of a step sent after the first (median, p90; timed rounds only):")
         for name, gaps in sends.gaps().items():
             print(f"  {name:<36} {statistics.median(gaps) * 1e3:.3f} ms, p90 "

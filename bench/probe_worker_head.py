@@ -278,6 +278,9 @@ def main(argv=None):
         if not c._joint.wait_ready(120.0):
             raise SystemExit("worker not ready")
     spin_worker.SpinningHeadsStep.__call__ = diag_call
+    # the Composer calls a joint step's ``start`` when it has one (session 17): without it, it calls ``__call__``,
+    # the instrumented copy (the composer then converts parent 1's prediction after the wait, not during it)
+    spin_worker.SpinningHeadsStep.start = None
     w2 = torch.tensor([0.5, 0.5], dtype=torch.float64)
     refs = {order: c.compose(c.encode([obs[n] for n in order]), w2, generator=0).actions for order, c in eager.items()}
     cases = {}
