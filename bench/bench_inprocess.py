@@ -8,6 +8,8 @@ K = 2 ratio moved by ±0.04 from run to run. This bench times only the three cas
 ``--instances`` independent instances (own parents loaded from the checkpoints, own traces, own worker process):
 
 * ``one traced parent``: the plain Composer with the traced RGB parent (the baseline);
+* ``one traced parent, graph (one in-process host)``: the same parent as the graph's only host (the deployment's own
+  one-parent baseline: it too assembles the observation from the host's window for every chunk);
 * ``K=2 Composer, spinning workers``: the plain Composer, both traced parents, joint encode and joint step, head 2 in a
   spinning worker process (``joint_step_workers``);
 * ``K=2 graph, in-process hosts, spinning workers``: the graph's ``GraphComposer`` with both hosts in its process and
@@ -41,6 +43,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 BASE = "one traced parent"
+BASE_GRAPH = "one traced parent, graph (one in-process host)"
 PLAIN = "K=2 Composer, spinning workers"
 GRAPH = "K=2 graph, in-process hosts, spinning workers"
 
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
     eager = Composer([core(n, trace=False).parent for n in ("rgb", "pcd")], sequential)
     closing: list = [eager]
-    runs: dict[str, list] = {BASE: [], PLAIN: [], GRAPH: []}
+    runs: dict[str, list] = {BASE: [], BASE_GRAPH: [], PLAIN: [], GRAPH: []}
+    single = replace(node, parents=("rgb",), weights=(1.0,), composer=sequential)
     spinning: dict[str, list] = {PLAIN: [], GRAPH: []}
     heads = []
     for _ in range(args.instances):
@@ -87,11 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         plain = Composer([core("rgb").parent, core("pcd").parent], spin)
         graph = GraphComposer(node, [LocalHost(core("rgb")), LocalHost(core("pcd"))])
         graph.check_compatible()  # as the node does (the worker starts here)
-        closing += [one, plain, graph]
+        graph_one = GraphComposer(single, [LocalHost(core("rgb"))])
+        graph_one.check_compatible()
+        closing += [one, plain, graph, graph_one]
+        heads.append(graph_one.handles["rgb"].core.parent._denoiser)
         heads += [one.parents[0]._denoiser, plain._joint.head]
         spinning[PLAIN].append(plain._joint)
         spinning[GRAPH].append(next(iter(graph._composers.values()))[0]._joint.inner)
         runs[BASE].append(lambda c=one: (c.compose(c.encode([obs["rgb"]]), w1, generator=0).actions, 0))
+        runs[BASE_GRAPH].append(lambda g=graph_one: _actions(g.compose(t_obs + 0.01)))
         runs[PLAIN].append(lambda c=plain: (c.compose(c.encode([obs["rgb"], obs["pcd"]]), w2, generator=0).actions, 0))
         runs[GRAPH].append(lambda g=graph: _actions(g.compose(t_obs + 0.01)))
     heads += [s.head for s in spinning[GRAPH]]
@@ -127,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median(per_round[case])
             spread = ", ".join(f"{statistics.median(times[(case, i)]):.2f}" for i in range(args.instances))
             print(f"  {case:<48} {med:7.2f} ms  {med / base:6.3f}x {BASE} (instances: {spread} ms)")
-        for case in (PLAIN, GRAPH):
-            med, lo, hi = median_ci([k / b for k, b in zip(per_round[case], per_round[BASE])])
-            print(f"  per round, {case} / {BASE}: median {med:.3f}x, 95 % interval {lo:.3f}-{hi:.3f}x")
+        for case, against in ((PLAIN, BASE), (GRAPH, BASE), (BASE_GRAPH, BASE), (GRAPH, BASE_GRAPH)):
+            med, lo, hi = median_ci([k / b for k, b in zip(per_round[case], per_round[against])])
+            print(f"  per round, {case} / {against}: median {med:.3f}x, 95 % interval {lo:.3f}-{hi:.3f}x")
         med, lo, hi = median_ci([g - p for g, p in zip(per_round[GRAPH], per_round[PLAIN])])
         print(f"  per round, {GRAPH} - {PLAIN}: median {med:+.2f} ms, 95 % interval {lo:+.2f} to {hi:+.2f} ms")
         for case, steps in spinning.items():
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{worker:.3f} ms; steps run in process (fallback) {fallback}")
         encodings = eager.encode([obs["rgb"], obs["pcd"]])
         same = all(torch.equal(out.reshape(-1), eager.compose(encodings, w2, generator=seed).actions.reshape(-1))
-                   for (case, _), (out, seed) in last.items() if case != BASE)
+                   for (case, _), (out, seed) in last.items() if case in (PLAIN, GRAPH))
         print(f"  every K = 2 chunk of the last round torch.equal to the eager sequential Composer's: {same}")
         print(f"  load after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         return 0 if same else 1
