@@ -13,7 +13,10 @@ K = 2 ratio moved by ±0.04 from run to run. This bench times only the three cas
 * ``K=2 Composer, spinning workers``: the plain Composer, both traced parents, joint encode and joint step, head 2 in a
   spinning worker process (``joint_step_workers``);
 * ``K=2 graph, in-process hosts, spinning workers``: the graph's ``GraphComposer`` with both hosts in its process and
-  the same composer settings (the deployment ``composer_node`` runs with ``deployment: in_process``).
+  the same composer settings (the deployment ``composer_node`` runs with ``deployment: in_process``);
+* ``one traced parent, thread pinned to CPU 0`` / ``... CPU 1``: the baseline's own instances with the calling thread
+  pinned to each CPU in turn (the spinning step runs head 1 on the first CPU and the worker on the second: is one
+  CPU slower in this run?).
 
 The bench_graph parents (``small`` RGB diffusion + DP3, random weights, DDIM 10, one candidate, 1 torch thread, no
 ROS). Every round runs every instance of every case once, in an order that alternates; a case's time in a round is the
@@ -46,6 +49,7 @@ BASE = "one traced parent"
 BASE_GRAPH = "one traced parent, graph (one in-process host)"
 PLAIN = "K=2 Composer, spinning workers"
 GRAPH = "K=2 graph, in-process hosts, spinning workers"
+ON_CPU = "one traced parent, thread pinned to CPU {}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     w1, w2 = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
     eager = Composer([core(n, trace=False).parent for n in ("rgb", "pcd")], sequential)
     closing: list = [eager]
-    runs: dict[str, list] = {BASE: [], BASE_GRAPH: [], PLAIN: [], GRAPH: []}
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = [ON_CPU.format(c) for c in cpus[:2]] if len(cpus) >= 2 else []
+    runs: dict[str, list] = {BASE: [], BASE_GRAPH: [], PLAIN: [], GRAPH: [], **{name: [] for name in pinned}}
     single = replace(node, parents=("rgb",), weights=(1.0,), composer=sequential)
     spinning: dict[str, list] = {PLAIN: [], GRAPH: []}
     heads = []
@@ -99,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         spinning[PLAIN].append(plain._joint)
         spinning[GRAPH].append(next(iter(graph._composers.values()))[0]._joint.inner)
         runs[BASE].append(lambda c=one: (c.compose(c.encode([obs["rgb"]]), w1, generator=0).actions, 0))
+        for cpu, name in zip(cpus, pinned):
+            runs[name].append(lambda c=one, cpu=cpu: _pinned(cpu, lambda: (c.compose(c.encode([obs["rgb"]]), w1,
+                                                                                        generator=0).actions, 0)))
         runs[BASE_GRAPH].append(lambda g=graph_one: _actions(g.compose(t_obs + 0.01)))
         runs[PLAIN].append(lambda c=plain: (c.compose(c.encode([obs["rgb"], obs["pcd"]]), w2, generator=0).actions, 0))
         runs[GRAPH].append(lambda g=graph: _actions(g.compose(t_obs + 0.01)))
@@ -138,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         for case, against in ((PLAIN, BASE), (GRAPH, BASE), (BASE_GRAPH, BASE), (GRAPH, BASE_GRAPH)):
             med, lo, hi = median_ci([k / b for k, b in zip(per_round[case], per_round[against])])
             print(f"  per round, {case} / {against}: median {med:.3f}x, 95 % interval {lo:.3f}-{hi:.3f}x")
+        if pinned:
+            med, lo, hi = median_ci([b / a for a, b in zip(per_round[pinned[0]], per_round[pinned[1]])])
+            print(f"  per round, {pinned[1]} / {pinned[0]}: median {med:.3f}x, 95 % interval {lo:.3f}-{hi:.3f}x")
         med, lo, hi = median_ci([g - p for g, p in zip(per_round[GRAPH], per_round[PLAIN])])
         print(f"  per round, {GRAPH} - {PLAIN}: median {med:+.2f} ms, 95 % interval {lo:+.2f} to {hi:+.2f} ms")
         for case, steps in spinning.items():
@@ -157,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for c in closing:
             c.close()
+
+
+def _pinned(cpu: int, fn):
+    """``fn()`` with the calling thread pinned to ``cpu`` (its affinity restored after)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        return fn()
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _actions(result) -> tuple[torch.Tensor, int]:
