@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         fill(core, t_obs)
         return parent, core.window.at(t_obs)[0]
 
-    def interleaved(fns: dict, rounds: int, scale: float) -> dict[str, list[float]]:
+    def interleaved(fns: dict, rounds: int, scale: float, warmup: int = 20) -> dict[str, list[float]]:
+        """``warmup`` untimed rounds, then ``rounds`` timed ones (order alternating): per name, times / ``scale``."""
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
         times: dict[str, list[float]] = {k: [] for k in fns}
         for r in range(rounds):
             for name, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
@@ -83,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             composer = Composer([parent], config)
             parent._denoiser.wait_for_traces(120.0)
             fns[f"instance {i} (made {i + 1}.)"] = lambda c=composer, o=obs: c.compose(c.encode([o]), w1, generator=0)
-        for _ in range(20):
-            for fn in fns.values():
-                fn()
         times = interleaved(fns, args.rounds, 1e6)
         print(f"\n  instances: whole chunks, ms (median, p10), {args.rounds} rounds")
         for name, v in times.items():
@@ -115,9 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                 head(*inputs[name.split()[0]])
                 head.wait_for_traces(120.0)
             fns = {name: (lambda h=head, x=inputs[name.split()[0]]: h(*x)) for name, head in heads.items()}
-            for _ in range(20):
-                for fn in fns.values():
-                    fn()
             times = interleaved(fns, args.rounds, 1e3)
         print(f"\n  reload: one head call, us (median), {args.rounds} rounds")
         for name, v in times.items():
