@@ -63,12 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--instances", type=int, default=2, help="independent instances of each case")
+    ap.add_argument("--unet-down-dims", type=lambda v: tuple(int(x) for x in v.split(",")), default=None,
+                    help="both parents' U-Net channels, e.g. 256,512,1024 (Diffusion Policy's); default: the shipped "
+                         "small preset's")
+    ap.add_argument("--warmup", type=int, default=30, help="warm-up rounds (until the workers' traces are made)")
+    ap.add_argument("--pinned", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the baseline with its thread pinned to each CPU in turn")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load = os.getloadavg()
     print(f"bench_inprocess: {os.cpu_count()} cores, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
           f"{args.rounds} rounds, {args.instances} instances of each case")
-    checkpoints = write_checkpoints(Path(tempfile.mkdtemp(prefix="bench-inprocess-")))
+    checkpoints = write_checkpoints(Path(tempfile.mkdtemp(prefix="bench-inprocess-")), args.unet_down_dims)
     t_obs = time.time()
 
     def core(name: str, trace: bool = True) -> HostCore:
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     eager = Composer([core(n, trace=False).parent for n in ("rgb", "pcd")], sequential)
     closing: list = [eager]
     cpus = sorted(os.sched_getaffinity(0))
-    pinned = [ON_CPU.format(c) for c in cpus[:2]] if len(cpus) >= 2 else []
+    pinned = [ON_CPU.format(c) for c in cpus[:2]] if len(cpus) >= 2 and args.pinned else []
     runs: dict[str, list] = {BASE: [], BASE_GRAPH: [], PLAIN: [], GRAPH: [], **{name: [] for name in pinned}}
     single = replace(node, parents=("rgb",), weights=(1.0,), composer=sequential)
     spinning: dict[str, list] = {PLAIN: [], GRAPH: []}
@@ -119,12 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         for head in heads:
             if not head.wait_for_traces(120.0):
                 raise SystemExit("the traces were not made within 120 s")
-        for _ in range(30):  # warm-up, until the workers' traces are made too
+        for _ in range(args.warmup):  # until the workers' traces are made too
             for fns in runs.values():
                 for fn in fns:
                     fn()
+        traced_before = {}
         for step in (*spinning[PLAIN], *spinning[GRAPH]):
             step.reset_stats()
+            traced_before[id(step)] = sum(st["traced"] for st in step.worker_stats())
         flat = [(case, i, fn) for case, fns in runs.items() for i, fn in enumerate(fns)]
         times = {(case, i): [] for case, i, _ in flat}
         last: dict[tuple[str, int], tuple[torch.Tensor, int]] = {}
@@ -158,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             head = sum(s.head_s for s in steps) / n * 1e3
             wait = sum(s.wait_s for s in steps) / n * 1e3
             worker = statistics.fmean(s.worker_stats()[0]["head_ms"] for s in steps)
+            calls = sum(st["calls"] for s in steps for st in s.worker_stats())
+            traced = sum(st["traced"] for s in steps for st in s.worker_stats()) - sum(
+                traced_before[id(s)] for s in steps)
             print(f"  {case}: per step head 1 {head:.3f} ms, wait after it {wait:.3f} ms, the worker's head "
-                  f"{worker:.3f} ms; steps run in process (fallback) {fallback}")
+                  f"{worker:.3f} ms; steps run in process (fallback) {fallback}; worker calls {calls}, "
+                  f"answered by its trace {traced}")
         encodings = eager.encode([obs["rgb"], obs["pcd"]])
         same = all(torch.equal(out.reshape(-1), eager.compose(encodings, w2, generator=seed).actions.reshape(-1))
                    for (case, _), (out, seed) in last.items() if case in (PLAIN, GRAPH))
