@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     print(f"gpc-ros demo: output folder {out}")
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (gpc_ros/graph/bringup.py)
     session = DemoSession(config, out, say=lambda line: print(line, flush=True))
     wall0 = time.monotonic()
     status, failure = EXIT_OK, ""

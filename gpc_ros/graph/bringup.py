@@ -90,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpc-ros bringup: {len(description.processes)} processes on ROS domain {args.domain_id} "
           f"({'simulated FR3 at ' if description.use_sim else 'robot at '}{description.robot_ip}); Ctrl-C stops all")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the graph like Ctrl-C
+    # SIGINT explicitly too (as `ros2 launch` does): a shell script's background job starts with SIGINT ignored, and
+    # Python then keeps ignoring it, so `kill -INT` did nothing and every child inherited the ignored SIGINT (the
+    # driver would then be SIGKILLed at stop instead of stopping the arm). A handled signal is reset to its default
+    # in the children at exec, so they stop on the supervisor's SIGINT.
+    signal.signal(signal.SIGINT, _interrupt)
     supervisor = Supervisor(description, env)
     try:
         supervisor.start()

@@ -5,7 +5,8 @@ Every process of a :class:`~gpc_ros.graph.description.GraphDescription` is start
 each output line is forwarded prefixed with ``[name]``. A child that exits while the graph runs is reported
 (name, pid, exit status) and, per ``on_child_exit``, the whole graph is stopped or the child restarted (at most
 ``max_restarts`` times, then the graph stops). :meth:`Supervisor.stop` (Ctrl-C) sends SIGINT to every child in
-reverse start order and SIGKILL to any still alive after ``stop_timeout_s``.
+reverse start order and SIGKILL to any still alive after ``stop_timeout_s``; every child starts with SIGINT at its
+default, even where the supervisor itself was started with SIGINT ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ from gpc_ros.graph.description import GraphDescription, ProcessSpec
 from gpc_ros.sim.franky_sim_process import _die_with_parent
 
 logger = logging.getLogger(__name__)
+
+
+def _child_setup() -> None:
+    """In the child, before exec: die with the parent, and SIGINT at its default.
+
+    :meth:`Supervisor.stop` stops the children with SIGINT. A supervisor started with SIGINT ignored (a shell
+    script's background job) would pass the ignored SIGINT on to every child, which then runs on until SIGKILL
+    (the driver would not stop the arm itself). libc's ``signal`` here: Python's ``signal.signal`` may refuse to
+    run in a forked child of a thread other than the main one.
+    """
+    _die_with_parent()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).signal(signal.SIGINT, 0)  # SIG_DFL = 0
+    except OSError:
+        pass
 
 
 @dataclass
@@ -57,7 +75,7 @@ class Supervisor:
     def _spawn(self, spec: ProcessSpec) -> subprocess.Popen:
         proc = subprocess.Popen(spec.argv(self.python), env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509 (prctl only)
+                                preexec_fn=_child_setup)  # noqa: PLW1509 (prctl and signal only)
         return proc
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:

@@ -211,6 +211,50 @@ def test_a_dead_child_is_reported_and_stops_or_is_restarted_per_config(ros_domai
         assert any("stopping the graph" in e for e in supervisor.events), supervisor.events
 
 
+def test_bringup_started_with_sigint_ignored_still_stops_every_process_on_sigint(ros_domain, tmp_path) -> None:
+    """A shell script's background job (``gpc-ros bringup ... &``) starts with SIGINT ignored, and Python keeps
+    ignoring it: bringup then ignored ``kill -INT`` and passed the ignored SIGINT on to every node (found in
+    session 20: the driver would be SIGKILLed instead of stopping the arm). Bringup handles SIGINT itself now, and
+    its children start with SIGINT at its default."""
+    import shutil
+
+    import yaml
+
+    config = Path(__file__).resolve().parents[2] / "config"
+    for f in config.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    graph = yaml.safe_load((config / "graph.yaml").read_text())
+    graph["nodes"] = [n for n in graph["nodes"] if n["name"] in ("left_host", "right_host", "composer")]
+    (tmp_path / "graph.yaml").write_text(yaml.safe_dump(graph))
+    log = tmp_path / "bringup.log"
+    with log.open("w") as out:
+        proc = ros_domain.spawn_python("-m", "gpc_ros.cli", "bringup", "--config", str(tmp_path / "graph.yaml"),
+                                       "--domain-id", str(ros_domain.domain_id), stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            wait_until(lambda: "announced" in log.read_text() or proc.poll() is not None, 120.0,
+                       "a host to announce itself to the composer")  # every child is past its imports
+            assert proc.poll() is None, log.read_text()[-3000:]
+            pids = [int(line.split("pid ")[1].rstrip(")")) for line in log.read_text().splitlines()
+                    if line.startswith("[bringup] started")]
+            assert len(pids) == 3, log.read_text()[-3000:]
+            for pid in pids:  # the children do not inherit the ignored SIGINT
+                ignored = int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                                   if line.startswith("SigIgn:")).split()[1], 16)
+                assert not ignored & (1 << (signal.SIGINT - 1)), pid
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert "Ctrl-C: stopping every process" in text, text[-3000:]
+    assert "SIGKILL" not in text, text[-3000:]  # every node stopped on its SIGINT
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
 @pytest.mark.slow
 def test_bringup_sim_runs_the_whole_graph_on_franky_sim_and_ctrl_c_stops_everything(ros_domain, listener) -> None:
     """`gpc-ros bringup --sim` as a user runs it: the push_red cell, both shipped parents, chunks the arm follows."""
