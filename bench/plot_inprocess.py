@@ -21,10 +21,16 @@ SERIES = {  # (case, base) -> label
 }
 
 
+BASE_MS = re.compile(r"^  one traced parent +(?P<ms>[\d.]+) ms")
+
+
 def parse(path: Path) -> dict[str, tuple[float, float, float]]:
-    """``label -> (median, lo, hi)`` of one log."""
+    """``label -> (median, lo, hi)`` of one log, and ``"ms" -> (one traced parent's chunk ms,) * 3``."""
     out = {}
     for line in path.read_text().splitlines():
+        base = BASE_MS.search(line)
+        if base:
+            out["ms"] = (float(base["ms"]),) * 3
         m = LINE.search(line)
         if m and (m["case"], m["base"]) in SERIES:
             out[SERIES[(m["case"], m["base"])]] = (float(m["m"]), float(m["lo"]), float(m["hi"]))
@@ -66,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     sessions = sorted({s for _, (s, _), _ in runs})
     for s in sessions[1:]:  # a line between sessions (each session had a machine of its own)
         ax.axvline(min(x for x, (t, _), _ in runs if t == s) - 0.5, color="black", lw=0.8)
+    for s in sessions:  # what one parent's chunk took there: the machines differed
+        xs = [x for x, (t, _), _ in runs if t == s]
+        ms = [v["ms"][0] for _, (t, _), v in runs if t == s and "ms" in v]
+        if s and ms:
+            ax.text((min(xs) + max(xs)) / 2, 1.02, f"session {s}: one parent {min(ms):.0f}-{max(ms):.0f} ms a chunk",
+                    ha="center", fontsize=8)
     ax.axhline(args.goal, color="red", lw=1, ls="--", label=f"goal {args.goal:.2f}x")
     ax.axhline(1.44, color="grey", lw=1, ls=":", label="paper, in-process composition 1.44x")
     ax.set_xticks([x for x, _, _ in runs])
